@@ -1,0 +1,137 @@
+"""One config system: a YAML file per model whose top level is the write-up's `full`
+profile, with smaller profiles (`cpu`, `smoke`, ...) as overlays that change sizes and
+counts, never methods.
+
+    model: simple_nn
+    cv: {scheme: old, n_folds: 5, seed: 42}
+    seeds: [0, 1, 2, 3, 4, 5]
+    params: {...}            # validated by the model's own Params class
+    profiles:
+      cpu: {seeds: [0], params: {train: {epochs: 10}}}
+
+Overlays merge dictionaries key by key; lists and scalars replace.
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the field."""
+
+
+class CVConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scheme: Literal["old", "drug"] = "old"
+    n_folds: int = Field(5, ge=2)
+    seed: int = 42
+    max_replicates: int = Field(18, ge=1)  # drug CV: drugs with more rows are split row-wise
+
+
+class RunConfig(BaseModel):
+    """A model config resolved for one profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    description: str = ""
+    profile: str = "full"
+    cv: CVConfig = CVConfig()
+    seeds: list[int] = [0]
+    params: dict[str, Any] = {}
+    source: str = ""
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Configs shipped with moakit, by name (file stem)."""
+    folder = resources.files("moakit").joinpath("configs")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = packaged_configs()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    raise ConfigError(f"{name_or_path}: no such config file, and no shipped config of that name "
+                      f"(shipped: {', '.join(sorted(shipped))})")
+
+
+def read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_config(
+    name_or_path: str | Path,
+    profile: str = "full",
+    seeds: int | list[int] | None = None,
+    folds: int | None = None,
+    cv: str | None = None,
+) -> RunConfig:
+    """Read a model config, apply a profile overlay and command-line overrides.
+
+    ``seeds`` as an int keeps the first N seeds of the profile (or 0..N-1 if it has fewer).
+    """
+    path = resolve_config_path(name_or_path)
+    raw = read_yaml(path)
+    profiles = raw.pop("profiles", {}) or {}
+    if profile != "full":
+        if profile not in profiles:
+            raise ConfigError(f"{path}: no profile {profile!r} (available: full, {', '.join(profiles)})")
+        raw = deep_merge(raw, profiles[profile])
+    if isinstance(seeds, int):
+        current = list(raw.get("seeds", [0]))
+        raw["seeds"] = current[:seeds] if seeds <= len(current) else list(range(seeds))
+    elif seeds is not None:
+        raw["seeds"] = list(seeds)
+    raw.setdefault("cv", {})
+    if folds is not None:
+        raw["cv"]["n_folds"] = folds
+    if cv is not None:
+        raw["cv"]["scheme"] = cv
+    try:
+        return RunConfig(**raw, profile=profile, source=str(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path} (profile {profile}): {_format_errors(exc)}") from exc
+
+
+def _format_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err["loc"])
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def validate_params(params_cls: type[BaseModel], params: dict, where: str) -> BaseModel:
+    """Validate a model's params with its Params class, with an error naming the config."""
+    try:
+        return params_cls(**params)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: params: {_format_errors(exc)}") from exc

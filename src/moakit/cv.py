@@ -1,0 +1,79 @@
+"""Fold assignment: the "old" multilabel-stratified CV and the drug-aware "new" CV.
+
+Both return an int array ``folds`` with one fold id per training row (0..k-1); rows of
+fold k are the validation rows of fold k.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+from moakit.data.dataset import Dataset
+
+Scheme = Literal["old", "drug"]
+
+
+def multilabel_folds(targets: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Old CV: MultilabelStratifiedKFold over rows, stratified on the scored targets."""
+    targets = np.asarray(targets)
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}")
+    if len(targets) < n_folds:
+        raise ValueError(f"cannot split {len(targets)} rows into {n_folds} folds")
+    folds = np.full(len(targets), -1, dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, valid) in enumerate(splitter.split(np.zeros((len(targets), 1)), targets)):
+        folds[valid] = k
+    return folds
+
+
+def drug_aware_folds(
+    targets: np.ndarray, drug_id: np.ndarray, n_folds: int, seed: int, max_replicates: int = 18
+) -> np.ndarray:
+    """New CV ("double stratified"): whole drugs per fold, except very frequent drugs.
+
+    Drugs with at most ``max_replicates`` rows are assigned to folds as whole drugs,
+    stratified on drug-level targets, so a model is never validated on a drug it has
+    seen. The few drugs with more rows (in lish-moa: controls and a handful of reference
+    compounds) are split row-wise with multilabel stratification, since holding each out
+    whole would unbalance the folds.
+    """
+    targets = np.asarray(targets)
+    drug_id = np.asarray(drug_id).astype(str)
+    if len(drug_id) != len(targets):
+        raise ValueError(f"drug_id has {len(drug_id)} rows, targets have {len(targets)}")
+    drugs, inverse, counts = np.unique(drug_id, return_inverse=True, return_counts=True)
+    folds = np.full(len(targets), -1, dtype=np.int64)
+
+    few = counts[inverse] <= max_replicates
+    if few.any():
+        few_drugs = np.flatnonzero(counts <= max_replicates)
+        # Drug-level targets: a drug's rows share its labels, so the max over its rows is
+        # its label vector (robust to an odd replicate).
+        drug_targets = np.zeros((len(drugs), targets.shape[1]), dtype=targets.dtype)
+        np.maximum.at(drug_targets, inverse[few], targets[few])
+        drug_fold = np.full(len(drugs), -1, dtype=np.int64)
+        drug_fold[few_drugs] = multilabel_folds(drug_targets[few_drugs], n_folds, seed)
+        folds[few] = drug_fold[inverse[few]]
+    many = ~few
+    if many.any():
+        folds[many] = multilabel_folds(targets[many], n_folds, seed)
+    return folds
+
+
+def assign_folds(
+    data: Dataset, scheme: Scheme = "old", n_folds: int = 5, seed: int = 0, max_replicates: int = 18
+) -> np.ndarray:
+    """Fold ids for every training row of ``data`` under the chosen CV scheme."""
+    if data.scored is None:
+        raise ValueError("fold assignment needs the scored targets (train_targets_scored)")
+    if scheme == "old":
+        return multilabel_folds(data.scored, n_folds, seed)
+    if scheme == "drug":
+        if data.drug_id is None:
+            raise ValueError("the drug-aware CV needs drug ids: add train_drug.csv to the data folder")
+        return drug_aware_folds(data.scored, data.drug_id, n_folds, seed, max_replicates)
+    raise ValueError(f"unknown CV scheme {scheme!r} (use 'old' or 'drug')")

@@ -1,0 +1,49 @@
+"""The competition metric: mean column-wise binary log loss over the scored targets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moakit.data.schema import EPS
+
+
+def per_target_log_loss(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Binary log loss of each column, predictions clipped to [eps, 1 - eps]."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.clip(np.asarray(y_pred, dtype=np.float64), eps, 1.0 - eps)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"targets have shape {y_true.shape} but predictions {y_pred.shape}")
+    if y_true.ndim != 2 or y_true.shape[0] == 0:
+        raise ValueError(f"expected a non-empty (rows, targets) matrix, got shape {y_true.shape}")
+    losses = y_true * np.log(y_pred) + (1.0 - y_true) * np.log1p(-y_pred)
+    return -losses.mean(axis=0)
+
+
+def mean_log_loss(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EPS) -> float:
+    """The competition metric: the mean over targets of each target's log loss."""
+    return float(per_target_log_loss(y_true, y_pred, eps).mean())
+
+
+def zero_controls(y_pred: np.ndarray, is_control: np.ndarray) -> np.ndarray:
+    """Predictions with control (ctl_vehicle) rows set to 0, as their targets always are."""
+    out = np.array(y_pred, dtype=np.float32, copy=True)
+    out[np.asarray(is_control, dtype=bool)] = 0.0
+    return out
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray, is_control: np.ndarray) -> dict[str, float]:
+    """Log loss on all rows (controls predicted 0) and on treated rows only."""
+    is_control = np.asarray(is_control, dtype=bool)
+    pred = zero_controls(y_pred, is_control)
+    treated = ~is_control
+    return {
+        "log_loss": mean_log_loss(y_true, pred),
+        "log_loss_treated": mean_log_loss(y_true[treated], pred[treated]) if treated.any() else float("nan"),
+    }
+
+
+def prior_predictions(y_train: np.ndarray, is_control_train: np.ndarray, n_rows: int) -> np.ndarray:
+    """Each target's mean over the treated training rows, for every row: the baseline to beat."""
+    treated = ~np.asarray(is_control_train, dtype=bool)
+    mean = np.asarray(y_train, dtype=np.float64)[treated].mean(axis=0)
+    return np.repeat(mean[None, :].astype(np.float32), n_rows, axis=0)

@@ -1,0 +1,4 @@
+"""Every model module is imported here so that its @register runs (the one registry)."""
+
+from moakit.models import simple_nn  # noqa: F401
+from moakit.models.base import MODELS, Model, StageSpec, get_model_class, make_model, register  # noqa: F401

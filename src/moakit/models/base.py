@@ -1,0 +1,180 @@
+"""The model contract and the one registry of models.
+
+A model is a chain of **stages** (one for most models; the stacked models have two or
+three). For each stage and seed the runner fits the stage's feature transform once, then
+calls :meth:`Model.fit_fold` per fold; a stage's out-of-fold predictions (and its
+fold-averaged test predictions) become the ``meta`` block of the next stage's inputs, so a
+row's meta-features never come from a network that was trained on that row.
+
+Every fitted thing can be saved and reloaded, which is what inference on new data uses.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from moakit.artifacts import atomic_dir
+from moakit.nn.blocks import build_network
+from moakit.nn.train import BatchTransform, predict_proba
+
+Blocks = dict[str, np.ndarray]
+EpochCallback = Callable[[dict], None]
+
+
+class Estimator(Protocol):
+    """A fitted per-fold predictor."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+class FeatureState(Protocol):
+    """A fitted feature transform (a features.Pipeline, or a model's own)."""
+
+    def transform(self, blocks: Blocks) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What one stage learns.
+
+    ``targets`` chooses the label matrix; ``drop_empty_targets`` drops target columns
+    with no positive training row (the non-scored stage: 331 of 402 on real data);
+    ``keep_controls`` trains on control rows too (DeepInsight CNNs only).
+    """
+
+    name: str
+    targets: Literal["scored", "nonscored"] = "scored"
+    keep_controls: bool = False
+    drop_empty_targets: bool = False
+
+
+class ModelParams(BaseModel):
+    """Base of every model's Params: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Model(ABC):
+    """A registered MoA model. Hyperparameters live in ``self.params`` (validated)."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[ModelParams]]
+
+    def __init__(self, params: dict | ModelParams | None = None) -> None:
+        if isinstance(params, ModelParams):
+            self.params = params
+        else:
+            self.params = self.Params(**(params or {}))
+
+    @abstractmethod
+    def stages(self) -> list[StageSpec]:
+        """The stages in training order."""
+
+    @abstractmethod
+    def fit_features(self, stage: StageSpec, train: Blocks, test: Blocks, seed: int) -> FeatureState:
+        """Fit the stage's feature transform (unsupervised; may use test rows)."""
+
+    @abstractmethod
+    def load_features(self, stage: StageSpec, path: Path) -> FeatureState:
+        """Reload what :meth:`fit_features` returned and was saved at ``path``."""
+
+    @abstractmethod
+    def fit_fold(
+        self,
+        stage: StageSpec,
+        X_train: np.ndarray,
+        Y_train: np.ndarray,
+        X_valid: np.ndarray,
+        Y_valid: np.ndarray,
+        seed: int,
+        on_epoch: EpochCallback | None = None,
+    ) -> Estimator:
+        """Train on the training folds; (X_valid, Y_valid) is the held-out fold."""
+
+    @abstractmethod
+    def load_estimator(self, stage: StageSpec, path: Path) -> Estimator:
+        """Reload a fitted fold estimator."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params.model_dump(mode="json")}
+
+
+MODELS: dict[str, type[Model]] = {}
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Class decorator: make a model available by its ``name`` in configs."""
+    if getattr(cls, "name", None) in MODELS and MODELS[cls.name] is not cls:
+        raise ValueError(f"model name {cls.name!r} registered twice")
+    MODELS[cls.name] = cls
+    return cls
+
+
+def get_model_class(name: str) -> type[Model]:
+    import moakit.models  # noqa: F401  (imports every model module, filling MODELS)
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}") from None
+
+
+def make_model(name: str, params: dict | None = None) -> Model:
+    return get_model_class(name)(params)
+
+
+class TorchEstimator:
+    """A trained torch network plus what is needed to rebuild and run it.
+
+    Saved as ``spec.json`` (network name and constructor kwargs, inference settings) and
+    ``weights.pt`` (the state dict, loaded with ``weights_only=True``).
+    """
+
+    def __init__(
+        self,
+        network: str,
+        kwargs: dict,
+        module: torch.nn.Module | None = None,
+        eval_batch_size: int = 2048,
+        transform: BatchTransform | None = None,
+        info: dict | None = None,
+    ) -> None:
+        self.network = network
+        self.kwargs = kwargs
+        self.module = module if module is not None else build_network(network, kwargs)
+        self.eval_batch_size = eval_batch_size
+        self.transform = transform
+        self.info = info or {}
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return predict_proba(self.module, X, batch_size=self.eval_batch_size, transform=self.transform)
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp:
+            (tmp / "spec.json").write_text(json.dumps(
+                {"network": self.network, "kwargs": self.kwargs, "eval_batch_size": self.eval_batch_size,
+                 "info": self.info}, indent=2))
+            torch.save(self.module.state_dict(), tmp / "weights.pt")
+
+    @classmethod
+    def load(cls, path: Path, transform: BatchTransform | None = None) -> "TorchEstimator":
+        path = Path(path)
+        spec = json.loads((path / "spec.json").read_text())
+        est = cls(spec["network"], spec["kwargs"], eval_batch_size=spec["eval_batch_size"],
+                  transform=transform, info=spec.get("info"))
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        est.module.load_state_dict(state)
+        est.module.eval()
+        return est

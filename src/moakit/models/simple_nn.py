@@ -1,0 +1,33 @@
+"""Simple NN: one 3-FC MLP on scored targets (write-up section "Simple NN").
+
+Trained twice in the winning blend: with the old CV plus k-means features, and with the
+drug-aware new CV (config ``simple_nn_drug_cv``) for diversity.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from moakit.models.base import Model, StageSpec, TorchEstimator, register
+from moakit.models.mlp import MLPStageParams, fit_mlp, fit_pipeline, load_pipeline
+
+
+@register
+class SimpleNN(Model):
+    name = "simple_nn"
+    Params = MLPStageParams
+
+    def stages(self):
+        return [StageSpec("scored", targets="scored")]
+
+    def fit_features(self, stage, train, test, seed):
+        return fit_pipeline(self.params.features, train, test, seed)
+
+    def load_features(self, stage, path: Path):
+        return load_pipeline(path)
+
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None):
+        return fit_mlp(self.params, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+
+    def load_estimator(self, stage, path: Path):
+        return TorchEstimator.load(path)

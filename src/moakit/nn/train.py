@@ -1,0 +1,222 @@
+"""The one training loop of moakit: every torch model (MLPs, the 2-heads ResNet, the
+DeepInsight CNNs) trains through :func:`fit_network`.
+
+Batches are sliced from whole tensors held in memory (no per-sample Dataset/DataLoader):
+once per epoch the training tensors are permuted with one gather, then each batch is a
+contiguous view, so an epoch costs little more than its matrix multiplies.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+BatchTransform = Callable[[torch.Tensor, bool, np.random.Generator], torch.Tensor]
+
+
+class TrainParams(BaseModel):
+    """Optimiser, schedule, loss and stopping rule of one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(25, ge=1)
+    batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(2048, ge=1)
+    optimizer: Literal["adam", "radam", "adadelta"] = "adam"
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    scheduler: Literal["onecycle", "plateau", "cosine", "multistep", "none"] = "onecycle"
+    max_lr: float = 1e-2  # OneCycleLR
+    pct_start: float = 0.1  # OneCycleLR
+    div_factor: float = 1e3  # OneCycleLR
+    plateau_factor: float = 0.5
+    plateau_patience: int = 4
+    cosine_t_max: int = 5
+    milestones: list[int] = [100, 150]
+    multistep_gamma: float = 0.9
+    smoothing: float = Field(0.001, ge=0, lt=1)
+    clip_targets: tuple[float, float] | None = None  # after smoothing, e.g. (0.0005, 0.9995)
+    patience: int | None = None  # early stopping; None = train all epochs
+    min_delta: float = 0.0
+    restore_best: bool = True
+    grad_clip: float | None = None
+    amp: bool = False  # autocast (bf16 on CPU, fp16 on CUDA); measured, not assumed, faster
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_loss: float
+    history: list[dict] = field(default_factory=list)
+
+
+def smooth_targets(y: torch.Tensor, smoothing: float, clip: tuple[float, float] | None = None) -> torch.Tensor:
+    """t -> t * (1 - s) + 0.5 * s, then optionally clipped."""
+    out = y * (1.0 - smoothing) + 0.5 * smoothing if smoothing else y
+    if clip is not None:
+        out = out.clamp(clip[0], clip[1])
+    return out
+
+
+def _optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
+    if p.optimizer == "adam":
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+    if p.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=p.lr, weight_decay=p.weight_decay)
+    return torch.optim.Adadelta(params, lr=p.lr, weight_decay=p.weight_decay)
+
+
+def _scheduler(opt, p: TrainParams, steps_per_epoch: int):
+    """(scheduler, step_per_batch)."""
+    if p.scheduler == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=p.max_lr, epochs=p.epochs, steps_per_epoch=steps_per_epoch,
+            pct_start=p.pct_start, div_factor=p.div_factor,
+        )
+        return sched, True
+    if p.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=p.plateau_factor, patience=p.plateau_patience), False
+    if p.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p.cosine_t_max), False
+    if p.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=p.milestones, gamma=p.multistep_gamma), False
+    return None, False
+
+
+def _as_tensor(x) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def _autocast(enabled: bool, device: torch.device):
+    if not enabled:
+        return torch.autocast(device_type=device.type, enabled=False)
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def predict_logits(
+    module: nn.Module,
+    X,
+    batch_size: int = 2048,
+    transform: BatchTransform | None = None,
+    device: torch.device | str = "cpu",
+    amp: bool = False,
+) -> np.ndarray:
+    """Logits for all rows of X, in eval mode, batch by batch."""
+    device = torch.device(device)
+    module.eval()
+    X = _as_tensor(X)
+    rng = np.random.default_rng(0)  # unused by eval transforms, required by the signature
+    out = []
+    for start in range(0, len(X), batch_size):
+        xb = X[start : start + batch_size]
+        xb = transform(xb, False, rng) if transform is not None else xb
+        with _autocast(amp, device):
+            out.append(module(xb.to(device, non_blocking=True)).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def predict_proba(module: nn.Module, X, **kwargs) -> np.ndarray:
+    logits = predict_logits(module, X, **kwargs)
+    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def _bce_eval(module, X, Y, p: TrainParams, transform, device) -> float:
+    """Validation loss: mean binary log loss on the RAW (unsmoothed) targets."""
+    logits = torch.from_numpy(predict_logits(module, X, p.eval_batch_size, transform, device, p.amp))
+    return float(nn.functional.binary_cross_entropy_with_logits(logits, _as_tensor(Y).float()))
+
+
+def fit_network(
+    module: nn.Module,
+    X_train,
+    Y_train,
+    X_valid,
+    Y_valid,
+    params: TrainParams,
+    seed: int = 0,
+    batch_transform: BatchTransform | None = None,
+    eval_transform: BatchTransform | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+    device: torch.device | str = "cpu",
+) -> FitResult:
+    """Train ``module`` on (X_train, Y_train), judging epochs on (X_valid, Y_valid).
+
+    The optimiser sees only parameters with ``requires_grad`` (so a caller freezes layers
+    by switching it off). With ``restore_best`` the module ends with the weights of the
+    epoch of lowest validation loss. ``batch_transform(xb, training, rng)`` turns a slice of
+    X into the network input (the DeepInsight renderer with swap noise); it must not modify
+    ``xb`` in place.
+    """
+    device = torch.device(device)
+    p = params
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    module.to(device)
+    X = _as_tensor(X_train)
+    Y = _as_tensor(Y_train).float()
+    Y_fit = smooth_targets(Y, p.smoothing, p.clip_targets)
+    n = len(X)
+    if n == 0:
+        raise ValueError("no training rows")
+    # Dropping a last batch of one row keeps BatchNorm defined.
+    steps = math.ceil(n / p.batch_size) - (1 if n % p.batch_size == 1 and n > 1 else 0)
+    trainable = [q for q in module.parameters() if q.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters (every layer is frozen)")
+    opt = _optimizer(trainable, p)
+    sched, per_batch = _scheduler(opt, p, steps)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    best_loss, best_epoch, best_state, waited = math.inf, -1, None, 0
+    history: list[dict] = []
+    for epoch in range(p.epochs):
+        module.train()
+        perm = torch.randperm(n, generator=gen)
+        Xp, Yp = X[perm], Y_fit[perm]
+        total = 0.0
+        for b in range(steps):
+            xb = Xp[b * p.batch_size : (b + 1) * p.batch_size]
+            yb = Yp[b * p.batch_size : (b + 1) * p.batch_size]
+            if batch_transform is not None:
+                xb = batch_transform(xb, True, rng)
+            opt.zero_grad(set_to_none=True)
+            with _autocast(p.amp, device):
+                logits = module(xb.to(device, non_blocking=True))
+            loss = loss_fn(logits.float(), yb.to(device, non_blocking=True))
+            loss.backward()
+            if p.grad_clip:
+                nn.utils.clip_grad_norm_(trainable, p.grad_clip)
+            opt.step()
+            if per_batch:
+                sched.step()
+            total += float(loss) * len(xb)
+        val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device)
+        if sched is not None and not per_batch:
+            sched.step(val) if p.scheduler == "plateau" else sched.step()
+        record = {"epoch": epoch, "train_loss": total / min(n, steps * p.batch_size), "valid_loss": val}
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if val < best_loss - p.min_delta:
+            best_loss, best_epoch, waited = val, epoch, 0
+            if p.restore_best:
+                best_state = copy.deepcopy(module.state_dict())
+        else:
+            waited += 1
+            if p.patience is not None and waited >= p.patience:
+                break
+    if p.restore_best and best_state is not None:
+        module.load_state_dict(best_state)
+    return FitResult(best_epoch=best_epoch, best_loss=best_loss, history=history)

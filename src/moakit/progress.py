@@ -1,0 +1,61 @@
+"""Progress bars (Rich): one bar for the jobs of a run, one for the epochs of a fold."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+class RunProgress:
+    """A no-op when disabled, so library calls stay quiet unless asked."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._jobs = None
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def jobs(self, description: str, total: int) -> Callable[[], None]:
+        """A bar over ``total`` jobs; returns a function that advances it."""
+        if self._progress is None:
+            return lambda: None
+        task = self._progress.add_task(description, total=total, status="")
+        return lambda: self._progress.advance(task)
+
+    @contextlib.contextmanager
+    def epochs(self, description: str, total: int) -> Iterator[Callable[[dict], None]]:
+        """A transient bar over one fold's epochs; yields the on_epoch callback."""
+        if self._progress is None:
+            yield lambda record: None
+            return
+        task = self._progress.add_task(description, total=total, status="")
+
+        def on_epoch(record: dict) -> None:
+            status = f"valid {record['valid_loss']:.5f}" if "valid_loss" in record else ""
+            self._progress.update(task, advance=1, status=status)
+
+        try:
+            yield on_epoch
+        finally:
+            self._progress.remove_task(task)
+
+    def log(self, message: str) -> None:
+        if self.enabled:
+            console.print(message)

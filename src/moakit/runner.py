@@ -1,0 +1,347 @@
+"""Training a model config over seeds x folds, with resumable, atomic artifacts.
+
+Run layout (one model)::
+
+    RUN/
+      config.json            resolved config (model, profile, cv, seeds, params)
+      manifest.json          versions, data fingerprint, timings, status
+      folds.npy              fold id per training row
+      stages/<stage>/seed_<s>/features/          fitted feature transform
+      stages/<stage>/seed_<s>/targets.json       target columns this stage predicts
+      stages/<stage>/seed_<s>/fold_<k>/          estimator/, valid_pred.npy, test_pred.npy, done.json
+      stages/<stage>/seed_<s>/oof.npy, test.npy  out-of-fold / fold-averaged test predictions
+      oof_predictions.csv    sig_id + scored targets (controls 0), averaged over seeds
+      test_predictions.csv   the same for the test rows: a submission
+      metrics.json           OOF log loss per seed and overall (all rows / treated rows)
+
+A fold whose ``done.json`` exists is not trained again, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+
+import moakit
+from moakit import metrics
+from moakit.artifacts import atomic_file, read_json, read_npy, write_json, write_npy
+from moakit.config import RunConfig, validate_params
+from moakit.cv import assign_folds
+from moakit.data import schema
+from moakit.data.dataset import Dataset, MoAData
+from moakit.features import blocks_from_dataset
+from moakit.models.base import Blocks, Model, StageSpec, get_model_class
+from moakit.progress import RunProgress
+
+
+def fold_seed(seed: int, fold: int) -> int:
+    """Torch/numpy seed of one fold's training: distinct per (seed, fold), stable."""
+    return seed * 1000 + fold
+
+
+def data_fingerprint(data: MoAData) -> str:
+    h = hashlib.sha256()
+    for ds in (data.train, data.test):
+        h.update("\n".join(ds.sig_id.tolist()).encode())
+        h.update(np.ascontiguousarray(ds.genes).tobytes())
+        h.update(np.ascontiguousarray(ds.cells).tobytes())
+        for arr in (ds.cp_type, ds.cp_time, ds.cp_dose, ds.scored):
+            if arr is not None:
+                h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_model(config: RunConfig) -> Model:
+    cls = get_model_class(config.model)
+    return cls(validate_params(cls.Params, config.params, config.source or config.model))
+
+
+def stage_targets(stage: StageSpec, ds: Dataset) -> tuple[np.ndarray, list[str]]:
+    if stage.targets == "scored":
+        return ds.scored, list(ds.scored_names)
+    if ds.nonscored is None:
+        raise ValueError(f"stage {stage.name!r} needs train_targets_nonscored in the data folder")
+    return ds.nonscored, list(ds.nonscored_names)
+
+
+def training_rows(stage: StageSpec, ds: Dataset) -> np.ndarray:
+    """Rows a stage may train and be judged on: treated rows unless it keeps controls."""
+    return np.ones(len(ds), bool) if stage.keep_controls else ~ds.is_control
+
+
+# --------------------------------------------------------------------------- executors
+
+
+@dataclass
+class FoldJob:
+    """Everything one (stage, seed, fold) training needs: self-contained, so an executor
+    can run it in another process (Ray) and write to the same run layout."""
+
+    model_name: str
+    params: dict
+    stage: StageSpec
+    seed: int
+    fold: int
+    out_dir: str
+    X_train: np.ndarray
+    Y_train: np.ndarray
+    X_valid: np.ndarray
+    Y_valid: np.ndarray
+    X_oof: np.ndarray  # every row of the fold (controls included): its OOF predictions
+    X_test: np.ndarray
+
+
+def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
+    """Train one fold, save estimator and predictions, mark it done. Idempotent."""
+    out = Path(job.out_dir)
+    if (out / "done.json").exists():
+        return str(out)
+    model = get_model_class(job.model_name)(job.params)
+    start = time.perf_counter()
+    est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,
+                         fold_seed(job.seed, job.fold), on_epoch)
+    fit_seconds = time.perf_counter() - start
+    est.save(out / "estimator")
+    write_npy(out / "valid_pred.npy", est.predict_proba(job.X_oof).astype(np.float32))
+    write_npy(out / "test_pred.npy", est.predict_proba(job.X_test).astype(np.float32))
+    write_json(out / "done.json", {"fit_seconds": fit_seconds, "seed": job.seed, "fold": job.fold,
+                                   "info": getattr(est, "info", {})})
+    return str(out)
+
+
+class Executor(Protocol):
+    def run(self, jobs: list[FoldJob], progress: RunProgress) -> None: ...
+
+
+class LocalExecutor:
+    """Runs fold jobs one after another in this process (the default)."""
+
+    def run(self, jobs: list[FoldJob], progress: RunProgress) -> None:
+        for job in jobs:
+            desc = f"{job.stage.name} seed {job.seed} fold {job.fold}"
+            with progress.epochs(desc, None) as on_epoch:
+                run_fold_job(job, on_epoch)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+
+
+def make_executor(name: str, **kwargs) -> Executor:
+    if name == "ray":
+        from moakit.distributed import RayExecutor  # optional extra
+
+        return RayExecutor(**kwargs)
+    try:
+        return EXECUTORS[name](**kwargs)
+    except KeyError:
+        raise ValueError(f"unknown executor {name!r} (use 'local' or 'ray')") from None
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    oof: np.ndarray
+    test: np.ndarray
+    metrics: dict
+    timings: dict = field(default_factory=dict)
+
+
+def _stage_blocks(ds: Dataset, meta: np.ndarray | None) -> Blocks:
+    blocks = blocks_from_dataset(ds)
+    if meta is not None:
+        blocks["meta"] = meta.astype(np.float32)
+    return blocks
+
+
+def train(
+    config: RunConfig,
+    data: MoAData,
+    out: str | Path,
+    executor: str | Executor = "local",
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``config`` on ``data``: every stage x seed x fold, resuming finished folds."""
+    out = Path(out)
+    model = build_model(config)
+    executor = make_executor(executor) if isinstance(executor, str) else executor
+    train_ds, test_ds = data.train, data.test
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = data_fingerprint(data)
+    _check_resume(out, config, fingerprint)
+    write_json(out / "config.json", config.model_dump(mode="json"))
+    manifest = _manifest(config, fingerprint, data)
+    write_json(out / "manifest.json", {**manifest, "status": "running"})
+
+    if (out / "folds.npy").exists():
+        folds = read_npy(out / "folds.npy")
+    else:
+        folds = assign_folds(train_ds, config.cv.scheme, config.cv.n_folds, config.cv.seed, config.cv.max_replicates)
+        write_npy(out / "folds.npy", folds)
+
+    timings: dict[str, float] = {}
+    upstream: dict[int, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in config.seeds}
+    stages = model.stages()
+    total_jobs = len(stages) * len(config.seeds) * config.cv.n_folds
+    with RunProgress(show_progress) as progress:
+        advance = progress.jobs(f"{config.model} ({config.profile})", total_jobs)
+        for stage in stages:
+            t0 = time.perf_counter()
+            for seed in config.seeds:
+                upstream[seed] = _train_stage_seed(
+                    model, config, stage, seed, train_ds, test_ds, folds, upstream[seed],
+                    out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
+                )
+            timings[f"stage_{stage.name}_seconds"] = round(time.perf_counter() - t0, 3)
+
+    oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)
+    test = np.mean([upstream[s][1] for s in config.seeds], axis=0)
+    oof = metrics.zero_controls(oof, train_ds.is_control)
+    test = metrics.zero_controls(test, test_ds.is_control)
+    result_metrics = {"model": config.model, "profile": config.profile, "cv": config.cv.model_dump(),
+                      "seeds": {}, **metrics.score(train_ds.scored, oof, train_ds.is_control)}
+    for s in config.seeds:
+        result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, upstream[s][0], train_ds.is_control)
+    prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
+    result_metrics["prior"] = metrics.score(train_ds.scored, prior, train_ds.is_control)
+    write_predictions(out / "oof_predictions.csv", train_ds.sig_id, oof, train_ds.scored_names)
+    write_predictions(out / "test_predictions.csv", test_ds.sig_id, test, train_ds.scored_names)
+    write_json(out / "metrics.json", result_metrics)
+    timings["total_seconds"] = round(sum(timings.values()), 3)
+    write_json(out / "manifest.json", {**manifest, "status": "complete", "timings": timings})
+    return TrainResult(out, oof, test, result_metrics, timings)
+
+
+def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, upstream, stage_dir,
+                      executor, progress, advance) -> tuple[np.ndarray, np.ndarray]:
+    if (stage_dir / "oof.npy").exists() and (stage_dir / "test.npy").exists():
+        for _ in range(config.cv.n_folds):
+            advance()
+        return read_npy(stage_dir / "oof.npy"), read_npy(stage_dir / "test.npy")
+    meta_train, meta_test = upstream if upstream is not None else (None, None)
+    train_blocks = _stage_blocks(train_ds, meta_train)
+    test_blocks = _stage_blocks(test_ds, meta_test)
+    feat_dir = stage_dir / "features"
+    if feat_dir.exists():
+        features = model.load_features(stage, feat_dir)
+    else:
+        used = training_rows(stage, train_ds)
+        fit_blocks = {k: v[used] for k, v in train_blocks.items()}
+        test_used = {k: v[training_rows(stage, test_ds)] for k, v in test_blocks.items()}
+        features = model.fit_features(stage, fit_blocks, test_used, seed)
+        features.save(feat_dir)
+    X_all = features.transform(train_blocks)
+    X_test = features.transform(test_blocks)
+
+    Y_all, names = stage_targets(stage, train_ds)
+    rows = training_rows(stage, train_ds)
+    columns = np.arange(Y_all.shape[1])
+    if stage.drop_empty_targets:
+        columns = np.flatnonzero(Y_all[rows].sum(axis=0) > 0)
+    write_json(stage_dir / "targets.json", {"names": [names[j] for j in columns], "columns": columns.tolist()})
+    Y = Y_all[:, columns]
+
+    jobs = []
+    for k in range(config.cv.n_folds):
+        fit_rows = rows & (folds != k)
+        judge_rows = rows & (folds == k)
+        jobs.append(FoldJob(
+            model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
+            out_dir=str(stage_dir / f"fold_{k}"),
+            X_train=X_all[fit_rows], Y_train=Y[fit_rows], X_valid=X_all[judge_rows], Y_valid=Y[judge_rows],
+            X_oof=X_all[folds == k], X_test=X_test,
+        ))
+    pending = [j for j in jobs if not (Path(j.out_dir) / "done.json").exists()]
+    for _ in range(len(jobs) - len(pending)):
+        advance()
+    if pending:
+        executor.run(pending, progress)
+        for _ in pending:
+            advance()
+
+    oof = np.zeros((len(train_ds), len(columns)), np.float32)
+    tests = []
+    for k in range(config.cv.n_folds):
+        fold_dir = stage_dir / f"fold_{k}"
+        oof[folds == k] = read_npy(fold_dir / "valid_pred.npy")
+        tests.append(read_npy(fold_dir / "test_pred.npy"))
+    test = np.mean(tests, axis=0).astype(np.float32)
+    write_npy(stage_dir / "oof.npy", oof)
+    write_npy(stage_dir / "test.npy", test)
+    return oof, test
+
+
+def write_predictions(path: Path, sig_id: np.ndarray, pred: np.ndarray, names: list[str]) -> None:
+    frame = pd.DataFrame(pred.astype(np.float64), columns=names)
+    frame.insert(0, schema.ID_COLUMN, sig_id)
+    with atomic_file(path, "w") as fh:
+        frame.to_csv(fh, index=False, float_format="%.8g")
+
+
+def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
+    import sklearn
+    import torch
+
+    return {
+        "moakit_version": moakit.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit_learn": sklearn.__version__,
+        "model": config.model,
+        "profile": config.profile,
+        "data_fingerprint": fingerprint,
+        "data_source": data.source,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
+    """Refuse to resume into a run made with another config or other data."""
+    cfg_path, man_path = out / "config.json", out / "manifest.json"
+    if not cfg_path.exists():
+        return
+    previous = read_json(cfg_path)
+    if previous != config.model_dump(mode="json"):
+        raise ValueError(f"{out}: holds a run of a different config; use another --out or delete it")
+    if man_path.exists() and read_json(man_path).get("data_fingerprint") != fingerprint:
+        raise ValueError(f"{out}: holds a run on different data; use another --out or delete it")
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def predict_run(run_dir: str | Path, ds: Dataset) -> np.ndarray:
+    """Scored-target probabilities for ``ds`` from a trained run's saved artifacts only.
+
+    Replays the stage chain exactly as training produced its test predictions: each
+    stage's saved transform, then the mean over folds of its saved estimators, per seed;
+    then the mean over seeds, with control rows set to 0. Nothing is refitted.
+    """
+    run_dir = Path(run_dir)
+    config = RunConfig(**read_json(run_dir / "config.json"))
+    model = build_model(config)
+    per_seed = []
+    for seed in config.seeds:
+        meta = None
+        for stage in model.stages():
+            stage_dir = run_dir / "stages" / stage.name / f"seed_{seed}"
+            features = model.load_features(stage, stage_dir / "features")
+            X = features.transform(_stage_blocks(ds, meta))
+            preds = [model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator").predict_proba(X)
+                     for k in range(config.cv.n_folds)]
+            meta = np.mean(preds, axis=0).astype(np.float32)
+        per_seed.append(meta)
+    return metrics.zero_controls(np.mean(per_seed, axis=0), ds.is_control)
+

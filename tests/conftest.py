@@ -1,0 +1,73 @@
+"""Shared fixtures: tiny hand-made lish-moa folders for the data-layer tests, and small
+simulated datasets (moakit's own simulator) for everything that trains."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
+
+
+def write_tiny_folder(folder: Path, n_train: int = 40, n_test: int = 12, n_genes: int = 6, n_cells: int = 4,
+                      seed: int = 0) -> Path:
+    """A minimal valid lish-moa folder with few columns (fast to read and corrupt)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def features(n: int, prefix: str) -> pd.DataFrame:
+        frame = pd.DataFrame({
+            "sig_id": [f"id_{prefix}{i:05d}" for i in range(n)],
+            "cp_type": np.where(np.arange(n) % 10 == 0, "ctl_vehicle", "trt_cp"),
+            "cp_time": rng.choice([24, 48, 72], n),
+            "cp_dose": rng.choice(["D1", "D2"], n),
+        })
+        for j in range(n_genes):
+            frame[f"g-{j}"] = rng.normal(size=n).round(4)
+        for j in range(n_cells):
+            frame[f"c-{j}"] = rng.normal(size=n).round(4)
+        return frame
+
+    train = features(n_train, "tr")
+    test = features(n_test, "te")
+    train.to_csv(folder / "train_features.csv", index=False)
+    test.to_csv(folder / "test_features.csv", index=False)
+    scored = pd.DataFrame({"sig_id": train.sig_id})
+    for name in ["target_a", "target_b", "target_c"]:
+        scored[name] = (rng.random(n_train) < 0.3).astype(int)
+    scored.loc[train.cp_type == "ctl_vehicle", ["target_a", "target_b", "target_c"]] = 0
+    nonscored = pd.DataFrame({"sig_id": train.sig_id, "ns_a": (rng.random(n_train) < 0.2).astype(int), "ns_b": 0})
+    drugs = pd.DataFrame({"sig_id": train.sig_id, "drug_id": [f"drug{i // 6:03d}" for i in range(n_train)]})
+    scored.to_csv(folder / "train_targets_scored.csv", index=False)
+    nonscored.to_csv(folder / "train_targets_nonscored.csv", index=False)
+    drugs.to_csv(folder / "train_drug.csv", index=False)
+    sub = pd.DataFrame({"sig_id": test.sig_id, "target_a": 0.5, "target_b": 0.5, "target_c": 0.5})
+    sub.to_csv(folder / "sample_submission.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    return write_tiny_folder(tmp_path / "tiny")
+
+
+@pytest.fixture(scope="session")
+def sim_folder(tmp_path_factory) -> Path:
+    """A small simulated lish-moa folder (real target names, 772 genes, 100 cells)."""
+    from moakit.data.simulate import simulate
+
+    return simulate(tmp_path_factory.mktemp("sim") / "data", n_rows=1200, seed=3)
+
+
+@pytest.fixture(scope="session")
+def sim_data(sim_folder):
+    from moakit.data.io import load
+
+    return load(sim_folder)
