@@ -76,9 +76,12 @@ def _optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
 def _scheduler(opt, p: TrainParams, steps_per_epoch: int):
     """(scheduler, step_per_batch)."""
     if p.scheduler == "onecycle":
+        total = p.epochs * steps_per_epoch
+        # OneCycleLR needs at least two steps in each phase (tiny smoke runs).
+        pct = min(max(p.pct_start, 2.0 / total), 1.0 - 2.0 / total) if total >= 5 else 0.5
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=p.max_lr, epochs=p.epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=p.pct_start, div_factor=p.div_factor,
+            pct_start=pct, div_factor=p.div_factor,
         )
         return sched, True
     if p.scheduler == "plateau":
@@ -201,7 +204,7 @@ def fit_network(
             opt.step()
             if per_batch:
                 sched.step()
-            total += float(loss) * len(xb)
+            total += float(loss.detach()) * len(xb)
         val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device)
         if sched is not None and not per_batch:
             sched.step(val) if p.scheduler == "plateau" else sched.step()
