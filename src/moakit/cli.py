@@ -117,6 +117,8 @@ def train(
     n_folds: Optional[int] = typer.Option(None, "--folds", help="Override the number of folds."),
     cv: Optional[str] = typer.Option(None, "--cv", help="Override the CV scheme: old or drug."),
     executor: str = typer.Option("local", "--executor", help="local or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto, "
+                                          "ray://head:10001); default: a local Ray instance. Only with --executor ray."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train one model over seeds x folds; write OOF/test predictions, artifacts, metrics.json."""
@@ -126,38 +128,222 @@ def train(
 
     try:
         cfg = load_config(config, profile=profile, seeds=seeds, folds=n_folds, cv=cv)
+        exec_obj = _executor(executor, address)
         moa = load(data)
-        result = runner.train(cfg, moa, out, executor=executor, show_progress=not quiet)
-    except (ConfigError, DataError, ValueError) as exc:
+        result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
+    except (ConfigError, DataError, ValueError, ImportError) as exc:
         _fail(str(exc))
     m = result.metrics
     console.print(f"{cfg.model}: OOF log loss {m['log_loss']:.6f} (treated rows {m['log_loss_treated']:.6f}); "
                   f"prior {m['prior']['log_loss']:.6f} -> {out}/metrics.json")
 
 
+def _executor(name: str, address: Optional[str]):
+    """An executor object for --executor / --address (Ray is imported only when asked for)."""
+    from moakit import runner
+
+    if name == "ray":
+        return runner.make_executor("ray", address=address)
+    if address:
+        raise ValueError("--address is only used with --executor ray")
+    return runner.make_executor(name)
+
+
+def _print_workflow(result, answers: Optional[Path] = None) -> None:
+    """Per-model and blended OOF log loss (and holdout log loss when test answers exist)."""
+    from rich.table import Table
+
+    from moakit import metrics
+    from moakit.data.io import DataError, find_file, read_answers, read_features, read_submission
+
+    weights = result.manifest.get("blend", {}).get("weights", {})
+    holdout = None
+    if answers is not None and answers.exists():
+        holdout = {}
+        try:
+            test_ds = read_features(find_file(Path(result.manifest["data_source"]), "test_features"))
+            for name in result.models:
+                sub = read_submission(result.run_dir / "models" / name / "test_predictions.csv")
+                truth = read_answers(answers, sub.sig_id, sub.names)
+                holdout[name] = metrics.score(truth, sub.values, test_ds.is_control)["log_loss"]
+            sub = read_submission(result.submission)
+            holdout["blend"] = metrics.score(read_answers(answers, sub.sig_id, sub.names), sub.values,
+                                             test_ds.is_control)["log_loss"]
+        except (DataError, KeyError, OSError):
+            holdout = None
+    table = Table(title=f"moakit run: {result.run_dir}")
+    table.add_column("model")
+    table.add_column("profile")
+    table.add_column("seeds x folds", justify="right")
+    table.add_column("OOF log loss", justify="right")
+    table.add_column("weight", justify="right")
+    if holdout is not None:
+        table.add_column("test log loss", justify="right")
+    for name, res in result.models.items():
+        info = result.manifest["models"][name]
+        row = [name, info["profile"], f"{len(info['seeds'])} x {info['folds']}", f"{res.metrics['log_loss']:.6f}",
+               f"{weights[name]:.3f}" if name in weights else "-"]
+        if holdout is not None:
+            row.append(f"{holdout[name]:.6f}")
+        table.add_row(*row)
+    blended = result.manifest.get("blend", {}).get("log_loss")
+    row = ["[bold]blend[/]", "", "", f"[bold]{blended:.6f}[/]" if blended is not None else "-", "1.000"]
+    if holdout is not None:
+        row.append(f"[bold]{holdout['blend']:.6f}[/]")
+    table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="Blend config: a YAML path or a shipped name (blend_best_lb, blend_best_cv)."),
+    data: Path = typer.Option(..., "--data", help="lish-moa data folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder (resumes an interrupted run of the same config)."),
+    profile: str = typer.Option("full", "--profile", help="full (the write-up's numbers), cpu, demo or smoke: "
+                                "applied to the blend config and to every model config."),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto); "
+                                          "default: a local Ray instance. Only with --executor ray."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train every model of a blend config, blend them, write submission.csv and report/."""
+    from moakit.config import ConfigError
+    from moakit.data.io import DataError
+    from moakit.workflow import run_workflow
+
+    try:
+        result = run_workflow(config, data, out, profile=profile, executor=executor, ray_address=address,
+                              show_progress=not quiet)
+    except (ConfigError, DataError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+    _print_workflow(result, Path(data) / "answers" / "test_targets_scored.csv")
+    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Option(..., "--run", help="A run folder of `moakit train` or `moakit run`."),
+    features: Path = typer.Option(..., "--features", help="Features file (test_features layout: .csv, .csv.zip, .parquet)."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                             help="Inference batch size (default: the saved one; 2048 NN, 512 CNN)."),
+) -> None:
+    """Predict new rows from a run's saved artifacts (nothing is refitted); controls get 0."""
+    import time
+
+    from moakit.data.io import DataError
+    from moakit.inference import InferenceError, predict_to_file
+
+    start = time.perf_counter()
+    try:
+        path, frame = predict_to_file(run_dir, features, out, batch_size=batch_size)
+    except (DataError, InferenceError, ValueError) as exc:
+        _fail(str(exc))
+    seconds = time.perf_counter() - start
+    console.print(f"{len(frame)} rows x {frame.shape[1] - 1} targets -> [bold]{path}[/] "
+                  f"({seconds:.1f} s, {len(frame) / max(seconds, 1e-9):.0f} rows/s)")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Folder for the demo's data and run."),
     rows: int = typer.Option(3000, "--rows", help="Rows of simulated data."),
+    config: str = typer.Option("blend_best_lb", "--config", help="Blend config to run."),
+    profile: str = typer.Option("demo", "--profile", help="Profile of the blend and model configs."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Simulate embedded data, assign folds and score the per-target prior baseline."""
-    from moakit import metrics
-    from moakit.cv import assign_folds
-    from moakit.data.io import load
+    """Simulate data, run the 7-model best-LB blend (demo profile), print the scores.
+
+    Writes OUT/data (the simulated lish-moa folder), OUT/models, OUT/blend,
+    OUT/submission.csv and OUT/report/index.html; a rerun resumes."""
+    from moakit.config import ConfigError
+    from moakit.data.io import DataError
     from moakit.data.simulate import simulate as run_simulation
+    from moakit.workflow import run_workflow
 
     data_dir = out / "data"
     if not (data_dir / "train_features.csv").exists():
         run_simulation(data_dir, n_rows=rows, seed=0)
-    moa = load(data_dir)
-    fold_ids = assign_folds(moa.train, "old", 5, 42)
-    oof = np.zeros_like(moa.train.scored)
-    for k in range(5):
-        tr = fold_ids != k
-        oof[~tr] = metrics.prior_predictions(moa.train.scored[tr], moa.train.is_control[tr], int((~tr).sum()))
-    result = metrics.score(moa.train.scored, oof, moa.train.is_control)
-    console.print(f"per-target prior, 5-fold OOF log loss: {result['log_loss']:.6f} "
-                  f"(treated rows {result['log_loss_treated']:.6f})")
+        console.print(f"simulated {rows} rows -> {data_dir}")
+    try:
+        result = run_workflow(config, data_dir, out, profile=profile, show_progress=not quiet)
+    except (ConfigError, DataError, ValueError, ImportError) as exc:
+        _fail(str(exc))
+    _print_workflow(result, data_dir / "answers" / "test_targets_scored.csv")
+    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
+
+
+@app.command()
+def blend(
+    runs: list[Path] = typer.Argument(..., help="Single-model run folders (of `moakit train`, or RUN/models/<name>)."),
+    out: Path = typer.Option(..., "--out", help="Blend folder to write (blend.json, submission.csv, heatmaps ...)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Weight search: slsqp and/or optuna "
+                                               "(repeat the option; default both)."),
+    trials: int = typer.Option(300, "--trials", min=1, help="Optuna trials."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///blend.db, "
+                                          "postgresql://...): keep / resume / share the study."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Use fixed write-up weights (best_cv: Table 3) "
+                                         "instead of the searched ones (searches still run for comparison "
+                                         "unless --method none)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="lish-moa data folder with the true targets "
+                                        "(default: the one recorded in the runs' manifest.json)."),
+    names: Optional[list[str]] = typer.Option(None, "--name", help="Model names, one per run (default: folder names)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the Optuna sampler."),
+) -> None:
+    """Blend single-model runs: search OOF-optimal weights, write the blended submission,
+    correlation heatmaps and blend.json."""
+    from rich.table import Table
+
+    from moakit.blend import BlendError, blend_runs
+    from moakit.data.io import DataError, load
+
+    methods = [m.lower() for m in (method or ["slsqp", "optuna"]) if m.lower() != "none"]
+    try:
+        moa = load(data) if data is not None else None
+        res = blend_runs(runs, out, names=names or None, methods=methods, n_trials=trials, storage=storage,
+                         preset=preset, data=moa, seed=seed)
+    except (BlendError, DataError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    summary = res.summary
+    table = Table(title=f"blend -> {out}")
+    table.add_column("model")
+    table.add_column("OOF log loss", justify="right")
+    table.add_column("treated rows", justify="right")
+    for m in summary["methods"]:
+        table.add_column(f"{m} weight", justify="right")
+    if summary.get("preset"):
+        table.add_column(f"preset {summary['preset']['name']}", justify="right")
+    for name in res.names:
+        sc = summary["models"][name]
+        row = [name, f"{sc['log_loss']:.6f}", f"{sc['log_loss_treated']:.6f}"]
+        row += [f"{s['weights'][name]:.3f}" for s in summary["methods"].values()]
+        if summary.get("preset"):
+            row.append(f"{summary['preset']['weights'][name]:.3f}")
+        table.add_row(*row)
+    row = ["[bold]blend[/]", "", ""] + [f"{s['log_loss']:.6f}" for s in summary["methods"].values()]
+    if summary.get("preset"):
+        row.append(f"{summary['preset']['log_loss']:.6f}")
+    table.add_row(*row)
+    console.print(table)
+    console.print(f"chosen: [bold]{res.method}[/], blended OOF log loss [bold]{res.log_loss:.6f}[/] "
+                  f"(treated rows {res.log_loss_treated:.6f}); best single model {summary['best_single']} "
+                  f"{summary['models'][summary['best_single']]['log_loss']:.6f}")
+    console.print(f"submission: [bold]{out / 'submission.csv'}[/]")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder of `moakit train` or `moakit run`."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/report)."),
+) -> None:
+    """Write an HTML report (index.html + PNGs) of a single-model or multi-model run."""
+    from moakit.report import ReportError, write_report
+
+    try:
+        path = write_report(run_dir, out)
+    except (ReportError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    console.print(f"report: [bold]{path}[/]")
 
 
 def main() -> None:  # pragma: no cover

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,25 @@ def training_rows(stage: StageSpec, ds: Dataset) -> np.ndarray:
 
 
 @dataclass
+class StageArrays:
+    """The matrices of one (stage, seed): every training row, its targets, the test rows.
+
+    Built once per stage-seed and shared by its fold jobs (the Ray executor puts it in the
+    object store once and sends each task only its row indices)."""
+
+    X: np.ndarray  # (n_train, n_features) float32, all training rows (controls included)
+    Y: np.ndarray  # (n_train, n_targets) the stage's target columns
+    X_test: np.ndarray  # (n_test, n_features)
+    Y_aux: np.ndarray | None = None  # (n_train, n_aux) only for a stage with aux_targets
+
+
+@dataclass
 class FoldJob:
-    """Everything one (stage, seed, fold) training needs: self-contained, so an executor
-    can run it in another process (Ray) and write to the same run layout."""
+    """One (stage, seed, fold) training: self-contained, so an executor can run it in
+    another process (Ray) and write to the same run layout.
+
+    The arrays are not copied per job: ``arrays`` is shared by the jobs of a stage-seed and
+    the fold is a set of row indices into it."""
 
     model_name: str
     params: dict
@@ -90,12 +107,38 @@ class FoldJob:
     seed: int
     fold: int
     out_dir: str
-    X_train: np.ndarray
-    Y_train: np.ndarray
-    X_valid: np.ndarray
-    Y_valid: np.ndarray
-    X_oof: np.ndarray  # every row of the fold (controls included): its OOF predictions
-    X_test: np.ndarray
+    arrays: StageArrays | None
+    fit_rows: np.ndarray  # row indices the network trains on
+    judge_rows: np.ndarray  # held-out rows it is judged on (early stopping)
+    oof_rows: np.ndarray  # every row of the fold (controls included): its OOF predictions
+
+    @property
+    def X_train(self) -> np.ndarray:
+        return self.arrays.X[self.fit_rows]
+
+    @property
+    def Y_train(self) -> np.ndarray:
+        return self.arrays.Y[self.fit_rows]
+
+    @property
+    def X_valid(self) -> np.ndarray:
+        return self.arrays.X[self.judge_rows]
+
+    @property
+    def Y_valid(self) -> np.ndarray:
+        return self.arrays.Y[self.judge_rows]
+
+    @property
+    def X_oof(self) -> np.ndarray:
+        return self.arrays.X[self.oof_rows]
+
+    @property
+    def X_test(self) -> np.ndarray:
+        return self.arrays.X_test
+
+    @property
+    def Y_aux_train(self) -> np.ndarray | None:
+        return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.fit_rows]
 
 
 def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
@@ -103,10 +146,15 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
     out = Path(job.out_dir)
     if (out / "done.json").exists():
         return str(out)
+    # Without done.json nothing in the fold folder is trusted: a killed run may have left
+    # an estimator or temporary files there; start the fold afresh.
+    if out.exists():
+        shutil.rmtree(out)
     model = get_model_class(job.model_name)(job.params)
     start = time.perf_counter()
+    aux = {"Y_aux_train": job.Y_aux_train} if job.stage.aux_targets else {}
     est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,
-                         fold_seed(job.seed, job.fold), on_epoch)
+                         fold_seed(job.seed, job.fold), on_epoch, **aux)
     fit_seconds = time.perf_counter() - start
     est.save(out / "estimator")
     write_npy(out / "valid_pred.npy", est.predict_proba(job.X_oof).astype(np.float32))
@@ -179,6 +227,9 @@ def train(
     fingerprint = data_fingerprint(data)
     _check_resume(out, config, fingerprint)
     write_json(out / "config.json", config.model_dump(mode="json"))
+    # What inference checks new data against: the input columns and the output targets.
+    write_json(out / "columns.json", {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
+                                      "scored": list(train_ds.scored_names)})
     manifest = _manifest(config, fingerprint, data)
     write_json(out / "manifest.json", {**manifest, "status": "running"})
 
@@ -250,15 +301,17 @@ def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, upst
     write_json(stage_dir / "targets.json", {"names": [names[j] for j in columns], "columns": columns.tolist()})
     Y = Y_all[:, columns]
 
+    Y_aux = None
+    if stage.aux_targets:  # e.g. the non-scored labels a scored stage pre-trains on
+        Y_aux, _ = stage_targets(StageSpec(stage.name, targets=stage.aux_targets), train_ds)
+    arrays = StageArrays(X=X_all, Y=Y, X_test=X_test, Y_aux=Y_aux)
     jobs = []
     for k in range(config.cv.n_folds):
-        fit_rows = rows & (folds != k)
-        judge_rows = rows & (folds == k)
         jobs.append(FoldJob(
             model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
-            out_dir=str(stage_dir / f"fold_{k}"),
-            X_train=X_all[fit_rows], Y_train=Y[fit_rows], X_valid=X_all[judge_rows], Y_valid=Y[judge_rows],
-            X_oof=X_all[folds == k], X_test=X_test,
+            out_dir=str(stage_dir / f"fold_{k}"), arrays=arrays,
+            fit_rows=np.flatnonzero(rows & (folds != k)), judge_rows=np.flatnonzero(rows & (folds == k)),
+            oof_rows=np.flatnonzero(folds == k),
         ))
     pending = [j for j in jobs if not (Path(j.out_dir) / "done.json").exists()]
     for _ in range(len(jobs) - len(pending)):
@@ -322,12 +375,13 @@ def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
 # --------------------------------------------------------------------------- inference
 
 
-def predict_run(run_dir: str | Path, ds: Dataset) -> np.ndarray:
+def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None) -> np.ndarray:
     """Scored-target probabilities for ``ds`` from a trained run's saved artifacts only.
 
     Replays the stage chain exactly as training produced its test predictions: each
     stage's saved transform, then the mean over folds of its saved estimators, per seed;
     then the mean over seeds, with control rows set to 0. Nothing is refitted.
+    ``batch_size`` overrides the estimators' saved inference batch size (throughput only).
     """
     run_dir = Path(run_dir)
     config = RunConfig(**read_json(run_dir / "config.json"))
@@ -339,8 +393,12 @@ def predict_run(run_dir: str | Path, ds: Dataset) -> np.ndarray:
             stage_dir = run_dir / "stages" / stage.name / f"seed_{seed}"
             features = model.load_features(stage, stage_dir / "features")
             X = features.transform(_stage_blocks(ds, meta))
-            preds = [model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator").predict_proba(X)
-                     for k in range(config.cv.n_folds)]
+            preds = []
+            for k in range(config.cv.n_folds):
+                est = model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator")
+                if batch_size is not None and hasattr(est, "eval_batch_size"):
+                    est.eval_batch_size = int(batch_size)
+                preds.append(est.predict_proba(X))
             meta = np.mean(preds, axis=0).astype(np.float32)
         per_seed.append(meta)
     return metrics.zero_controls(np.mean(per_seed, axis=0), ds.is_control)

@@ -51,13 +51,18 @@ class StageSpec:
 
     ``targets`` chooses the label matrix; ``drop_empty_targets`` drops target columns
     with no positive training row (the non-scored stage: 331 of 402 on real data);
-    ``keep_controls`` trains on control rows too (DeepInsight CNNs only).
+    ``keep_controls`` trains on control rows too (DeepInsight CNNs only);
+    ``aux_targets`` asks the runner for a second label matrix of the training rows, passed
+    to :meth:`Model.fit_fold` as the keyword ``Y_aux_train`` (only when set; all its
+    columns, aligned with ``Y_train``): the 2-heads ResNet pre-trains on the non-scored
+    targets before its scored stage.
     """
 
     name: str
     targets: Literal["scored", "nonscored"] = "scored"
     keep_controls: bool = False
     drop_empty_targets: bool = False
+    aux_targets: Literal["scored", "nonscored"] | None = None
 
 
 class ModelParams(BaseModel):

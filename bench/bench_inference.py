@@ -1,0 +1,151 @@
+"""Benchmark: rows per second of the full blend inference (``moakit predict``) on CPU.
+
+Trains (or reuses) a workflow run of the best-LB models that are available, then times
+``moakit.inference.predict`` -- loading every saved transform and estimator, transforming,
+predicting every seed x fold x stage, blending -- on a features file of N rows, for a few
+inference batch sizes. Writes ``bench/out/inference.md``.
+
+    .venv/bin/python bench/bench_inference.py                     # cpu profile, defaults
+    .venv/bin/python bench/bench_inference.py --run runs/best-lb  # time an existing run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+HERE = Path(__file__).resolve().parent
+
+
+def available_entries(blend: str) -> list[dict]:
+    """Entries of a shipped blend config whose model config exists and model is registered."""
+    from moakit.config import ConfigError, read_yaml, resolve_config_path
+    from moakit.models.base import get_model_class
+
+    entries = []
+    for entry in read_yaml(resolve_config_path(blend))["models"]:
+        try:
+            get_model_class(read_yaml(resolve_config_path(entry["config"]))["model"])
+        except (ConfigError, ValueError):
+            continue
+        entries.append(entry)
+    return entries
+
+
+def build_run(work: Path, profile: str, rows: int, blend: str) -> Path:
+    from moakit.data.simulate import simulate
+    from moakit.workflow import run_workflow
+
+    data = work / "data"
+    if not (data / "train_features.csv").exists():
+        simulate(data, n_rows=rows, seed=0)
+    entries = available_entries(blend)
+    cfg = work / "blend.yaml"
+    cfg.write_text(yaml.safe_dump({"description": f"{blend}: available models", "models": entries,
+                                   "blend": {"methods": ["slsqp"], "optuna_trials": 1},
+                                   "model_profile_fallback": {"demo": "smoke"}}, sort_keys=False))
+    run = work / f"run-{profile}"
+    run_workflow(cfg, data, run, profile=profile, show_progress=False)
+    return run
+
+
+def features_file(run: Path, n_rows: int, work: Path) -> Path:
+    """``n_rows`` rows made by repeating the run's test rows (new sig_ids)."""
+    source = Path(json.loads((run / "manifest.json").read_text())["data_source"])
+    from moakit.data.io import find_file, read_table
+
+    test = read_table(find_file(source, "test_features"))
+    reps = -(-n_rows // len(test))
+    big = pd.concat([test] * reps, ignore_index=True).iloc[:n_rows].copy()
+    big["sig_id"] = [f"id_bench{i:07d}" for i in range(len(big))]
+    path = work / f"features_{n_rows}.csv"
+    big.to_csv(path, index=False)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="an existing workflow (or single-model) run to time")
+    parser.add_argument("--work", type=Path, default=HERE / "out" / "inference-work")
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--blend", default="blend_best_lb")
+    parser.add_argument("--rows", type=int, default=3000, help="simulated rows to train on")
+    parser.add_argument("--predict-rows", type=int, default=20000, help="rows to predict")
+    parser.add_argument("--batch-sizes", default="256,2048,8192")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    from moakit import inference
+    from moakit.data.io import read_features
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    run = args.run or build_run(args.work, args.profile, args.rows, args.blend)
+    train_seconds = time.perf_counter() - t0
+    path = features_file(run, args.predict_rows, args.work)
+    manifest = json.loads((run / "manifest.json").read_text())
+    models = manifest.get("models", {})
+
+    t = time.perf_counter()
+    ds = read_features(path)
+    read_seconds = time.perf_counter() - t
+    rows = []
+    reference = None
+    for bs in [None, *(int(b) for b in args.batch_sizes.split(","))]:
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            frame = inference.predict(run, ds, batch_size=bs)
+            times.append(time.perf_counter() - t)
+        values = frame.iloc[:, 1:].to_numpy()
+        if reference is None:
+            reference = values
+        drift = float(np.abs(values - reference).max())
+        best = min(times)
+        rows.append((bs or "saved (2048 NN / 512 CNN)", best, len(ds) / best, drift))
+        print(f"batch {bs}: {best:.2f} s, {len(ds) / best:.0f} rows/s, max |diff| {drift:.1e}", flush=True)
+
+    t = time.perf_counter()
+    inference.write_submission(frame, args.work / "submission.csv")
+    write_seconds = time.perf_counter() - t
+
+    lines = [
+        "# Inference throughput (`moakit predict`, full blend, CPU)",
+        "",
+        f"Command: `.venv/bin/python bench/bench_inference.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "",
+        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads",
+        f"- run: `{run}` (profile {manifest.get('profile', '?')}); models: "
+        + (", ".join(f"{n} ({m['model']}, {len(m['seeds'])} seed(s) x {m['folds']} folds)" for n, m in models.items())
+           or "single model"),
+        f"- rows predicted: {len(ds)} (the run's test rows repeated); reading the CSV: {read_seconds:.2f} s; "
+        f"validating + writing the submission: {write_seconds:.2f} s",
+        f"- training the run: {train_seconds:.0f} s" + (" (reused)" if args.run else ""),
+        "",
+        "Each timing is the best of {} calls of `inference.predict` (load every saved transform and "
+        "estimator, transform, predict every stage x seed x fold, blend, validate).".format(args.repeats),
+        "",
+        "| batch size | seconds | rows / second | max abs diff vs saved batch size |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {bs} | {s:.2f} | {r:,.0f} | {d:.1e} |" for bs, s, r, d in rows]
+    out = HERE / "out" / "inference.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

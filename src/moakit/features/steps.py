@@ -1,0 +1,471 @@
+"""Feature steps: small, named, fitted transforms over *blocks*.
+
+A block set is a ``dict[str, np.ndarray]`` of named float32 2-D arrays sharing one row
+count (``g`` genes, ``c`` cells, ``cp`` one-hot cp_time/cp_dose, ``meta`` previous-stage
+predictions, plus whatever earlier steps wrote).
+
+Every step reads its ``inputs`` (block names) and either
+
+* writes one NEW block ``output`` computed from the column-wise concatenation of its
+  inputs, or
+* (``output`` is None) transforms each input block IN PLACE, with one fitted state per
+  block (e.g. a per-column quantile transform of ``g`` and of ``c``).
+
+Steps are sklearn-like: :meth:`Step.fit` learns state kept in attributes ending with
+``_``, :meth:`Step.transform` returns a new dict and never writes into the caller's arrays.
+Each kind declares its parameters as a pydantic model (``Params``), so a config's typo or
+wrong type fails when the config is read, naming the step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Blocks = dict[str, np.ndarray]
+
+STEP_KINDS: dict[str, type["Step"]] = {}
+
+
+def register(cls: type["Step"]) -> type["Step"]:
+    """Class decorator: make ``cls`` available under ``cls.kind`` in configs."""
+    if cls.kind in STEP_KINDS:
+        raise ValueError(f"feature step kind {cls.kind!r} registered twice")
+    STEP_KINDS[cls.kind] = cls
+    return cls
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def as_block(array: Any, name: str) -> np.ndarray:
+    """``array`` as a 2-D float32 array (no copy when it already is one)."""
+    out = np.asarray(array, dtype=np.float32)
+    if out.ndim != 2:
+        raise ValueError(f"block {name!r} must be 2-D, got shape {out.shape}")
+    return out
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+class Step:
+    """Base class of the feature steps; subclasses implement ``_fit`` / ``_apply``.
+
+    ``_fit(parts)`` gets the list of input arrays (one per input block, or the single
+    block being transformed in place) and returns the fitted state (None when the step
+    learns nothing); ``_apply(state, parts)`` returns the transformed float32 array.
+    """
+
+    kind: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    in_place_ok: ClassVar[bool] = True  # may run without an output block
+    stateless: ClassVar[bool] = False  # nothing to fit
+
+    def __init__(self, name: str, inputs: list[str], output: str | None = None, seed: int = 0,
+                 **params: Any) -> None:
+        if not inputs:
+            raise ValueError(f"step {name!r}: inputs must name at least one block")
+        if output is None and not self.in_place_ok:
+            raise ValueError(f"step {name!r} ({self.kind}) writes a new block: give it an `output` name")
+        self.name = name
+        self.inputs = list(inputs)
+        self.output = output
+        self.seed = int(seed)
+        self.params = self.Params(**params)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def in_place(self) -> bool:
+        return self.output is None
+
+    @property
+    def writes(self) -> list[str]:
+        """The block names this step writes."""
+        return list(self.inputs) if self.in_place else [self.output]  # type: ignore[list-item]
+
+    def fit(self, blocks: Blocks) -> "Step":
+        parts = self._gather(blocks, check_widths=False)
+        self.n_features_in_ = {b: int(p.shape[1]) for b, p in zip(self.inputs, parts)}
+        if self.in_place:
+            self.state_ = {b: self._fit([p]) for b, p in zip(self.inputs, parts)}
+        else:
+            self.state_ = {self.output: self._fit(parts)}
+        return self
+
+    def transform(self, blocks: Blocks) -> Blocks:
+        self._check_fitted()
+        parts = self._gather(blocks, check_widths=True)
+        out = dict(blocks)
+        if self.in_place:
+            for b, p in zip(self.inputs, parts):
+                out[b] = self._as_output(self._apply(self.state_[b], [p]))
+        else:
+            out[self.output] = self._as_output(self._apply(self.state_[self.output], parts))
+        return out
+
+    def names_out(self, names: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Column names of the blocks this step writes, given the names of its inputs."""
+        self._check_fitted()
+        if self.in_place:
+            result = {}
+            for b in self.inputs:
+                width = self._width(self.state_[b], [names[b]])
+                if width == len(names[b]):
+                    result[b] = list(names[b])
+                else:
+                    result[b] = [f"{b}_{self.name}-{i}" for i in range(width)]
+            return result
+        return {self.output: self._names(self.state_[self.output], [names[b] for b in self.inputs])}
+
+    def get_params(self) -> dict[str, Any]:
+        return self.params.model_dump()
+
+    def __repr__(self) -> str:
+        where = "in place" if self.in_place else f"-> {self.output}"
+        return f"{type(self).__name__}({self.name!r}, {self.inputs} {where}, {self.get_params()})"
+
+    # ------------------------------------------------------------------ hooks
+
+    def _fit(self, parts: list[np.ndarray]) -> Any:
+        return None
+
+    def _apply(self, state: Any, parts: list[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _width(self, state: Any, part_names: list[list[str]]) -> int:
+        """Number of columns ``_apply`` writes."""
+        raise NotImplementedError
+
+    def _names(self, state: Any, part_names: list[list[str]]) -> list[str]:
+        return [f"{self.output}-{i}" for i in range(self._width(state, part_names))]
+
+    # ------------------------------------------------------------------ helpers
+
+    def _gather(self, blocks: Blocks, check_widths: bool) -> list[np.ndarray]:
+        missing = [b for b in self.inputs if b not in blocks]
+        if missing:
+            raise KeyError(f"step {self.name!r} ({self.kind}) needs block(s) {missing}; "
+                           f"available: {sorted(blocks)}")
+        parts = [as_block(blocks[b], b) for b in self.inputs]
+        rows = {p.shape[0] for p in parts}
+        if len(rows) > 1:
+            raise ValueError(f"step {self.name!r}: input blocks {self.inputs} have different row counts "
+                             f"{[p.shape[0] for p in parts]}")
+        if check_widths:
+            for b, p in zip(self.inputs, parts):
+                if p.shape[1] != self.n_features_in_[b]:
+                    raise ValueError(f"step {self.name!r} ({self.kind}): block {b!r} has {p.shape[1]} columns, "
+                                     f"it had {self.n_features_in_[b]} when the step was fitted")
+        return parts
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "state_"):
+            raise RuntimeError(f"step {self.name!r} ({self.kind}) is not fitted")
+
+    @staticmethod
+    def _as_output(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    @staticmethod
+    def _concat(parts: list[np.ndarray]) -> np.ndarray:
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+class _SklearnStep(Step):
+    """A step wrapping one sklearn-style transformer fitted on the concatenated inputs."""
+
+    def _make(self) -> Any:
+        raise NotImplementedError
+
+    def _fit(self, parts: list[np.ndarray]) -> Any:
+        return self._make().fit(self._concat(parts))
+
+    def _apply(self, state: Any, parts: list[np.ndarray]) -> np.ndarray:
+        return state.transform(self._concat(parts))
+
+    def _width(self, state: Any, part_names: list[list[str]]) -> int:
+        return int(len(state.get_feature_names_out()))
+
+
+# ---------------------------------------------------------------------- kinds
+
+
+class QuantileParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_quantiles: int = Field(100, ge=2)
+    output_distribution: Literal["normal", "uniform"] = "normal"
+    # None = every row (the winners' sklearn default of 1e5 exceeded the row count).
+    subsample: int | None = Field(None, ge=2)
+
+
+@register
+class QuantileStep(_SklearnStep):
+    """Per-column QuantileTransformer (100 quantiles, normal output by default)."""
+
+    kind = "quantile"
+    Params = QuantileParams
+
+    def _make(self):
+        from sklearn.preprocessing import QuantileTransformer
+
+        p = self.params
+        return QuantileTransformer(n_quantiles=p.n_quantiles, output_distribution=p.output_distribution,
+                                   subsample=p.subsample, random_state=self.seed)
+
+    def _fit(self, parts):
+        X = self._concat(parts)
+        model = self._make()
+        # Fewer rows than quantiles: sklearn clips n_quantiles to the row count with a warning.
+        model.set_params(n_quantiles=min(self.params.n_quantiles, X.shape[0]))
+        return model.fit(X)
+
+
+class StandardScalerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    with_mean: bool = True
+    with_std: bool = True
+
+
+@register
+class StandardScalerStep(_SklearnStep):
+    kind = "standard_scaler"
+    Params = StandardScalerParams
+
+    def _make(self):
+        from sklearn.preprocessing import StandardScaler
+
+        return StandardScaler(with_mean=self.params.with_mean, with_std=self.params.with_std)
+
+
+class ComponentsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_components: int = Field(..., ge=1)
+
+
+@register
+class PCAStep(_SklearnStep):
+    kind = "pca"
+    Params = ComponentsParams
+
+    def _make(self):
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=self.params.n_components, random_state=self.seed)
+
+
+class FactorAnalysisParams(ComponentsParams):
+    max_iter: int = Field(1000, ge=1)
+    tol: float = Field(1e-2, gt=0)
+
+
+@register
+class FactorAnalysisStep(_SklearnStep):
+    kind = "factor_analysis"
+    Params = FactorAnalysisParams
+
+    def _make(self):
+        from sklearn.decomposition import FactorAnalysis
+
+        p = self.params
+        return FactorAnalysis(n_components=p.n_components, max_iter=p.max_iter, tol=p.tol, random_state=self.seed)
+
+    def _fit(self, parts):
+        from sklearn.exceptions import ConvergenceWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # tol 1e-2 is sklearn's own default
+            return super()._fit(parts)
+
+
+class UMAPParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_components: int = Field(..., ge=1)
+    n_neighbors: int = Field(15, ge=2)
+    min_dist: float = Field(0.1, ge=0)
+    metric: str = "euclidean"
+    n_epochs: int | None = Field(None, ge=1)
+    n_jobs: int = 1  # a seeded UMAP runs single-threaded anyway (umap forces it for determinism)
+    max_fit_rows: int | None = Field(None, ge=2)  # fit on a seeded subsample of this many rows
+
+
+@register
+class UMAPStep(Step):
+    """umap.UMAP embedding; ``max_fit_rows`` fits on a seeded row subsample, transforms all."""
+
+    kind = "umap"
+    Params = UMAPParams
+
+    def _fit(self, parts):
+        import umap
+
+        p = self.params
+        X = self._concat(parts)
+        if p.max_fit_rows is not None and X.shape[0] > p.max_fit_rows:
+            rows = np.sort(np.random.default_rng(self.seed).choice(X.shape[0], p.max_fit_rows, replace=False))
+            X = X[rows]
+        model = umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, X.shape[0] - 1),
+                          min_dist=p.min_dist, metric=p.metric, n_epochs=p.n_epochs, random_state=self.seed,
+                          transform_seed=self.seed, n_jobs=p.n_jobs)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            model.fit(X)
+        return model
+
+    def _apply(self, state, parts):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
+            return state.transform(self._concat(parts))
+
+    def _width(self, state, part_names):
+        return int(state.n_components)
+
+
+class KMeansParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n_clusters: int = Field(..., ge=2)
+    n_init: int = Field(10, ge=1)
+    max_iter: int = Field(300, ge=1)
+
+
+@register
+class KMeansOneHotStep(Step):
+    """KMeans cluster id as a one-hot block (``n_clusters`` columns)."""
+
+    kind = "kmeans_onehot"
+    Params = KMeansParams
+
+    def _fit(self, parts):
+        from sklearn.cluster import KMeans
+
+        p = self.params
+        return KMeans(n_clusters=p.n_clusters, n_init=p.n_init, max_iter=p.max_iter,
+                      random_state=self.seed).fit(self._concat(parts))
+
+    def _apply(self, state, parts):
+        ids = state.predict(self._concat(parts))
+        out = np.zeros((len(ids), state.n_clusters), np.float32)
+        out[np.arange(len(ids)), ids] = 1.0
+        return out
+
+    def _width(self, state, part_names):
+        return int(state.n_clusters)
+
+
+class VarianceThresholdParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.0, ge=0)
+
+
+@register
+class VarianceThresholdStep(_SklearnStep):
+    """Keeps the columns of the concatenated inputs whose variance exceeds ``threshold``.
+
+    Writes a new block (list it in the pipeline output instead of its inputs); its
+    column names are those of the kept input columns.
+    """
+
+    kind = "variance_threshold"
+    Params = VarianceThresholdParams
+    in_place_ok = False
+
+    def _make(self):
+        from sklearn.feature_selection import VarianceThreshold
+
+        return VarianceThreshold(threshold=self.params.threshold)
+
+    def _fit(self, parts):
+        X = self._concat(parts)
+        model = self._make().fit(X)  # raises when no column passes: say which step
+        return model
+
+    def _width(self, state, part_names):
+        return int(state.get_support().sum())
+
+    def _names(self, state, part_names):
+        flat = [n for names in part_names for n in names]
+        return [n for n, keep in zip(flat, state.get_support()) if keep]
+
+
+ROW_STATS = ("sum", "mean", "std", "skew", "kurt")
+
+
+def row_statistics(x: np.ndarray) -> np.ndarray:
+    """(n, 5) float64: sum, mean, std, skew, kurtosis of each row.
+
+    The same estimators as pandas' ``DataFrame.sum/mean/std/skew/kurt(axis=1)`` (what the
+    winners' scripts used): std with ddof=1, bias-corrected skew and excess kurtosis.
+    Undefined values (too few columns, constant rows) are 0.
+    """
+    from scipy import stats
+
+    x = np.asarray(x, np.float64)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = np.column_stack([
+            x.sum(axis=1),
+            x.mean(axis=1),
+            x.std(axis=1, ddof=1) if x.shape[1] > 1 else np.zeros(len(x)),
+            stats.skew(x, axis=1, bias=False),
+            stats.kurtosis(x, axis=1, fisher=True, bias=False),
+        ])
+    return _finite(out)
+
+
+@register
+class RowStatsStep(Step):
+    """Row sum, mean, std, skew, kurtosis of each input block and of all inputs together.
+
+    inputs [g, c] -> 15 columns (g, c, g+c); a single input gives its 5 columns once.
+    """
+
+    kind = "row_stats"
+    in_place_ok = False
+    stateless = True
+
+    def _groups(self) -> list[tuple[str, list[int]]]:
+        groups = [(b, [i]) for i, b in enumerate(self.inputs)]
+        if len(self.inputs) > 1:
+            groups.append(("+".join(self.inputs), list(range(len(self.inputs)))))
+        return groups
+
+    def _apply(self, state, parts):
+        return np.concatenate([row_statistics(self._concat([parts[i] for i in idx])) for _, idx in self._groups()],
+                              axis=1)
+
+    def _width(self, state, part_names):
+        return len(ROW_STATS) * len(self._groups())
+
+    def _names(self, state, part_names):
+        return [f"{self.output}-{label}_{s}" for label, _ in self._groups() for s in ROW_STATS]
+
+
+@register
+class RowMeanStep(Step):
+    """Per-row mean of each input block (2-heads ResNet input A: g_mean, c_mean)."""
+
+    kind = "row_mean"
+    in_place_ok = False
+    stateless = True
+
+    def _apply(self, state, parts):
+        return np.column_stack([np.asarray(p, np.float64).mean(axis=1) for p in parts])
+
+    def _width(self, state, part_names):
+        return len(self.inputs)
+
+    def _names(self, state, part_names):
+        return [f"{self.output}-{b}_mean" for b in self.inputs]
+
+
+def step_class(kind: str) -> type[Step]:
+    try:
+        return STEP_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown feature step kind {kind!r}; known: {sorted(STEP_KINDS)}") from None

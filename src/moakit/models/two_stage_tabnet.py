@@ -1,0 +1,235 @@
+"""2-stage NN + TabNet (write-up "2-Stage NN+TabNet").
+
+Stage ``nonscored``: the 2-FC block on PCA + UMAP features (fitted on train rows),
+VarianceThreshold 0.5 and a QuantileTransformer, learning the non-scored targets.
+Stage ``scored``: a pytorch-tabnet ``TabNetRegressor`` on the stage-1 features, the
+quantile-transformed stage-1 predictions (``meta``: out-of-fold for training rows, see
+:mod:`moakit.models.three_stage_nn`), factor analysis, k-means one-hot and row statistics;
+trained with BCE-with-logits on smoothed targets, judged by log loss on raw targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from moakit.artifacts import atomic_dir
+from moakit.features import PipelineConfig
+from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, register
+from moakit.models.three_stage_nn import StackedModel, StackStageParams
+from moakit.nn.train import smooth_targets
+
+
+class TabNetConfig(BaseModel):
+    """TabNetRegressor and its training; defaults are the winners' numbers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_d: int = Field(32, ge=1)
+    n_a: int = Field(32, ge=1)
+    n_steps: int = Field(1, ge=1)
+    gamma: float = 0.9
+    lambda_sparse: float = 0.0
+    mask_type: Literal["entmax", "sparsemax"] = "entmax"
+    n_independent: int = 2  # pytorch-tabnet defaults (the winners kept them)
+    n_shared: int = 2
+    momentum: float = 0.02
+    clip_value: float | None = 1.0  # pytorch-tabnet's default gradient-norm clip
+    lr: float = Field(2e-2, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    milestones: list[int] = [100, 150]  # MultiStepLR, stepped once per epoch
+    scheduler_gamma: float = 0.9
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(50, ge=1)
+    batch_size: int = Field(1024, ge=2)
+    virtual_batch_size: int = Field(128, ge=2)
+    smoothing: float = Field(0.001, ge=0, lt=1)
+    eval_batch_size: int = Field(4096, ge=1)
+
+
+class TabNetStageParams(ModelParams):
+    features: PipelineConfig  # this stage's own features (read ``meta`` and the base blocks)
+    base_features: str | None = "nonscored"  # the stage-1 feature pipeline, reused
+    tabnet: TabNetConfig = TabNetConfig()
+
+
+class TwoStageParams(ModelParams):
+    stage1: StackStageParams  # the 2-FC MLP on non-scored targets
+    stage2: TabNetStageParams
+
+
+def _device_name() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
+
+
+# pytorch-tabnet finds metrics by name among the subclasses of its Metric class, so the
+# eval metric is a module-level subclass.
+def _tabnet_metric_class():
+    from pytorch_tabnet.metrics import Metric
+
+    class MoALogLoss(Metric):
+        """Mean binary log loss of sigmoid(logits) on the raw 0/1 targets (clipped)."""
+
+        def __init__(self):
+            self._name = "moa_logloss"
+            self._maximize = False
+
+        def __call__(self, y_true, y_score):
+            p = np.clip(_sigmoid(y_score).astype(np.float64), 1e-15, 1 - 1e-15)
+            y = np.asarray(y_true, np.float64)
+            return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+    return MoALogLoss
+
+
+_METRIC = None
+
+
+def _metric():
+    global _METRIC
+    if _METRIC is None:
+        _METRIC = _tabnet_metric_class()
+    return _METRIC
+
+
+def _epoch_callback(on_epoch: EpochCallback | None, metric_name: str):
+    from pytorch_tabnet.callbacks import Callback
+
+    class ReportEpochs(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            if on_epoch is not None:
+                on_epoch({"epoch": epoch, "train_loss": float(logs.get("loss", math.nan)),
+                          "valid_loss": float(logs.get(metric_name, math.nan))})
+
+    return ReportEpochs()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pytorch-tabnet prints its stopping message and warns on save/stop: keep runs quiet."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class TabNetEstimator:
+    """A fitted TabNetRegressor predicting logits; ``predict_proba`` is their sigmoid.
+
+    Saved as ``tabnet.zip`` (pytorch-tabnet's own format: params JSON + state dict) and
+    ``spec.json`` inside a folder written atomically.
+    """
+
+    def __init__(self, regressor, info: dict | None = None) -> None:
+        self.regressor = regressor
+        self.info = info or {}
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if len(X) == 0:
+            return np.zeros((0, self.regressor.output_dim or 0), np.float32)
+        with torch.no_grad():
+            return _sigmoid(self.regressor.predict(X))
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp, _quiet():
+            self.regressor.save_model(str(tmp / "tabnet"))  # writes tmp/tabnet.zip
+            (tmp / "spec.json").write_text(json.dumps({"kind": "tabnet_regressor", "info": self.info}, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> "TabNetEstimator":
+        from pytorch_tabnet.tab_model import TabNetRegressor
+
+        path = Path(path)
+        spec = json.loads((path / "spec.json").read_text())
+        with _quiet():
+            reg = TabNetRegressor(device_name=_device_name(), verbose=0)
+            reg.load_model(str(path / "tabnet.zip"))
+        return cls(reg, spec.get("info"))
+
+
+def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
+               on_epoch: EpochCallback | None = None) -> TabNetEstimator:
+    from pytorch_tabnet.tab_model import TabNetRegressor
+
+    X_train = np.ascontiguousarray(X_train, dtype=np.float32)
+    Y_train = np.ascontiguousarray(Y_train, dtype=np.float32)
+    X_valid = np.ascontiguousarray(X_valid, dtype=np.float32)
+    Y_valid = np.ascontiguousarray(Y_valid, dtype=np.float32)
+    torch.manual_seed(seed)  # the train loader's shuffling draws from the global generator
+    np.random.seed(seed % (2**32))
+    smoothing = cfg.smoothing
+
+    def loss_fn(logits, y):
+        # BCE with logits on smoothed targets (t -> t(1-s) + s/2), as the winners' script.
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, smooth_targets(y, smoothing))
+
+    metric = _metric()
+    reg = TabNetRegressor(
+        n_d=cfg.n_d, n_a=cfg.n_a, n_steps=cfg.n_steps, gamma=cfg.gamma, lambda_sparse=cfg.lambda_sparse,
+        n_independent=cfg.n_independent, n_shared=cfg.n_shared, momentum=cfg.momentum,
+        clip_value=cfg.clip_value, mask_type=cfg.mask_type, seed=int(seed) % (2**31), verbose=0,
+        optimizer_fn=torch.optim.Adam, optimizer_params={"lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        scheduler_fn=torch.optim.lr_scheduler.MultiStepLR,
+        scheduler_params={"milestones": list(cfg.milestones), "gamma": cfg.scheduler_gamma},
+        device_name=_device_name(),
+    )
+    n = len(X_train)
+    batch = min(cfg.batch_size, n)
+    # Drop a ragged last batch (pytorch-tabnet's default) unless that would leave none;
+    # a last batch of one row would break the ghost BatchNorm.
+    drop_last = n > batch or n % batch == 1
+    # Early stopping (patience, best-epoch weights restored) is judged on the held-out
+    # fold, as in the winners' scripts and standard public practice: the same rule as our
+    # MLPs' best-epoch restore through fit_network.
+    with _quiet():
+        reg.fit(
+            X_train, Y_train, eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=[metric],
+            loss_fn=loss_fn, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=batch,
+            virtual_batch_size=min(cfg.virtual_batch_size, batch), num_workers=0, drop_last=drop_last,
+            callbacks=[_epoch_callback(on_epoch, "valid_moa_logloss")], pin_memory=False,
+            compute_importance=False,
+        )
+    reg.batch_size = cfg.eval_batch_size  # inference batch (no effect on results: eval mode)
+    history = reg.history.history if hasattr(reg, "history") else {}
+    info = {"best_epoch": int(getattr(reg, "best_epoch", -1)), "best_valid_loss": float(getattr(reg, "best_cost", math.nan)),
+            "epochs_run": len(history.get("loss", []))}
+    return TabNetEstimator(reg, info)
+
+
+@register
+class TwoStageNNTabNet(StackedModel):
+    name = "two_stage_nn_tabnet"
+    Params = TwoStageParams
+
+    def stages(self):
+        return [
+            StageSpec("nonscored", targets="nonscored", drop_empty_targets=True),
+            StageSpec("scored", targets="scored"),
+        ]
+
+    def stage_params(self, stage: StageSpec):
+        return {"nonscored": self.params.stage1, "scored": self.params.stage2}[stage.name]
+
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None):
+        if stage.name == "scored":
+            return fit_tabnet(self.params.stage2.tabnet, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+        return super().fit_fold(stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+
+    def load_estimator(self, stage, path: Path):
+        if stage.name == "scored":
+            return TabNetEstimator.load(path)
+        return TorchEstimator.load(path)

@@ -1,0 +1,447 @@
+"""The end-to-end workflow: train every model of a blend config, blend, report.
+
+A blend config names the models of a final submission and how their weights are searched::
+
+    models:
+      - {name: three_stage_nn, config: three_stage_nn, seeds: 5, folds: 10}
+      - {name: simple_nn_drug_cv, config: simple_nn_drug_cv}
+    blend: {methods: [slsqp, optuna], optuna_trials: 3000, storage: null, preset: null}
+    model_profile_fallback: {demo: smoke}
+    profiles:
+      cpu:  {blend: {optuna_trials: 300}, models: {three_stage_nn: {seeds: null, folds: null}}}
+
+``name`` is the entry's (unique) name: its run folder and its column in the blend. ``config``
+is a model config (a shipped name or a path, relative paths from the blend config's folder).
+``seeds`` (first N seeds, or a list) and ``folds`` override the model config's.
+
+The profile passed to :func:`run_workflow` is applied to the blend config (if it has that
+profile; the overlay's ``models`` may be a mapping ``entry name -> changes``) and to every
+model config, which must have that profile, or one that ``model_profile_fallback`` maps it to.
+
+Run layout::
+
+    RUN/
+      workflow.json          the resolved blend config and every resolved model config
+      manifest.json          versions, data fingerprint, per-model status/timings/scores
+      models/<name>/         one runner run per entry (see moakit.runner)
+      blend/                 blend.json (weights), oof_predictions.csv, submission.csv, ...
+      submission.csv         copy of blend/submission.csv
+      report/index.html      moakit.report
+
+A rerun into the same RUN resumes: finished folds (and a finished blend whose inputs did
+not change) are not computed again, and the result is the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import moakit
+from moakit import runner
+from moakit.artifacts import atomic_dir, atomic_file, read_json, write_json
+from moakit.config import ConfigError, RunConfig, deep_merge, load_config, read_yaml, resolve_config_path
+from moakit.data.dataset import MoAData
+
+WORKFLOW_FILE = "workflow.json"
+_ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class WorkflowError(ValueError):
+    """A workflow that cannot run (or failed); the message names the model entry."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+class ModelEntry(BaseModel):
+    """One model of a blend: a model config, under a unique entry name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    config: str
+    seeds: int | list[int] | None = None  # None: the model config's (profile's) seeds
+    folds: int | None = Field(None, ge=2)
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _ENTRY_NAME.match(value):
+            raise ValueError(f"{value!r} is not a usable entry name (letters, digits, _ . -; it names a folder)")
+        return value
+
+
+class BlendSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    methods: list[Literal["slsqp", "optuna"]] = ["slsqp", "optuna"]
+    optuna_trials: int = Field(3000, ge=1)
+    storage: str | None = None  # Optuna storage URL (e.g. sqlite:///blend.db) to resume a search
+    preset: str | None = None  # a named weight set of blend.PRESETS instead of a search
+    seed: int = 0
+
+
+class BlendConfig(BaseModel):
+    """A blend config resolved for one profile."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    profile: str = "full"
+    models: list[ModelEntry] = Field(..., min_length=1)
+    blend: BlendSettings = BlendSettings()
+    # requested profile -> profile to use for a model config that lacks the requested one
+    model_profile_fallback: dict[str, str] = {}
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "BlendConfig":
+        seen: set[str] = set()
+        for entry in self.models:
+            if entry.name in seen:
+                raise ValueError(f"model entry name {entry.name!r} appears more than once")
+            seen.add(entry.name)
+        return self
+
+
+def _format_errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors())
+
+
+def _overlay(raw: dict, overlay: dict, path: Path, profile: str) -> dict:
+    """Apply a profile overlay; its ``models`` may be a list (replaces) or a mapping
+    ``entry name -> changes`` merged into those entries."""
+    overlay = dict(overlay)
+    models_overlay = overlay.pop("models", None)
+    out = deep_merge(raw, overlay)
+    if isinstance(models_overlay, list):
+        out["models"] = models_overlay
+    elif isinstance(models_overlay, dict):
+        entries = [dict(e) if isinstance(e, dict) else e for e in out.get("models") or []]
+        names = {e.get("name"): i for i, e in enumerate(entries) if isinstance(e, dict)}
+        for name, changes in models_overlay.items():
+            if name not in names:
+                raise ConfigError(f"{path}: profile {profile!r} changes model entry {name!r}, which does not exist "
+                                  f"(entries: {', '.join(map(str, names))})")
+            if not isinstance(changes, dict):
+                raise ConfigError(f"{path}: profile {profile!r}: models.{name} must be a mapping")
+            entries[names[name]] = deep_merge(entries[names[name]], changes)
+        out["models"] = entries
+    elif models_overlay is not None:
+        raise ConfigError(f"{path}: profile {profile!r}: 'models' must be a list or a mapping of entry names")
+    return out
+
+
+def load_blend_config(name_or_path: str | Path, profile: str = "full") -> BlendConfig:
+    """Read a blend config (a path or a shipped name) and apply ``profile``'s overlay.
+
+    A blend config without that profile is used as it is (its models must still have the
+    profile); ``full`` is the top level.
+    """
+    path = resolve_config_path(name_or_path)
+    raw = read_yaml(path)
+    if "models" not in raw:
+        raise ConfigError(f"{path}: not a blend config (no 'models' list)"
+                          + (f"; it looks like a model config: use `moakit train {name_or_path}`" if "model" in raw else ""))
+    profiles = raw.pop("profiles", {}) or {}
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: 'profiles' must be a mapping")
+    if profile != "full" and profile in profiles:
+        raw = _overlay(raw, profiles[profile] or {}, path, profile)
+    try:
+        return BlendConfig(**raw, profile=profile, source=str(path))
+    except ValidationError as exc:
+        raise ConfigError(f"{path} (profile {profile}): {_format_errors(exc)}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _entry_config_path(entry: ModelEntry, blend_source: str) -> Path:
+    candidate = Path(entry.config)
+    if not candidate.is_absolute() and blend_source and not candidate.exists():
+        beside = Path(blend_source).parent / candidate
+        if beside.exists():
+            return beside
+    try:
+        return resolve_config_path(entry.config)
+    except ConfigError as exc:
+        raise ConfigError(f"model entry {entry.name!r}: {exc}") from None
+
+
+def _model_profile(entry: ModelEntry, path: Path, profile: str, fallback: dict[str, str]) -> str:
+    """The profile to load ``entry``'s model config with: ``profile`` or its fallback."""
+    if profile == "full":
+        return profile
+    available = list((read_yaml(path).get("profiles") or {}).keys())
+    if profile in available:
+        return profile
+    alternative = fallback.get(profile)
+    if alternative is not None and (alternative == "full" or alternative in available):
+        return alternative
+    hint = (f"; the fallback {alternative!r} (model_profile_fallback) is missing too" if alternative
+            else f"; add a {profile!r} profile to it or map {profile!r} in the blend config's model_profile_fallback")
+    raise ConfigError(f"model entry {entry.name!r} ({path}): no profile {profile!r} "
+                      f"(available: full{''.join(', ' + p for p in available)}){hint}")
+
+
+def resolve_models(config: BlendConfig) -> dict[str, RunConfig]:
+    """Every entry's model config, resolved for the blend's profile (with fallbacks)."""
+    resolved: dict[str, RunConfig] = {}
+    for entry in config.models:
+        path = _entry_config_path(entry, config.source)
+        used = _model_profile(entry, path, config.profile, config.model_profile_fallback)
+        try:
+            resolved[entry.name] = load_config(path, profile=used, seeds=entry.seeds, folds=entry.folds)
+        except ConfigError as exc:
+            raise ConfigError(f"model entry {entry.name!r}: {exc}") from None
+    return resolved
+
+
+def check_models(configs: dict[str, RunConfig], data: MoAData) -> None:
+    """Fail before any training if a model is unknown, its params are invalid, or the data
+    lacks what it needs; the error names the entry."""
+    for name, cfg in configs.items():
+        where = f"model entry {name!r} ({cfg.source or cfg.model})"
+        try:
+            model = runner.build_model(cfg)
+        except ConfigError as exc:
+            raise WorkflowError(f"{where}: {exc}") from None
+        except ValueError as exc:  # unknown model name
+            raise WorkflowError(f"{where}: {exc}") from None
+        if cfg.cv.scheme == "drug" and data.train.drug_id is None:
+            raise WorkflowError(f"{where}: uses the drug-aware CV (cv.scheme: drug), which needs train_drug "
+                                f"in the data folder {data.source or ''}".rstrip())
+        for stage in model.stages():
+            if stage.targets == "nonscored" and data.train.nonscored is None:
+                raise WorkflowError(f"{where}: stage {stage.name!r} trains on the non-scored targets, which need "
+                                    f"train_targets_nonscored in the data folder {data.source or ''}".rstrip())
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class WorkflowResult:
+    run_dir: Path
+    models: dict[str, runner.TrainResult]
+    blend: Any  # blend.BlendResult, or None when a finished blend was reused
+    blend_summary: dict  # blend.json
+    submission: Path
+    report: Path | None
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def model_scores(self) -> dict[str, float]:
+        return {name: float(r.metrics["log_loss"]) for name, r in self.models.items()}
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import sklearn
+    import torch
+
+    out = {"moakit": moakit.__version__, "python": platform.python_version(), "torch": torch.__version__,
+           "numpy": np.__version__, "scikit_learn": sklearn.__version__, "optuna": optuna.__version__,
+           "platform": platform.platform()}
+    try:
+        import ray
+
+        out["ray"] = ray.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def _file_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _check_resume(out: Path, resolved: dict, fingerprint: str) -> None:
+    wf_path, man_path = out / WORKFLOW_FILE, out / "manifest.json"
+    if not wf_path.exists():
+        if (out / "config.json").exists():
+            raise WorkflowError(f"{out}: holds a single-model run; use another --out")
+        return
+    if read_json(wf_path) != resolved:
+        raise WorkflowError(f"{out}: holds a workflow run of a different config or profile; "
+                            "use another --out or delete it")
+    if man_path.exists() and read_json(man_path).get("data_fingerprint") != fingerprint:
+        raise WorkflowError(f"{out}: holds a workflow run on different data; use another --out or delete it")
+
+
+def _make_executor(executor, ray_address):
+    if not isinstance(executor, str):
+        return executor
+    if executor == "ray":
+        return runner.make_executor("ray", address=ray_address)
+    if ray_address:
+        raise WorkflowError("--address is only used with --executor ray")
+    return runner.make_executor(executor)
+
+
+def run_workflow(
+    config: str | Path | BlendConfig,
+    data_dir: str | Path | MoAData,
+    out: str | Path,
+    profile: str = "full",
+    executor: str | runner.Executor = "local",
+    ray_address: str | None = None,
+    show_progress: bool = True,
+) -> WorkflowResult:
+    """Train every model of ``config`` into ``out/models/<name>``, blend them into
+    ``out/blend``, copy the blended submission to ``out/submission.csv`` and write the
+    report. Resumes an interrupted run in ``out``."""
+    from moakit import blend as blend_mod
+    from moakit import report as report_mod
+    from moakit.data.io import load
+
+    if isinstance(config, BlendConfig):
+        if profile not in ("full", config.profile):
+            raise WorkflowError(f"the blend config was resolved for profile {config.profile!r}, not {profile!r}")
+        blend_config = config
+    else:
+        blend_config = load_blend_config(config, profile)
+    model_configs = resolve_models(blend_config)
+    data = data_dir if isinstance(data_dir, MoAData) else load(data_dir)
+    check_models(model_configs, data)
+    exec_obj = _make_executor(executor, ray_address)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fingerprint = runner.data_fingerprint(data)
+    resolved = {"blend_config": blend_config.model_dump(mode="json"),
+                "model_configs": {n: c.model_dump(mode="json") for n, c in model_configs.items()}}
+    _check_resume(out, resolved, fingerprint)
+    write_json(out / WORKFLOW_FILE, resolved)
+
+    previous = read_json(out / "manifest.json") if (out / "manifest.json").exists() else {}
+    manifest: dict[str, Any] = {
+        "kind": "workflow",
+        "status": "running",
+        "versions": versions(),
+        "config_source": blend_config.source,
+        "profile": blend_config.profile,
+        "config": resolved,
+        "data_fingerprint": fingerprint,
+        "data_source": data.source,
+        "n_train": len(data.train),
+        "n_test": len(data.test),
+        "executor": exec_obj.__class__.__name__,
+        "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+        "models": {e.name: {"status": "pending", "model": model_configs[e.name].model,
+                            "profile": model_configs[e.name].profile, "run_dir": f"models/{e.name}",
+                            "seeds": model_configs[e.name].seeds, "folds": model_configs[e.name].cv.n_folds,
+                            "cv": model_configs[e.name].cv.scheme}
+                   for e in blend_config.models},
+        "blend": previous.get("blend", {"status": "pending"}),
+    }
+
+    def save_manifest(**changes) -> None:
+        manifest.update(changes)
+        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(out / "manifest.json", manifest)
+
+    save_manifest()
+    start = time.perf_counter()
+    results: dict[str, runner.TrainResult] = {}
+    for entry in blend_config.models:
+        info = manifest["models"][entry.name]
+        info["status"] = "running"
+        save_manifest()
+        t0 = time.perf_counter()
+        try:
+            results[entry.name] = runner.train(model_configs[entry.name], data, out / "models" / entry.name,
+                                               executor=exec_obj, show_progress=show_progress)
+        except Exception as exc:
+            info.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                        seconds=round(time.perf_counter() - t0, 3))
+            save_manifest(status="failed")
+            raise WorkflowError(f"model entry {entry.name!r} ({model_configs[entry.name].model}) failed: {exc}") from exc
+        m = results[entry.name].metrics
+        info.update(status="complete", seconds=round(time.perf_counter() - t0, 3),
+                    training_seconds=results[entry.name].timings.get("total_seconds"),
+                    log_loss=m["log_loss"], log_loss_treated=m["log_loss_treated"])
+        save_manifest()
+
+    # ---- blend (skipped when a finished blend of the same inputs exists)
+    names = [e.name for e in blend_config.models]
+    run_dirs = [out / "models" / n for n in names]
+    inputs = _file_digest([p for d in run_dirs for p in (d / "oof_predictions.csv", d / "test_predictions.csv")])
+    settings = blend_config.blend.model_dump(mode="json")
+    blend_dir = out / "blend"
+    prev_blend = manifest.get("blend") or {}
+    blend_result = None
+    t0 = time.perf_counter()
+    if not (prev_blend.get("status") == "complete" and prev_blend.get("inputs") == inputs
+            and prev_blend.get("settings") == settings and (blend_dir / "blend.json").exists()
+            and (blend_dir / "submission.csv").exists()):
+        save_manifest(blend={"status": "running"})
+        try:
+            with atomic_dir(blend_dir) as tmp:  # a killed blend leaves no half-written blend/
+                blend_result = blend_mod.blend_runs(
+                    [str(d) for d in run_dirs], tmp, names=names, methods=tuple(blend_config.blend.methods),
+                    n_trials=blend_config.blend.optuna_trials, storage=blend_config.blend.storage,
+                    preset=blend_config.blend.preset, data=data, seed=blend_config.blend.seed)
+        except Exception as exc:
+            save_manifest(status="failed", blend={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+            raise WorkflowError(f"blend failed: {exc}") from exc
+    summary = read_json(blend_dir / "blend.json")
+    manifest["blend"] = {"status": "complete", "inputs": inputs, "settings": settings,
+                         "seconds": round(time.perf_counter() - t0, 3) if blend_result is not None
+                         else prev_blend.get("seconds"),
+                         **_blend_scores(summary)}
+    save_manifest()
+
+    submission = out / "submission.csv"
+    with atomic_file(submission, "wb") as fh, open(blend_dir / "submission.csv", "rb") as src:
+        shutil.copyfileobj(src, fh)
+
+    try:
+        report_path = Path(report_mod.write_report(out))
+    except Exception as exc:
+        save_manifest(status="failed", report_error=f"{type(exc).__name__}: {exc}")
+        raise WorkflowError(f"report failed (models and blend are complete): {exc}") from exc
+    manifest.pop("report_error", None)
+    save_manifest(status="complete", total_seconds=round(time.perf_counter() - start, 3))
+    return WorkflowResult(out, results, blend_result, summary, submission, report_path, manifest)
+
+
+def _blend_scores(summary: dict) -> dict:
+    """The blended OOF log loss and the weights, from blend.json (whatever else it holds)."""
+    out = {}
+    for key in ("log_loss", "log_loss_treated", "method", "chosen"):
+        if key in summary:
+            out[key] = summary[key]
+    weights = blend_weights(summary)
+    if weights:
+        out["weights"] = weights
+    return out
+
+
+def blend_weights(summary: dict) -> dict[str, float]:
+    """The chosen weights (entry name -> weight) recorded in a blend.json."""
+    weights = summary.get("weights")
+    if isinstance(weights, dict):
+        return {str(k): float(v) for k, v in weights.items()}
+    if isinstance(weights, list) and "names" in summary:
+        return {str(n): float(w) for n, w in zip(summary["names"], weights)}
+    return {}
+
+
+def is_workflow_run(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / WORKFLOW_FILE).exists()

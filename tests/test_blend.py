@@ -1,0 +1,314 @@
+"""Blending: weight search (SLSQP, Optuna TPE), the vectorised objective, model diversity,
+presets, and blending run folders. All on synthetic predictions: nothing is trained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import approx_fprime
+
+from moakit import blend, metrics
+from moakit.blend import BlendError, BlendObjective, apply_preset, blend_predictions, load_runs, \
+    mean_target_correlation, search_weights
+
+from conftest import write_tiny_folder
+
+
+def synthetic_problem(n=1500, t=60, seed=0):
+    """True probabilities z; A and B see them through independent logit noise (A less
+    noisy), C is pure noise. The best mix weighs A most, B some, C (about) nothing."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-4.0, 1.5, (n, t))
+    y = (rng.random((n, t)) < 1 / (1 + np.exp(-z))).astype(float)
+    ctl = rng.random(n) < 0.08
+    y[ctl] = 0
+
+    def model(noise):
+        p = 1 / (1 + np.exp(-(z + rng.normal(0, noise, (n, t)))))
+        p[ctl] = 0
+        return p.astype(np.float32)
+
+    a, b = model(0.8), model(1.2)
+    c = rng.random((n, t)).astype(np.float32)
+    c[ctl] = 0
+    return [a, b, c], y, ctl
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return synthetic_problem()
+
+
+def test_objective_is_the_competition_metric_and_has_the_right_gradient(problem):
+    oofs, y, ctl = problem
+    obj = BlendObjective(oofs, y, ctl)
+    for w in (np.array([0.5, 0.3, 0.2]), np.array([1.0, 0.0, 0.0]), np.array([0.1, 0.1, 0.8])):
+        expected = metrics.score(y, blend_predictions(oofs, w), ctl)["log_loss"]
+        assert obj(w) == pytest.approx(expected, rel=1e-6)
+        numeric = approx_fprime(w, obj, 1e-7)
+        np.testing.assert_allclose(obj.value_and_grad(w)[1], numeric, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["slsqp", "optuna"])
+def test_search_finds_the_known_best_mix(problem, method):
+    oofs, y, ctl = problem
+    res = search_weights(oofs, y, ctl, method=method, n_trials=120, seed=0)
+    w = res.weights
+    assert res.method == method and res.n_evals > 0 and res.seconds >= 0
+    assert (w >= 0).all() and w.sum() == pytest.approx(1.0)
+    assert w[2] < 0.02  # pure noise is dropped
+    assert w[0] > w[1] > 0.05  # the better model weighs more; both contribute
+    singles = [metrics.score(y, p, ctl)["log_loss"] for p in oofs]
+    assert res.log_loss <= min(singles) + 1e-12
+    assert res.log_loss == pytest.approx(metrics.score(y, blend_predictions(oofs, w), ctl)["log_loss"], rel=1e-6)
+
+
+def test_slsqp_and_optuna_agree(problem):
+    oofs, y, ctl = problem
+    a = search_weights(oofs, y, ctl, method="slsqp")
+    b = search_weights(oofs, y, ctl, method="optuna", n_trials=150, seed=1)
+    assert np.abs(a.weights - b.weights).max() < 0.06
+    assert b.log_loss >= a.log_loss - 1e-7  # SLSQP reaches the (convex) optimum
+
+
+def test_optuna_study_persists_in_sqlite(problem, tmp_path):
+    import optuna
+
+    oofs, y, ctl = problem
+    url = f"sqlite:///{tmp_path / 'blend.db'}"
+    first = search_weights(oofs, y, ctl, method="optuna", n_trials=6, storage=url, study_name="s1", names=["a", "b", "c"])
+    assert first.n_evals == 6
+    study = optuna.load_study(study_name="s1", storage=url)
+    assert len(study.trials) == 6
+    assert set(study.best_trial.params) == {"w_a", "w_b", "w_c"}
+    again = search_weights(oofs, y, ctl, method="optuna", n_trials=4, storage=url, study_name="s1", names=["a", "b", "c"])
+    assert again.n_evals == 4 and again.info["n_trials_total"] == 10
+    assert len(optuna.load_study(study_name="s1", storage=url).trials) == 10
+    assert again.log_loss <= first.log_loss
+    with pytest.raises(BlendError, match="other models"):
+        search_weights(oofs, y, ctl, method="optuna", n_trials=1, storage=url, study_name="s1", names=["x", "y", "z"])
+
+
+def test_unknown_method():
+    with pytest.raises(BlendError, match="nelder"):
+        search_weights([np.zeros((3, 2))] * 2, np.zeros((3, 2)), method="nelder")
+
+
+def test_blend_predictions():
+    a, b = np.full((2, 3), 0.2), np.full((2, 3), 0.6)
+    np.testing.assert_allclose(blend_predictions([a, b], [0.25, 0.75]), np.full((2, 3), 0.5))
+    with pytest.raises(BlendError):
+        blend_predictions([a, b], [1.0])
+
+
+def test_correlation_identical_independent_constant_and_controls():
+    rng = np.random.default_rng(0)
+    n, t = 4000, 8
+    a = rng.random((n, t))
+    b = rng.random((n, t))
+    ctl = np.zeros(n, bool)
+    ctl[:100] = True
+    a2 = a.copy()
+    a2[ctl] = 0  # control rows differ but are excluded
+    c = a.copy()
+    c[:, 0] = 0.3  # a constant column is skipped, not counted as 0 or NaN
+    corr = mean_target_correlation([a, a2, b, c], ctl)
+    assert corr.shape == (4, 4)
+    np.testing.assert_allclose(np.diag(corr), 1.0)
+    assert corr[0, 1] == pytest.approx(1.0)
+    assert abs(corr[0, 2]) < 0.05
+    assert corr[0, 3] == pytest.approx(1.0)
+    np.testing.assert_allclose(corr, corr.T)
+    neg = mean_target_correlation([a, 1 - a])
+    assert neg[0, 1] == pytest.approx(-1.0)
+
+
+def test_presets():
+    names = ["three_stage_nn", "resnet_2heads_v2", "deepinsight_efficientnet", "deepinsight_resnest",
+             "deepinsight_resnest_v2", "simple_nn"]
+    w = apply_preset(names, "best_cv")
+    np.testing.assert_allclose(w, [0.37, 0.08, 0.17, 0.11, 0.27, 0.0])
+    assert "best_lb" not in blend.PRESETS  # the write-up does not state those weights
+    with pytest.raises(BlendError, match="deepinsight_resnest_v2"):
+        apply_preset(names[:4], "best_cv")
+    with pytest.raises(BlendError, match="best_lb"):
+        apply_preset(names, "best_lb")
+    np.testing.assert_allclose(apply_preset(["x", "y"], {"x": 1, "y": 3}), [0.25, 0.75])
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def write_fake_run(folder: Path, train_ids, test_ids, oof, test, targets, model="fake", data_source=None,
+                   y=None, ctl=None, seeds=(0, 1), timings=None, rng_order=None):
+    """The files of a single-model run (runner layout) with the given predictions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.arange(len(train_ids)) if rng_order is None else rng_order
+
+    def frame(ids, values):
+        f = pd.DataFrame(np.asarray(values, np.float64), columns=targets)
+        f.insert(0, "sig_id", ids)
+        return f
+
+    frame(np.asarray(train_ids)[order], np.asarray(oof)[order]).to_csv(folder / "oof_predictions.csv", index=False)
+    frame(test_ids, test).to_csv(folder / "test_predictions.csv", index=False)
+    m = {"model": model, "profile": "smoke", "cv": {"scheme": "old", "n_folds": 3}, "seeds": {}}
+    if y is not None:
+        m.update(metrics.score(y, oof, ctl))
+        for s in seeds:
+            m["seeds"][str(s)] = metrics.score(y, np.clip(np.asarray(oof) + 0.001 * s, 0, 1), ctl)
+        m["prior"] = metrics.score(y, metrics.prior_predictions(y, ctl, len(y)), ctl)
+    (folder / "metrics.json").write_text(json.dumps(m))
+    (folder / "config.json").write_text(json.dumps({"model": model, "profile": "smoke", "seeds": list(seeds),
+                                                    "cv": {"scheme": "old", "n_folds": 3, "seed": 0}}))
+    (folder / "manifest.json").write_text(json.dumps({
+        "moakit_version": "0.0-test", "python": "3.11", "torch": "x", "numpy": np.__version__,
+        "model": model, "profile": "smoke", "data_fingerprint": "abc123", "data_source": data_source,
+        "n_train": len(train_ids), "n_test": len(test_ids), "created": "2024-01-01T00:00:00",
+        "status": "complete", "timings": timings or {"stage_scored_seconds": 1.5, "total_seconds": 1.5}}))
+    np.save(folder / "folds.npy", np.arange(len(train_ids)) % 3)
+    return folder
+
+
+@pytest.fixture
+def tiny_runs(tmp_path):
+    """Three fake runs over the tiny data folder (3 targets): A good, B worse, C noise.
+    Run B lists its OOF rows in another order."""
+    from moakit.data.io import load
+
+    data_dir = write_tiny_folder(tmp_path / "data", n_train=300, n_test=30)
+    data = load(data_dir)
+    rng = np.random.default_rng(1)
+    y, ctl = data.train.scored.astype(float), data.train.is_control
+    targets = list(data.train.scored_names)
+
+    def noisy(scale):
+        p = np.clip(np.where(y > 0, 0.7, 0.15) + rng.normal(0, scale, y.shape), 0.01, 0.99)
+        p[ctl] = 0
+        return p
+
+    def test_pred():
+        p = rng.random((len(data.test), len(targets))) * 0.5
+        p[data.test.is_control] = 0
+        return p
+
+    oofs = [noisy(0.1), noisy(0.25), np.where(ctl[:, None], 0, rng.random(y.shape))]
+    runs = []
+    for name, oof, order in zip("abc", oofs, [None, rng.permutation(len(y)), None]):
+        runs.append(write_fake_run(tmp_path / "runs" / name, data.train.sig_id, data.test.sig_id, oof, test_pred(),
+                                   targets, model=f"model_{name}", data_source=str(data_dir), y=y, ctl=ctl,
+                                   rng_order=order))
+    return runs, data, oofs
+
+
+def test_load_runs_aligns_by_sig_id_and_reads_data_from_manifest(tiny_runs):
+    runs, data, oofs = tiny_runs
+    inputs = load_runs(runs)  # targets from the data folder in manifest.json
+    assert inputs.names == ["a", "b", "c"]
+    assert list(inputs.train_sig_id) == list(data.train.sig_id)
+    for got, want in zip(inputs.oof, oofs):
+        np.testing.assert_allclose(got, want, atol=1e-6)  # run b's shuffled rows are put back in order
+    np.testing.assert_array_equal(inputs.y, data.train.scored)
+    np.testing.assert_array_equal(inputs.is_control, data.train.is_control)
+    np.testing.assert_array_equal(inputs.test_is_control, data.test.is_control)
+
+    # The same from an explicit targets frame (rows in another order) and from data=.
+    frame = pd.DataFrame(data.train.scored, columns=data.train.scored_names)
+    frame.insert(0, "sig_id", data.train.sig_id)
+    frame = frame.iloc[::-1]
+    via_frame = load_runs(runs, names=["x", "y", "z"], targets=frame)
+    np.testing.assert_array_equal(via_frame.y, data.train.scored)
+    np.testing.assert_array_equal(via_frame.is_control, data.train.is_control)  # inferred: all-zero rows
+    assert via_frame.names == ["x", "y", "z"]
+    via_data = load_runs(runs, data=data)
+    np.testing.assert_array_equal(via_data.y, inputs.y)
+
+
+def test_load_runs_errors(tiny_runs, tmp_path):
+    runs, data, _ = tiny_runs
+    bad = tmp_path / "bad"
+    oof = pd.read_csv(runs[1] / "oof_predictions.csv")
+    bad.mkdir()
+    oof.iloc[1:].to_csv(bad / "oof_predictions.csv", index=False)  # one row missing
+    (bad / "test_predictions.csv").write_bytes((runs[1] / "test_predictions.csv").read_bytes())
+    missing_id = oof["sig_id"].iloc[0]
+    with pytest.raises(BlendError, match=f"run 'bad'.*{missing_id}"):
+        load_runs([runs[0], bad], data=data)
+
+    other = tmp_path / "other"
+    other.mkdir()
+    oof.rename(columns={"target_b": "target_zz"}).to_csv(other / "oof_predictions.csv", index=False)
+    (other / "test_predictions.csv").write_bytes((runs[1] / "test_predictions.csv").read_bytes())
+    with pytest.raises(BlendError, match="run 'other'.*target_b"):
+        load_runs([runs[0], other], data=data)
+    with pytest.raises(BlendError, match="twice"):
+        load_runs([runs[0], runs[1]], names=["m", "m"], data=data)
+
+    # No data given and none recorded: a clear request for it.
+    nodata = tmp_path / "nodata"
+    nodata.mkdir()
+    for f in ("oof_predictions.csv", "test_predictions.csv"):
+        (nodata / f).write_bytes((runs[0] / f).read_bytes())
+    with pytest.raises(BlendError, match="--data"):
+        load_runs([nodata])
+
+
+def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path):
+    runs, data, _ = tiny_runs
+    out = tmp_path / "blend"
+    res = blend.blend_runs(runs, out, n_trials=25, data=data)
+    for f in ("blend.json", "oof_predictions.csv", "submission.csv", "per_target_log_loss.csv",
+              "correlation_oof.csv", "correlation_test.csv", "correlation_oof.png", "correlation_test.png"):
+        assert (out / f).exists(), f
+    assert (out / "correlation_oof.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "blend.json").read_text())
+    assert summary["method"] in ("slsqp", "optuna") and summary["names"] == ["a", "b", "c"]
+    assert set(summary["methods"]) == {"slsqp", "optuna"}
+    assert sum(summary["weights"].values()) == pytest.approx(1.0)
+    assert summary["log_loss"] == min(s["log_loss"] for s in summary["methods"].values())
+    assert summary["log_loss"] <= min(m["log_loss"] for m in summary["models"].values()) + 1e-9
+    assert summary["best_single"] == "a" and summary["weights"]["c"] < 0.05
+    assert set(summary["timings"]) >= {"slsqp_seconds", "optuna_seconds", "total_seconds"}
+    sub = pd.read_csv(out / "submission.csv")
+    assert list(sub.columns) == ["sig_id", *data.train.scored_names]
+    assert list(sub.sig_id) == list(data.test.sig_id)
+    assert (sub.iloc[:, 1:].to_numpy()[data.test.is_control] == 0).all()
+    oof = pd.read_csv(out / "oof_predictions.csv").iloc[:, 1:].to_numpy()
+    assert metrics.score(data.train.scored, oof, data.train.is_control)["log_loss"] == pytest.approx(res.log_loss, rel=1e-6)
+    corr = pd.read_csv(out / "correlation_oof.csv", index_col=0)
+    assert list(corr.index) == ["a", "b", "c"] and corr.loc["a", "a"] == pytest.approx(1.0)
+    assert not list(out.glob(".*"))  # no temporary files left
+
+    # A preset is used as given (the searches are still recorded).
+    res2 = blend.blend_runs(runs, tmp_path / "preset", methods=["slsqp"], preset={"a": 0.5, "b": 0.5}, data=data)
+    s2 = json.loads((tmp_path / "preset" / "blend.json").read_text())
+    assert res2.method == "preset:custom" and s2["weights"] == {"a": 0.5, "b": 0.5, "c": 0.0}
+    assert s2["log_loss"] == pytest.approx(s2["preset"]["log_loss"])
+    assert list(s2["methods"]) == ["slsqp"]
+
+    # With a storage URL the Optuna study is kept and resumed by a rerun on the same inputs.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    r1 = blend.blend_runs(runs, tmp_path / "s1", methods=["optuna"], n_trials=3, storage=url, data=data)
+    r2 = blend.blend_runs(runs, tmp_path / "s2", methods=["optuna"], n_trials=2, storage=url, data=data)
+    assert r1.searches["optuna"].info["n_trials_total"] == 3
+    assert r2.searches["optuna"].info["n_trials_total"] == 5
+
+
+def test_cli_blend(tiny_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from moakit.cli import app
+
+    runs, _, _ = tiny_runs
+    out = tmp_path / "cli_blend"
+    result = CliRunner().invoke(app, ["blend", *map(str, runs), "--out", str(out), "--method", "slsqp",
+                                      "--name", "A", "--name", "B", "--name", "C"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "slsqp weight" in result.output and "blended OOF log loss" in result.output
+    assert json.loads((out / "blend.json").read_text())["names"] == ["A", "B", "C"]
+    bad = CliRunner().invoke(app, ["blend", str(runs[0]), "--out", str(out), "--preset", "best_cv"])
+    assert bad.exit_code == 2 and "three_stage_nn" in bad.output

@@ -1,0 +1,233 @@
+"""2-heads ResNet: t-test selection, topology, freezing, out-of-fold honesty, runner, reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import moakit.models.resnet_2heads as r2h
+from moakit.config import load_config
+from moakit.models.base import StageSpec, TorchEstimator
+from moakit.models.resnet_2heads import ResNet2Heads, ResNet2HeadsParams, fit_resnet_2heads, ttest_select
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one torch thread is faster, and steady when the machine is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+SMALL_NET = {"head_a": [24, 16], "r1": 24, "r2": [24, 16], "r3": 16, "r3b": 16, "r4": [16, 12]}
+
+
+def _params(**over) -> ResNet2HeadsParams:
+    base = {"features": {"pca_genes": 1, "pca_cells": 1}, "network": SMALL_NET,
+            "nonscored": {"epochs": 2}, "scored": {"epochs": 2},
+            "frozen": {"epochs": 2, "patience": None}, "unfrozen": {"epochs": 2, "patience": None}}
+    base.update(over)
+    return ResNet2HeadsParams(**base)
+
+
+def _toy(n=500, n_cand=30, n_scored=6, n_aux=7, seed=0):
+    """X = [4 'extra' columns | n_cand candidates]; candidates 3, 7, 11 carry the MoA signal."""
+    rng = np.random.default_rng(seed)
+    has_moa = rng.random(n) < 0.4
+    Y = np.zeros((n, n_scored), np.float32)
+    Y[has_moa, rng.integers(0, n_scored, has_moa.sum())] = 1.0
+    X = rng.normal(size=(n, 4 + n_cand)).astype(np.float32)
+    for j in (3, 7, 11):
+        X[has_moa, 4 + j] += 1.0
+    Y_aux = (rng.random((n, n_aux)) < 0.15).astype(np.float32)
+    Y_aux[:, 0] = 0.0  # an all-zero non-scored column: dropped in phase 1
+    return X, Y, Y_aux
+
+
+# --------------------------------------------------------------------------- selection
+
+
+@pytest.mark.parametrize("equal_var", [True, False])
+def test_ttest_selects_the_planted_columns(equal_var):
+    X, Y, _ = _toy(n=600)
+    selected = ttest_select(X[:, 4:], Y.sum(axis=1) > 0, quantile=0.25, equal_var=equal_var)
+    assert {3, 7, 11} <= set(selected.tolist())
+    assert len(selected) == 8  # p <= 25% quantile of 30 distinct p-values
+    # Only the planted columns pass a strict quantile.
+    assert set(ttest_select(X[:, 4:], Y.sum(axis=1) > 0, quantile=0.1).tolist()) == {3, 7, 11}
+
+
+def test_ttest_ties_at_zero_keep_every_underflowing_column():
+    """Real data: many p-values underflow to 0, so the 25% quantile is 0 and all of them stay."""
+    rng = np.random.default_rng(1)
+    has = np.arange(400) < 200
+    X = rng.normal(size=(400, 12))
+    X[has, :6] += 1e3  # six columns with p == 0.0 exactly
+    sel = ttest_select(X, has, quantile=0.25)
+    assert sel.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_ttest_needs_both_groups():
+    with pytest.raises(ValueError, match="both with and without"):
+        ttest_select(np.zeros((5, 3)), np.ones(5, bool))
+
+
+# --------------------------------------------------------------------------- network
+
+
+def test_topology_and_input_slicing():
+    torch.manual_seed(0)
+    net = ResNet2Heads(n_in=10, n_extra=4, selected=[0, 2, 5], n_out=3)  # full widths
+    assert net.b_columns.tolist() == [4, 6, 9]
+    assert net.r1[2].in_features == 256 + 3 and net.r1[2].out_features == 512
+    assert net.r2[1].in_features == 256 + 3 + 512
+    assert net.r3[1].in_features == 512 + 256 and net.r3b[1].in_features == 512 + 256 + 256
+    assert net.r4_frozen[1].in_features == 256 + 256 + 256 + 256 and net.r4_rest[2].out_features == 206
+    # SELU layers: LeCun normal (std sqrt(1/fan_in)), zero bias.
+    w = net.r4_frozen[1].weight.detach()
+    assert float(w.std()) == pytest.approx((1.0 / 1024) ** 0.5, rel=0.05)
+    assert net.eval()(torch.randn(8, 10)).shape == (8, 3)
+    net.replace_output(5)
+    assert net(torch.randn(8, 10)).shape == (8, 5)
+    # Input B is exactly the selected columns: other candidate columns reach only head A.
+    x = torch.randn(4, 10)
+    torch.manual_seed(1)
+    got_b = []
+    net.r1.register_forward_hook(lambda m, inp, out: got_b.append(inp[0][:, 256:].clone()))
+    net(x)
+    assert torch.equal(got_b[0], x[:, [4, 6, 9]])
+
+
+def _spy_phases(monkeypatch):
+    """Record every fit_network call of fit_resnet_2heads: frozen flag, state before/after."""
+    calls = []
+    real = r2h.fit_network
+
+    def spy(module, *args, **kwargs):
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        result = real(module, *args, **kwargs)
+        after = {k: v.clone() for k, v in module.state_dict().items()}
+        calls.append({"frozen": module.frozen, "before": before, "after": after,
+                      "optimizer": args[4].optimizer, "lr": args[4].lr})
+        return result
+
+    monkeypatch.setattr(r2h, "fit_network", spy)
+    return calls
+
+
+def _frozen_keys(params: ResNet2HeadsParams) -> tuple[list[str], list[str]]:
+    net = ResNet2Heads(n_in=34, n_extra=4, selected=[0], n_out=2, **params.network.model_dump())
+    prefixes = ("head_a.", "r1.", "r2.", "r3.", "r3b.", "r4_frozen.")
+    keys = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    return [k for k in keys if k.startswith(prefixes)], [k for k in keys if not k.startswith(prefixes)]
+
+
+def test_phases_freeze_then_unfreeze(monkeypatch):
+    calls = _spy_phases(monkeypatch)
+    params = _params()
+    X, Y, Y_aux = _toy()
+    est = fit_resnet_2heads(params, X, Y, seed=3, Y_aux_train=Y_aux)
+    assert [c["frozen"] for c in calls] == [False, False, True, False]  # nonscored, scored, frozen, unfrozen
+    assert [c["optimizer"] for c in calls] == ["adam", "adam", "adadelta", "adadelta"]
+    assert calls[2]["lr"] == pytest.approx(1e-3 / 3) and calls[3]["lr"] == pytest.approx(1e-3 / 5)
+    assert est.info["n_nonscored_targets"] == Y_aux.shape[1] - 1  # the all-zero column dropped
+    frozen_keys, free_keys = _frozen_keys(params)
+    frozen_phase, unfrozen_phase = calls[2], calls[3]
+    # Frozen phase: parameters AND BatchNorm statistics up to r4's first Dense do not move...
+    for k in frozen_keys:
+        assert torch.equal(frozen_phase["before"][k], frozen_phase["after"][k]), k
+    # ... while the last layers do.
+    assert any(not torch.equal(frozen_phase["before"][k], frozen_phase["after"][k]) for k in free_keys)
+    # After unfreezing, the formerly frozen layers train again.
+    assert any(not torch.equal(unfrozen_phase["before"][k], unfrozen_phase["after"][k])
+               for k in frozen_keys if "weight" in k)
+    assert not any(p.requires_grad is False for p in est.module.parameters())
+
+
+def test_transfer_replaces_the_output_layer(monkeypatch):
+    calls = _spy_phases(monkeypatch)
+    X, Y, Y_aux = _toy()
+    fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=Y_aux)
+    assert calls[0]["after"]["output.1.weight"].shape[0] == Y_aux.shape[1] - 1
+    assert calls[1]["before"]["output.1.weight"].shape[0] == Y.shape[1]
+    # The body after phase 1 is where phase 2 starts.
+    assert torch.equal(calls[0]["after"]["r2.1.weight"], calls[1]["before"]["r2.1.weight"])
+
+
+def test_without_nonscored_targets_it_trains_scored_only(monkeypatch):
+    calls = _spy_phases(monkeypatch)
+    X, Y, _ = _toy()
+    est = fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=None)
+    assert len(calls) == 3 and est.info["n_nonscored_targets"] == 0
+
+
+# --------------------------------------------------------------------------- honesty
+
+
+def test_valid_fold_has_no_influence_on_training():
+    """The fold whose predictions become OOF decides nothing: garbage in its place gives
+    bit-identical weights and predictions."""
+    model = r2h.ResNet2HeadsModel(_params().model_dump())
+    stage = model.stages()[0]
+    X, Y, Y_aux = _toy(n=600)
+    Xtr, Ytr, Yaux_tr, Xva, Yva = X[:450], Y[:450], Y_aux[:450], X[450:], Y[450:]
+    rng = np.random.default_rng(9)
+    est_real = model.fit_fold(stage, Xtr, Ytr, Xva, Yva, seed=11, Y_aux_train=Yaux_tr)
+    junk_X = rng.normal(scale=50, size=(77, X.shape[1])).astype(np.float32)
+    junk_Y = rng.permutation((rng.random((77, Y.shape[1])) < 0.5).astype(np.float32))
+    est_junk = model.fit_fold(stage, Xtr, Ytr, junk_X, junk_Y, seed=11, Y_aux_train=Yaux_tr)
+    a, b = est_real.module.state_dict(), est_junk.module.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert np.array_equal(est_real.predict_proba(Xva), est_junk.predict_proba(Xva))
+    assert est_real.kwargs == est_junk.kwargs  # same selected features
+    assert {k: v for k, v in est_real.info.items() if k != "valid_loss"} == \
+           {k: v for k, v in est_junk.info.items() if k != "valid_loss"}
+    assert est_real.info["valid_loss"] != est_junk.info["valid_loss"]  # reported only
+
+
+def test_reload_gives_identical_predictions(tmp_path):
+    X, Y, Y_aux = _toy()
+    est = fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=Y_aux)
+    est.save(tmp_path / "est")
+    again = TorchEstimator.load(tmp_path / "est")
+    assert again.kwargs["selected"] == est.kwargs["selected"]
+    assert np.array_equal(est.predict_proba(X), again.predict_proba(X))
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_stage_asks_for_nonscored_aux_targets():
+    assert r2h.ResNet2HeadsModel().stages() == [StageSpec("scored", targets="scored", aux_targets="nonscored")]
+
+
+def test_configs_load_and_v2_differs_only_where_it_should():
+    full = load_config("resnet_2heads")
+    assert full.cv.n_folds == 10 and full.cv.scheme == "old" and len(full.seeds) == 7
+    p = ResNet2HeadsParams(**full.params)
+    assert p == ResNet2HeadsParams()  # the YAML's full profile and the code defaults agree
+    v2 = ResNet2HeadsParams(**load_config("resnet_2heads_v2").params)
+    assert v2.include_cp and v2.nonscored.batch_size == v2.scored.batch_size == 64
+    assert v2.frozen.batch_size == v2.unfrozen.batch_size == 64
+    for profile in ("cpu", "smoke"):
+        ResNet2HeadsParams(**load_config("resnet_2heads_v2", profile).params)
+
+
+@pytest.mark.parametrize("config", ["resnet_2heads", "resnet_2heads_v2"])
+def test_runner_end_to_end_and_predict_run(sim_data, tmp_path, config):
+    from moakit import runner
+    from moakit.artifacts import read_json
+
+    cfg = load_config(config, "smoke")
+    result = runner.train(cfg, sim_data, tmp_path / "run", show_progress=False)
+    assert result.oof.shape == sim_data.train.scored.shape
+    assert np.isfinite(result.metrics["log_loss"])
+    fold = read_json(tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "done.json")
+    assert fold["info"]["n_nonscored_targets"] > 0  # the runner passed the non-scored labels
+    assert fold["info"]["n_selected"] > 0
+    spec = read_json(tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "estimator" / "spec.json")
+    n_g, n_c = sim_data.train.genes.shape[1], sim_data.train.cells.shape[1]
+    assert spec["kwargs"]["n_in"] == 2 + 2 + 5 + (5 if config.endswith("v2") else 0) + n_g + n_c
+    again = runner.predict_run(tmp_path / "run", sim_data.test)
+    np.testing.assert_allclose(again, result.test, rtol=0, atol=1e-6)
