@@ -41,19 +41,21 @@ def available_entries(blend: str) -> list[dict]:
     return entries
 
 
-def build_run(work: Path, profile: str, rows: int, blend: str) -> Path:
+def build_run(work: Path, profile: str, rows: int, blend: str, only: list[str] | None = None) -> Path:
     from moakit.data.simulate import simulate
     from moakit.workflow import run_workflow
 
     data = work / "data"
     if not (data / "train_features.csv").exists():
         simulate(data, n_rows=rows, seed=0)
-    entries = available_entries(blend)
+    entries = [e for e in available_entries(blend) if not only or e["name"] in only]
+    if not entries:
+        raise SystemExit(f"no model of {blend} is available" + (f" among {only}" if only else ""))
     cfg = work / "blend.yaml"
     cfg.write_text(yaml.safe_dump({"description": f"{blend}: available models", "models": entries,
                                    "blend": {"methods": ["slsqp"], "optuna_trials": 1},
                                    "model_profile_fallback": {"demo": "smoke"}}, sort_keys=False))
-    run = work / f"run-{profile}"
+    run = work / f"run-{profile}-{'-'.join(e['name'] for e in entries)}"[:120]
     run_workflow(cfg, data, run, profile=profile, show_progress=False)
     return run
 
@@ -78,10 +80,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=HERE / "out" / "inference-work")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--blend", default="blend_best_lb")
+    parser.add_argument("--models", help="comma-separated entry names of the blend to train (default: all available)")
     parser.add_argument("--rows", type=int, default=3000, help="simulated rows to train on")
     parser.add_argument("--predict-rows", type=int, default=20000, help="rows to predict")
     parser.add_argument("--batch-sizes", default="256,2048,8192")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--append", action="store_true", help="add to bench/out/inference.md instead of replacing it")
     args = parser.parse_args()
 
     import torch
@@ -91,7 +95,8 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run = args.run or build_run(args.work, args.profile, args.rows, args.blend)
+    run = args.run or build_run(args.work, args.profile, args.rows, args.blend,
+                                args.models.split(",") if args.models else None)
     train_seconds = time.perf_counter() - t0
     path = features_file(run, args.predict_rows, args.work)
     manifest = json.loads((run / "manifest.json").read_text())
@@ -143,7 +148,8 @@ def main() -> None:
     lines += [f"| {bs} | {s:.2f} | {r:,.0f} | {d:.1e} |" for bs, s, r, d in rows]
     out = HERE / "out" / "inference.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    previous = out.read_text() if args.append and out.exists() else ""
+    out.write_text(previous + ("\n" if previous else "") + "\n".join(lines) + "\n")
     print(f"wrote {out}")
 
 

@@ -33,7 +33,7 @@ EPS = 1e-15
 def column_log_loss(y, p):
     import numpy as np
 
-    p = np.clip(p, EPS, 1 - EPS)
+    p = np.clip(np.asarray(p, dtype=np.float64), EPS, 1 - EPS)
     return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0)))
 
 
@@ -87,7 +87,7 @@ def mlp_predict(X, Y, Xt, groups, seed=0, threads=2):
     fit_t = torch.tensor(fit_idx)
     for epoch in range(40):
         net.train()
-        for batch in fit_t[torch.randperm(len(fit_t))].split(128):
+        for batch in fit_t[torch.randperm(len(fit_t))].split(256):
             opt.zero_grad()
             lossf(net(Xs[batch]), Yt_[batch]).backward()
             opt.step()

@@ -75,11 +75,17 @@ def test_slsqp_and_optuna_agree(problem):
     assert b.log_loss >= a.log_loss - 1e-7  # SLSQP reaches the (convex) optimum
 
 
-def test_optuna_study_persists_in_sqlite(problem, tmp_path):
+@pytest.fixture(scope="module")
+def sqlite_url(tmp_path_factory):
+    """One SQLite Optuna storage for the module (creating its schema takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('optuna') / 'blend.db'}"
+
+
+def test_optuna_study_persists_in_sqlite(problem, sqlite_url):
     import optuna
 
     oofs, y, ctl = problem
-    url = f"sqlite:///{tmp_path / 'blend.db'}"
+    url = sqlite_url
     first = search_weights(oofs, y, ctl, method="optuna", n_trials=6, storage=url, study_name="s1", names=["a", "b", "c"])
     assert first.n_evals == 6
     study = optuna.load_study(study_name="s1", storage=url)
@@ -257,7 +263,7 @@ def test_load_runs_errors(tiny_runs, tmp_path):
         load_runs([nodata])
 
 
-def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path):
+def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path, sqlite_url):
     runs, data, _ = tiny_runs
     out = tmp_path / "blend"
     res = blend.blend_runs(runs, out, n_trials=25, data=data)
@@ -291,7 +297,7 @@ def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path):
     assert list(s2["methods"]) == ["slsqp"]
 
     # With a storage URL the Optuna study is kept and resumed by a rerun on the same inputs.
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    url = sqlite_url
     r1 = blend.blend_runs(runs, tmp_path / "s1", methods=["optuna"], n_trials=3, storage=url, data=data)
     r2 = blend.blend_runs(runs, tmp_path / "s2", methods=["optuna"], n_trials=2, storage=url, data=data)
     assert r1.searches["optuna"].info["n_trials_total"] == 3

@@ -28,7 +28,7 @@ def test_address_needs_the_ray_executor(tmp_path):
 
     res = CliRunner().invoke(app, ["train", "simple_nn", "--data", str(tmp_path), "--out", str(tmp_path / "r"),
                                    "--address", "auto"])
-    assert res.exit_code == 2 and "--address is only used with --executor ray" in res.output
+    assert res.exit_code == 2 and "only used with --executor ray" in res.output
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +44,23 @@ def ray_data(tmp_path_factory):
     from moakit.data.io import load
     from moakit.data.simulate import simulate
 
-    return load(simulate(tmp_path_factory.mktemp("ray") / "data", n_rows=700, seed=21))
+    return load(simulate(tmp_path_factory.mktemp("ray") / "data", n_rows=600, seed=21))
 
 
 def test_ray_executor_matches_local(ray_local, ray_data, tmp_path, monkeypatch):
     from moakit.distributed import RayExecutor
 
-    config = load_config("simple_nn", profile="smoke", seeds=2)
-    local = runner.train(config, ray_data, tmp_path / "local", executor="local", show_progress=False)
+    import torch
+
+    config = load_config("simple_nn", profile="smoke")
+    # Each Ray task trains with 1 torch thread (num_cpus_per_job=1); the BLAS thread count
+    # changes the last float bits, so the local reference uses 1 thread too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = runner.train(config, ray_data, tmp_path / "local", executor="local", show_progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
     puts = []
     real_put = ray_local.put
@@ -60,8 +69,8 @@ def test_ray_executor_matches_local(ray_local, ray_data, tmp_path, monkeypatch):
     remote = runner.train(config, ray_data, tmp_path / "ray", executor=executor, show_progress=False)
 
     # the stage-seed arrays went to the object store once per stage-seed, not once per fold
-    assert puts == ["StageArrays", "StageArrays"]
-    assert len(list((tmp_path / "ray").glob("stages/*/seed_*/fold_*/done.json"))) == 2 * config.cv.n_folds
+    assert puts == ["StageArrays"]
+    assert len(list((tmp_path / "ray").glob("stages/*/seed_*/fold_*/done.json"))) == config.cv.n_folds
     np.testing.assert_allclose(remote.oof, local.oof, atol=1e-6, rtol=0)
     np.testing.assert_allclose(remote.test, local.test, atol=1e-6, rtol=0)
     a = pd.read_csv(Path(tmp_path / "ray" / "oof_predictions.csv"))

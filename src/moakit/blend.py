@@ -142,7 +142,8 @@ def _data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
         source = read_json(man).get("data_source")
         if source and Path(source).exists():
             return load(source)
-        tried.append(f"{name}: {source!r}")
+        if source:
+            tried.append(f"{name}: {source!r}")
     detail = f" (data folders recorded but not found: {'; '.join(tried)})" if tried else ""
     raise BlendError("the true targets are needed: pass the data folder (--data) or targets; "
                      f"no run's manifest.json names a data folder that exists{detail}")

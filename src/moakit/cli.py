@@ -119,6 +119,8 @@ def train(
     executor: str = typer.Option("local", "--executor", help="local or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto, "
                                           "ray://head:10001); default: a local Ray instance. Only with --executor ray."),
+    job_cpus: float = typer.Option(1.0, "--job-cpus", help="Ray: CPUs each fold task reserves."),
+    job_gpus: float = typer.Option(0.0, "--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train one model over seeds x folds; write OOF/test predictions, artifacts, metrics.json."""
@@ -128,7 +130,7 @@ def train(
 
     try:
         cfg = load_config(config, profile=profile, seeds=seeds, folds=n_folds, cv=cv)
-        exec_obj = _executor(executor, address)
+        exec_obj = _executor(executor, address, job_cpus, job_gpus)
         moa = load(data)
         result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
     except (ConfigError, DataError, ValueError, ImportError) as exc:
@@ -138,14 +140,14 @@ def train(
                   f"prior {m['prior']['log_loss']:.6f} -> {out}/metrics.json")
 
 
-def _executor(name: str, address: Optional[str]):
+def _executor(name: str, address: Optional[str], job_cpus: float = 1.0, job_gpus: float = 0.0):
     """An executor object for --executor / --address (Ray is imported only when asked for)."""
     from moakit import runner
 
     if name == "ray":
-        return runner.make_executor("ray", address=address)
-    if address:
-        raise ValueError("--address is only used with --executor ray")
+        return runner.make_executor("ray", address=address, num_cpus_per_job=job_cpus, num_gpus_per_job=job_gpus)
+    if address or job_cpus != 1.0 or job_gpus != 0.0:
+        raise ValueError("--address, --job-cpus and --job-gpus are only used with --executor ray")
     return runner.make_executor(name)
 
 
@@ -174,11 +176,11 @@ def _print_workflow(result, answers: Optional[Path] = None) -> None:
     table = Table(title=f"moakit run: {result.run_dir}")
     table.add_column("model")
     table.add_column("profile")
-    table.add_column("seeds x folds", justify="right")
-    table.add_column("OOF log loss", justify="right")
+    table.add_column("seeds×folds", justify="right")
+    table.add_column("OOF loss", justify="right")
     table.add_column("weight", justify="right")
     if holdout is not None:
-        table.add_column("test log loss", justify="right")
+        table.add_column("test loss", justify="right")
     for name, res in result.models.items():
         info = result.manifest["models"][name]
         row = [name, info["profile"], f"{len(info['seeds'])} x {info['folds']}", f"{res.metrics['log_loss']:.6f}",
@@ -186,6 +188,9 @@ def _print_workflow(result, answers: Optional[Path] = None) -> None:
         if holdout is not None:
             row.append(f"{holdout[name]:.6f}")
         table.add_row(*row)
+    prior = (result.blend_summary.get("prior") or {}).get("log_loss")
+    if prior is not None:  # the per-target mean: what a model must beat
+        table.add_row("[dim]prior[/]", "", "", f"[dim]{prior:.6f}[/]", "", *([""] if holdout is not None else []))
     blended = result.manifest.get("blend", {}).get("log_loss")
     row = ["[bold]blend[/]", "", "", f"[bold]{blended:.6f}[/]" if blended is not None else "-", "1.000"]
     if holdout is not None:
@@ -204,6 +209,8 @@ def run(
     executor: str = typer.Option("local", "--executor", help="local or ray."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto); "
                                           "default: a local Ray instance. Only with --executor ray."),
+    job_cpus: float = typer.Option(1.0, "--job-cpus", help="Ray: CPUs each fold task reserves."),
+    job_gpus: float = typer.Option(0.0, "--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
@@ -212,7 +219,7 @@ def run(
     from moakit.workflow import run_workflow
 
     try:
-        result = run_workflow(config, data, out, profile=profile, executor=executor, ray_address=address,
+        result = run_workflow(config, data, out, profile=profile, executor=_executor(executor, address, job_cpus, job_gpus),
                               show_progress=not quiet)
     except (ConfigError, DataError, ValueError, ImportError) as exc:
         _fail(str(exc))

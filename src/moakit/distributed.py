@@ -33,8 +33,13 @@ def import_ray():
     return ray
 
 
-def _fold_task(job: FoldJob, arrays: StageArrays) -> str:
-    """The body of one Ray task: reattach the shared arrays and train the fold."""
+def _fold_task(job: FoldJob, arrays: StageArrays, threads: int) -> str:
+    """The body of one Ray task: reattach the shared arrays and train the fold with as many
+    torch threads as the task reserved CPUs (the result depends on the BLAS thread count
+    only in the last float bits)."""
+    import torch
+
+    torch.set_num_threads(threads)
     return run_fold_job(dataclasses.replace(job, arrays=arrays))
 
 
@@ -82,7 +87,7 @@ class RayExecutor:
             light = dataclasses.replace(job, arrays=None)  # only indices and settings travel per task
             ref = self._remote.options(num_cpus=self.num_cpus_per_job, num_gpus=self.num_gpus_per_job,
                                        name=f"moakit:{job.stage.name}:seed{job.seed}:fold{job.fold}",
-                                       ).remote(light, shared[key])
+                                       ).remote(light, shared[key], max(1, int(self.num_cpus_per_job)))
             pending[ref] = job
         first = jobs[0]
         advance = progress.jobs(f"ray: {first.model_name} {first.stage.name} ({len(jobs)} fold tasks)", len(jobs))

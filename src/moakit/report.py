@@ -25,6 +25,7 @@ import pandas as pd
 from moakit.artifacts import atomic_dir, read_json
 
 FEATURE_MAP_GLOB = "feature_map*.png"
+MAX_FEATURE_MAPS = 4  # per model
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -111,7 +112,7 @@ def _feature_maps(model_dir: Path) -> list[Path]:
     return found
 
 
-def _per_target_single(model_dir: Path, metrics_json: dict) -> tuple[pd.DataFrame | None, str]:
+def _per_target_single(model_dir: Path) -> tuple[pd.DataFrame | None, str]:
     """Per-target OOF log loss of a single-model run (needs its data folder for the truth)."""
     from moakit import metrics
     from moakit.data.io import load
@@ -289,7 +290,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
             label, column = "blend", "blend"
         elif not multi:
             name, d = next(iter(models.items()))
-            per_target, note = _per_target_single(d, info[name]["metrics"])
+            per_target, note = _per_target_single(d)
             label, column = name, "model"
         else:
             note = "no blend/per_target_log_loss.csv in this run"
@@ -348,7 +349,9 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
         # ---- feature maps
         maps = []
         for name, d in models.items():
-            for k, src in enumerate(_feature_maps(d)):
+            # The DeepInsight model saves its map per stage-seed (…/features/feature_map.png);
+            # the maps of seeds differ little: show a few.
+            for k, src in enumerate(_feature_maps(d)[:MAX_FEATURE_MAPS]):
                 dst = f"deepinsight_{name}_{k}.png"
                 shutil.copyfile(src, tmp / dst)
                 if out_dir.resolve() in src.resolve().parents:

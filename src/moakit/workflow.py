@@ -28,8 +28,10 @@ Run layout::
       submission.csv         copy of blend/submission.csv
       report/index.html      moakit.report
 
-A rerun into the same RUN resumes: finished folds (and a finished blend whose inputs did
-not change) are not computed again, and the result is the same.
+A rerun into the same RUN resumes: finished folds (and a finished blend whose inputs and
+settings did not change) are not computed again, and the result is the same. The blend
+settings may change between runs (the blend is then redone); a model entry whose resolved
+config changed, or other data, is refused.
 """
 
 from __future__ import annotations
@@ -271,15 +273,14 @@ def _file_digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_resume(out: Path, resolved: dict, fingerprint: str) -> None:
+def _check_resume(out: Path, fingerprint: str) -> None:
     wf_path, man_path = out / WORKFLOW_FILE, out / "manifest.json"
     if not wf_path.exists():
         if (out / "config.json").exists():
             raise WorkflowError(f"{out}: holds a single-model run; use another --out")
         return
-    if read_json(wf_path) != resolved:
-        raise WorkflowError(f"{out}: holds a workflow run of a different config or profile; "
-                            "use another --out or delete it")
+    # The blend settings may change between runs (the blend is redone); a model entry whose
+    # config changed is refused by runner.train (the error names the entry).
     if man_path.exists() and read_json(man_path).get("data_fingerprint") != fingerprint:
         raise WorkflowError(f"{out}: holds a workflow run on different data; use another --out or delete it")
 
@@ -326,7 +327,7 @@ def run_workflow(
     fingerprint = runner.data_fingerprint(data)
     resolved = {"blend_config": blend_config.model_dump(mode="json"),
                 "model_configs": {n: c.model_dump(mode="json") for n, c in model_configs.items()}}
-    _check_resume(out, resolved, fingerprint)
+    _check_resume(out, fingerprint)
     write_json(out / WORKFLOW_FILE, resolved)
 
     previous = read_json(out / "manifest.json") if (out / "manifest.json").exists() else {}
@@ -400,6 +401,7 @@ def run_workflow(
         except Exception as exc:
             save_manifest(status="failed", blend={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
             raise WorkflowError(f"blend failed: {exc}") from exc
+        blend_result.out_dir = blend_dir  # it was written to a temporary folder, now renamed
     summary = read_json(blend_dir / "blend.json")
     manifest["blend"] = {"status": "complete", "inputs": inputs, "settings": settings,
                          "seconds": round(time.perf_counter() - t0, 3) if blend_result is not None

@@ -28,6 +28,11 @@ validation fold and kept weights while that fold's loss improved, so its OOF sco
 hold-out score. Here every early-stopping / keep-if-better decision is judged on a seeded
 split carved out of the TRAINING folds (``holdout_fraction``); the held-out fold
 ``X_valid`` is only used to report a loss once training is over.
+
+Known differences from the Keras scripts: torch's Adadelta (rho 0.9, eps 1e-6; Keras 0.95,
+1e-7) and BatchNorm (momentum 0.1, eps 1e-5; Keras 0.99 / 1e-3) defaults are kept; Dense
+layers are initialised as in Keras (Glorot uniform, LeCun normal for SELU, zero bias); no
+weight decay (Keras Adam has none).
 """
 
 from __future__ import annotations

@@ -1,0 +1,536 @@
+"""DeepInsight CNNs (write-up section "DeepInsight CNNs"; reference-facts "DeepInsight CNNs").
+
+Two registered models share this module:
+
+* ``deepinsight_efficientnet``: EfficientNet-B3 (the Noisy Student family of timm,
+  ``tf_efficientnet_b3``) on 300x300 images, batch 48;
+* ``deepinsight_resnest``: ResNeSt-50 fast 2s2x40d (the ablated ResNeSt) on 224x224
+  images, batch 128; V2 (config ``deepinsight_resnest_v2``) adds dropout 0.2 in the head
+  and trains with another seed.
+
+Feature state (once per seed, control rows kept): the Norm-2 log scaler on the raw g-, c-
+and one-hot cp features, and the DeepInsight feature map (t-SNE of the features with the
+cosine metric, convex hull, minimum-area rectangle), whose pixel coordinates at the
+configured resolution place each feature in the image. ``transform`` returns only the
+SCALED matrix (n, n_features); images are rendered batch by batch (mean / min / max of the
+features sharing a pixel as the 3 channels), in the training loop's ``batch_transform``
+and in the estimator's prediction transform, never for the whole dataset at once.
+
+Training goes through the one loop :func:`moakit.nn.train.fit_network`: swap noise
+(p 0.1, 15% of the features from another random training row of the fold) is applied to a
+COPY of each training batch only (the public script wrote the swapped values back into its
+training matrix; see reference-facts), then the batch is rendered.
+
+Backbones are always created with ``pretrained=False`` (nothing is downloaded); the
+``pretrained_weights`` parameter loads a LOCAL checkpoint (a timm state dict or a ResNeSt-
+format one; a dict wrapped under ``state_dict`` / ``model`` and ``module.`` prefixes are
+accepted) into the backbone before training; the classifier is replaced by the head
+Linear(features, 512) -> ELU -> (Dropout) -> Linear(512, n_targets).
+
+A fold estimator (:class:`DeepInsightEstimator`) saves its renderer's pixel coordinates
+with its weights, so ``runner.predict_run`` rebuilds everything from the fold folder.
+
+How ``fit_fold`` finds the feature map: the model contract passes ``fit_fold`` only
+matrices, so :meth:`DeepInsightModel.fit_features` / :meth:`load_features` record the
+stage's fitted feature state in this process (``_ACTIVE``) and ``fit_fold`` takes the
+latest one of its model and stage (the runner fits or loads a stage-seed's features right
+before it runs that stage-seed's folds). ``fit_fold(..., features=state)`` passes it
+explicitly instead. Fold jobs run in other processes (the Ray executor) do not see the
+record and fail with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from moakit.artifacts import atomic_dir
+from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
+from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
+from moakit.nn.blocks import register_network
+from moakit.nn.train import TrainParams, fit_network, predict_proba
+
+NETWORK_NAME = "deepinsight_cnn"
+INPUT_BLOCKS = ("g", "c", "cp")
+RESNEST_FAST = "resnest50d_fast_2s2x40d"  # not in timm: built below from timm's ResNeSt blocks
+# Keys of a checkpoint's classifier, which the head replaces (timm: efficientnet
+# "classifier", resnet/resnest "fc"; our own network: "head").
+CLASSIFIER_PREFIXES = ("classifier.", "fc.", "head.", "last_linear.")
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+def _resnest50d_fast_2s2x40d(in_chans: int) -> nn.Module:
+    """ResNeSt-50 fast 2s2x40d (radix 2, cardinality 2, bottleneck width 40, average pooling
+    for downsampling placed before the 3x3 split-attention conv), deep stem of width 32."""
+    from timm.models.resnest import ResNestBottleneck
+    from timm.models.resnet import ResNet
+
+    return ResNet(
+        block=ResNestBottleneck, layers=[3, 4, 6, 3], num_classes=0, in_chans=in_chans,
+        stem_type="deep", stem_width=32, avg_down=True, base_width=40, cardinality=2,
+        block_args=dict(radix=2, avd=True, avd_first=True),
+    )
+
+
+CUSTOM_BACKBONES = {RESNEST_FAST: _resnest50d_fast_2s2x40d}
+
+
+def create_backbone(name: str, in_chans: int = 3) -> nn.Module:
+    """A timm backbone without classifier (``num_classes=0``), never pretrained from a hub.
+
+    ``name`` is a timm model name (a ``.tag`` such as ``.ns_jft_in1k`` only names the
+    weights, which are not downloaded) or ``resnest50d_fast_2s2x40d``. The result has
+    ``num_features`` and returns pooled features (batch, num_features).
+    """
+    if name in CUSTOM_BACKBONES:
+        return CUSTOM_BACKBONES[name](in_chans)
+    import timm
+
+    arch = name.split(".", 1)[0]
+    if not timm.is_model(arch):
+        raise ValueError(f"unknown backbone {name!r}: not a timm model and not one of {sorted(CUSTOM_BACKBONES)}")
+    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+
+
+@register_network(NETWORK_NAME)
+class DeepInsightCNN(nn.Module):
+    """Backbone -> Linear(num_features, hidden) -> ELU -> (Dropout) -> Linear(hidden, n_targets).
+
+    The constructor kwargs are everything needed to rebuild it (``TorchEstimator.load``).
+    """
+
+    def __init__(self, backbone: str, n_targets: int, in_chans: int = 3, hidden: int = 512,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.backbone = create_backbone(backbone, in_chans)
+        n_features = int(self.backbone.num_features)
+        self.head = nn.Sequential(OrderedDict([
+            ("fc1", nn.Linear(n_features, hidden)),
+            ("act", nn.ELU()),
+            ("drop", nn.Dropout(dropout) if dropout > 0 else nn.Identity()),
+            ("fc2", nn.Linear(hidden, n_targets)),
+        ]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class PretrainedWeightsError(ValueError):
+    """A local checkpoint that does not fit the backbone."""
+
+
+def _unwrap_state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensor mapping of a checkpoint: unwraps ``state_dict`` / ``model`` (nested)."""
+    for _ in range(4):
+        if isinstance(obj, dict) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+            for key in ("state_dict", "model", "model_state_dict", "module"):
+                if isinstance(obj.get(key), dict):
+                    obj = obj[key]
+                    break
+            else:
+                break
+        else:
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise PretrainedWeightsError(f"{path}: no state dict found (expected a mapping of tensors, "
+                                     "possibly under 'state_dict' or 'model')")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise PretrainedWeightsError(f"{path}: the checkpoint holds no tensors")
+    return tensors
+
+
+def normalise_checkpoint_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` (DataParallel) prefixes; strip a ``model.`` / ``backbone.`` prefix
+    shared by every key (a Lightning module or our own DeepInsightCNN state dict; the
+    latter's ``head.*`` keys are dropped as classifier keys)."""
+    out = {}
+    for k, v in state.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    for prefix in ("model.", "backbone."):
+        if any(k.startswith(prefix) for k in out):
+            rest = [k for k in out if not k.startswith(prefix)]
+            if all(k.startswith(CLASSIFIER_PREFIXES) for k in rest):
+                out = {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
+    return out
+
+
+def load_pretrained_backbone(backbone: nn.Module, path: str | Path, strict: bool = True) -> dict:
+    """Load a local checkpoint into ``backbone`` (classifier keys ignored).
+
+    ``strict``: every backbone tensor must be in the checkpoint with the same shape and
+    the checkpoint may hold nothing else (BatchNorm ``num_batches_tracked`` counters
+    excepted); otherwise :class:`PretrainedWeightsError` names the missing, unexpected and
+    mis-shaped keys. Not strict: the matching tensors are loaded, the rest reported.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedWeightsError(f"pretrained_weights: no such file {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - reported with the file name
+        raise PretrainedWeightsError(f"{path}: cannot be read as a weights-only torch checkpoint ({exc})") from exc
+    state = normalise_checkpoint_keys(_unwrap_state_dict(obj, path))
+    own = backbone.state_dict()
+    ignored = sorted(k for k in state if k not in own and k.startswith(CLASSIFIER_PREFIXES))
+    state = {k: v for k, v in state.items() if k not in ignored}
+    missing = sorted(k for k in own if k not in state and not k.endswith("num_batches_tracked"))
+    unexpected = sorted(k for k in state if k not in own)
+    mismatched = sorted(k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape))
+    if strict and (missing or unexpected or mismatched):
+        def show(keys: list[str], what: str) -> str:
+            head = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+            return f"{len(keys)} {what} ({head})" if keys else f"0 {what}"
+        shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs backbone {tuple(own[k].shape)}" for k in mismatched]
+        raise PretrainedWeightsError(
+            f"{path} does not fit the backbone {type(backbone).__name__}: {show(missing, 'missing keys')}; "
+            f"{show(unexpected, 'unexpected keys')}; {show(shapes, 'shape mismatches')} "
+            f"(classifier keys are ignored; set pretrained_strict: false to load only the matching tensors)")
+    usable = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    if not usable:
+        raise PretrainedWeightsError(f"{path}: no tensor of the checkpoint matches the backbone")
+    backbone.load_state_dict(usable, strict=False)
+    return {"path": str(path), "loaded": len(usable), "missing": len(missing), "unexpected": len(unexpected),
+            "mismatched": len(mismatched), "ignored_classifier": len(ignored)}
+
+
+# --------------------------------------------------------------------------- params
+
+
+class FeatureMapParams(BaseModel):
+    """The t-SNE feature map (FeatureMap) and what it is fitted on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    perplexity: float = Field(5.0, gt=0)
+    n_iter: int = Field(1000, ge=250)  # scikit-learn's minimum
+    metric: str = "cosine"
+    method: Literal["exact", "barnes_hut"] = "exact"
+    max_samples: int | None = Field(None, ge=10)  # rows the t-SNE sees (a seeded subset)
+    fit_on: Literal["train", "train+test"] = "train"
+
+
+class SwapNoiseParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    p: float = Field(0.1, ge=0, le=1)
+    fraction: float = Field(0.15, ge=0, le=1)
+
+
+def _cnn_train_defaults() -> TrainParams:
+    return TrainParams(epochs=35, batch_size=48, eval_batch_size=512, optimizer="radam", lr=0.000352,
+                       weight_decay=0.0, scheduler="cosine", cosine_t_max=5, smoothing=0.001, patience=12)
+
+
+class DeepInsightParams(ModelParams):
+    backbone: str = "tf_efficientnet_b3"
+    image_size: int = Field(300, ge=8)
+    resolution: int | None = Field(None, ge=4)  # feature-map grid; None = image_size (the write-up)
+    hidden: int = Field(512, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    pretrained_weights: str | None = None  # a LOCAL checkpoint file; nothing is downloaded
+    pretrained_strict: bool = True
+    feature_map: FeatureMapParams = FeatureMapParams()
+    swap_noise: SwapNoiseParams = SwapNoiseParams()
+    train: TrainParams = Field(default_factory=_cnn_train_defaults)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
+    # Mixed precision: "auto" = fp16 autocast on CUDA, fp32 on CPU (bf16 autocast measured
+    # slower there); "on" also autocasts (bf16) on CPU; "off" never.
+    amp: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _no_train_amp(self) -> "DeepInsightParams":
+        if self.train.amp:
+            raise ValueError("set mixed precision with the model's `amp` (auto/on/off), not train.amp")
+        return self
+
+    @property
+    def grid(self) -> int:
+        return self.resolution if self.resolution is not None else self.image_size
+
+
+class EfficientNetParams(DeepInsightParams):
+    pass
+
+
+class ResNeStParams(DeepInsightParams):
+    backbone: str = RESNEST_FAST
+    image_size: int = Field(224, ge=8)
+    train: TrainParams = Field(default_factory=lambda: _cnn_train_defaults().model_copy(update={"batch_size": 128}))
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: cuda requested but CUDA is not available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def resolve_amp(setting: str, device: torch.device) -> bool:
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+# --------------------------------------------------------------------------- feature state
+
+
+def raw_matrix(blocks: Blocks) -> np.ndarray:
+    missing = [b for b in INPUT_BLOCKS if b not in blocks]
+    if missing:
+        raise KeyError(f"DeepInsight needs the blocks {INPUT_BLOCKS}; missing {missing}")
+    return np.ascontiguousarray(np.concatenate([blocks[b] for b in INPUT_BLOCKS], axis=1), dtype=np.float32)
+
+
+class DeepInsightFeatures:
+    """Fitted scaler + feature map + the pixel grid; ``transform`` gives the scaled matrix.
+
+    Saved as ``scaler.npz``, ``feature_map.npz``, ``deepinsight.json`` and the map's plot
+    ``feature_map.png``.
+    """
+
+    def __init__(self, scaler: LogNormScaler, fmap: FeatureMap, resolution: int, image_size: int,
+                 groups: list[str], info: dict | None = None) -> None:
+        self.scaler = scaler
+        self.fmap = fmap
+        self.resolution = int(resolution)
+        self.image_size = int(image_size)
+        self.groups = list(groups)
+        self.info = info or {}
+
+    @property
+    def n_features(self) -> int:
+        return int(self.scaler.n_features_in_)
+
+    def transform(self, blocks: Blocks) -> np.ndarray:
+        return self.scaler.transform(raw_matrix(blocks))
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.fmap.pixels(self.resolution)
+
+    def renderer(self) -> Renderer:
+        rows, cols = self.pixels()
+        return Renderer(rows, cols, self.resolution, self.image_size)
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp:
+            np.savez(tmp / "scaler.npz", **self.scaler.state_dict())
+            self.fmap.save(tmp / "feature_map.npz")
+            (tmp / "deepinsight.json").write_text(json.dumps(
+                {"resolution": self.resolution, "image_size": self.image_size, "groups": self.groups,
+                 "info": self.info}, indent=2))
+            self.fmap.plot(tmp / "feature_map.png", groups=self.groups, resolution=self.resolution,
+                           title=f"DeepInsight feature map, {self.n_features} features")
+
+    @classmethod
+    def load(cls, path: Path) -> "DeepInsightFeatures":
+        path = Path(path)
+        spec = json.loads((path / "deepinsight.json").read_text())
+        with np.load(path / "scaler.npz", allow_pickle=False) as z:
+            scaler = LogNormScaler.from_state_dict({k: z[k] for k in z.files})
+        fmap = FeatureMap.load(path / "feature_map.npz")
+        return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"))
+
+
+# (model name, stage name) -> the feature state fitted or loaded last in this process
+_ACTIVE: dict[tuple[str, str], DeepInsightFeatures] = {}
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+class RenderTransform:
+    """``BatchTransform`` of the CNNs: (swap noise on a copy when training) -> render.
+
+    With a CUDA ``device`` the batch is moved there first and rendered with the
+    renderer's torch kernels; on CPU the numpy renderer runs on the batch's memory.
+    ``pool`` (training only) is the fold's training matrix the swap-noise donors come from.
+    """
+
+    def __init__(self, renderer: Renderer, device: torch.device, pool: np.ndarray | None = None,
+                 p: float = 0.0, fraction: float = 0.0) -> None:
+        self.renderer = renderer
+        self.device = device
+        self.pool = pool
+        self.p = p
+        self.fraction = fraction
+
+    def __call__(self, xb: torch.Tensor, training: bool, rng: np.random.Generator) -> torch.Tensor:
+        if training and self.pool is not None and self.p > 0 and self.fraction > 0:
+            noisy = swap_noise(xb.detach().cpu().numpy(), self.pool, rng, p=self.p, fraction=self.fraction)
+            xb = torch.from_numpy(noisy)
+        if self.device.type != "cpu":
+            return self.renderer.render_torch(xb.to(self.device, non_blocking=True), backend="torch")
+        return self.renderer.render_torch(xb, backend="numpy")
+
+
+class DeepInsightEstimator(TorchEstimator):
+    """A trained DeepInsight CNN plus its renderer (pixel coordinates, grid, image size).
+
+    Saved as the TorchEstimator layout (``spec.json``, ``weights.pt``) plus ``render.npz``.
+    """
+
+    def __init__(self, network: str, kwargs: dict, render: dict, module: nn.Module | None = None,
+                 eval_batch_size: int = 512, info: dict | None = None, device: str = "auto",
+                 amp: str = "auto") -> None:
+        self.render = {"pixel_rows": np.asarray(render["pixel_rows"], np.int64),
+                       "pixel_cols": np.asarray(render["pixel_cols"], np.int64),
+                       "resolution": int(render["resolution"]), "image_size": int(render["image_size"])}
+        self.renderer = Renderer(self.render["pixel_rows"], self.render["pixel_cols"],
+                                 self.render["resolution"], self.render["image_size"])
+        self.device_setting = device
+        self.amp_setting = amp
+        super().__init__(network, kwargs, module=module, eval_batch_size=eval_batch_size, info=info)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        device = resolve_device(self.device_setting)
+        self.module.to(device)
+        transform = RenderTransform(self.renderer, device)
+        return predict_proba(self.module, X, batch_size=self.eval_batch_size, transform=transform, device=device,
+                             amp=resolve_amp(self.amp_setting, device))
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp:
+            (tmp / "spec.json").write_text(json.dumps(
+                {"network": self.network, "kwargs": self.kwargs, "eval_batch_size": self.eval_batch_size,
+                 "device": self.device_setting, "amp": self.amp_setting, "info": self.info}, indent=2))
+            state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+            torch.save(state, tmp / "weights.pt")
+            np.savez(tmp / "render.npz", pixel_rows=self.render["pixel_rows"], pixel_cols=self.render["pixel_cols"],
+                     resolution=np.int64(self.render["resolution"]), image_size=np.int64(self.render["image_size"]))
+
+    @classmethod
+    def load(cls, path: Path, transform=None) -> "DeepInsightEstimator":
+        path = Path(path)
+        spec = json.loads((path / "spec.json").read_text())
+        with np.load(path / "render.npz", allow_pickle=False) as z:
+            render = {k: z[k] for k in z.files}
+        est = cls(spec["network"], spec["kwargs"], render, eval_batch_size=spec["eval_batch_size"],
+                  info=spec.get("info"), device=spec.get("device", "auto"), amp=spec.get("amp", "auto"))
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+        est.module.load_state_dict(state)
+        est.module.eval()
+        return est
+
+
+# --------------------------------------------------------------------------- models
+
+
+def network_kwargs(params: DeepInsightParams, n_targets: int) -> dict:
+    return {"backbone": params.backbone, "n_targets": int(n_targets), "in_chans": 3, "hidden": params.hidden,
+            "dropout": params.dropout}
+
+
+def build_cnn(params: DeepInsightParams, n_targets: int) -> tuple[DeepInsightCNN, dict, dict | None]:
+    """The network of a fold (pretrained backbone weights loaded when configured)."""
+    kwargs = network_kwargs(params, n_targets)
+    net = DeepInsightCNN(**kwargs)
+    loaded = None
+    if params.pretrained_weights:
+        loaded = load_pretrained_backbone(net.backbone, params.pretrained_weights, strict=params.pretrained_strict)
+    return net, kwargs, loaded
+
+
+class DeepInsightModel(Model):
+    """Shared implementation of the two DeepInsight CNN models (one stage, controls kept)."""
+
+    Params: ClassVar[type[DeepInsightParams]] = DeepInsightParams
+    params: DeepInsightParams
+
+    def stages(self) -> list[StageSpec]:
+        return [StageSpec("scored", targets="scored", keep_controls=True)]
+
+    def fit_features(self, stage: StageSpec, train: Blocks, test: Blocks, seed: int) -> DeepInsightFeatures:
+        p = self.params
+        start = time.perf_counter()
+        X = raw_matrix(train)
+        if p.feature_map.fit_on == "train+test" and len(test.get("g", ())) > 0:
+            X = np.concatenate([X, raw_matrix(test)], axis=0)
+        scaler = LogNormScaler().fit(X)
+        fm = p.feature_map
+        fmap = FeatureMap(perplexity=fm.perplexity, n_iter=fm.n_iter, metric=fm.metric, random_state=seed,
+                          method=fm.method, max_samples=fm.max_samples).fit(scaler.transform(X))
+        groups = (["gene"] * train["g"].shape[1] + ["cell"] * train["c"].shape[1] + ["cp"] * train["cp"].shape[1])
+        info = {"fit_rows": int(len(X)), "fit_seconds": round(time.perf_counter() - start, 3),
+                "collision_rate": round(fmap.collision_rate(p.grid), 4)}
+        state = DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info)
+        _ACTIVE[(self.name, stage.name)] = state
+        return state
+
+    def load_features(self, stage: StageSpec, path: Path) -> DeepInsightFeatures:
+        state = DeepInsightFeatures.load(path)
+        _ACTIVE[(self.name, stage.name)] = state
+        return state
+
+    def fit_fold(self, stage: StageSpec, X_train: np.ndarray, Y_train: np.ndarray, X_valid: np.ndarray,
+                 Y_valid: np.ndarray, seed: int, on_epoch: EpochCallback | None = None,
+                 features: DeepInsightFeatures | None = None) -> DeepInsightEstimator:
+        p = self.params
+        if features is None:
+            features = _ACTIVE.get((self.name, stage.name))
+            if features is None:
+                raise RuntimeError(
+                    f"{self.name}: no fitted DeepInsight feature map in this process; fit_fold needs the "
+                    "stage's features (fit_features/load_features first, or pass features=...). Fold jobs "
+                    "in other processes (the Ray executor) are not supported for the DeepInsight CNNs.")
+        if features.n_features != X_train.shape[1]:
+            raise ValueError(f"feature map has {features.n_features} features, X_train {X_train.shape[1]}")
+        if (features.resolution, features.image_size) != (p.grid, p.image_size):
+            raise ValueError(f"feature state is for {features.resolution}px grid / {features.image_size}px images, "
+                             f"params ask {p.grid} / {p.image_size}")
+        device = resolve_device(p.device)
+        amp = resolve_amp(p.amp, device)
+        torch.manual_seed(seed)
+        net, kwargs, loaded = build_cnn(p, Y_train.shape[1])
+        renderer = features.renderer()
+        pool = np.ascontiguousarray(X_train, dtype=np.float32)  # read only: swap_noise copies
+        train_tf = RenderTransform(renderer, device, pool, p.swap_noise.p, p.swap_noise.fraction)
+        eval_tf = RenderTransform(renderer, device)
+        start = time.perf_counter()
+        result = fit_network(net, pool, Y_train, X_valid, Y_valid, p.train.model_copy(update={"amp": amp}),
+                             seed=seed, batch_transform=train_tf, eval_transform=eval_tf, on_epoch=on_epoch,
+                             device=device)
+        seconds = time.perf_counter() - start
+        epochs = len(result.history)
+        info = {"best_epoch": result.best_epoch, "best_valid_loss": result.best_loss,
+                "epochs": epochs, "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
+                "device": device.type, "amp": amp, "pretrained": loaded}
+        render = {"pixel_rows": renderer.pixel_rows, "pixel_cols": renderer.pixel_cols,
+                  "resolution": renderer.resolution, "image_size": renderer.image_size}
+        net.eval()
+        return DeepInsightEstimator(NETWORK_NAME, kwargs, render, module=net, eval_batch_size=p.train.eval_batch_size,
+                                    info=info, device=p.device, amp=p.amp)
+
+    def load_estimator(self, stage: StageSpec, path: Path) -> DeepInsightEstimator:
+        return DeepInsightEstimator.load(path)
+
+
+@register
+class DeepInsightEfficientNet(DeepInsightModel):
+    """DeepInsight EfficientNet-B3 Noisy Student (300x300, batch 48)."""
+
+    name = "deepinsight_efficientnet"
+    Params = EfficientNetParams
+
+
+@register
+class DeepInsightResNeSt(DeepInsightModel):
+    """DeepInsight ResNeSt-50 fast 2s2x40d (224x224, batch 128); V2 = dropout 0.2 + another seed."""
+
+    name = "deepinsight_resnest"
+    Params = ResNeStParams

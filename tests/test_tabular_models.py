@@ -1,0 +1,271 @@
+"""The tabular NN family: simple_nn, three_stage_nn, two_stage_nn_tabnet through the runner.
+
+Smoke-profile runs on the small simulated dataset (conftest ``sim_data``), shared by the
+tests of a model (module-scoped fixtures), plus a planted-noise scenario proving that the
+stacking is leak-free: labels with no signal, a first stage able to memorise them, and a
+check that the next stage's out-of-fold score stays at the prior -- next to a deliberately
+leaky variant of the same stacking that does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from moakit import metrics, runner
+from moakit.config import RunConfig, load_config
+from moakit.data.dataset import MoAData
+from moakit.features import blocks_from_dataset
+from moakit.models.three_stage_nn import StackedFeatures, ThreeStageNN
+from moakit.models.two_stage_tabnet import TabNetConfig, TabNetEstimator, fit_tabnet
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny networks: one torch thread is faster, and steady when the machine is busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _with_params(config: RunConfig, overlay: dict) -> RunConfig:
+    from moakit.config import deep_merge
+
+    return config.model_copy(update={"params": deep_merge(config.params, overlay)})
+
+
+class _FoldSpy:
+    """Wraps a model class's fit_fold to record what each fold trained and judged on."""
+
+    def __init__(self, monkeypatch, cls):
+        self.calls: list[dict] = []
+        original = cls.fit_fold
+
+        def spy(model, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, **kw):
+            self.calls.append({"stage": stage.name, "n_train": len(X_train), "n_valid": len(X_valid),
+                               "n_targets": Y_train.shape[1]})
+            return original(model, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch, **kw)
+
+        monkeypatch.setattr(cls, "fit_fold", spy)
+
+
+@pytest.fixture(scope="module")
+def three_stage(sim_data, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    spy = _FoldSpy(mp, ThreeStageNN)
+    try:
+        result = runner.train(load_config("three_stage_nn", profile="smoke"), sim_data,
+                              tmp_path_factory.mktemp("three") / "run", show_progress=False)
+    finally:
+        mp.undo()
+    return result, spy.calls
+
+
+@pytest.fixture(scope="module")
+def tabnet(sim_data, tmp_path_factory):
+    return runner.train(load_config("two_stage_nn_tabnet", profile="smoke"), sim_data,
+                        tmp_path_factory.mktemp("tabnet") / "run", show_progress=False)
+
+
+def _check_result(result, data):
+    n_train, n_test = len(data.train), len(data.test)
+    assert result.oof.shape == (n_train, 206) and result.test.shape == (n_test, 206)
+    for pred in (result.oof, result.test):
+        assert np.isfinite(pred).all() and pred.min() >= 0.0 and pred.max() <= 1.0
+    assert (result.oof[data.train.is_control] == 0).all()
+    assert (result.test[data.test.is_control] == 0).all()
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert {"log_loss", "log_loss_treated", "prior", "seeds"} <= set(saved)
+    assert saved["log_loss"] == pytest.approx(metrics.score(data.train.scored, result.oof,
+                                                            data.train.is_control)["log_loss"])
+    assert (result.run_dir / "oof_predictions.csv").exists() and (result.run_dir / "test_predictions.csv").exists()
+
+
+# ----------------------------------------------------------------------------- simple NN
+
+
+def test_simple_nn_runs_and_is_deterministic(sim_data, tmp_path):
+    config = load_config("simple_nn", profile="smoke")
+    first = runner.train(config, sim_data, tmp_path / "a", show_progress=False)
+    _check_result(first, sim_data)
+    second = runner.train(config, sim_data, tmp_path / "b", show_progress=False)
+    np.testing.assert_allclose(first.oof, second.oof, atol=1e-6)
+    np.testing.assert_allclose(first.test, second.test, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- 3-stage NN
+
+
+def test_three_stage_outputs_and_stage_chain(three_stage, sim_data):
+    result, calls = three_stage
+    _check_result(result, sim_data)
+    run = result.run_dir
+    # Stage 1 learns only the non-scored targets with a positive treated row.
+    targets = json.loads((run / "stages/nonscored/seed_0/targets.json").read_text())
+    treated = ~sim_data.train.is_control
+    expected = np.flatnonzero(sim_data.train.nonscored[treated].sum(axis=0) > 0)
+    assert targets["columns"] == expected.tolist()
+    # Stage widths: stage 2 = stage-1 features + one meta column per stage-1 target;
+    # stage 3 = one meta column per scored target only.
+    f1 = StackedFeatures.load(run / "stages/nonscored/seed_0/features")
+    f2 = StackedFeatures.load(run / "stages/scored/seed_0/features")
+    f3 = StackedFeatures.load(run / "stages/stack/seed_0/features")
+    w1 = len(f1.feature_names_)
+    assert len(f2.feature_names_) == w1 + len(expected)
+    assert f2.base.feature_names_ == f1.feature_names_
+    assert len(f3.feature_names_) == 206 and f3.base is None
+    assert {c["stage"] for c in calls} == {"nonscored", "scored", "stack"}
+
+
+def test_controls_never_train_and_are_predicted_zero(three_stage, sim_data):
+    result, calls = three_stage
+    n_treated = int((~sim_data.train.is_control).sum())
+    assert sim_data.train.is_control.any()
+    for stage in ("nonscored", "scored", "stack"):
+        stage_calls = [c for c in calls if c["stage"] == stage]
+        assert len(stage_calls) == 3
+        # every fold trains + judges on treated rows only, and the held-out folds cover them once
+        assert all(c["n_train"] + c["n_valid"] == n_treated for c in stage_calls)
+        assert sum(c["n_valid"] for c in stage_calls) == n_treated
+    assert (result.oof[sim_data.train.is_control] == 0).all()
+
+
+def test_meta_features_come_from_the_fold_model_that_did_not_see_the_row(three_stage, sim_data):
+    """Each row's stage-1 meta-features (stage-1 OOF) = the prediction of its own fold's model,
+    recomputed from the saved features and estimators; that model's training rows exclude the fold."""
+    result, _ = three_stage
+    run = result.run_dir
+    model = runner.build_model(RunConfig(**json.loads((run / "config.json").read_text())))
+    stage = model.stages()[0]
+    stage_dir = run / "stages/nonscored/seed_0"
+    folds = np.load(run / "folds.npy")
+    X = model.load_features(stage, stage_dir / "features").transform(blocks_from_dataset(sim_data.train))
+    meta = np.load(stage_dir / "oof.npy")
+    for k in range(3):
+        est = model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator")
+        np.testing.assert_allclose(meta[folds == k], est.predict_proba(X[folds == k]), atol=1e-6)
+
+
+def test_three_stage_predict_run_replays_test_predictions(three_stage, sim_data):
+    result, _ = three_stage
+    np.testing.assert_allclose(runner.predict_run(result.run_dir, sim_data.test), result.test, atol=1e-6)
+
+
+def _noise_data(data: MoAData, n_targets: int = 12, rate: float = 0.2, seed: int = 0) -> MoAData:
+    """Random labels, independent of the features; the non-scored labels are the SAME
+    matrix, so a stage-1 network that memorised its training rows would hand stage 2 the
+    row's own scored labels if its in-sample predictions leaked into the meta-features."""
+    tr = data.train
+    y = (np.random.default_rng(seed).random((len(tr), n_targets)) < rate).astype(np.float32)
+    y[tr.is_control] = 0
+    train = dataclasses.replace(tr, scored=y, nonscored=y.copy(), scored_names=[f"noise_{j}" for j in range(n_targets)],
+                                nonscored_names=[f"ns_noise_{j}" for j in range(n_targets)])
+    return MoAData(train=train, test=data.test, source="noise")
+
+
+def test_stacking_is_leak_free_under_planted_noise(sim_data, tmp_path):
+    data = _noise_data(sim_data)
+    config = _with_params(load_config("three_stage_nn", profile="smoke"), {
+        # a stage 1 that memorises its training rows (all epochs, last weights, no dropout)
+        "stage1": {"network": {"hidden": [256, 256], "dropouts": [0.0, 0.0, 0.0]},
+                   "train": {"epochs": 25, "batch_size": 64, "smoothing": 0.0, "restore_best": False}},
+        # later stages trained long enough to exploit any label information in their meta input
+        "stage2": {"network": {"hidden": [128, 128]}, "train": {"epochs": 12, "batch_size": 64}},
+        "stage3": {"network": {"hidden": [64, 64]}, "train": {"epochs": 12, "batch_size": 64}},
+    })
+    result = runner.train(config, data, tmp_path / "run", show_progress=False)
+    tr = data.train
+    treated = ~tr.is_control
+    Y = tr.scored[treated]
+    prior = metrics.mean_log_loss(Y, np.repeat(Y.mean(axis=0, keepdims=True), len(Y), axis=0))
+    folds = np.load(result.run_dir / "folds.npy")
+    model = runner.build_model(config)
+    s1, s2 = model.stages()[:2]
+    s1_dir = result.run_dir / "stages/nonscored/seed_0"
+
+    # Stage 1 did memorise: in-sample it nearly knows the labels, so a leak would matter.
+    X1 = model.load_features(s1, s1_dir / "features").transform(blocks_from_dataset(tr))
+    ests = [model.load_estimator(s1, s1_dir / f"fold_{k}" / "estimator") for k in range(3)]
+    in_sample = np.zeros_like(tr.scored)
+    for k, est in enumerate(ests):
+        seen = folds != k
+        in_sample[seen] += est.predict_proba(X1[seen]) / 2.0  # each row is seen by 2 of 3 models
+    assert metrics.mean_log_loss(Y, in_sample[treated]) < 0.5 * prior
+
+    # The honest chain: stage 2 and 3 out-of-fold scores stay at the prior (no signal).
+    for stage in ("scored", "stack"):
+        oof = np.load(result.run_dir / f"stages/{stage}/seed_0/oof.npy")[treated]
+        assert metrics.mean_log_loss(Y, oof) > prior - 0.01, stage
+
+    # The same stage 2 fed in-sample (leaky) stage-1 predictions beats the prior by far:
+    # the check above would catch a leak.
+    blocks = blocks_from_dataset(tr)
+    blocks["meta"] = in_sample
+    test_blocks = blocks_from_dataset(data.test)
+    test_blocks["meta"] = np.load(s1_dir / "test.npy")
+    feats = model.fit_features(s2, {k: v[treated] for k, v in blocks.items()},
+                               {k: v[~data.test.is_control] for k, v in test_blocks.items()}, seed=0)
+    X2 = feats.transform(blocks)
+    leaky_oof = np.zeros_like(tr.scored)
+    for k in range(3):
+        fit, judge = treated & (folds != k), treated & (folds == k)
+        est = model.fit_fold(s2, X2[fit], tr.scored[fit], X2[judge], tr.scored[judge], seed=k)
+        leaky_oof[folds == k] = est.predict_proba(X2[folds == k])
+    assert metrics.mean_log_loss(Y, leaky_oof[treated]) < prior - 0.1
+
+
+# ----------------------------------------------------------------------------- 2-stage NN + TabNet
+
+
+def test_tabnet_two_stage_outputs_and_reload(tabnet, sim_data):
+    _check_result(tabnet, sim_data)
+    run = tabnet.run_dir
+    assert (run / "stages/scored/seed_0/fold_0/estimator/tabnet.zip").exists()
+    info = json.loads((run / "stages/scored/seed_0/fold_0/done.json").read_text())["info"]
+    assert 1 <= info["epochs_run"] <= 3
+    np.testing.assert_allclose(runner.predict_run(run, sim_data.test), tabnet.test, atol=1e-6)
+
+
+def test_tabnet_estimator_seeded_saved_and_reported(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 20)).astype(np.float32)
+    Y = (X[:, :3] + rng.normal(scale=0.5, size=(300, 3)) > 1.0).astype(np.float32)
+    cfg = TabNetConfig(n_d=8, n_a=8, max_epochs=4, patience=3, milestones=[2], batch_size=128, virtual_batch_size=64)
+    records: list[dict] = []
+    a = fit_tabnet(cfg, X[:200], Y[:200], X[200:], Y[200:], seed=5, on_epoch=records.append)
+    b = fit_tabnet(cfg, X[:200], Y[:200], X[200:], Y[200:], seed=5)
+    pa = a.predict_proba(X)
+    np.testing.assert_allclose(pa, b.predict_proba(X), atol=1e-6)
+    assert pa.shape == (300, 3) and pa.min() >= 0 and pa.max() <= 1
+    assert [r["epoch"] for r in records] == list(range(len(records))) and 1 <= len(records) <= 4
+    assert all(np.isfinite(r["valid_loss"]) for r in records)
+    # best-epoch weights restored: the saved valid loss is the best reported one
+    assert a.info["best_valid_loss"] == pytest.approx(min(r["valid_loss"] for r in records))
+    a.save(tmp_path / "est")
+    a.save(tmp_path / "est")  # overwriting is atomic and leaves no temporary folders
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["est"]
+    np.testing.assert_allclose(TabNetEstimator.load(tmp_path / "est").predict_proba(X), pa, atol=1e-6)
+
+
+def test_configs_full_profiles_hold_the_reference_numbers():
+    three = load_config("three_stage_nn").params
+    assert [three[s]["network"]["hidden"] for s in ("stage1", "stage2", "stage3")] == [[2048, 2048]] * 2 + [[1024, 1024]]
+    assert [three[s]["train"]["epochs"] for s in ("stage1", "stage2", "stage3")] == [15, 25, 25]
+    assert three["stage1"]["network"]["dropouts"] == [0.15, 0.3, 0.25]
+    assert three["stage3"]["train"]["clip_targets"] == [0.0005, 0.9995]
+    assert three["stage2"]["base_features"] == "nonscored"
+    two = load_config("two_stage_nn_tabnet")
+    assert two.cv.n_folds == 10
+    tab = two.params["stage2"]["tabnet"]
+    assert (tab["n_d"], tab["n_a"], tab["n_steps"], tab["mask_type"], tab["max_epochs"], tab["patience"]) == \
+        (32, 32, 1, "entmax", 200, 50)
+    assert two.params["stage1"]["network"] == {"hidden": [2048], "dropouts": [0.2, 0.25], "weight_norm": [True, True],
+                                               "activation": "relu"}
+    for name in ("three_stage_nn", "two_stage_nn_tabnet"):
+        for profile in ("full", "cpu", "smoke"):
+            runner.build_model(load_config(name, profile=profile))  # params validate
