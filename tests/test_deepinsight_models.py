@@ -84,6 +84,9 @@ def test_v2_is_resnest_with_head_dropout_and_another_seed():
         assert (t.optimizer, t.lr, t.scheduler, t.cosine_t_max, t.smoothing, t.patience, t.epochs) == \
             ("radam", 0.000352, "cosine", 5, 0.001, 12, 35)
         assert t.eval_batch_size == 512 and m.stages() == [StageSpec("scored", keep_controls=True)]
+    # a partial train mapping keeps the write-up's settings for the rest
+    t = make_model("deepinsight_resnest", {"train": {"epochs": 2}}).params.train
+    assert (t.epochs, t.optimizer, t.lr, t.batch_size, t.scheduler) == (2, "radam", 0.000352, 128, "cosine")
 
 
 def test_head_and_resnest_fast_backbone():

@@ -338,7 +338,7 @@ def _read_label_file(folder: Path, name: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path}: label file not found (--labels-from needs {', '.join(LABEL_FILES)})")
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={schema.ID_COLUMN: str, schema.DRUG_COLUMN: str})
     except Exception as exc:  # bad zip, parser error
         raise ValueError(f"{path}: cannot be read ({exc})") from exc
 
@@ -370,15 +370,19 @@ def _real_labels(folder: Path, rng: np.random.Generator) -> _Labels:
     N = nonscored[schema.nonscored_target_names()].to_numpy().astype(np.uint8)
     drug_raw = drug[schema.DRUG_COLUMN].astype(str).to_numpy()
 
-    # group rows by drug (in order of first appearance); labels are per drug, taken from
-    # the drug's first row (they are identical across replicates in the real set)
+    # group rows by drug (in order of first appearance); labels are per drug (identical
+    # across replicates in the real set)
     codes = pd.factorize(drug_raw)[0]
     n_drugs = int(codes.max()) + 1
-    first_row = np.full(n_drugs, -1)
-    first_row[codes[::-1]] = np.arange(len(codes))[::-1]
+    first_row = np.unique(codes, return_index=True)[1]
     drug_names = drug_raw[first_row]
     drug_scored = S[first_row]
     drug_nonscored = N[first_row]
+    differs = (S != drug_scored[codes]).any(axis=1) | (N != drug_nonscored[codes]).any(axis=1)
+    if differs.any():
+        row = int(np.flatnonzero(differs)[0])
+        raise ValueError(f"{folder}: the labels of sig_id {sig[row]!r} differ from those of other replicates "
+                         f"of drug {drug_raw[row]!r}; the simulator needs labels per drug")
     control = drug_raw == CONTROL_DRUG
 
     # cp_time / cp_dose from the replicate structure: each drug walks through the six
@@ -393,7 +397,7 @@ def _real_labels(folder: Path, rng: np.random.Generator) -> _Labels:
     cp_dose[control] = rng.integers(0, 2, control.sum())
 
     active = np.flatnonzero(drug_nonscored.sum(axis=0) > 0)
-    cooccur = (N.T.astype(np.int64) @ S.astype(np.int64))
+    cooccur = N.T.astype(np.float64) @ S.astype(np.float64)
     partner = _nonscored_partners(S.shape[1], N.shape[1], active, rng, cooccur)
     family = _families(schema.scored_target_names(), rng)
     return _Labels(sig, codes, drug_names, control, cp_time, cp_dose, drug_scored, drug_nonscored, family, partner)

@@ -49,7 +49,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from moakit.artifacts import atomic_dir
@@ -233,9 +233,10 @@ class SwapNoiseParams(BaseModel):
     fraction: float = Field(0.15, ge=0, le=1)
 
 
-def _cnn_train_defaults() -> TrainParams:
-    return TrainParams(epochs=35, batch_size=48, eval_batch_size=512, optimizer="radam", lr=0.000352,
-                       weight_decay=0.0, scheduler="cosine", cosine_t_max=5, smoothing=0.001, patience=12)
+# The write-up's training settings; a partial ``train`` mapping is merged over them (not
+# over TrainParams' MLP defaults).
+CNN_TRAIN = {"epochs": 35, "batch_size": 48, "eval_batch_size": 512, "optimizer": "radam", "lr": 0.000352,
+             "weight_decay": 0.0, "scheduler": "cosine", "cosine_t_max": 5, "smoothing": 0.001, "patience": 12}
 
 
 class DeepInsightParams(ModelParams):
@@ -248,11 +249,20 @@ class DeepInsightParams(ModelParams):
     pretrained_strict: bool = True
     feature_map: FeatureMapParams = FeatureMapParams()
     swap_noise: SwapNoiseParams = SwapNoiseParams()
-    train: TrainParams = Field(default_factory=_cnn_train_defaults)
+    train: TrainParams = Field(default_factory=lambda: TrainParams(**CNN_TRAIN))
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     # Mixed precision: "auto" = fp16 autocast on CUDA, fp32 on CPU (bf16 autocast measured
     # slower there); "on" also autocasts (bf16) on CPU; "off" never.
     amp: Literal["auto", "on", "off"] = "auto"
+
+    train_defaults: ClassVar[dict] = CNN_TRAIN
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _merge_train_defaults(cls, value):
+        if isinstance(value, dict):
+            return {**cls.train_defaults, **value}
+        return value
 
     @model_validator(mode="after")
     def _no_train_amp(self) -> "DeepInsightParams":
@@ -272,7 +282,8 @@ class EfficientNetParams(DeepInsightParams):
 class ResNeStParams(DeepInsightParams):
     backbone: str = RESNEST_FAST
     image_size: int = Field(224, ge=8)
-    train: TrainParams = Field(default_factory=lambda: _cnn_train_defaults().model_copy(update={"batch_size": 128}))
+    train: TrainParams = Field(default_factory=lambda: TrainParams(**{**CNN_TRAIN, "batch_size": 128}))
+    train_defaults: ClassVar[dict] = {**CNN_TRAIN, "batch_size": 128}
 
 
 def resolve_device(setting: str) -> torch.device:
