@@ -105,47 +105,71 @@ def main() -> None:
     t = time.perf_counter()
     ds = read_features(path)
     read_seconds = time.perf_counter() - t
-    rows = []
-    reference = None
-    for bs in [None, *(int(b) for b in args.batch_sizes.split(","))]:
-        times = []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            frame = inference.predict(run, ds, batch_size=bs)
-            times.append(time.perf_counter() - t)
-        values = frame.iloc[:, 1:].to_numpy()
-        if reference is None:
-            reference = values
-        drift = float(np.abs(values - reference).max())
-        best = min(times)
-        rows.append((bs or "saved (2048 NN / 512 CNN)", best, len(ds) / best, drift))
-        print(f"batch {bs}: {best:.2f} s, {len(ds) / best:.0f} rows/s, max |diff| {drift:.1e}", flush=True)
+    from moakit import runner
 
+    model_dirs = ({n: run / "models" / n for n in models} if (run / "workflow.json").exists() else {run.name: run})
+    sizes = [None, *(int(b) for b in args.batch_sizes.split(","))]
+    # Cold: the first call in a fresh process pays imports and JIT compiles (numba in UMAP).
+    t = time.perf_counter()
+    frame = inference.predict(run, ds)
+    cold = time.perf_counter() - t
+    per_model: dict[str, dict] = {}
+    for name, d in model_dirs.items():
+        per_model[name] = {}
+        for bs in sizes:
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                runner.predict_run(d, ds, batch_size=bs)
+                times.append(time.perf_counter() - t)
+            per_model[name][bs] = min(times)
+            print(f"{name} batch {bs}: {min(times):.2f} s, {len(ds) / min(times):.0f} rows/s", flush=True)
+    blend_times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        frame = inference.predict(run, ds)
+        blend_times.append(time.perf_counter() - t)
     t = time.perf_counter()
     inference.write_submission(frame, args.work / "submission.csv")
     write_seconds = time.perf_counter() - t
+    weights = {}
+    if (run / "blend" / "blend.json").exists():
+        from moakit.workflow import blend_weights
+
+        weights = blend_weights(json.loads((run / "blend" / "blend.json").read_text()))
+
+    def label(bs):
+        return "saved" if bs is None else str(bs)
 
     lines = [
-        "# Inference throughput (`moakit predict`, full blend, CPU)",
+        "# Inference throughput (`moakit predict`, CPU)",
         "",
         f"Command: `.venv/bin/python bench/bench_inference.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads",
-        f"- run: `{run}` (profile {manifest.get('profile', '?')}); models: "
-        + (", ".join(f"{n} ({m['model']}, {len(m['seeds'])} seed(s) x {m['folds']} folds)" for n, m in models.items())
-           or "single model"),
-        f"- rows predicted: {len(ds)} (the run's test rows repeated); reading the CSV: {read_seconds:.2f} s; "
-        f"validating + writing the submission: {write_seconds:.2f} s",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs visible (load average "
+        f"{os.getloadavg()[0]:.1f} at the end: shared with other jobs), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        f"- run: `{run}` (profile {manifest.get('profile', '?')}); "
+        f"{len(ds)} rows predicted (the run's test rows repeated); reading the CSV {read_seconds:.2f} s; "
+        f"validating + writing the submission {write_seconds:.2f} s",
         f"- training the run: {train_seconds:.0f} s" + (" (reused)" if args.run else ""),
+        f"- `inference.predict` of the run's blend (models with weight < 1e-9 are skipped): cold (first call "
+        f"in the process) {cold:.2f} s, warm {min(blend_times):.2f} s = {len(ds) / min(blend_times):,.0f} rows/s",
         "",
-        "Each timing is the best of {} calls of `inference.predict` (load every saved transform and "
-        "estimator, transform, predict every stage x seed x fold, blend, validate).".format(args.repeats),
+        "Per model, `runner.predict_run` (load every saved transform and estimator, transform, predict every "
+        f"stage x seed x fold), best of {args.repeats}, rows/second by inference batch size; 'all models' is "
+        "the cost of a blend that weighs every model:",
         "",
-        "| batch size | seconds | rows / second | max abs diff vs saved batch size |",
-        "|---|---:|---:|---:|",
+        "| model | blend weight | " + " | ".join(f"batch {label(b)}" for b in sizes) + " |",
+        "|---|---:|" + "---:|" * len(sizes),
     ]
-    lines += [f"| {bs} | {s:.2f} | {r:,.0f} | {d:.1e} |" for bs, s, r, d in rows]
+    for name, row in per_model.items():
+        info = models.get(name, {})
+        desc = f"{name} ({len(info.get('seeds', [])) or '?'}x{info.get('folds', '?')})" if info else name
+        w = f"{weights[name]:.3f}" if name in weights else "-"
+        lines.append(f"| {desc} | {w} | " + " | ".join(f"{len(ds) / row[b]:,.0f}" for b in sizes) + " |")
+    totals = {b: sum(row[b] for row in per_model.values()) for b in sizes}
+    lines.append("| **all models** | | " + " | ".join(f"**{len(ds) / totals[b]:,.0f}**" for b in sizes) + " |")
     out = HERE / "out" / "inference.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     previous = out.read_text() if args.append and out.exists() else ""

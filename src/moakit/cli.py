@@ -174,7 +174,7 @@ def _print_workflow(result, answers: Optional[Path] = None) -> None:
         except (DataError, KeyError, OSError):
             holdout = None
     table = Table(title=f"moakit run: {result.run_dir}")
-    table.add_column("model")
+    table.add_column("model", no_wrap=True, min_width=24)
     table.add_column("profile")
     table.add_column("seeds×folds", justify="right")
     table.add_column("OOF loss", justify="right")

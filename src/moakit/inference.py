@@ -25,6 +25,9 @@ from moakit.workflow import WORKFLOW_FILE, blend_weights
 # not help once CPU / GPU / I/O saturate.
 NN_BATCH_SIZE = 2048
 CNN_BATCH_SIZE = 512
+# Blend weights below this are treated as 0 and their models not run: the predictions
+# change by less than the sum of the skipped weights (probabilities are <= 1).
+NEGLIGIBLE_WEIGHT = 1e-9
 
 
 class InferenceError(ValueError):
@@ -110,8 +113,8 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
     scored = None
     preds: dict[str, np.ndarray] = {}
     for name, model_dir in zip(names, dirs):
-        if weights is not None and weights[name] == 0.0:
-            continue  # a model the blend dropped is not run at all
+        if weights is not None and abs(weights[name]) < NEGLIGIBLE_WEIGHT:
+            continue  # a model the blend dropped (SLSQP leaves ~1e-16) is not run at all
         _check_model_dir(model_dir)
         _check_inputs(model_dir, ds, where)
         model_scored = _scored_names(model_dir)
@@ -121,7 +124,7 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
             raise InferenceError(f"{model_dir}: predicts other targets than {dirs[0]}")
         preds[name] = runner.predict_run(model_dir, ds, batch_size=batch_size).astype(np.float64)
     if scored is None:
-        raise InferenceError(f"{run_dir}: every blend weight is 0")
+        raise InferenceError(f"{run_dir}: every blend weight is (nearly) 0")
     if weights is None:
         out = preds[names[0]]
     else:  # the blend's own weighted average, as it made RUN/blend/submission.csv

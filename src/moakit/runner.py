@@ -152,9 +152,11 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
         shutil.rmtree(out)
     model = get_model_class(job.model_name)(job.params)
     start = time.perf_counter()
-    aux = {"Y_aux_train": job.Y_aux_train} if job.stage.aux_targets else {}
+    extra = {"Y_aux_train": job.Y_aux_train} if job.stage.aux_targets else {}
+    if model.needs_features_in_fit:  # saved before the fold jobs start; readable from any worker
+        extra["features"] = model.load_features(job.stage, out.parent / "features")
     est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,
-                         fold_seed(job.seed, job.fold), on_epoch, **aux)
+                         fold_seed(job.seed, job.fold), on_epoch, **extra)
     fit_seconds = time.perf_counter() - start
     est.save(out / "estimator")
     write_npy(out / "valid_pred.npy", est.predict_proba(job.X_oof).astype(np.float32))
@@ -353,7 +355,7 @@ def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
         "model": config.model,
         "profile": config.profile,
         "data_fingerprint": fingerprint,
-        "data_source": data.source,
+        "data_source": str(Path(data.source).resolve()) if data.source else "",
         "n_train": len(data.train),
         "n_test": len(data.test),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

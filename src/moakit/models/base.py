@@ -76,6 +76,9 @@ class Model(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]]
+    # True when fit_fold needs the stage's fitted feature state (keyword ``features``), as
+    # the DeepInsight CNNs do to render images from the feature map.
+    needs_features_in_fit: ClassVar[bool] = False
 
     def __init__(self, params: dict | ModelParams | None = None) -> None:
         if isinstance(params, ModelParams):

@@ -30,13 +30,9 @@ Linear(features, 512) -> ELU -> (Dropout) -> Linear(512, n_targets).
 A fold estimator (:class:`DeepInsightEstimator`) saves its renderer's pixel coordinates
 with its weights, so ``runner.predict_run`` rebuilds everything from the fold folder.
 
-How ``fit_fold`` finds the feature map: the model contract passes ``fit_fold`` only
-matrices, so :meth:`DeepInsightModel.fit_features` / :meth:`load_features` record the
-stage's fitted feature state in this process (``_ACTIVE``) and ``fit_fold`` takes the
-latest one of its model and stage (the runner fits or loads a stage-seed's features right
-before it runs that stage-seed's folds). ``fit_fold(..., features=state)`` passes it
-explicitly instead. Fold jobs run in other processes (the Ray executor) do not see the
-record and fail with a clear error.
+``fit_fold`` needs the stage's feature map (to render images): the model declares
+``needs_features_in_fit``, and the runner hands each fold job the stage-seed's saved feature
+state as ``features=`` (loaded from the run folder, so it works in Ray worker processes too).
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
 from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
 from moakit.nn.blocks import register_network
-from moakit.nn.train import TrainParams, fit_network, predict_proba
+from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba
 
 NETWORK_NAME = "deepinsight_cnn"
 INPUT_BLOCKS = ("g", "c", "cp")
@@ -251,8 +247,8 @@ class DeepInsightParams(ModelParams):
     swap_noise: SwapNoiseParams = SwapNoiseParams()
     train: TrainParams = Field(default_factory=lambda: TrainParams(**CNN_TRAIN))
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
-    # Mixed precision: "auto" = fp16 autocast on CUDA, fp32 on CPU (bf16 autocast measured
-    # slower there); "on" also autocasts (bf16) on CPU; "off" never.
+    # Mixed precision: "auto" = fp16 autocast on CUDA (the write-up's 16-bit), fp32 on CPU;
+    # "on" also autocasts on CPU (bf16: bench/bench_cnn.py measures it against fp32); "off" never.
     amp: Literal["auto", "on", "off"] = "auto"
 
     train_defaults: ClassVar[dict] = CNN_TRAIN
@@ -358,10 +354,6 @@ class DeepInsightFeatures:
         return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"))
 
 
-# (model name, stage name) -> the feature state fitted or loaded last in this process
-_ACTIVE: dict[tuple[str, str], DeepInsightFeatures] = {}
-
-
 # --------------------------------------------------------------------------- rendering
 
 
@@ -462,6 +454,7 @@ class DeepInsightModel(Model):
 
     Params: ClassVar[type[DeepInsightParams]] = DeepInsightParams
     params: DeepInsightParams
+    needs_features_in_fit = True
 
     def stages(self) -> list[StageSpec]:
         return [StageSpec("scored", targets="scored", keep_controls=True)]
@@ -479,26 +472,17 @@ class DeepInsightModel(Model):
         groups = (["gene"] * train["g"].shape[1] + ["cell"] * train["c"].shape[1] + ["cp"] * train["cp"].shape[1])
         info = {"fit_rows": int(len(X)), "fit_seconds": round(time.perf_counter() - start, 3),
                 "collision_rate": round(fmap.collision_rate(p.grid), 4)}
-        state = DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info)
-        _ACTIVE[(self.name, stage.name)] = state
-        return state
+        return DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info)
 
     def load_features(self, stage: StageSpec, path: Path) -> DeepInsightFeatures:
-        state = DeepInsightFeatures.load(path)
-        _ACTIVE[(self.name, stage.name)] = state
-        return state
+        return DeepInsightFeatures.load(path)
 
     def fit_fold(self, stage: StageSpec, X_train: np.ndarray, Y_train: np.ndarray, X_valid: np.ndarray,
                  Y_valid: np.ndarray, seed: int, on_epoch: EpochCallback | None = None,
                  features: DeepInsightFeatures | None = None) -> DeepInsightEstimator:
         p = self.params
         if features is None:
-            features = _ACTIVE.get((self.name, stage.name))
-            if features is None:
-                raise RuntimeError(
-                    f"{self.name}: no fitted DeepInsight feature map in this process; fit_fold needs the "
-                    "stage's features (fit_features/load_features first, or pass features=...). Fold jobs "
-                    "in other processes (the Ray executor) are not supported for the DeepInsight CNNs.")
+            raise ValueError(f"{self.name}: fit_fold needs the stage's fitted feature map (features=...)")
         if features.n_features != X_train.shape[1]:
             raise ValueError(f"feature map has {features.n_features} features, X_train {X_train.shape[1]}")
         if (features.resolution, features.image_size) != (p.grid, p.image_size):
@@ -508,6 +492,7 @@ class DeepInsightModel(Model):
         amp = resolve_amp(p.amp, device)
         torch.manual_seed(seed)
         net, kwargs, loaded = build_cnn(p, Y_train.shape[1])
+        init_output_bias(net.head.fc2, Y_train)
         renderer = features.renderer()
         pool = np.ascontiguousarray(X_train, dtype=np.float32)  # read only: swap_noise copies
         train_tf = RenderTransform(renderer, device, pool, p.swap_noise.p, p.swap_noise.fraction)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from moakit.features import Pipeline, PipelineConfig
 from moakit.models.base import Blocks, EpochCallback, ModelParams, TorchEstimator
 from moakit.nn.blocks import build_network
-from moakit.nn.train import TrainParams, fit_network
+from moakit.nn.train import TrainParams, fit_network, init_output_bias
 
 
 class MLPConfig(BaseModel):
@@ -60,6 +60,7 @@ def fit_mlp(
     kwargs = {"n_in": int(X_train.shape[1]), "n_out": int(Y_train.shape[1]), "hidden": net.hidden,
               "dropouts": net.dropouts, "weight_norm_layers": net.weight_norm, "activation_name": net.activation}
     module = build_network("mlp", kwargs)
+    init_output_bias(module.net[-1], Y_train)
     result = fit_network(module, X_train, Y_train, X_valid, Y_valid, stage_params.train, seed=seed, on_epoch=on_epoch)
     return TorchEstimator("mlp", kwargs, module, eval_batch_size=stage_params.train.eval_batch_size,
                           info={"best_epoch": result.best_epoch, "best_valid_loss": result.best_loss})

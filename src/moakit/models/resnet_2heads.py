@@ -53,7 +53,7 @@ from moakit.models.base import (
     Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register,
 )
 from moakit.nn.blocks import build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, predict_logits
+from moakit.nn.train import TrainParams, fit_network, predict_logits, init_output_bias
 
 NETWORK_NAME = "resnet_2heads"
 
@@ -362,6 +362,7 @@ def fit_resnet_2heads(
     torch.manual_seed(seed)
     module: ResNet2Heads = build_network(NETWORK_NAME, {**kwargs, "n_out": max(len(aux_cols), 1)})
     if len(aux_cols):
+        init_output_bias(module.output[1], Y_aux_train[fit][:, aux_cols])
         r = fit_network(module, X_fit, Y_aux_train[fit][:, aux_cols], X_hold, Y_aux_train[hold][:, aux_cols],
                         params.nonscored, seed=seed, on_epoch=_with_phase(on_epoch, "nonscored"))
         info.update(n_nonscored_targets=len(aux_cols), nonscored_epochs=len(r.history),
@@ -372,6 +373,7 @@ def fit_resnet_2heads(
         info["n_nonscored_targets"] = 0
         torch.manual_seed(seed + 1)
         module.replace_output(Y_train.shape[1])
+    init_output_bias(module.output[1], Y_fit)
 
     # Phase 2: the whole net on the scored targets.
     r = fit_network(module, X_fit, Y_fit, X_hold, Y_hold, params.scored, seed=seed + 1,

@@ -223,3 +223,16 @@ def fit_network(
     if p.restore_best and best_state is not None:
         module.load_state_dict(best_state)
     return FitResult(best_epoch=best_epoch, best_loss=best_loss, history=history)
+
+
+@torch.no_grad()
+def init_output_bias(layer: nn.Linear, Y, eps: float = 1e-4) -> None:
+    """Start an output layer at each target's training log-odds.
+
+    With ~0.3% positives per target, a zero bias starts every prediction at 0.5 (log loss
+    ~0.69 against a prior's ~0.02); the network then spends its first epochs learning the
+    base rates. Starting from them is a standard initialisation for imbalanced multi-label
+    outputs and changes no method of the write-up.
+    """
+    rate = np.clip(np.asarray(Y, dtype=np.float64).mean(axis=0), eps, 1.0 - eps)
+    layer.bias.copy_(torch.from_numpy(np.log(rate / (1.0 - rate))).to(layer.bias.dtype))
