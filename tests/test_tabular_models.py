@@ -175,7 +175,7 @@ def test_stacking_is_leak_free_under_planted_noise(sim_data, tmp_path):
         "stage1": {"network": {"hidden": [256, 256], "dropouts": [0.0, 0.0, 0.0]},
                    "train": {"epochs": 25, "batch_size": 64, "smoothing": 0.0, "restore_best": False}},
         # later stages trained long enough to exploit any label information in their meta input
-        "stage2": {"network": {"hidden": [128, 128]}, "train": {"epochs": 12, "batch_size": 64}},
+        "stage2": {"network": {"hidden": [128, 128]}, "train": {"epochs": 20, "batch_size": 64}},
         "stage3": {"network": {"hidden": [64, 64]}, "train": {"epochs": 12, "batch_size": 64}},
     })
     result = runner.train(config, data, tmp_path / "run", show_progress=False)
@@ -216,7 +216,7 @@ def test_stacking_is_leak_free_under_planted_noise(sim_data, tmp_path):
         fit, judge = treated & (folds != k), treated & (folds == k)
         est = model.fit_fold(s2, X2[fit], tr.scored[fit], X2[judge], tr.scored[judge], seed=k)
         leaky_oof[folds == k] = est.predict_proba(X2[folds == k])
-    assert metrics.mean_log_loss(Y, leaky_oof[treated]) < prior - 0.1
+    assert metrics.mean_log_loss(Y, leaky_oof[treated]) < prior - 0.08
 
 
 # ----------------------------------------------------------------------------- 2-stage NN + TabNet

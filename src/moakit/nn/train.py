@@ -65,9 +65,18 @@ def smooth_targets(y: torch.Tensor, smoothing: float, clip: tuple[float, float] 
     return out
 
 
+def _fused_ok(params) -> bool:
+    """The fused (one-kernel) Adam needs floating-point parameters on CPU or CUDA."""
+    return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
+
+
 def _optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
     if p.optimizer == "adam":
-        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay)
+        # Same algorithm as the default (foreach) Adam; the fused kernel updates all
+        # parameters in one pass instead of ~10 elementwise passes: measured on 2 CPU
+        # cores at the Simple NN's full size, 99 -> 73 ms per batch (Adam ~25 -> ~3 ms).
+        params = list(params)
+        return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay, fused=_fused_ok(params) or None)
     if p.optimizer == "radam":
         return torch.optim.RAdam(params, lr=p.lr, weight_decay=p.weight_decay)
     return torch.optim.Adadelta(params, lr=p.lr, weight_decay=p.weight_decay)
