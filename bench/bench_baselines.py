@@ -32,7 +32,7 @@ def realistic_data(folder: Path | None = None) -> Path:
     """The realistic benchmark folder, simulated once (seed 0) and reused."""
     from moakit.data.simulate import simulate
 
-    folder = folder or OUT / "realistic"
+    folder = folder or OUT / "data" / "realistic-seed0"
     if not (folder / "train_features.csv").exists():
         if not LABELS.exists():
             sys.exit(f"real labels not found at {LABELS}: this benchmark needs them")

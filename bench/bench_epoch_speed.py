@@ -141,8 +141,8 @@ def time_public_loop(epochs: int) -> list[float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3, help="epochs of fit_network (the first is warm-up)")
-    ap.add_argument("--public-epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=4, help="epochs of fit_network (the first is warm-up)")
+    ap.add_argument("--public-epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=20, help="torch.mm repeats per shape (best is kept)")
     ap.add_argument("--report", default=str(OUT / "epoch_speed.md"))
@@ -159,8 +159,11 @@ def main() -> int:
     mm_step, gflops = (mm_before, gflops_before) if mm_before < mm_after else (mm_after, gflops_after)
     bound_shapes = mm_step * steps  # the epoch's matmuls at the measured per-shape speed
     bound_formula = epoch_flops(ROWS) / (gflops * 1e9)
-    ours = statistics.median(fit_epochs[1:] if len(fit_epochs) > 1 else fit_epochs)
-    public = statistics.median(public_epochs[1:] if len(public_epochs) > 1 else public_epochs)
+    # Best epoch after the warm-up one, like the best-of matmul timing: other processes on a
+    # shared machine only ever add time. Medians are reported beside.
+    ours_all = fit_epochs[1:] if len(fit_epochs) > 1 else fit_epochs
+    public_all = public_epochs[1:] if len(public_epochs) > 1 else public_epochs
+    ours, public = min(ours_all), min(public_all)
 
     lines = [
         "# Seconds per epoch: Simple NN at full size",
@@ -178,10 +181,11 @@ def main() -> int:
         f"| epoch FLOPs, 3 x 2 x rows x (1300*2048 + 2048*2048 + 2048*206) | {epoch_flops(ROWS) / 1e12:.3f} TFLOP |",
         f"| FLOP bound per epoch (FLOPs / throughput) | {bound_formula:.2f} s |",
         f"| sum of the measured per-shape mm times x steps | {bound_shapes:.2f} s |",
-        f"| fit_network, s per epoch (median after warm-up; validation pass {valid_s:.2f} s excluded) | "
-        f"{ours:.2f} s |",
+        f"| fit_network, s per epoch (best after warm-up; validation pass {valid_s:.2f} s excluded) | "
+        f"{ours:.2f} s (median {statistics.median(ours_all):.2f} s) |",
         f"| fit_network / bound | **{ours / bound_formula:.2f}x** |",
-        f"| public per-sample Dataset + DataLoader loop, s per epoch | {public:.2f} s |",
+        f"| public per-sample Dataset + DataLoader loop, s per epoch (best after warm-up) | {public:.2f} s "
+        f"(median {statistics.median(public_all):.2f} s) |",
         f"| public loop / bound | {public / bound_formula:.2f}x |",
         f"| speed-up of fit_network over the public loop | {public / ours:.2f}x |",
         "",

@@ -192,7 +192,14 @@ def test_shipped_blend_configs_list_the_papers_models():
     assert (cv.models[0].seeds, cv.models[0].folds) == (5, 10)
     cpu = load_blend_config("blend_best_cv", "cpu")
     assert (cpu.models[0].seeds, cpu.models[0].folds) == (None, None)
-    assert load_blend_config("blend_best_lb", "demo").model_profile_fallback == {"demo": "smoke"}
+    # every model of both shipped blends has its own demo profile: no fallback needed
+    from moakit.config import load_config
+
+    for blend_name in ("blend_best_lb", "blend_best_cv"):
+        blend = load_blend_config(blend_name, "demo")
+        assert blend.model_profile_fallback == {}
+        for entry in blend.models:
+            assert load_config(entry.config, "demo").profile == "demo"
 
 
 def test_duplicate_entry_names_are_rejected(tmp_path):

@@ -6,7 +6,7 @@ A blend config names the models of a final submission and how their weights are 
       - {name: three_stage_nn, config: three_stage_nn, seeds: 5, folds: 10}
       - {name: simple_nn_drug_cv, config: simple_nn_drug_cv}
     blend: {methods: [slsqp, optuna], optuna_trials: 3000, storage: null, preset: null}
-    model_profile_fallback: {demo: smoke}
+    model_profile_fallback: {demo: smoke}   # e.g., for a model config without a demo profile
     profiles:
       cpu:  {blend: {optuna_trials: 300}, models: {three_stage_nn: {seeds: null, folds: null}}}
 
