@@ -26,10 +26,14 @@ from moakit.models.two_stage_tabnet import TabNetConfig, TabNetEstimator, fit_ta
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    """Tiny networks: one torch thread is faster, and steady when the machine is busy."""
+    """Tiny networks and feature fits: one thread (torch, BLAS, OpenMP) is faster, and
+    steady when the machine is busy (idle threads spin-waiting cost more than they help)."""
+    from threadpoolctl import threadpool_limits
+
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    with threadpool_limits(limits=1):
+        torch.set_num_threads(1)
+        yield
     torch.set_num_threads(before)
 
 

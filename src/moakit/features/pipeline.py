@@ -21,9 +21,6 @@ fitted on the row-concatenation of the train and test blocks the caller passes.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +29,7 @@ import joblib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from moakit.artifacts import atomic_dir
 from moakit.features.steps import Blocks, Step, as_block, step_class
 
 MANIFEST = "manifest.json"
@@ -216,9 +214,7 @@ class Pipeline:
         if not hasattr(self, "feature_names_"):
             raise RuntimeError("feature pipeline is not fitted: nothing to save")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             manifest = {
                 "format_version": FORMAT_VERSION,
                 "seed": self.seed,
@@ -232,16 +228,6 @@ class Pipeline:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             joblib.dump([{"name": s.name, "kind": s.kind, "state": s.state_, "n_features_in": s.n_features_in_}
                          for s in self.steps], tmp / STATE)
-            if path.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-                os.replace(path, old / path.name)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return path
 
     @classmethod
