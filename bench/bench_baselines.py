@@ -23,21 +23,13 @@ from moakit.data.io import load
 from moakit.nn.blocks import MLP
 from moakit.nn.train import TrainParams, fit_network, predict_proba
 
-REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
-OUT = REPO / "bench" / "out"
+from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 
 
 def realistic_data(folder: Path | None = None) -> Path:
-    """The realistic benchmark folder, simulated once (seed 0) and reused."""
-    from moakit.data.simulate import simulate
-
-    folder = folder or OUT / "data" / "realistic-seed0"
-    if not (folder / "train_features.csv").exists():
-        if not LABELS.exists():
-            sys.exit(f"real labels not found at {LABELS}: this benchmark needs them")
-        simulate(folder, seed=0, labels_from=LABELS)
-    return folder
+    if folder is None and not LABELS.exists():
+        sys.exit(f"real labels not found at {LABELS}: this benchmark needs them")
+    return folder or realistic_data_dir(0)
 
 
 def oof_of(train_fn, X, Y, rows, folds):
@@ -90,9 +82,7 @@ def main() -> None:
             lines.append(f"| {scheme} | {name} | {s['log_loss']:.5f} | {s['log_loss_treated']:.5f} | "
                          f"{-gain:+.1%} | {sec:.0f} |")
             print(lines[-1], flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "baselines.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(OUT / "baselines.md", lines)
 
 
 if __name__ == "__main__":

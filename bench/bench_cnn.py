@@ -25,9 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
-OUT = REPO / "bench" / "out"
+from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 CONFIGS = ["deepinsight_efficientnet", "deepinsight_resnest"]
 
 
@@ -55,17 +53,8 @@ def step_seconds(backbone: str, image_size: int, batch: int, amp: bool, repeats:
 def load_data(seed: int, max_rows: int | None):
     from moakit.data.dataset import MoAData
     from moakit.data.io import load
-    from moakit.data.simulate import simulate
 
-    data_dir = OUT / "data" / f"realistic-seed{seed}"  # all 23,814 rows on the real labels
-    if not data_dir.exists():
-        import shutil
-
-        tmp = data_dir.with_name(data_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        simulate(tmp, seed=seed, labels_from=LABELS)
-        tmp.rename(data_dir)  # a half-written folder is never taken for data
-    data = load(data_dir)
+    data = load(realistic_data_dir(seed))
     if max_rows is not None and max_rows < len(data.train):
         rng = np.random.default_rng(seed)
         keep = np.sort(rng.choice(len(data.train), max_rows, replace=False))
@@ -162,10 +151,7 @@ def main() -> int:
         print(lines[-1], flush=True)
     lines += ["", "s / epoch: training seconds of all folds (training epochs + their validation passes) divided "
               "by the number of epochs; the feature map's t-SNE is fitted once per seed (column t-SNE)."]
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.report, lines)
     return 0
 
 

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "bench" / "out"
+from common import OUT, write_report  # noqa: E402  (bench/common.py)
 
 ROWS, N_IN, HIDDEN, N_OUT, BATCH = 15_000, 1_300, 2_048, 206, 256
 
@@ -192,10 +191,7 @@ def main() -> int:
         f"fit_network epochs (s): {', '.join(f'{s:.2f}' for s in fit_epochs)}; "
         f"public loop epochs (s): {', '.join(f'{s:.2f}' for s in public_epochs)}.",
     ]
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.report, lines)
     return 0
 
 

@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
-OUT = REPO / "bench" / "out"
+from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 
 
 def main() -> int:
@@ -46,19 +44,10 @@ def main() -> int:
     from moakit import runner
     from moakit.config import load_config
     from moakit.data.io import load
-    from moakit.data.simulate import simulate
 
     tag = f"{args.config}-{args.profile}-{args.seed}"
-    data_dir = OUT / "data" / f"realistic-seed{args.seed}"  # all 23,814 rows on the real labels
     t0 = time.perf_counter()
-    if not data_dir.exists():
-        import shutil
-
-        tmp = data_dir.with_name(data_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        simulate(tmp, seed=args.seed, labels_from=LABELS)
-        tmp.rename(data_dir)  # a half-written folder is never taken for data
-    data = load(data_dir)
+    data = load(realistic_data_dir(args.seed))
     t_data = time.perf_counter() - t0
 
     config = load_config(args.config, args.profile)
@@ -120,10 +109,7 @@ def main() -> int:
             + "/".join(str(i.get(f"{p}_epochs", 0)) for p in phases)
             + f" | {i['frozen_kept']} | {i['unfrozen_kept']} | {i['holdout_loss']:.5f} | "
             f"{i.get('valid_loss', float('nan')):.5f} | {f['fit_seconds']:.0f} |")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.report, lines)
     return 0
 
 

@@ -25,23 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
-OUT = REPO / "bench" / "out"
+from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 MODELS = ["simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet"]
 
 
 def realistic_data(seed: int):
     from moakit.data.io import load
-    from moakit.data.simulate import simulate
 
-    data_dir = OUT / "data" / f"realistic-seed{seed}"  # shared with the other benchmarks
-    if not data_dir.exists():
-        tmp = data_dir.with_name(data_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        simulate(tmp, seed=seed, labels_from=LABELS)
-        tmp.rename(data_dir)  # a half-written folder is never taken for data
-    return load(data_dir)
+    return load(realistic_data_dir(seed))
 
 
 def main() -> int:
@@ -109,10 +100,7 @@ def main() -> int:
         lines.append(f"| {r['model']} | {r['cv']} | {r['seeds']} | {r['log_loss']:.5f} | {r['treated']:.5f} | "
                      f"{r['log_loss'] - prior['log_loss']:+.5f} | {r['seconds']:.0f} | {r['fit_seconds']:.0f} | "
                      f"{stage_s} | {r['reload']} |")
-    report = Path(args.report)
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.report, lines)
     return 0
 
 

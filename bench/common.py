@@ -1,0 +1,31 @@
+"""What the benchmark scripts share: where things are, the realistic data, report writing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
+OUT = REPO / "bench" / "out"
+
+
+def realistic_data_dir(seed: int = 0) -> Path:
+    """The realistic benchmark folder (simulated profiles on the REAL labels), made once."""
+    from moakit.data.simulate import simulate
+
+    data_dir = OUT / "data" / f"realistic-seed{seed}"  # all 23,814 rows on the real labels
+    if not data_dir.exists():
+        tmp = data_dir.with_name(data_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        simulate(tmp, seed=seed, labels_from=LABELS)
+        tmp.rename(data_dir)  # a half-written folder is never taken for data
+    return data_dir
+
+
+def write_report(path: str | Path, lines: list[str]) -> None:
+    """Write a markdown report and echo it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
