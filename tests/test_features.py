@@ -112,9 +112,17 @@ def test_umap_subsample_fit(data):
     train, _ = data
     steps = [{"kind": "umap", "name": "um", "inputs": ["c"], "output": "um", "n_components": 2,
               "n_neighbors": 10, "n_epochs": 30, "max_fit_rows": 120}]
-    p = pipe(steps, ["um"], seed=1).fit(train)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:  # numba's thread pool (started by UMAP) must not change torch's thread count
+        p = pipe(steps, ["um"], seed=1).fit(train)
+        X = p.transform(train)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert p.steps[0].state_["um"].embedding_.shape == (120, 2)  # fitted on the subsample only
-    X = p.transform(train)
     assert X.shape == (300, 2) and np.isfinite(X).all() and p.feature_names_ == ["um-0", "um-1"]
     np.testing.assert_array_equal(X, pipe(steps, ["um"], seed=1).fit(train).transform(train))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from moakit.nn.blocks import MLP
+from moakit.nn.blocks import MLP, FastDropout, WeightNormLinear
 from moakit.nn.train import TrainParams, fit_network, predict_proba, smooth_targets
 
 
@@ -61,7 +61,7 @@ def test_frozen_parameters_do_not_change():
     first = net.net[0]  # input BatchNorm
     for p in net.parameters():
         p.requires_grad_(False)
-    last = [m for m in net.net if hasattr(m, "parametrizations") or isinstance(m, torch.nn.Linear)][-1]
+    last = [m for m in net.net if isinstance(m, (torch.nn.Linear, WeightNormLinear))][-1]
     for p in last.parameters():
         p.requires_grad_(True)
     before = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
@@ -78,3 +78,49 @@ def test_smoothing_and_clipping():
     assert out.tolist() == pytest.approx([0.0005, 0.9995])
     out = smooth_targets(y, 0.0001, clip=(0.0005, 0.9995))
     assert out.tolist() == pytest.approx([0.0005, 0.9995])
+
+
+def test_weight_norm_linear_matches_torch_parametrization():
+    """Same output and same parameter gradients as torch's weight_norm on an nn.Linear."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(3)
+    ours = WeightNormLinear(7, 5)
+    torch.manual_seed(3)
+    ref = weight_norm(torch.nn.Linear(7, 5))
+    g_ref = ref.parametrizations.weight.original0
+    v_ref = ref.parametrizations.weight.original1
+    assert torch.equal(ours.weight_v, v_ref) and torch.allclose(ours.weight_g, g_ref.squeeze(1))
+    with torch.no_grad():  # move g away from ||v|| so the scale matters
+        ours.weight_g.mul_(torch.linspace(0.5, 2.0, 5))
+        g_ref.mul_(torch.linspace(0.5, 2.0, 5).unsqueeze(1))
+    x = torch.randn(11, 7)
+    y, y_ref = ours(x), ref(x)
+    assert torch.allclose(y, y_ref, atol=1e-6)
+    assert torch.allclose(ours.weight, ref.weight, atol=1e-6)
+    (y ** 2).sum().backward()
+    (y_ref ** 2).sum().backward()
+    assert torch.allclose(ours.weight_v.grad, v_ref.grad, atol=1e-5)
+    assert torch.allclose(ours.weight_g.grad, g_ref.grad.squeeze(1), atol=1e-5)
+    assert torch.allclose(ours.bias.grad, ref.bias.grad, atol=1e-5)
+    # the hand-written backward against numerical derivatives (float64)
+    layer = WeightNormLinear(4, 3).double()
+    x = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    from moakit.nn.blocks import _WeightNormLinearFn
+
+    assert torch.autograd.gradcheck(_WeightNormLinearFn.apply, (x, layer.weight_v, layer.weight_g, layer.bias))
+
+
+def test_fast_dropout_distribution_and_gradient():
+    torch.manual_seed(0)
+    drop = FastDropout(0.25)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # d(x * mask)/dx = mask
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(FastDropout(0.0).train()(x), x)

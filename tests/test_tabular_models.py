@@ -124,6 +124,14 @@ def test_three_stage_outputs_and_stage_chain(three_stage, sim_data):
     assert f2.base.feature_names_ == f1.feature_names_
     assert len(f3.feature_names_) == 206 and f3.base is None
     assert {c["stage"] for c in calls} == {"nonscored", "scored", "stack"}
+    # metrics.json scores each stage on the scored targets; the last one is the model's
+    stages = json.loads((run / "metrics.json").read_text())["stages"]
+    assert set(stages) == {"scored", "stack"}
+    assert stages["stack"]["log_loss"] == pytest.approx(result.metrics["log_loss"], abs=1e-9)
+    oof2 = np.load(run / "stages/scored/seed_0/oof.npy")
+    oof2[sim_data.train.is_control] = 0
+    assert stages["scored"]["log_loss"] == pytest.approx(
+        metrics.score(sim_data.train.scored, oof2, sim_data.train.is_control)["log_loss"], rel=1e-6)
 
 
 def test_controls_never_train_and_are_predicted_zero(three_stage, sim_data):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import typer
@@ -18,6 +18,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+# Options shared by `train` and `run` (declared once).
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local or ray.")]
+AddressOption = Annotated[Optional[str], typer.Option(
+    "--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: a local Ray instance. "
+    "Only with --executor ray.")]
+JobCpusOption = Annotated[float, typer.Option("--job-cpus", help="Ray: CPUs each fold task reserves.")]
+JobGpusOption = Annotated[float, typer.Option("--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5).")]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
 def _fail(message: str) -> None:
@@ -116,12 +126,11 @@ def train(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="Use only the first N seeds."),
     n_folds: Optional[int] = typer.Option(None, "--folds", help="Override the number of folds."),
     cv: Optional[str] = typer.Option(None, "--cv", help="Override the CV scheme: old or drug."),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto, "
-                                          "ray://head:10001); default: a local Ray instance. Only with --executor ray."),
-    job_cpus: float = typer.Option(1.0, "--job-cpus", help="Ray: CPUs each fold task reserves."),
-    job_gpus: float = typer.Option(0.0, "--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    job_cpus: JobCpusOption = 1.0,
+    job_gpus: JobGpusOption = 0.0,
+    quiet: QuietOption = False,
 ) -> None:
     """Train one model over seeds x folds; write OOF/test predictions, artifacts, metrics.json."""
     from moakit import runner
@@ -152,7 +161,8 @@ def _executor(name: str, address: Optional[str], job_cpus: float = 1.0, job_gpus
 
 
 def _print_workflow(result, answers: Optional[Path] = None) -> None:
-    """Per-model and blended OOF log loss (and holdout log loss when test answers exist)."""
+    """Per-model and blended OOF log loss (and holdout log loss when test answers exist),
+    then where the submission and the report are."""
     from rich.table import Table
 
     from moakit import metrics
@@ -197,6 +207,7 @@ def _print_workflow(result, answers: Optional[Path] = None) -> None:
         row.append(f"[bold]{holdout['blend']:.6f}[/]")
     table.add_row(*row)
     console.print(table)
+    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
 
 
 @app.command()
@@ -206,12 +217,11 @@ def run(
     out: Path = typer.Option(..., "--out", help="Run folder (resumes an interrupted run of the same config)."),
     profile: str = typer.Option("full", "--profile", help="full (the write-up's numbers), cpu, demo or smoke: "
                                 "applied to the blend config and to every model config."),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto); "
-                                          "default: a local Ray instance. Only with --executor ray."),
-    job_cpus: float = typer.Option(1.0, "--job-cpus", help="Ray: CPUs each fold task reserves."),
-    job_gpus: float = typer.Option(0.0, "--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    executor: ExecutorOption = "local",
+    address: AddressOption = None,
+    job_cpus: JobCpusOption = 1.0,
+    job_gpus: JobGpusOption = 0.0,
+    quiet: QuietOption = False,
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
     from moakit.config import ConfigError
@@ -224,7 +234,6 @@ def run(
     except (ConfigError, DataError, ValueError, ImportError) as exc:
         _fail(str(exc))
     _print_workflow(result, Path(data) / "answers" / "test_targets_scored.csv")
-    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
 
 
 @app.command()
@@ -257,7 +266,7 @@ def demo(
     rows: int = typer.Option(3000, "--rows", help="Rows of simulated data."),
     config: str = typer.Option("blend_best_lb", "--config", help="Blend config to run."),
     profile: str = typer.Option("demo", "--profile", help="Profile of the blend and model configs."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    quiet: QuietOption = False,
 ) -> None:
     """Simulate data, run the 7-model best-LB blend (demo profile), print the scores.
 
@@ -277,7 +286,6 @@ def demo(
     except (ConfigError, DataError, ValueError, ImportError) as exc:
         _fail(str(exc))
     _print_workflow(result, data_dir / "answers" / "test_targets_scored.csv")
-    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
 
 
 @app.command()

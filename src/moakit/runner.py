@@ -12,7 +12,8 @@ Run layout (one model)::
       stages/<stage>/seed_<s>/oof.npy, test.npy  out-of-fold / fold-averaged test predictions
       oof_predictions.csv    sig_id + scored targets (controls 0), averaged over seeds
       test_predictions.csv   the same for the test rows: a submission
-      metrics.json           OOF log loss per seed and overall (all rows / treated rows)
+      metrics.json           OOF log loss per seed and overall (all rows / treated rows); for a
+                             model with several stages on the scored targets, per stage too
 
 A fold whose ``done.json`` exists is not trained again, so an interrupted run resumes.
 """
@@ -242,6 +243,7 @@ def train(
         write_npy(out / "folds.npy", folds)
 
     timings: dict[str, float] = {}
+    stage_metrics: dict[str, dict] = {}
     upstream: dict[int, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in config.seeds}
     stages = model.stages()
     total_jobs = len(stages) * len(config.seeds) * config.cv.n_folds
@@ -255,6 +257,11 @@ def train(
                     out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
                 )
             timings[f"stage_{stage.name}_seconds"] = round(time.perf_counter() - t0, 3)
+            stage_oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)
+            if stage.targets == "scored" and stage_oof.shape[1] == train_ds.scored.shape[1]:
+                # every stage on the scored targets, so a stacked model shows what each stage adds
+                stage_oof = metrics.zero_controls(stage_oof, train_ds.is_control)
+                stage_metrics[stage.name] = metrics.score(train_ds.scored, stage_oof, train_ds.is_control)
 
     oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)
     test = np.mean([upstream[s][1] for s in config.seeds], axis=0)
@@ -264,6 +271,8 @@ def train(
                       "seeds": {}, **metrics.score(train_ds.scored, oof, train_ds.is_control)}
     for s in config.seeds:
         result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, upstream[s][0], train_ds.is_control)
+    if len(stage_metrics) > 1:
+        result_metrics["stages"] = stage_metrics
     prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
     result_metrics["prior"] = metrics.score(train_ds.scored, prior, train_ds.is_control)
     write_predictions(out / "oof_predictions.csv", train_ds.sig_id, oof, train_ds.scored_names)

@@ -19,8 +19,9 @@ wrong type fails when the config is read, naming the step.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -295,6 +296,22 @@ class UMAPParams(BaseModel):
     max_fit_rows: int | None = Field(None, ge=2)  # fit on a seeded subsample of this many rows
 
 
+@contextlib.contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Restore torch's intra-op thread count afterwards: the first UMAP call in a process
+    starts numba's OpenMP pool, which resets the count torch uses (e.g. a caller's 1 to
+    the core count) -- measured: later small-batch training then spun in OpenMP barriers
+    at several times its CPU cost on a busy 2-core machine, with different numerics."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 @register
 class UMAPStep(Step):
     """umap.UMAP embedding; ``max_fit_rows`` fits on a seeded row subsample, transforms all."""
@@ -313,13 +330,13 @@ class UMAPStep(Step):
         model = umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, X.shape[0] - 1),
                           min_dist=p.min_dist, metric=p.metric, n_epochs=p.n_epochs, random_state=self.seed,
                           transform_seed=self.seed, n_jobs=p.n_jobs)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), keep_torch_threads():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
             model.fit(X)
         return model
 
     def _apply(self, state, parts):
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), keep_torch_threads():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
             return state.transform(self._concat(parts))
 

@@ -17,12 +17,9 @@ an earlier stage's fitted feature pipeline (the 2-stage NN + TabNet model uses i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterator
-
 import numpy as np
 
 from moakit.artifacts import atomic_dir
@@ -42,22 +39,6 @@ class StackStageParams(MLPStageParams):
     base_features: str | None = None
 
 
-@contextlib.contextmanager
-def keep_torch_threads() -> Iterator[None]:
-    """Restore torch's intra-op thread count afterwards: the first UMAP fit in a process
-    starts numba's OpenMP pool, which resets the count torch uses (e.g. a caller's 1 to
-    the core count) -- measured: later small-batch training then spun in OpenMP barriers
-    at several times its CPU cost on a busy 2-core machine, with different numerics."""
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
 class StackedFeatures:
     """Feature state of a stacked stage: [base stage's features | this stage's own].
 
@@ -70,9 +51,8 @@ class StackedFeatures:
         self.base = base
 
     def transform(self, blocks: Blocks) -> np.ndarray:
-        with keep_torch_threads():
-            parts = [self.base.transform(blocks)] if self.base is not None else []
-            parts.append(self.own.transform(blocks))
+        parts = [self.base.transform(blocks)] if self.base is not None else []
+        parts.append(self.own.transform(blocks))
         X = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
         return np.ascontiguousarray(X, dtype=np.float32)
 
@@ -138,10 +118,6 @@ class StackedModel(Model):
         return self._fitted[key]
 
     def fit_features(self, stage, train, test, seed):
-        with keep_torch_threads():
-            return self._fit_features(stage, train, test, seed)
-
-    def _fit_features(self, stage, train, test, seed):
         p = self.stage_params(stage)
         if p.base_features is None:
             if "meta" in train:  # a later stage on predictions only (the 3-stage's stack)
