@@ -252,6 +252,25 @@ def test_predict_reproduces_a_single_model_run(reference_run, wf_data):
     np.testing.assert_allclose(frame.iloc[:, 1:].to_numpy(), expected.iloc[:, 1:].to_numpy(), atol=1e-6, rtol=0)
 
 
+def test_predict_from_a_blend_folder_of_separate_runs(reference_run, wf_data, tmp_path):
+    """`moakit blend RUN... --out DIR` then `moakit predict --run DIR` gives the blend's own
+    submission; the blend folder finds the runs even after both are moved together."""
+    from moakit.blend import blend_runs
+
+    home = tmp_path / "project"
+    runs = [shutil.copytree(reference_run.run_dir / "models" / n, home / "runs" / n) for n in MODELS]
+    # a fixed mix, so both models are used (a search may drop one)
+    blend_runs(runs, home / "blend", methods=[], preset={"simple_nn": 0.3, "simple_nn_drug_cv": 0.7})
+    moved = shutil.move(home, tmp_path / "elsewhere")
+    frame = inference.predict(Path(moved) / "blend", wf_data / "test_features.csv")
+    expected = _frame(Path(moved) / "blend" / "submission.csv")
+    assert list(frame.columns) == list(expected.columns)
+    np.testing.assert_allclose(frame.iloc[:, 1:].to_numpy(), expected.iloc[:, 1:].to_numpy(), atol=1e-6, rtol=0)
+    shutil.rmtree(Path(moved) / "runs" / "simple_nn")
+    with pytest.raises(inference.InferenceError, match="run folder of model 'simple_nn'"):
+        inference.predict(Path(moved) / "blend", wf_data / "test_features.csv")
+
+
 def test_predict_keeps_input_order_and_zeroes_controls(reference_run, wf_data, tmp_path):
     features = pd.read_csv(wf_data / "test_features.csv")
     shuffled = features.sample(frac=1.0, random_state=0).iloc[:50]

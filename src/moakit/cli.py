@@ -238,7 +238,7 @@ def run(
 
 @app.command()
 def predict(
-    run_dir: Path = typer.Option(..., "--run", help="A run folder of `moakit train` or `moakit run`."),
+    run_dir: Path = typer.Option(..., "--run", help="A run folder of `moakit train` or `moakit run`, or a blend folder of `moakit blend`."),
     features: Path = typer.Option(..., "--features", help="Features file (test_features layout: .csv, .csv.zip, .parquet)."),
     out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,

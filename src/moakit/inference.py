@@ -1,8 +1,10 @@
 """Inference on new rows from a trained run's saved artifacts: nothing is refitted.
 
-Works on a single-model run (``moakit train``) and on a workflow run (``moakit run``):
-for a workflow, every model predicts with :func:`moakit.runner.predict_run` and the
-predictions are combined with the weights saved in ``RUN/blend/blend.json``. Control rows
+Works on a single-model run (``moakit train``), on a workflow run (``moakit run``) and on
+a blend folder (``moakit blend RUN... --out DIR``): for a blend, every model predicts with
+:func:`moakit.runner.predict_run` and the predictions are combined with the saved weights
+(``RUN/blend/blend.json`` of a workflow; ``DIR/blend.json`` of a blend folder, which also
+records where each model's run folder is). Control rows
 (``ctl_vehicle``) are predicted 0. The output is checked before it is returned or written:
 ``sig_id`` in the input's order, the scored target columns in training order, finite values
 in [0, 1].
@@ -98,7 +100,23 @@ def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float] 
         return names, dirs, weights
     if (run_dir / "config.json").exists():
         return [run_dir.name], [run_dir], None
-    raise InferenceError(f"{run_dir}: not a moakit run folder (no {WORKFLOW_FILE} or config.json)")
+    if (run_dir / "blend.json").exists():  # a folder of `moakit blend RUN... --out DIR`
+        summary = read_json(run_dir / "blend.json")
+        weights = blend_weights(summary)
+        if not weights:
+            raise InferenceError(f"{run_dir / 'blend.json'}: no blend weights found")
+        names, dirs = list(weights), []
+        for name in names:
+            recorded = summary.get("models", {}).get(name, {}).get("run_dir")
+            if not recorded:
+                raise InferenceError(f"{run_dir / 'blend.json'}: no run folder recorded for model {name!r}")
+            d = Path(recorded) if Path(recorded).is_absolute() else run_dir / recorded
+            if not d.is_dir():
+                raise InferenceError(f"{run_dir / 'blend.json'}: the run folder of model {name!r} ({d}) "
+                                     "does not exist (blend.json records it relative to the blend folder)")
+            dirs.append(d)
+        return names, dirs, weights
+    raise InferenceError(f"{run_dir}: not a moakit run folder (no {WORKFLOW_FILE}, config.json or blend.json)")
 
 
 def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None,
