@@ -7,6 +7,7 @@ inference batch sizes. Writes ``bench/out/inference.md``.
 
     .venv/bin/python bench/bench_inference.py                     # cpu profile, defaults
     .venv/bin/python bench/bench_inference.py --run runs/best-lb  # time an existing run
+    .venv/bin/python bench/bench_inference.py --run bench/out/blend-lb   # a `moakit blend` folder
 """
 
 from __future__ import annotations
@@ -60,9 +61,27 @@ def build_run(work: Path, profile: str, rows: int, blend: str, only: list[str] |
     return run
 
 
+def layout(run: Path) -> tuple[Path, dict[str, Path], dict]:
+    """(data folder, model name -> run folder, manifest-like model info) of a workflow run,
+    a single-model run or a blend folder of `moakit blend`."""
+    if (run / "blend.json").exists() and not (run / "manifest.json").exists():
+        summary = json.loads((run / "blend.json").read_text())
+        dirs = {n: (run / m["run_dir"]).resolve() for n, m in summary["models"].items()}
+        first = json.loads((next(iter(dirs.values())) / "manifest.json").read_text())
+        info = {}
+        for n, d in dirs.items():
+            cfg = json.loads((d / "config.json").read_text())
+            info[n] = {"seeds": cfg["seeds"], "folds": cfg["cv"]["n_folds"], "profile": cfg.get("profile")}
+        return Path(first["data_source"]), dirs, info
+    manifest = json.loads((run / "manifest.json").read_text())
+    models = manifest.get("models", {})
+    dirs = {n: run / "models" / n for n in models} if (run / "workflow.json").exists() else {run.name: run}
+    return Path(manifest["data_source"]), dirs, models
+
+
 def features_file(run: Path, n_rows: int, work: Path) -> Path:
     """``n_rows`` rows made by repeating the run's test rows (new sig_ids)."""
-    source = Path(json.loads((run / "manifest.json").read_text())["data_source"])
+    source, _, _ = layout(run)
     from moakit.data.io import find_file, read_table
 
     test = read_table(find_file(source, "test_features"))
@@ -99,15 +118,13 @@ def main() -> None:
                                 args.models.split(",") if args.models else None)
     train_seconds = time.perf_counter() - t0
     path = features_file(run, args.predict_rows, args.work)
-    manifest = json.loads((run / "manifest.json").read_text())
-    models = manifest.get("models", {})
+    _, model_dirs, models = layout(run)
 
     t = time.perf_counter()
     ds = read_features(path)
     read_seconds = time.perf_counter() - t
     from moakit import runner
 
-    model_dirs = ({n: run / "models" / n for n in models} if (run / "workflow.json").exists() else {run.name: run})
     sizes = [None, *(int(b) for b in args.batch_sizes.split(","))]
     # Cold: the first call in a fresh process pays imports and JIT compiles (numba in UMAP).
     t = time.perf_counter()
@@ -133,10 +150,12 @@ def main() -> None:
     inference.write_submission(frame, args.work / "submission.csv")
     write_seconds = time.perf_counter() - t
     weights = {}
-    if (run / "blend" / "blend.json").exists():
-        from moakit.workflow import blend_weights
+    for blend_json in (run / "blend" / "blend.json", run / "blend.json"):
+        if blend_json.exists():
+            from moakit.workflow import blend_weights
 
-        weights = blend_weights(json.loads((run / "blend" / "blend.json").read_text()))
+            weights = blend_weights(json.loads(blend_json.read_text()))
+            break
 
     def label(bs):
         return "saved" if bs is None else str(bs)
@@ -149,7 +168,7 @@ def main() -> None:
         f"- machine: {platform.machine()}, {os.cpu_count()} CPUs visible (load average "
         f"{os.getloadavg()[0]:.1f} at the end: shared with other jobs), torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        f"- run: `{run}` (profile {manifest.get('profile', '?')}); "
+        f"- run: `{run}` (profiles {sorted({str(m.get('profile', '?')) for m in models.values()}) or '?'}); "
         f"{len(ds)} rows predicted (the run's test rows repeated); reading the CSV {read_seconds:.2f} s; "
         f"validating + writing the submission {write_seconds:.2f} s",
         f"- training the run: {train_seconds:.0f} s" + (" (reused)" if args.run else ""),
