@@ -97,7 +97,19 @@ class WeightNormLinear(nn.Module):
         return self.weight_v * (self.weight_g / self.weight_v.norm(dim=1)).unsqueeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(x.device.type):  # mixed precision: autocast picks dtypes, autograd differentiates
+            scale = self.weight_g / torch.linalg.vector_norm(self.weight_v, dim=1)
+            return torch.addcmul(self.bias, F.linear(x, self.weight_v), scale)
         return _WeightNormLinearFn.apply(x, self.weight_v, self.weight_g, self.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Runs saved before this class existed hold torch's weight_norm parametrization:
+        # parametrizations.weight.original0 = g (out, 1), original1 = v (out, in).
+        old = prefix + "parametrizations.weight.original"
+        if old + "0" in state_dict and prefix + "weight_g" not in state_dict:
+            state_dict[prefix + "weight_g"] = state_dict.pop(old + "0").reshape(-1)
+            state_dict[prefix + "weight_v"] = state_dict.pop(old + "1")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
