@@ -155,14 +155,19 @@ def read_features(path: str | Path) -> Dataset:
     return parse_features(path, read_table(path))
 
 
-def _read_targets(path: Path, sig_ids: np.ndarray, features_path: Path) -> tuple[np.ndarray, list[str]]:
-    """Target matrix aligned to ``sig_ids`` (the features' order)."""
+def _id_and_target_columns(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(sig_ids, target column names, numeric values) of a targets or submission file."""
     frame = read_table(path)
     ids = _check_ids(path, frame)
     names = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
     if not names:
         raise DataError(f"{path}: no target columns besides sig_id")
-    values = _numeric_block(path, frame, names)
+    return ids, names, _numeric_block(path, frame, names)
+
+
+def _read_targets(path: Path, sig_ids: np.ndarray, features_path: Path) -> tuple[np.ndarray, list[str]]:
+    """Target matrix aligned to ``sig_ids`` (the features' order)."""
+    ids, names, values = _id_and_target_columns(path)
     not_binary = (values != 0) & (values != 1)
     if not_binary.any():
         row, j = (int(v[0]) for v in np.nonzero(not_binary))
@@ -245,12 +250,7 @@ def read_submission(path: str | Path) -> Submission:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    frame = read_table(path)
-    ids = _check_ids(path, frame)
-    names = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
-    if not names:
-        raise DataError(f"{path}: no target columns besides sig_id")
-    values = _numeric_block(path, frame, names)
+    ids, names, values = _id_and_target_columns(path)
     outside = (values < 0) | (values > 1)
     if outside.any():
         row, j = (int(v[0]) for v in np.nonzero(outside))
