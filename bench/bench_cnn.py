@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
+from common import LABELS, OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 CONFIGS = ["deepinsight_efficientnet", "deepinsight_resnest"]
 
 
@@ -76,10 +76,8 @@ def main() -> int:
     ap.add_argument("--report", default=str(OUT / "cnn.md"))
     args = ap.parse_args()
 
-    if not LABELS.exists():
-        print(f"skipped: the benchmark labels {LABELS} are absent", file=sys.stderr)
+    if not ready_for_realistic_data(args.threads):
         return 0
-    torch.set_num_threads(args.threads)
 
     from moakit import runner
     from moakit.config import load_config

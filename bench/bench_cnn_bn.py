@@ -15,13 +15,12 @@ over the training rows ("precise BN"); beside the per-target prior. Writes
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 import torch
 
-from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
+from common import OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 
 
 def bce(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -40,10 +39,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--report", default=str(OUT / "cnn_bn.md"))
     args = ap.parse_args()
-    if not LABELS.exists():
-        print(f"skipped: the benchmark labels {LABELS} are absent", file=sys.stderr)
+    if not ready_for_realistic_data(args.threads):
         return 0
-    torch.set_num_threads(args.threads)
 
     from moakit.data.io import load
     from moakit.deepinsight import FeatureMap, LogNormScaler

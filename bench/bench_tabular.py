@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common import LABELS, OUT, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
+from common import LABELS, OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 MODELS = ["simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet"]
 
 
@@ -44,10 +43,8 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true", help="discard previous (partial) runs")
     ap.add_argument("--report", default=str(OUT / "tabular.md"))
     args = ap.parse_args()
-    if not LABELS.exists():
-        print(f"skipped: the benchmark labels {LABELS} are absent", file=sys.stderr)
+    if not ready_for_realistic_data(args.threads):
         return 0
-    torch.set_num_threads(args.threads)
 
     from moakit import metrics, runner
     from moakit.config import load_config

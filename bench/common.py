@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO.parent / "shared" / "data" / "lish-moa-labels"
 OUT = REPO / "bench" / "out"
+
+
+def ready_for_realistic_data(threads: int) -> bool:
+    """The start of a benchmark on the realistic data: False (with a message) when the real
+    label files are absent, else set torch's thread count and return True."""
+    if not LABELS.exists():
+        print(f"skipped: the benchmark labels {LABELS} are absent", file=sys.stderr)
+        return False
+    import torch
+
+    torch.set_num_threads(threads)
+    return True
 
 
 def realistic_data_dir(seed: int = 0) -> Path:
