@@ -60,6 +60,11 @@ def data_fingerprint(data: MoAData) -> str:
     return h.hexdigest()[:16]
 
 
+def data_source(data: MoAData) -> str:
+    """The data folder as an absolute path for a manifest ("" when the data has none)."""
+    return str(Path(data.source).resolve()) if data.source else ""
+
+
 def build_model(config: RunConfig) -> Model:
     cls = get_model_class(config.model)
     return cls(validate_params(cls.Params, config.params, config.source or config.model))
@@ -257,13 +262,13 @@ def train(
                     out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
                 )
             timings[f"stage_{stage.name}_seconds"] = round(time.perf_counter() - t0, 3)
-            stage_oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)
-            if stage.targets == "scored" and stage_oof.shape[1] == train_ds.scored.shape[1]:
+            oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)  # this stage's, over seeds
+            if stage.targets == "scored" and oof.shape[1] == train_ds.scored.shape[1]:
                 # every stage on the scored targets, so a stacked model shows what each stage adds
-                stage_oof = metrics.zero_controls(stage_oof, train_ds.is_control)
-                stage_metrics[stage.name] = metrics.score(train_ds.scored, stage_oof, train_ds.is_control)
+                stage_metrics[stage.name] = metrics.score(
+                    train_ds.scored, metrics.zero_controls(oof, train_ds.is_control), train_ds.is_control)
 
-    oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)
+    # the model's predictions are its last stage's
     test = np.mean([upstream[s][1] for s in config.seeds], axis=0)
     oof = metrics.zero_controls(oof, train_ds.is_control)
     test = metrics.zero_controls(test, test_ds.is_control)
@@ -364,7 +369,7 @@ def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
         "model": config.model,
         "profile": config.profile,
         "data_fingerprint": fingerprint,
-        "data_source": str(Path(data.source).resolve()) if data.source else "",
+        "data_source": data_source(data),
         "n_train": len(data.train),
         "n_test": len(data.test),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

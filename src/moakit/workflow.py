@@ -339,7 +339,7 @@ def run_workflow(
         "profile": blend_config.profile,
         "config": resolved,
         "data_fingerprint": fingerprint,
-        "data_source": str(Path(data.source).resolve()) if data.source else "",
+        "data_source": runner.data_source(data),
         "n_train": len(data.train),
         "n_test": len(data.test),
         "executor": exec_obj.__class__.__name__,

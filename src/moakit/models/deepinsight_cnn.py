@@ -254,7 +254,8 @@ class DeepInsightParams(ModelParams):
     pretrained_strict: bool = True
     feature_map: FeatureMapParams = FeatureMapParams()
     swap_noise: SwapNoiseParams = SwapNoiseParams()
-    train: TrainParams = Field(default_factory=lambda: TrainParams(**CNN_TRAIN))
+    # the class's ``train_defaults``, with a config's partial ``train`` mapping merged over them
+    train: TrainParams = Field(default_factory=dict, validate_default=True)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
     # Mixed precision: "auto" = fp16 autocast on CUDA (the write-up's 16-bit), fp32 on CPU;
     # "on" also autocasts on CPU (bf16: bench/bench_cnn.py measures it against fp32); "off" never.
@@ -287,7 +288,6 @@ class EfficientNetParams(DeepInsightParams):
 class ResNeStParams(DeepInsightParams):
     backbone: str = RESNEST_FAST
     image_size: int = Field(224, ge=8)
-    train: TrainParams = Field(default_factory=lambda: TrainParams(**{**CNN_TRAIN, "batch_size": 128}))
     train_defaults: ClassVar[dict] = {**CNN_TRAIN, "batch_size": 128}
 
 

@@ -53,7 +53,7 @@ from moakit.models.base import (
     Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register,
 )
 from moakit.nn.blocks import build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, predict_logits, init_output_bias
+from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_logits
 
 NETWORK_NAME = "resnet_2heads"
 
