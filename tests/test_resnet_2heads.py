@@ -41,7 +41,8 @@ def _toy(n=500, n_cand=30, n_scored=6, n_aux=7, seed=0):
     for j in (3, 7, 11):
         X[has_moa, 4 + j] += 1.0
     Y_aux = (rng.random((n, n_aux)) < 0.15).astype(np.float32)
-    Y_aux[:, 0] = 0.0  # an all-zero non-scored column: dropped in phase 1
+    Y_aux[:, 0] = 0.0  # an all-zero non-scored column: kept in phase 1, as the scripts' Y0
+    X = np.concatenate([X[:, 4:], X[:, :4]], axis=1)  # the scripts' layout: candidates first
     return X, Y, Y_aux
 
 
@@ -51,11 +52,11 @@ def _toy(n=500, n_cand=30, n_scored=6, n_aux=7, seed=0):
 @pytest.mark.parametrize("equal_var", [True, False])
 def test_ttest_selects_the_planted_columns(equal_var):
     X, Y, _ = _toy(n=600)
-    selected = ttest_select(X[:, 4:], Y.sum(axis=1) > 0, quantile=0.25, equal_var=equal_var)
+    selected = ttest_select(X[:, :30], Y.sum(axis=1) > 0, quantile=0.25, equal_var=equal_var)
     assert {3, 7, 11} <= set(selected.tolist())
     assert len(selected) == 8  # p <= 25% quantile of 30 distinct p-values
     # Only the planted columns pass a strict quantile.
-    assert set(ttest_select(X[:, 4:], Y.sum(axis=1) > 0, quantile=0.1).tolist()) == {3, 7, 11}
+    assert set(ttest_select(X[:, :30], Y.sum(axis=1) > 0, quantile=0.1).tolist()) == {3, 7, 11}
 
 
 def test_ttest_ties_at_zero_keep_every_underflowing_column():
@@ -78,8 +79,10 @@ def test_ttest_needs_both_groups():
 
 def test_topology_and_input_slicing():
     torch.manual_seed(0)
-    net = ResNet2Heads(n_in=10, n_extra=4, selected=[0, 2, 5], n_out=3)  # full widths
+    net = ResNet2Heads(n_in=10, n_extra=4, selected=[0, 2, 5], n_out=3)  # full widths, the old layout
     assert net.b_columns.tolist() == [4, 6, 9]
+    assert ResNet2Heads(n_in=10, n_extra=4, selected=[0, 2, 5], n_out=3, candidates_first=True).b_columns.tolist() \
+        == [0, 2, 5]
     assert net.r1[2].in_features == 256 + 3 and net.r1[2].out_features == 512
     assert net.r2[1].in_features == 256 + 3 + 512
     assert net.r3[1].in_features == 512 + 256 and net.r3b[1].in_features == 512 + 256 + 256
@@ -106,11 +109,12 @@ def _spy_phases(monkeypatch):
 
     def spy(module, *args, **kwargs):
         before = {k: v.clone() for k, v in module.state_dict().items()}
-        result = real(module, *args, **kwargs)
-        after = {k: v.clone() for k, v in module.state_dict().items()}
-        calls.append({"frozen": module.frozen, "before": before, "after": after,
-                      "optimizer": args[4].optimizer, "lr": args[4].lr})
-        return result
+        try:  # a loop pass ends its fit_network call by raising from the epoch callback
+            return real(module, *args, **kwargs)
+        finally:
+            after = {k: v.clone() for k, v in module.state_dict().items()}
+            calls.append({"frozen": module.frozen, "before": before, "after": after,
+                          "optimizer": args[4].optimizer, "lr": args[4].lr})
 
     monkeypatch.setattr(r2h, "fit_network", spy)
     return calls
@@ -118,7 +122,7 @@ def _spy_phases(monkeypatch):
 
 def _frozen_keys(params: ResNet2HeadsParams) -> tuple[list[str], list[str]]:
     net = ResNet2Heads(n_in=34, n_extra=4, selected=[0], n_out=2, **params.network.model_dump())
-    prefixes = ("head_a.", "r1.", "r2.", "r3.", "r3b.", "r4_frozen.")
+    prefixes = ("head_a.", "r1.", "r2.", "r3.", "r3b.", "r4_frozen.0.")  # r4's first Dense trains
     keys = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
     return [k for k in keys if k.startswith(prefixes)], [k for k in keys if not k.startswith(prefixes)]
 
@@ -128,10 +132,12 @@ def test_phases_freeze_then_unfreeze(monkeypatch):
     params = _params()
     X, Y, Y_aux = _toy()
     est = fit_resnet_2heads(params, X, Y, seed=3, Y_aux_train=Y_aux)
-    assert [c["frozen"] for c in calls] == [False, False, True, False]  # nonscored, scored, frozen, unfrozen
-    assert [c["optimizer"] for c in calls] == ["adam", "adam", "adadelta", "adadelta"]
+    n_loops = est.info["loops"]
+    # nonscored, scored, then (frozen, unfrozen) per loop
+    assert [c["frozen"] for c in calls] == [False, False] + [True, False] * n_loops
+    assert [c["optimizer"] for c in calls] == ["adam", "adam"] + ["adadelta", "adadelta"] * n_loops
     assert calls[2]["lr"] == pytest.approx(1e-3 / 3) and calls[3]["lr"] == pytest.approx(1e-3 / 5)
-    assert est.info["n_nonscored_targets"] == Y_aux.shape[1] - 1  # the all-zero column dropped
+    assert est.info["n_nonscored_targets"] == Y_aux.shape[1]  # every column, the all-zero one too
     frozen_keys, free_keys = _frozen_keys(params)
     frozen_phase, unfrozen_phase = calls[2], calls[3]
     # Frozen phase: parameters AND BatchNorm statistics up to r4's first Dense do not move...
@@ -149,7 +155,7 @@ def test_transfer_replaces_the_output_layer(monkeypatch):
     calls = _spy_phases(monkeypatch)
     X, Y, Y_aux = _toy()
     fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=Y_aux)
-    assert calls[0]["after"]["output.1.weight"].shape[0] == Y_aux.shape[1] - 1
+    assert calls[0]["after"]["output.1.weight"].shape[0] == Y_aux.shape[1]
     assert calls[1]["before"]["output.1.weight"].shape[0] == Y.shape[1]
     # The body after phase 1 is where phase 2 starts.
     assert torch.equal(calls[0]["after"]["r2.1.weight"], calls[1]["before"]["r2.1.weight"])
@@ -159,7 +165,7 @@ def test_without_nonscored_targets_it_trains_scored_only(monkeypatch):
     calls = _spy_phases(monkeypatch)
     X, Y, _ = _toy()
     est = fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=None)
-    assert len(calls) == 3 and est.info["n_nonscored_targets"] == 0
+    assert len(calls) == 1 + 2 * est.info["loops"] and est.info["n_nonscored_targets"] == 0
 
 
 # --------------------------------------------------------------------------- honesty
@@ -231,3 +237,132 @@ def test_runner_end_to_end_and_predict_run(sim_data, tmp_path, config):
     assert spec["kwargs"]["n_in"] == 2 + 2 + 5 + (5 if config.endswith("v2") else 0) + n_g + n_c
     again = runner.predict_run(tmp_path / "run", sim_data.test)
     np.testing.assert_allclose(again, result.test, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the scripts' loop
+
+
+def _scripted_fit_network(monkeypatch, losses):
+    """fit_network replaced by one that reports ``losses`` epoch by epoch and marks the
+    module's output bias with the epoch number, so the restored weights are visible."""
+    seen = []
+
+    def fake(module, X, Y, Xv, Yv, params, seed=0, on_epoch=None, **kw):
+        assert params.patience is None and not params.restore_best  # the pass decides, not fit_network
+        for epoch, loss in enumerate(losses[: params.epochs]):
+            with torch.no_grad():
+                module.output[1].bias.fill_(float(epoch + 1))
+            seen.append(epoch)
+            on_epoch({"epoch": epoch, "train_loss": 0.0, "valid_loss": loss})
+
+    monkeypatch.setattr(r2h, "fit_network", fake)
+    return seen
+
+
+@pytest.mark.parametrize("losses, epochs, improved, best, kept_epoch", [
+    # 3 epochs always run; then the first epoch without improvement ends the pass
+    ([1.0, 0.95, 0.92, 0.85, 0.86, 0.1], 5, 1, 0.85, 4),
+    ([0.8, 0.7, 0.6, 0.5, 0.4, 0.45, 0.1], 6, 5, 0.4, 5),
+    # nothing beats the loss the pass started from: the starting weights come back
+    ([0.95, 0.93, 0.91, 0.92, 0.1], 4, 0, 0.9, 0),
+    # an improvement smaller than min_delta is no improvement
+    ([0.9 - 5e-7, 0.95, 0.95, 0.95, 0.1], 4, 0, 0.9, 0),
+])
+def test_loop_pass_follows_the_scripts_stopping_rule(monkeypatch, losses, epochs, improved, best, kept_epoch):
+    seen = _scripted_fit_network(monkeypatch, losses)
+    net = ResNet2Heads(n_in=10, n_extra=4, selected=[0], n_out=2, candidates_first=True, **SMALL_NET)
+    with torch.no_grad():
+        net.output[1].bias.fill_(0.0)
+    p = _params().frozen.model_copy(update={"patience": 3, "min_delta": 1e-6, "epochs": 100})
+    out = r2h.loop_pass(net, None, None, None, None, p, seed=0, best=0.9)
+    assert len(seen) == out["epochs"] == epochs
+    assert out["improved"] == improved and out["best"] == pytest.approx(best)
+    assert float(net.output[1].bias.detach()[0]) == kept_epoch  # the best weights so far
+
+
+def test_outer_loop_repeats_while_the_unfrozen_pass_improves(monkeypatch):
+    unfrozen = iter([2, 1, 0, 5])
+    passes = []
+
+    def fake_pass(module, X, Y, Xv, Yv, p, seed, best, on_epoch=None):
+        passes.append(("frozen" if module.frozen else "unfrozen", p.lr))
+        return {"best": best, "improved": 1 if module.frozen else next(unfrozen), "epochs": 4}
+
+    monkeypatch.setattr(r2h, "loop_pass", fake_pass)
+    X, Y, Y_aux = _toy()
+    est = fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=Y_aux)
+    assert [k for k, _ in passes] == ["frozen", "unfrozen"] * 3 and est.info["loops"] == 3
+    assert est.info["unfrozen_improved"] == 3 and est.info["frozen_epochs"] == 12
+    capped = fit_resnet_2heads(_params(max_loops=1), X, Y, seed=0, Y_aux_train=Y_aux)
+    assert capped.info["loops"] == 1
+
+
+# --------------------------------------------------------------------------- the scripts' numbers
+
+
+def test_feature_layout_is_the_scripts():
+    """X = [g, c, (cp), g_mean, c_mean, pca_g, pca_c]: means of the raw rows, every column but
+    the PCAs standard-scaled, the PCAs fitted on the SCALED genes / cells."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from moakit.features import Pipeline
+
+    rng = np.random.default_rng(0)
+    n, n_g, n_c = 200, 12, 6
+    blocks = {"g": rng.normal(2.0, 3.0, size=(n, n_g)).astype(np.float32),
+              "c": rng.normal(-1.0, 0.5, size=(n, n_c)).astype(np.float32),
+              "cp": np.eye(5, dtype=np.float32)[rng.integers(0, 5, n)]}
+    for include_cp in (False, True):
+        params = _params(include_cp=include_cp, features={"pca_genes": 3, "pca_cells": 2})
+        pipe = Pipeline.from_config(r2h.pipeline_config(params), seed=0).fit(blocks)
+        X = pipe.transform(blocks)
+        assert X.shape[1] == n_g + n_c + r2h.n_extra_columns(params)
+        names = pipe.feature_names_
+        assert names[:n_g + n_c] == [f"g-{i}" for i in range(n_g)] + [f"c-{i}" for i in range(n_c)]
+        k = n_g + n_c
+        if include_cp:
+            assert names[k:k + 5] == [f"cp-{i}" for i in range(5)]
+            np.testing.assert_allclose(X[:, k:k + 5], StandardScaler().fit_transform(blocks["cp"]), atol=1e-5)
+            k += 5
+        assert names[k:k + 2] == ["means-g_mean", "means-c_mean"]
+        raw = np.column_stack([blocks["g"].mean(1), blocks["c"].mean(1)])
+        np.testing.assert_allclose(X[:, k:k + 2], StandardScaler().fit_transform(raw), atol=1e-4)
+        scaled_g = StandardScaler().fit_transform(blocks["g"])
+        np.testing.assert_allclose(X[:, :n_g], scaled_g, atol=1e-4)
+        pca_g = PCA(3).fit(scaled_g).transform(scaled_g)
+        np.testing.assert_allclose(np.abs(X[:, k + 2:k + 5]), np.abs(pca_g), atol=1e-3)  # up to sign
+
+
+def test_full_profiles_hold_the_scripts_numbers():
+    """V1 = final/Best LB/Training/Local/2heads-ResNest-train.py, V2 = final/Best CV/Training/
+    2heads-resnest-train.ipynb (Keras)."""
+    v1 = ResNet2HeadsParams(**load_config("resnet_2heads").params)
+    v2 = ResNet2HeadsParams(**load_config("resnet_2heads_v2").params)
+    assert (v1.features.pca_genes, v1.features.pca_cells, v1.include_cp) == (2, 100, False)
+    assert (v2.features.pca_genes, v2.features.pca_cells, v2.include_cp) == (50, 50, True)
+    for p, batch in ((v1, 128), (v2, 64)):
+        n = p.network
+        assert (n.head_a, n.r1, n.r2, n.r3, n.r3b, n.r4) == ((512, 256), 512, (512, 256), 256, 256, (256, 206))
+        assert (n.dropout_a, n.dropout_r1) == (0.2, 0.3)
+        for phase in (p.nonscored, p.scored):  # Adam 1e-3, ReduceLROnPlateau(0.5, 4), EarlyStopping(1e-5, 10)
+            assert (phase.optimizer, phase.lr, phase.optimizer_eps, phase.weight_decay) == ("adam", 1e-3, 1e-7, 0.0)
+            assert (phase.scheduler, phase.plateau_factor, phase.plateau_patience + 1) == ("plateau", 0.5, 4)
+            assert (phase.plateau_threshold, phase.plateau_threshold_mode) == (1e-4, "abs")
+            assert (phase.epochs, phase.patience, phase.min_delta, phase.restore_best) == (50, 10, 1e-5, True)
+            assert (phase.smoothing, phase.batch_size) == (0.0005, batch)
+        for phase, lr in ((p.frozen, 1e-3 / 3), (p.unfrozen, 1e-3 / 5)):  # Adadelta, patience 3, 1e-6
+            assert (phase.optimizer, phase.adadelta_rho, phase.optimizer_eps) == ("adadelta", 0.95, 1e-7)
+            assert phase.lr == pytest.approx(lr)
+            assert (phase.patience, phase.min_delta, phase.smoothing, phase.batch_size) == (3, 1e-6, 0.0005, batch)
+    torch.manual_seed(0)
+    net = _fitted_network()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert all((m.momentum, m.eps) == (0.01, 1e-3) for m in bns)  # Keras's BatchNormalization
+    assert [type(m).__name__ for m in net.r4_frozen] == ["BatchNorm1d", "Linear"]
+    assert set(net.frozen_modules()) == {net.head_a, net.r1, net.r2, net.r3, net.r3b, net.r4_frozen[0]}
+
+
+def _fitted_network() -> ResNet2Heads:
+    X, Y, Y_aux = _toy()
+    return fit_resnet_2heads(_params(), X, Y, seed=0, Y_aux_train=Y_aux).module

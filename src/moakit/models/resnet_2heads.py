@@ -1,38 +1,53 @@
-"""2-heads ResNet (write-up section "2-heads ResNet"; reference-facts "2-heads ResNet").
+"""2-heads ResNet (write-up section "2-heads ResNet"; the winners' scripts
+final/Best LB/Training/Local/2heads-ResNest-train.py (V1) and
+final/Best CV/Training/2heads-resnest-train.ipynb (V2)).
 
 Two inputs feed a ResNet-like stack of dense blocks whose skip paths are concatenations:
 
-* input A: every g- and c- feature, g_mean and c_mean, PCA 2 components of the genes and
-  100 of the cells (fitted on the training rows), all standard-scaled (V2 also the one-hot
-  cp_time / cp_dose);
+* input A: every g- and c- feature (V2 also the one-hot cp_time / cp_dose), g_mean and
+  c_mean, all standard-scaled, then PCA of the scaled genes and of the scaled cells
+  (V1: 2 and 100 components, V2: 50 and 50), appended unscaled;
 * input B: the g- and c- features selected by a t-test between training rows with and
   without any scored MoA (p-value at or below the 25% quantile of the p-values).
 
-The feature transform (unsupervised) lays out one matrix per row::
+The feature transform (unsupervised) lays out one matrix per row, in the scripts' order::
 
-    X = [g_mean, c_mean, pca_g (2), pca_c (100), (cp one-hot, V2) | g (772), c (100)]
-         <------------------ "extra" columns -------------------->   <- candidates ->
+    X = [g (772), c (100) | (cp one-hot, V2), g_mean, c_mean, pca_g, pca_c]
+         <- candidates ->   <----------------- "extra" columns ----------->
 
-with every column standard-scaled; input A is all of X, input B is the candidate columns
-that the t-test selects. The t-test uses labels, so it runs inside :meth:`fit_fold` on the
-fold's training rows (never on the held-out fold), and the selected column indices are
-saved with the network (its constructor kwargs), so a reloaded estimator slices the same
-columns.
+input A is all of X, input B is the candidate columns that the t-test selects. The t-test
+uses labels, so it runs inside :meth:`fit_fold` on the fold's training rows (never on the
+held-out fold), and the selected column indices are saved with the network (its
+constructor kwargs), so a reloaded estimator slices the same columns. (The scripts read a
+fixed list of 447 columns, 347 g and 100 c, from a public t-test kernel's
+main_predictors.json, computed once on all training rows, validation folds included.)
 
-Training per fold (reference-facts): non-scored targets (phase 1), transfer to the scored
-targets by replacing the output layer and training the whole net (phase 2), then loops of
-one epoch at a time with everything up to r4's first Dense frozen (Adadelta lr 1e-3/3),
-then everything unfrozen (Adadelta lr 1e-3/5), each stopping after 3 epochs without
-improvement. OUT-OF-FOLD HONESTY: the public script ran its freeze/unfreeze loops on the
-validation fold and kept weights while that fold's loss improved, so its OOF score was not a
-hold-out score. Here every early-stopping / keep-if-better decision is judged on a seeded
-split carved out of the TRAINING folds (``holdout_fraction``); the held-out fold
-``X_valid`` is only used to report a loss once training is over.
+Training per fold, as the scripts: all non-scored targets (phase 1), transfer to the scored
+targets by replacing the output layer and training the whole net (phase 2), both Adam 1e-3
+with ReduceLROnPlateau and early stopping; then the scripts' outer loop: a frozen pass
+(Adadelta lr 1e-3/3) then an unfrozen pass (Adadelta lr 1e-3/5), repeated while the
+unfrozen pass improves. A pass trains one epoch at a time: it always runs ``patience`` (3)
+epochs, then stops at the first epoch that does not improve the best loss so far by
+``min_delta``, and ends with the best weights so far.
 
-Known differences from the Keras scripts: torch's Adadelta (rho 0.9, eps 1e-6; Keras 0.95,
-1e-7) and BatchNorm (momentum 0.1, eps 1e-5; Keras 0.99 / 1e-3) defaults are kept; Dense
-layers are initialised as in Keras (Glorot uniform, LeCun normal for SELU, zero bias); no
-weight decay (Keras Adam has none).
+Deviations, each a fix of a defect of the scripts:
+
+* OUT-OF-FOLD HONESTY: the scripts' loop passes TRAINED on the validation fold and kept
+  weights while that fold's loss improved, so their OOF score was not a hold-out score.
+  Here every early-stopping / keep-if-better decision is judged on a seeded split carved
+  out of the TRAINING folds (``holdout_fraction``), and the loop passes train on the rest
+  of the training folds; the held-out fold ``X_valid`` only reports a loss at the end.
+* the frozen pass: the scripts looked for the layer named "last_frozen" among the model's
+  top-level layers, but it sits inside a nested block, so the loop froze EVERY layer and
+  the frozen pass changed nothing. Here the freeze is applied as written: every layer
+  before r4's first Dense (the "last_frozen" layer) is frozen, from it on trainable.
+
+Kept from Keras (the scripts' framework): Dense layers initialised as Keras does (Glorot
+uniform, truncated LeCun normal for SELU, zero bias, no output-bias prior), BatchNorm
+momentum 0.99 / eps 1e-3, Adadelta rho 0.95 / eps 1e-7, Adam eps 1e-7, ReduceLROnPlateau
+with an absolute 1e-4 threshold; no weight decay (Keras Adam has none). Losses judged on
+the raw targets (the scripts' Keras ``val_loss`` smoothed the validation targets by
+0.0005 too).
 """
 
 from __future__ import annotations
@@ -53,7 +68,7 @@ from moakit.models.base import (
     Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register,
 )
 from moakit.nn.blocks import build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_logits
+from moakit.nn.train import TrainParams, fit_network, predict_logits
 
 NETWORK_NAME = "resnet_2heads"
 
@@ -63,10 +78,12 @@ NETWORK_NAME = "resnet_2heads"
 
 def _dense(n_in: int, n_out: int, init: str = "glorot") -> nn.Linear:
     """A Dense layer initialised as Keras does (the scored scripts were Keras): Glorot
-    uniform, or LeCun normal for the SELU layers; zero biases."""
+    uniform, or LeCun normal for the SELU layers (Keras: a normal truncated at two standard
+    deviations, rescaled to keep the variance 1 / fan_in); zero biases."""
     layer = nn.Linear(n_in, n_out)
     if init == "lecun":
-        nn.init.normal_(layer.weight, 0.0, math.sqrt(1.0 / n_in))
+        std = math.sqrt(1.0 / n_in) / 0.87962566103423978  # Keras's truncation correction
+        nn.init.trunc_normal_(layer.weight, 0.0, std, -2.0 * std, 2.0 * std)
     else:
         nn.init.xavier_uniform_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -75,7 +92,7 @@ def _dense(n_in: int, n_out: int, init: str = "glorot") -> nn.Linear:
 
 @register_network(NETWORK_NAME)
 class ResNet2Heads(nn.Module):
-    """Figure 9 of the write-up, as reference-facts spell it out.
+    """Figure 9 of the write-up, as the scripts build it.
 
     The write-up calls the skip paths residual; in the scripts that scored they are
     concatenations (no averaging, no sums), and that is what is built here:
@@ -85,15 +102,19 @@ class ResNet2Heads(nn.Module):
     * r2  = [BN, Dense 512 ELU, BN, Dense 256 ReLU](a | B | r1)
     * r3  = [BN, Dense 256 ELU](r1 | r2)
     * r3b = [BN, Dense 256 ReLU](r1 | r2 | r3)
-    * r4  = [BN, Dense 256 SELU, BN, Dense 206 SELU](a | r2 | r3 | r3b)   (LeCun normal)
+    * r4  = [BN, Dense 256 SELU ("last_frozen"), BN, Dense 206 SELU](a | r2 | r3 | r3b)
+      (truncated LeCun normal)
     * out = [BN, Dense n_out](r4)   (logits; the loss applies the sigmoid)
 
-    The forward slices its one input: A is all ``n_in`` columns, B the columns
-    ``n_extra + selected`` (``selected`` indexes the candidate block). ``set_frozen(True)``
-    freezes everything up to and including r4's first Dense (reference-facts: "the first
-    Dense of r4 is the last frozen layer"); frozen BatchNorms also stop updating their
-    running statistics (Keras semantics of a non-trainable BatchNorm). ``replace_output``
-    swaps the output layer (BN + Dense) for transfer to another target set.
+    The forward slices its one input: A is all ``n_in`` columns, B the ``selected``
+    candidate columns. With ``candidates_first`` (the scripts' layout, every new fit) the
+    candidates are the first ``n_in - n_extra`` columns; without it (runs saved before)
+    they follow the ``n_extra`` extra columns. ``set_frozen(True)`` freezes every layer
+    before r4's first Dense; frozen BatchNorms also stop updating their running statistics
+    (Keras semantics of a non-trainable BatchNorm). ``replace_output`` swaps the output
+    layer (BN + Dense) for transfer to another target set. ``bn_momentum`` / ``bn_eps``
+    are torch's BatchNorm arguments (Keras's 0.99 / 1e-3 = momentum 0.01, eps 1e-3); the
+    defaults are torch's, for runs saved before they were set.
     """
 
     def __init__(
@@ -110,6 +131,9 @@ class ResNet2Heads(nn.Module):
         r4: tuple[int, int] = (256, 206),
         dropout_a: float = 0.2,
         dropout_r1: float = 0.3,
+        candidates_first: bool = False,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if not selected:
@@ -117,37 +141,41 @@ class ResNet2Heads(nn.Module):
         if n_extra + max(selected) >= n_in or min(selected) < 0:
             raise ValueError(f"selected feature indices out of range (n_in={n_in}, n_extra={n_extra})")
         self.n_in, self.n_extra, self.n_out = n_in, n_extra, n_out
+        self.bn_momentum, self.bn_eps = bn_momentum, bn_eps
         # Which columns of the input form input B; rebuilt from the kwargs on load.
-        self.register_buffer("b_columns", torch.as_tensor([n_extra + i for i in selected], dtype=torch.long),
+        offset = 0 if candidates_first else n_extra
+        self.register_buffer("b_columns", torch.as_tensor([offset + i for i in selected], dtype=torch.long),
                              persistent=False)
         n_b = len(selected)
+        bn = self._bn
         self.head_a = nn.Sequential(
-            nn.BatchNorm1d(n_in), nn.Dropout(dropout_a), _dense(n_in, head_a[0]), nn.ELU(),
-            nn.BatchNorm1d(head_a[0]), _dense(head_a[0], head_a[1]), nn.ELU(),
+            bn(n_in), nn.Dropout(dropout_a), _dense(n_in, head_a[0]), nn.ELU(),
+            bn(head_a[0]), _dense(head_a[0], head_a[1]), nn.ELU(),
         )
         n_a = head_a[1]
-        self.r1 = nn.Sequential(nn.BatchNorm1d(n_a + n_b), nn.Dropout(dropout_r1), _dense(n_a + n_b, r1), nn.ReLU())
+        self.r1 = nn.Sequential(bn(n_a + n_b), nn.Dropout(dropout_r1), _dense(n_a + n_b, r1), nn.ReLU())
         n = n_a + n_b + r1
-        self.r2 = nn.Sequential(
-            nn.BatchNorm1d(n), _dense(n, r2[0]), nn.ELU(), nn.BatchNorm1d(r2[0]), _dense(r2[0], r2[1]), nn.ReLU(),
-        )
-        self.r3 = nn.Sequential(nn.BatchNorm1d(r1 + r2[1]), _dense(r1 + r2[1], r3), nn.ELU())
+        self.r2 = nn.Sequential(bn(n), _dense(n, r2[0]), nn.ELU(), bn(r2[0]), _dense(r2[0], r2[1]), nn.ReLU())
+        self.r3 = nn.Sequential(bn(r1 + r2[1]), _dense(r1 + r2[1], r3), nn.ELU())
         n = r1 + r2[1] + r3
-        self.r3b = nn.Sequential(nn.BatchNorm1d(n), _dense(n, r3b), nn.ReLU())
+        self.r3b = nn.Sequential(bn(n), _dense(n, r3b), nn.ReLU())
         n = n_a + r2[1] + r3 + r3b
-        # r4 in two parts: r4_frozen ends with the last frozen layer (r4's first Dense).
-        self.r4_frozen = nn.Sequential(nn.BatchNorm1d(n), _dense(n, r4[0], "lecun"))
-        self.r4_rest = nn.Sequential(nn.SELU(), nn.BatchNorm1d(r4[0]), _dense(r4[0], r4[1], "lecun"), nn.SELU())
+        # r4 = r4_frozen (BN, the "last_frozen" Dense) + r4_rest; set_frozen freezes its BN only
+        self.r4_frozen = nn.Sequential(bn(n), _dense(n, r4[0], "lecun"))
+        self.r4_rest = nn.Sequential(nn.SELU(), bn(r4[0]), _dense(r4[0], r4[1], "lecun"), nn.SELU())
         self.n_r4 = r4[1]
         self.output = self._make_output(n_out)
         self.frozen = False
 
+    def _bn(self, n: int) -> nn.BatchNorm1d:
+        return nn.BatchNorm1d(n, momentum=self.bn_momentum, eps=self.bn_eps)
+
     def _make_output(self, n_out: int) -> nn.Sequential:
-        return nn.Sequential(nn.BatchNorm1d(self.n_r4), _dense(self.n_r4, n_out))
+        return nn.Sequential(self._bn(self.n_r4), _dense(self.n_r4, n_out))
 
     def frozen_modules(self) -> list[nn.Module]:
-        """Everything up to and including r4's first Dense."""
-        return [self.head_a, self.r1, self.r2, self.r3, self.r3b, self.r4_frozen]
+        """Every layer before r4's first Dense (the scripts' "last_frozen", which trains)."""
+        return [self.head_a, self.r1, self.r2, self.r3, self.r3b, self.r4_frozen[0]]
 
     def set_frozen(self, frozen: bool) -> None:
         self.frozen = frozen
@@ -233,7 +261,7 @@ class FeatureConfig(BaseModel):
 
     pca_genes: int = Field(2, ge=0)
     pca_cells: int = Field(100, ge=0)
-    fit_on: Literal["train", "train+test"] = "train"  # the PCA / scalers: fitted on the training rows
+    fit_on: Literal["train", "train+test"] = "train"  # the scaler / PCAs: fitted on the training rows
 
 
 class SelectionConfig(BaseModel):
@@ -243,11 +271,15 @@ class SelectionConfig(BaseModel):
     equal_var: bool = True  # Student's t-test; False = Welch's
 
 
-_PHASE = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, scheduler="plateau", plateau_factor=0.5,
-              plateau_patience=4, epochs=50, batch_size=128, smoothing=0.0005, patience=10, min_delta=1e-5,
-              restore_best=True)
-_LOOP = dict(optimizer="adadelta", weight_decay=0.0, scheduler="none", epochs=100, batch_size=128,
-             smoothing=0.0005, patience=3, min_delta=1e-6, restore_best=True)
+# Keras's constants (the scripts' framework), in torch's terms: BatchNorm momentum 0.99 ->
+# 0.01, eps 1e-3; ReduceLROnPlateau: an absolute 1e-4 threshold, and it halves the rate on
+# the 4th epoch without improvement (torch's patience counts one more: 4 -> 3).
+KERAS_BN = {"bn_momentum": 0.01, "bn_eps": 1e-3}
+_PHASE = dict(optimizer="adam", lr=1e-3, weight_decay=0.0, optimizer_eps=1e-7, scheduler="plateau",
+              plateau_factor=0.5, plateau_patience=3, plateau_threshold=1e-4, plateau_threshold_mode="abs",
+              epochs=50, batch_size=128, smoothing=0.0005, patience=10, min_delta=1e-5, restore_best=True)
+_LOOP = dict(optimizer="adadelta", weight_decay=0.0, optimizer_eps=1e-7, adadelta_rho=0.95, scheduler="none",
+             epochs=100, batch_size=128, smoothing=0.0005, patience=3, min_delta=1e-6, restore_best=True)
 
 
 _PHASE_DEFAULTS = {"nonscored": _PHASE, "scored": _PHASE, "frozen": {**_LOOP, "lr": 1e-3 / 3},
@@ -256,10 +288,15 @@ _PHASE_DEFAULTS = {"nonscored": _PHASE, "scored": _PHASE, "frozen": {**_LOOP, "l
 
 class ResNet2HeadsParams(ModelParams):
     """Defaults are the full profile. A phase given as a partial mapping (``{epochs: 3}``)
-    keeps that phase's own defaults for the keys it leaves out (not TrainParams')."""
+    keeps that phase's own defaults for the keys it leaves out (not TrainParams').
+
+    ``frozen`` / ``unfrozen`` are the loop passes: ``epochs`` caps one pass, ``patience``
+    is the number of epochs a pass always runs, ``min_delta`` the improvement that counts;
+    ``max_loops`` caps the outer loop (the scripts had no cap)."""
 
     include_cp: bool = False  # V2: one-hot cp_time / cp_dose join input A
     holdout_fraction: float = Field(0.15, gt=0, lt=0.5)  # of the training folds, for early stopping
+    max_loops: int = Field(50, ge=1)
     features: FeatureConfig = FeatureConfig()
     selection: SelectionConfig = SelectionConfig()
     network: NetworkConfig = NetworkConfig()
@@ -281,25 +318,26 @@ class ResNet2HeadsParams(ModelParams):
 
 
 def n_extra_columns(params: ResNet2HeadsParams) -> int:
-    """Width of the non-candidate part of X (means, PCAs, optional cp one-hot)."""
+    """Width of the non-candidate part of X (cp one-hot, means, PCAs)."""
     return 2 + params.features.pca_genes + params.features.pca_cells + (5 if params.include_cp else 0)
 
 
 def pipeline_config(params: ResNet2HeadsParams):
-    """The features.Pipeline producing X = [g_mean, c_mean, pca_g, pca_c, (cp) | g, c]."""
+    """The features.Pipeline producing X = [g, c, (cp), g_mean, c_mean, pca_g, pca_c], as the
+    scripts: means of the raw rows, then every column standard-scaled, then the PCAs of the
+    scaled genes and cells (not scaled again)."""
     f = params.features
     steps = [{"kind": "row_mean", "name": "means", "inputs": ["g", "c"], "output": "means"}]  # g_mean, c_mean
-    extra = ["means"]
+    scaled = ["g", "c", *(["cp"] if params.include_cp else []), "means"]
+    steps.append({"kind": "standard_scaler", "name": "scale", "inputs": scaled})
+    output = list(scaled)
     if f.pca_genes:
         steps.append({"kind": "pca", "name": "pca_g", "inputs": ["g"], "output": "pca_g", "n_components": f.pca_genes})
-        extra.append("pca_g")
+        output.append("pca_g")
     if f.pca_cells:
         steps.append({"kind": "pca", "name": "pca_c", "inputs": ["c"], "output": "pca_c", "n_components": f.pca_cells})
-        extra.append("pca_c")
-    steps.append({"kind": "standard_scaler", "name": "scale", "inputs": [*extra, "g", "c"]})
-    if params.include_cp:
-        extra.append("cp")
-    return PipelineConfig(fit_on=f.fit_on, steps=steps, output=[*extra, "g", "c"])
+        output.append("pca_c")
+    return PipelineConfig(fit_on=f.fit_on, steps=steps, output=output)
 
 
 # --------------------------------------------------------------------------- training
@@ -325,6 +363,44 @@ def _with_phase(on_epoch: EpochCallback | None, phase: str) -> EpochCallback | N
     return lambda record: on_epoch({**record, "phase": phase})
 
 
+class _PassOver(Exception):
+    """Raised from the epoch callback when a loop pass's stopping rule says stop."""
+
+
+def loop_pass(module: nn.Module, X_fit, Y_fit, X_hold, Y_hold, p: TrainParams, seed: int, best: float,
+              on_epoch: EpochCallback | None = None) -> dict:
+    """One pass of the scripts' keep-if-better loop, one epoch at a time (one optimiser
+    for the pass, as a Keras model compiled once and fitted an epoch per call).
+
+    An epoch improves when it lowers the best loss so far (``best``, carried between
+    passes) by at least ``p.min_delta``. The pass always runs ``p.patience`` epochs, then
+    stops at the first epoch that does not improve (the scripts' counter counted every
+    epoch and was never reset), or after ``p.epochs``. It ends with the best weights so far:
+    this pass's best epoch, or the weights it started from. Returns
+    ``{"best", "improved", "epochs"}``.
+    """
+    start = copy.deepcopy(module.state_dict())
+    state = {"best": best, "weights": None, "improved": 0, "epochs": 0}
+
+    def judge(record: dict) -> None:
+        if on_epoch is not None:
+            on_epoch(record)
+        state["epochs"] += 1
+        loss = record["valid_loss"]
+        if state["best"] - loss >= p.min_delta:
+            state.update(best=loss, weights=copy.deepcopy(module.state_dict()), improved=state["improved"] + 1)
+        elif state["epochs"] > (p.patience or 0):
+            raise _PassOver
+
+    try:
+        fit_network(module, X_fit, Y_fit, X_hold, Y_hold, p.model_copy(update={"patience": None, "restore_best": False}),
+                    seed=seed, on_epoch=judge)
+    except _PassOver:
+        pass
+    module.load_state_dict(state["weights"] if state["weights"] is not None else start)
+    return {"best": state["best"], "improved": state["improved"], "epochs": state["epochs"]}
+
+
 def fit_resnet_2heads(
     params: ResNet2HeadsParams,
     X_train: np.ndarray,
@@ -337,63 +413,60 @@ def fit_resnet_2heads(
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     Y_train = np.ascontiguousarray(Y_train, dtype=np.float32)
     n_extra = n_extra_columns(params)
-    if X_train.shape[1] <= n_extra:
+    n_cand = X_train.shape[1] - n_extra
+    if n_cand <= 0:
         raise ValueError(f"X has {X_train.shape[1]} columns; the 2-heads layout needs more than {n_extra}")
     fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
     X_fit, X_hold = X_train[fit], X_train[hold]
     Y_fit, Y_hold = Y_train[fit], Y_train[hold]
 
     # Input B: supervised selection on the fit rows of the training folds only.
-    selected = ttest_select(X_fit[:, n_extra:], Y_fit.sum(axis=1) > 0,
+    selected = ttest_select(X_fit[:, :n_cand], Y_fit.sum(axis=1) > 0,
                             params.selection.quantile, params.selection.equal_var)
 
     net = params.network
     kwargs = {"n_in": int(X_train.shape[1]), "n_extra": n_extra, "selected": [int(i) for i in selected],
               "n_out": int(Y_train.shape[1]), "head_a": list(net.head_a), "r1": net.r1, "r2": list(net.r2),
               "r3": net.r3, "r3b": net.r3b, "r4": list(net.r4), "dropout_a": net.dropout_a,
-              "dropout_r1": net.dropout_r1}
+              "dropout_r1": net.dropout_r1, "candidates_first": True, **KERAS_BN}
     info: dict = {"n_selected": len(selected), "n_fit_rows": len(fit), "n_holdout_rows": len(hold)}
 
-    # Phase 1: the non-scored targets that have a positive among the fit rows.
-    aux_cols = np.zeros(0, int)
-    if Y_aux_train is not None:
-        Y_aux_train = np.ascontiguousarray(Y_aux_train, dtype=np.float32)
-        aux_cols = np.flatnonzero(Y_aux_train[fit].sum(axis=0) > 0)
+    # Phase 1: every non-scored target (the scripts' Y0 kept the all-zero columns too).
+    n_aux = 0 if Y_aux_train is None else int(Y_aux_train.shape[1])
     torch.manual_seed(seed)
-    module: ResNet2Heads = build_network(NETWORK_NAME, {**kwargs, "n_out": max(len(aux_cols), 1)})
-    if len(aux_cols):
-        init_output_bias(module.output[1], Y_aux_train[fit][:, aux_cols])
-        r = fit_network(module, X_fit, Y_aux_train[fit][:, aux_cols], X_hold, Y_aux_train[hold][:, aux_cols],
-                        params.nonscored, seed=seed, on_epoch=_with_phase(on_epoch, "nonscored"))
-        info.update(n_nonscored_targets=len(aux_cols), nonscored_epochs=len(r.history),
-                    nonscored_best_epoch=r.best_epoch, nonscored_best_loss=r.best_loss)
-        torch.manual_seed(seed + 1)
-        module.replace_output(Y_train.shape[1])  # transfer: a new output layer for the scored targets
-    else:
-        info["n_nonscored_targets"] = 0
-        torch.manual_seed(seed + 1)
-        module.replace_output(Y_train.shape[1])
-    init_output_bias(module.output[1], Y_fit)
+    module: ResNet2Heads = build_network(NETWORK_NAME, {**kwargs, "n_out": max(n_aux, 1)})
+    info["n_nonscored_targets"] = n_aux
+    if n_aux:
+        Y_aux = np.ascontiguousarray(Y_aux_train, dtype=np.float32)
+        r = fit_network(module, X_fit, Y_aux[fit], X_hold, Y_aux[hold], params.nonscored, seed=seed,
+                        on_epoch=_with_phase(on_epoch, "nonscored"))
+        info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
+                    nonscored_best_loss=r.best_loss)
+    torch.manual_seed(seed + 1)
+    module.replace_output(Y_train.shape[1])  # transfer: a new output layer for the scored targets
 
     # Phase 2: the whole net on the scored targets.
     r = fit_network(module, X_fit, Y_fit, X_hold, Y_hold, params.scored, seed=seed + 1,
                     on_epoch=_with_phase(on_epoch, "scored"))
     info.update(scored_epochs=len(r.history), scored_best_epoch=r.best_epoch, scored_best_loss=r.best_loss)
 
-    # Then the frozen loop, then the unfrozen loop: one epoch at a time, stop after
-    # `patience` epochs without improvement, and keep the new weights only if they beat
-    # the ones the loop started from (all judged on the holdout of the training folds).
-    for phase, frozen, p, offset in (("frozen", True, params.frozen, 2), ("unfrozen", False, params.unfrozen, 3)):
-        before = _holdout_loss(module, X_hold, Y_hold, p.eval_batch_size)
-        start_state = copy.deepcopy(module.state_dict())
-        module.set_frozen(frozen)
-        r = fit_network(module, X_fit, Y_fit, X_hold, Y_hold, p, seed=seed + offset,
-                        on_epoch=_with_phase(on_epoch, phase))
-        improved = r.best_loss < before - p.min_delta
-        if not improved:
-            module.load_state_dict(start_state)
-        info.update({f"{phase}_epochs": len(r.history), f"{phase}_kept": bool(improved),
-                     f"{phase}_loss": r.best_loss if improved else before})
+    # The scripts' outer loop: a frozen pass, then an unfrozen pass, again while the
+    # unfrozen pass improves (all judged on the holdout of the training folds).
+    best = _holdout_loss(module, X_hold, Y_hold, params.scored.eval_batch_size)
+    info.update(loops=0, frozen_epochs=0, unfrozen_epochs=0, frozen_improved=0, unfrozen_improved=0)
+    for loop in range(params.max_loops):
+        info["loops"] = loop + 1
+        unfrozen_improved = 0
+        for phase, frozen, p, offset in (("frozen", True, params.frozen, 2), ("unfrozen", False, params.unfrozen, 3)):
+            module.set_frozen(frozen)
+            out = loop_pass(module, X_fit, Y_fit, X_hold, Y_hold, p, seed + offset + 2 * loop, best,
+                            _with_phase(on_epoch, phase))
+            best = out["best"]
+            info[f"{phase}_epochs"] += out["epochs"]
+            info[f"{phase}_improved"] += out["improved"]
+            unfrozen_improved = out["improved"]
+        if unfrozen_improved == 0:
+            break
     module.set_frozen(False)
     module.eval()
     info["holdout_loss"] = _holdout_loss(module, X_hold, Y_hold, params.scored.eval_batch_size)
