@@ -3,13 +3,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.moakit-installed
+# Exact versions (torch 2.14.1 / torchvision 0.29.1 among them): the install is reproducible.
+CONSTRAINTS := constraints.txt
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench wheel constraints clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch/torchvision are pinned in pyproject.toml (2.14.1 / 0.29.1).
-	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +26,15 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# A wheel in dist/, built with the venv's setuptools (no download).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -c $(CONSTRAINTS) -w dist .
+
+# After upgrading packages in the venv (and passing `make test`): record the exact versions.
+constraints: $(STAMP)
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(PY) -m pip freeze --all --exclude-editable \
+	  | grep -v -i -E '^(moakit|pip|wheel|py-spy)=='; } > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
 	rm -rf demo-run .pytest_cache build dist src/*.egg-info

@@ -20,6 +20,7 @@ A blend folder (``blend_runs``) holds::
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import time
@@ -369,13 +370,13 @@ def search_weights(
     if method == "optuna":
         import optuna
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         keys = [f"w{k}" for k in range(m)] if names is None else [f"w_{n}" for n in names]
         if len(set(keys)) != m:
             raise BlendError("model names must be distinct")
         sampler = optuna.samplers.TPESampler(seed=seed)
-        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                    direction="minimize", load_if_exists=True)
+        with _optuna_warnings_only():
+            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                        direction="minimize", load_if_exists=True)
         before = len(study.trials)
         done = [t for t in study.trials if t.params]
         if done and set(done[0].params) != set(keys):
@@ -392,13 +393,27 @@ def search_weights(
             trial.set_user_attr("weights", w.tolist())
             return objective(w)
 
-        study.optimize(trial_loss, n_trials=n_trials, gc_after_trial=False, show_progress_bar=False)
+        with _optuna_warnings_only():
+            study.optimize(trial_loss, n_trials=n_trials, gc_after_trial=False, show_progress_bar=False)
         best = study.best_trial
         w = _normalise(np.array([best.params[key] for key in keys]))
         info = {"study_name": study.study_name, "n_trials_total": len(study.trials), "best_trial": best.number}
         return WeightSearch(w, float(best.value), "optuna", time.perf_counter() - start,
                             len(study.trials) - before, info)
     raise BlendError(f"unknown weight search method {method!r} (use one of {', '.join(METHODS)})")
+
+
+@contextlib.contextmanager
+def _optuna_warnings_only():
+    """Optuna's per-trial INFO lines off for the block only; the caller's verbosity is restored."""
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def blend_predictions(preds: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -444,17 +459,15 @@ def mean_target_correlation(preds: Sequence[np.ndarray], is_control: np.ndarray 
 
 def plot_correlation(matrix: np.ndarray, names: Sequence[str], path: str | Path, title: str) -> Path:
     """A heatmap of a correlation matrix with its values written in the cells (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     import textwrap
+
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     m = len(names)
     longest = max((len(str(n)) for n in names), default=1)
     size = max(4.0, 1.0 + 0.9 * m) + 0.07 * longest
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    fig = Figure(figsize=(size + 1.5, size))
+    ax = fig.subplots()
     try:
         finite = matrix[np.isfinite(matrix)]
         vmin = min(0.0, float(finite.min())) if finite.size else 0.0
@@ -473,7 +486,7 @@ def plot_correlation(matrix: np.ndarray, names: Sequence[str], path: str | Path,
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=100)
     finally:
-        plt.close(fig)
+        fig.clear()  # a pyplot-free Figure is registered nowhere; free its artists
     with atomic_file(path, "wb") as fh:
         fh.write(buf.getvalue())
     return Path(path)

@@ -1,73 +1,171 @@
-"""The `moakit` command line: one Typer app for every job."""
+"""The `moakit` command line: one Typer app for every job.
+
+Conventions: results (tables, scores, paths written) go to stdout, progress and logs to
+stderr; ``--json`` prints a command's results as one JSON object instead. Exit code 0 on
+success, 1 when the work failed (bad data, a failed training, an unreadable file), 2 for a
+usage error (an unknown option or choice, a missing argument, a config or option value that
+cannot be used). Handled errors print one line, no traceback.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
-import numpy as np
 import typer
+from rich.console import Console
+from rich.markup import escape
 
-from moakit.progress import console
+import moakit
+from moakit.progress import console  # stderr: progress and logs
 
 app = typer.Typer(
     name="moakit",
     help="Predict drug mechanisms of action from L1000/PRISM cell profiles "
-    "(the 1st-place lish-moa solution as a toolkit).",
+    "(the 1st-place lish-moa solution as a toolkit). Results go to stdout, progress to stderr.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
 
-# Options shared by `train` and `run` (declared once).
-ExecutorOption = Annotated[str, typer.Option("--executor", help="local or ray.")]
+# --------------------------------------------------------------------------- choices
+
+
+class Profile(str, Enum):
+    """The profiles every shipped config has (a config may define more: use the Python API)."""
+
+    full = "full"
+    cpu = "cpu"
+    demo = "demo"
+    smoke = "smoke"
+
+
+class CVScheme(str, Enum):
+    old = "old"
+    drug = "drug"
+
+
+class ExecutorName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class FileFormat(str, Enum):
+    csv = "csv"
+    parquet = "parquet"
+
+
+class BlendMethod(str, Enum):
+    slsqp = "slsqp"
+    optuna = "optuna"
+    none = "none"
+
+
+# Options shared by several commands (declared once).
+ExecutorOption = Annotated[ExecutorName, typer.Option("--executor", help="Where fold jobs run.")]
 AddressOption = Annotated[Optional[str], typer.Option(
     "--address", help="Ray cluster address (e.g. auto, ray://head:10001); default: a local Ray instance. "
     "Only with --executor ray.")]
 JobCpusOption = Annotated[float, typer.Option("--job-cpus", help="Ray: CPUs each fold task reserves.")]
 JobGpusOption = Annotated[float, typer.Option("--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
-    raise typer.Exit(code=2)
+# --------------------------------------------------------------------------- output
+
+
+def _stdout() -> Console:
+    """Results console: stdout; never wraps long lines (paths) when it is not a terminal."""
+    return Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 10_000)
+
+
+def _result(text: str) -> None:
+    _stdout().print(text)
+
+
+def _json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _log(text: str) -> None:
+    console.print(text, soft_wrap=True, highlight=False)
+
+
+def _fail(message: str) -> NoReturn:
+    """A runtime failure: one line on stderr, exit 1."""
+    console.print(f"[bold red]error:[/] {escape(str(message))}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=1)
+
+
+def _usage(message: str, param: str | None = None) -> NoReturn:
+    """A usage error (exit 2): click prints the usage line and the message."""
+    raise typer.BadParameter(str(message), param_hint=param)
+
+
+def _p(path: Path | str) -> str:
+    return escape(str(path))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"moakit {moakit.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """(the app's options; the help text is the app's)"""
+
+
+# --------------------------------------------------------------------------- commands
 
 
 @app.command()
 def simulate(
     out: Path = typer.Argument(..., help="Folder to create (must not exist or be empty)."),
-    rows: int = typer.Option(6000, "--rows", help="Total rows (train + test); ignored with --labels-from."),
+    rows: int = typer.Option(6000, "--rows", min=100, help="Total rows (train + test); ignored with --labels-from."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same files."),
     labels_from: Optional[Path] = typer.Option(
-        None, "--labels-from", help="Folder with the real lish-moa label files (train_targets_*.csv.zip, "
-        "train_drug.csv.zip): simulate profiles on top of the real labels."),
-    test_fraction: float = typer.Option(0.2, "--test-fraction", help="Share of rows (whole drugs) held out as test."),
-    file_format: str = typer.Option("csv", "--format", help="csv or parquet."),
+        None, "--labels-from", exists=True, file_okay=False,
+        help="Folder with the real lish-moa label files (train_targets_*.csv.zip, train_drug.csv.zip): "
+        "simulate profiles on top of the real labels."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction", min=0.0, max=1.0,
+                                        help="Share of rows (whole drugs) held out as test."),
+    file_format: FileFormat = typer.Option(FileFormat.csv, "--format", help="File format."),
 ) -> None:
     """Write a complete, MoA-like lish-moa folder (plus answers/ with the test labels)."""
     from moakit.data.simulate import simulate as run_simulation
 
     try:
         path = run_simulation(out, n_rows=rows, seed=seed, labels_from=labels_from,
-                              test_fraction=test_fraction, file_format=file_format)
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+                              test_fraction=test_fraction, file_format=file_format.value)
+    except (FileExistsError, FileNotFoundError, ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"wrote simulated lish-moa data to [bold]{path}[/]")
+    _result(f"wrote simulated lish-moa data to {_p(path)}")
 
 
 @app.command()
 def folds(
-    data: Path = typer.Argument(..., help="lish-moa data folder."),
+    data: Path = typer.Argument(..., exists=True, file_okay=False, help="lish-moa data folder."),
     out: Path = typer.Option(Path("folds.csv"), "--out", help="CSV to write: sig_id, drug_id, fold."),
-    cv: str = typer.Option("old", "--cv", help="old (multilabel stratified) or drug (drug-aware)."),
-    n_folds: int = typer.Option(5, "--folds", help="Number of folds."),
+    cv: CVScheme = typer.Option(CVScheme.old, "--cv", help="old (multilabel stratified) or drug (drug-aware)."),
+    n_folds: int = typer.Option(5, "--folds", min=2, help="Number of folds."),
     seed: int = typer.Option(42, "--seed", help="Seed of the split."),
-    max_replicates: int = typer.Option(18, "--max-replicates",
+    max_replicates: int = typer.Option(18, "--max-replicates", min=1,
                                        help="drug CV: drugs with more rows than this are split row-wise."),
 ) -> None:
     """Assign every training row to a cross-validation fold."""
+    import numpy as np
     import pandas as pd
 
     from moakit.artifacts import atomic_file
@@ -76,25 +174,32 @@ def folds(
 
     try:
         moa = load(data)
-        fold_ids = assign_folds(moa.train, cv, n_folds, seed, max_replicates)
-    except (DataError, ValueError) as exc:
+        fold_ids = assign_folds(moa.train, cv.value, n_folds, seed, max_replicates)
+        frame = pd.DataFrame({"sig_id": moa.train.sig_id, "fold": fold_ids})
+        if moa.train.drug_id is not None:
+            frame.insert(1, "drug_id", moa.train.drug_id)
+        with atomic_file(out, "w") as fh:
+            frame.to_csv(fh, index=False)
+    except (DataError, ValueError, OSError) as exc:
         _fail(str(exc))
-    frame = pd.DataFrame({"sig_id": moa.train.sig_id, "fold": fold_ids})
-    if moa.train.drug_id is not None:
-        frame.insert(1, "drug_id", moa.train.drug_id)
-    with atomic_file(out, "w") as fh:
-        frame.to_csv(fh, index=False)
     sizes = np.bincount(fold_ids, minlength=n_folds)
-    console.print(f"{cv} CV, {n_folds} folds, rows per fold {sizes.tolist()} -> {out}")
+    _result(f"{cv.value} CV, {n_folds} folds, rows per fold {sizes.tolist()} -> {_p(out)}")
 
 
 @app.command()
 def score(
-    submission: Path = typer.Argument(..., help="Submission CSV: sig_id + the 206 scored targets."),
-    answers: Path = typer.Argument(..., help="Answers CSV with the true 0/1 targets (e.g. answers/test_targets_scored.csv)."),
-    features: Optional[Path] = typer.Option(None, "--features", help="test_features file, to also score treated rows only and zero control rows."),
+    submission: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                      help="Submission CSV: sig_id + the 206 scored targets."),
+    answers: Path = typer.Argument(..., exists=True, dir_okay=False,
+                                   help="Answers CSV with the true 0/1 targets (e.g. answers/test_targets_scored.csv)."),
+    features: Optional[Path] = typer.Option(None, "--features", exists=True, dir_okay=False,
+                                            help="test_features file, to also score treated rows only and zero "
+                                            "control rows."),
+    as_json: JsonOption = False,
 ) -> None:
     """Score a submission: mean column-wise log loss over the scored targets."""
+    import numpy as np
+
     from moakit import metrics
     from moakit.data.io import DataError, read_answers, read_features, read_submission
 
@@ -109,28 +214,51 @@ def score(
             if missing:
                 raise DataError(f"{features}: no row for sig_id {missing[0]!r} of {submission}")
             is_control = ds.is_control[[order[s] for s in sub.sig_id]]
-    except DataError as exc:
+        result = metrics.score(truth, sub.values, is_control)
+    except (DataError, ValueError, OSError) as exc:
         _fail(str(exc))
-    result = metrics.score(truth, sub.values, is_control)
-    console.print(f"log loss {result['log_loss']:.6f}")
+    if as_json:
+        out = {"submission": str(submission), "answers": str(answers), "rows": len(sub.sig_id),
+               "targets": len(sub.names), "log_loss": result["log_loss"]}
+        if features is not None:
+            out["log_loss_treated"] = result["log_loss_treated"]
+        _json(out)
+        return
+    _result(f"log loss {result['log_loss']:.6f}")
     if features is not None:
-        console.print(f"log loss (treated rows) {result['log_loss_treated']:.6f}")
+        _result(f"log loss (treated rows) {result['log_loss_treated']:.6f}")
+
+
+def _executor(name: ExecutorName, address: Optional[str], job_cpus: float = 1.0, job_gpus: float = 0.0):
+    """An executor object for --executor / --address (Ray is imported only when asked for)."""
+    from moakit import runner
+
+    if name is ExecutorName.ray:
+        try:
+            return runner.make_executor("ray", address=address, num_cpus_per_job=job_cpus, num_gpus_per_job=job_gpus)
+        except ImportError as exc:
+            _fail(str(exc))
+    if address or job_cpus != 1.0 or job_gpus != 0.0:
+        _usage("--address, --job-cpus and --job-gpus are only used with --executor ray", "--executor")
+    return runner.make_executor(name.value)
 
 
 @app.command()
 def train(
     config: str = typer.Argument(..., help="Model config: a YAML path or a shipped name (e.g. simple_nn)."),
-    data: Path = typer.Option(..., "--data", help="lish-moa data folder."),
+    data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="lish-moa data folder."),
     out: Path = typer.Option(..., "--out", help="Run folder (resumes if it holds an interrupted run of the same config)."),
-    profile: str = typer.Option("full", "--profile", help="full (the write-up's numbers), cpu or smoke."),
-    seeds: Optional[int] = typer.Option(None, "--seeds", help="Use only the first N seeds."),
-    n_folds: Optional[int] = typer.Option(None, "--folds", help="Override the number of folds."),
-    cv: Optional[str] = typer.Option(None, "--cv", help="Override the CV scheme: old or drug."),
-    executor: ExecutorOption = "local",
+    profile: Profile = typer.Option(Profile.full, "--profile", help="full: the write-up's numbers; cpu: 2 CPU "
+                                    "cores; demo / smoke: seconds on small data."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Use only the first N seeds."),
+    n_folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Override the number of folds."),
+    cv: Optional[CVScheme] = typer.Option(None, "--cv", help="Override the CV scheme."),
+    executor: ExecutorOption = ExecutorName.local,
     address: AddressOption = None,
     job_cpus: JobCpusOption = 1.0,
     job_gpus: JobGpusOption = 0.0,
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train one model over seeds x folds; write OOF/test predictions, artifacts, metrics.json."""
     from moakit import runner
@@ -138,33 +266,34 @@ def train(
     from moakit.data.io import DataError, load
 
     try:
-        cfg = load_config(config, profile=profile, seeds=seeds, folds=n_folds, cv=cv)
-        exec_obj = _executor(executor, address, job_cpus, job_gpus)
+        cfg = load_config(config, profile=profile.value, seeds=seeds, folds=n_folds, cv=cv.value if cv else None)
+        runner.build_model(cfg)  # unknown model or invalid params: a config problem
+    except (ConfigError, ValueError) as exc:
+        _usage(str(exc), "CONFIG")
+    exec_obj = _executor(executor, address, job_cpus, job_gpus)
+    try:
         moa = load(data)
+        from moakit.workflow import check_models
+
+        check_models({config: cfg}, moa)
         result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
-    except (ConfigError, DataError, ValueError, ImportError) as exc:
+    except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     m = result.metrics
-    console.print(f"{cfg.model}: OOF log loss {m['log_loss']:.6f} (treated rows {m['log_loss_treated']:.6f}); "
-                  f"prior {m['prior']['log_loss']:.6f} -> {out}/metrics.json")
+    if as_json:
+        _json({"run_dir": str(out), "model": cfg.model, "profile": cfg.profile, "seeds": cfg.seeds,
+               "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme, "log_loss": m["log_loss"],
+               "log_loss_treated": m["log_loss_treated"], "prior_log_loss": m["prior"]["log_loss"],
+               "metrics": str(out / "metrics.json"), "oof_predictions": str(out / "oof_predictions.csv"),
+               "test_predictions": str(out / "test_predictions.csv")})
+        return
+    _result(f"{cfg.model}: OOF log loss {m['log_loss']:.6f} (treated rows {m['log_loss_treated']:.6f}); "
+            f"prior {m['prior']['log_loss']:.6f} -> {_p(out / 'metrics.json')}")
+    _result(f"test predictions: {_p(out / 'test_predictions.csv')}")
 
 
-def _executor(name: str, address: Optional[str], job_cpus: float = 1.0, job_gpus: float = 0.0):
-    """An executor object for --executor / --address (Ray is imported only when asked for)."""
-    from moakit import runner
-
-    if name == "ray":
-        return runner.make_executor("ray", address=address, num_cpus_per_job=job_cpus, num_gpus_per_job=job_gpus)
-    if address or job_cpus != 1.0 or job_gpus != 0.0:
-        raise ValueError("--address, --job-cpus and --job-gpus are only used with --executor ray")
-    return runner.make_executor(name)
-
-
-def _print_workflow(result, answers: Optional[Path] = None) -> None:
-    """Per-model and blended OOF log loss (and holdout log loss when test answers exist),
-    then where the submission and the report are."""
-    from rich.table import Table
-
+def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
+    """Per-model and blended OOF log loss (and holdout log loss when test answers exist)."""
     from moakit import metrics
     from moakit.data.io import DataError, find_file, read_answers, read_features, read_submission
 
@@ -183,136 +312,198 @@ def _print_workflow(result, answers: Optional[Path] = None) -> None:
                                              test_ds.is_control)["log_loss"]
         except (DataError, KeyError, OSError):
             holdout = None
-    table = Table(title=f"moakit run: {result.run_dir}")
+    models = {}
+    for name, res in result.models.items():
+        info = result.manifest["models"][name]
+        models[name] = {"model": info["model"], "profile": info["profile"], "seeds": len(info["seeds"]),
+                        "folds": info["folds"], "oof_log_loss": res.metrics["log_loss"],
+                        "weight": weights.get(name)}
+        if holdout is not None:
+            models[name]["test_log_loss"] = holdout[name]
+    blend = {"oof_log_loss": result.manifest.get("blend", {}).get("log_loss"),
+             "method": result.manifest.get("blend", {}).get("method")}
+    if holdout is not None:
+        blend["test_log_loss"] = holdout["blend"]
+    return {"run_dir": str(result.run_dir), "submission": str(result.submission),
+            "report": str(result.report) if result.report else None, "models": models, "blend": blend,
+            "prior_oof_log_loss": (result.blend_summary.get("prior") or {}).get("log_loss")}
+
+
+def _print_workflow(summary: dict) -> None:
+    from rich.table import Table
+
+    holdout = any("test_log_loss" in m for m in summary["models"].values())
+    table = Table(title=f"moakit run: {_p(summary['run_dir'])}")
     table.add_column("model", no_wrap=True, min_width=24)
     table.add_column("profile")
     table.add_column("seeds×folds", justify="right")
     table.add_column("OOF loss", justify="right")
     table.add_column("weight", justify="right")
-    if holdout is not None:
+    if holdout:
         table.add_column("test loss", justify="right")
-    for name, res in result.models.items():
-        info = result.manifest["models"][name]
-        row = [name, info["profile"], f"{len(info['seeds'])} x {info['folds']}", f"{res.metrics['log_loss']:.6f}",
-               f"{weights[name]:.3f}" if name in weights else "-"]
-        if holdout is not None:
-            row.append(f"{holdout[name]:.6f}")
+    for name, m in summary["models"].items():
+        row = [_p(name), m["profile"], f"{m['seeds']} x {m['folds']}", f"{m['oof_log_loss']:.6f}",
+               f"{m['weight']:.3f}" if m["weight"] is not None else "-"]
+        if holdout:
+            row.append(f"{m['test_log_loss']:.6f}")
         table.add_row(*row)
-    prior = (result.blend_summary.get("prior") or {}).get("log_loss")
+    prior = summary["prior_oof_log_loss"]
     if prior is not None:  # the per-target mean: what a model must beat
-        table.add_row("[dim]prior[/]", "", "", f"[dim]{prior:.6f}[/]", "", *([""] if holdout is not None else []))
-    blended = result.manifest.get("blend", {}).get("log_loss")
+        table.add_row("[dim]prior[/]", "", "", f"[dim]{prior:.6f}[/]", "", *([""] if holdout else []))
+    blended = summary["blend"]["oof_log_loss"]
     row = ["[bold]blend[/]", "", "", f"[bold]{blended:.6f}[/]" if blended is not None else "-", "1.000"]
-    if holdout is not None:
-        row.append(f"[bold]{holdout['blend']:.6f}[/]")
+    if holdout:
+        row.append(f"[bold]{summary['blend']['test_log_loss']:.6f}[/]")
     table.add_row(*row)
-    console.print(table)
-    console.print(f"submission: [bold]{result.submission}[/]  report: [bold]{result.report}[/]")
+    out = _stdout()
+    out.print(table)
+    out.print(f"submission: {_p(summary['submission'])}")
+    out.print(f"report: {_p(summary['report'])}")
 
 
-@app.command()
-def run(
-    config: str = typer.Argument(..., help="Blend config: a YAML path or a shipped name (blend_best_lb, blend_best_cv)."),
-    data: Path = typer.Option(..., "--data", help="lish-moa data folder."),
-    out: Path = typer.Option(..., "--out", help="Run folder (resumes an interrupted run of the same config)."),
-    profile: str = typer.Option("full", "--profile", help="full (the write-up's numbers), cpu, demo or smoke: "
-                                "applied to the blend config and to every model config."),
-    executor: ExecutorOption = "local",
-    address: AddressOption = None,
-    job_cpus: JobCpusOption = 1.0,
-    job_gpus: JobGpusOption = 0.0,
-    quiet: QuietOption = False,
-) -> None:
-    """Train every model of a blend config, blend them, write submission.csv and report/."""
+def _check_blend_config(config: str, profile: str) -> None:
+    """A blend config (and its model configs) that cannot be used is a usage error."""
+    from moakit.config import ConfigError
+    from moakit.workflow import load_blend_config, resolve_models
+
+    try:
+        resolve_models(load_blend_config(config, profile))
+    except ConfigError as exc:
+        _usage(str(exc), "CONFIG")
+
+
+def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, quiet: bool, as_json: bool,
+                  answers: Path) -> None:
     from moakit.config import ConfigError
     from moakit.data.io import DataError
     from moakit.workflow import run_workflow
 
     try:
-        result = run_workflow(config, data, out, profile=profile, executor=_executor(executor, address, job_cpus, job_gpus),
-                              show_progress=not quiet)
-    except (ConfigError, DataError, ValueError, ImportError) as exc:
+        result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet)
+    except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
-    _print_workflow(result, Path(data) / "answers" / "test_targets_scored.csv")
+    summary = _workflow_summary(result, answers)
+    if as_json:
+        _json(summary)
+    else:
+        _print_workflow(summary)
+
+
+@app.command()
+def run(
+    config: str = typer.Argument(..., help="Blend config: a YAML path or a shipped name (blend_best_lb, blend_best_cv)."),
+    data: Path = typer.Option(..., "--data", exists=True, file_okay=False, help="lish-moa data folder."),
+    out: Path = typer.Option(..., "--out", help="Run folder (resumes an interrupted run of the same config)."),
+    profile: Profile = typer.Option(Profile.full, "--profile", help="Applied to the blend config and to every "
+                                    "model config (full: the write-up's numbers)."),
+    executor: ExecutorOption = ExecutorName.local,
+    address: AddressOption = None,
+    job_cpus: JobCpusOption = 1.0,
+    job_gpus: JobGpusOption = 0.0,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train every model of a blend config, blend them, write submission.csv and report/."""
+    _check_blend_config(config, profile.value)
+    exec_obj = _executor(executor, address, job_cpus, job_gpus)
+    _run_workflow(config, data, out, profile.value, exec_obj, quiet, as_json,
+                  Path(data) / "answers" / "test_targets_scored.csv")
 
 
 @app.command()
 def predict(
-    run_dir: Path = typer.Option(..., "--run", help="A run folder of `moakit train` or `moakit run`, or a blend folder of `moakit blend`."),
-    features: Path = typer.Option(..., "--features", help="Features file (test_features layout: .csv, .csv.zip, .parquet)."),
+    run_dir: Path = typer.Option(..., "--run", exists=True, file_okay=False,
+                                 help="A run folder of `moakit train` or `moakit run`, or a blend folder of `moakit blend`."),
+    features: Path = typer.Option(..., "--features", exists=True, dir_okay=False,
+                                  help="Features file (test_features layout: .csv, .csv.zip, .parquet)."),
     out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Inference batch size (default: the saved one; 2048 NN, 512 CNN)."),
+    as_json: JsonOption = False,
 ) -> None:
     """Predict new rows from a run's saved artifacts (nothing is refitted); controls get 0."""
-    import time
-
     from moakit.data.io import DataError
     from moakit.inference import InferenceError, predict_to_file
 
     start = time.perf_counter()
     try:
         path, frame = predict_to_file(run_dir, features, out, batch_size=batch_size)
-    except (DataError, InferenceError, ValueError) as exc:
+    except (DataError, InferenceError, ValueError, OSError) as exc:
         _fail(str(exc))
     seconds = time.perf_counter() - start
-    console.print(f"{len(frame)} rows x {frame.shape[1] - 1} targets -> [bold]{path}[/] "
-                  f"({seconds:.1f} s, {len(frame) / max(seconds, 1e-9):.0f} rows/s)")
+    rate = len(frame) / max(seconds, 1e-9)
+    if as_json:
+        _json({"submission": str(path), "rows": len(frame), "targets": frame.shape[1] - 1,
+               "seconds": round(seconds, 3), "rows_per_second": round(rate, 1)})
+        return
+    _result(f"{len(frame)} rows x {frame.shape[1] - 1} targets -> {_p(path)}")
+    _log(f"{seconds:.1f} s, {rate:.0f} rows/s")
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo-run"), "--out", help="Folder for the demo's data and run."),
-    rows: int = typer.Option(3000, "--rows", help="Rows of simulated data."),
+    rows: int = typer.Option(3000, "--rows", min=100, help="Rows of simulated data."),
     config: str = typer.Option("blend_best_lb", "--config", help="Blend config to run."),
-    profile: str = typer.Option("demo", "--profile", help="Profile of the blend and model configs."),
+    profile: Profile = typer.Option(Profile.demo, "--profile", help="Profile of the blend and model configs."),
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Simulate data, run the 7-model best-LB blend (demo profile), print the scores.
 
     Writes OUT/data (the simulated lish-moa folder), OUT/models, OUT/blend,
     OUT/submission.csv and OUT/report/index.html; a rerun resumes."""
-    from moakit.config import ConfigError
-    from moakit.data.io import DataError
     from moakit.data.simulate import simulate as run_simulation
-    from moakit.workflow import run_workflow
 
+    _check_blend_config(config, profile.value)
     data_dir = out / "data"
     if not (data_dir / "train_features.csv").exists():
-        run_simulation(data_dir, n_rows=rows, seed=0)
-        console.print(f"simulated {rows} rows -> {data_dir}")
-    try:
-        result = run_workflow(config, data_dir, out, profile=profile, show_progress=not quiet)
-    except (ConfigError, DataError, ValueError, ImportError) as exc:
-        _fail(str(exc))
-    _print_workflow(result, data_dir / "answers" / "test_targets_scored.csv")
+        try:
+            run_simulation(data_dir, n_rows=rows, seed=0)
+        except (FileExistsError, ValueError, OSError) as exc:
+            _fail(str(exc))
+        _log(f"simulated {rows} rows -> {_p(data_dir)}")
+    _run_workflow(config, data_dir, out, profile.value, "local", quiet, as_json,
+                  data_dir / "answers" / "test_targets_scored.csv")
 
 
 @app.command()
 def blend(
-    runs: list[Path] = typer.Argument(..., help="Single-model run folders (of `moakit train`, or RUN/models/<name>)."),
+    runs: list[Path] = typer.Argument(..., exists=True, file_okay=False,
+                                      help="Single-model run folders (of `moakit train`, or RUN/models/<name>)."),
     out: Path = typer.Option(..., "--out", help="Blend folder to write (blend.json, submission.csv, heatmaps ...)."),
-    method: Optional[list[str]] = typer.Option(None, "--method", help="Weight search: slsqp and/or optuna "
-                                               "(repeat the option; default both)."),
+    method: Optional[list[BlendMethod]] = typer.Option(None, "--method", help="Weight search (repeat the option; "
+                                                       "default slsqp and optuna; none: only --preset)."),
     trials: int = typer.Option(300, "--trials", min=1, help="Optuna trials."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///blend.db, "
                                           "postgresql://...): keep / resume / share the study."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Use fixed write-up weights (best_cv: Table 3) "
-                                         "instead of the searched ones (searches still run for comparison "
-                                         "unless --method none)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="lish-moa data folder with the true targets "
+    preset: Optional[str] = typer.Option(None, "--preset", help="Use a named set of fixed weights (e.g. best_cv: "
+                                         "the write-up's Table 3) instead of the searched ones (searches still "
+                                         "run for comparison unless --method none)."),
+    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False,
+                                        help="lish-moa data folder with the true targets "
                                         "(default: the one recorded in the runs' manifest.json)."),
     names: Optional[list[str]] = typer.Option(None, "--name", help="Model names, one per run (default: folder names)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the Optuna sampler."),
+    as_json: JsonOption = False,
 ) -> None:
     """Blend single-model runs: search OOF-optimal weights, write the blended submission,
     correlation heatmaps and blend.json."""
     from rich.table import Table
 
-    from moakit.blend import BlendError, blend_runs
+    from moakit.blend import BlendError, apply_preset, blend_runs
     from moakit.data.io import DataError, load
 
-    methods = [m.lower() for m in (method or ["slsqp", "optuna"]) if m.lower() != "none"]
+    methods = [m.value for m in (method or [BlendMethod.slsqp, BlendMethod.optuna]) if m is not BlendMethod.none]
+    if not methods and preset is None:
+        _usage("--method none needs a --preset", "--method")
+    if names and len(names) != len(runs):
+        _usage(f"{len(names)} --name value(s) for {len(runs)} run(s)", "--name")
+    if preset is not None:
+        try:
+            apply_preset(names or [Path(r).name for r in runs], preset)
+        except BlendError as exc:
+            _usage(str(exc), "--preset")
     try:
         moa = load(data) if data is not None else None
         res = blend_runs(runs, out, names=names or None, methods=methods, n_trials=trials, storage=storage,
@@ -320,8 +511,15 @@ def blend(
     except (BlendError, DataError, ValueError, OSError) as exc:
         _fail(str(exc))
     summary = res.summary
-    table = Table(title=f"blend -> {out}")
-    table.add_column("model")
+    if as_json:
+        _json({"out": str(out), "submission": str(out / "submission.csv"), "method": res.method,
+               "weights": summary["weights"], "log_loss": res.log_loss, "log_loss_treated": res.log_loss_treated,
+               "best_single": summary["best_single"],
+               "models": {n: {"log_loss": summary["models"][n]["log_loss"],
+                              "log_loss_treated": summary["models"][n]["log_loss_treated"]} for n in res.names}})
+        return
+    table = Table(title=f"blend -> {_p(out)}")
+    table.add_column("model", no_wrap=True)
     table.add_column("OOF log loss", justify="right")
     table.add_column("treated rows", justify="right")
     for m in summary["methods"]:
@@ -330,7 +528,7 @@ def blend(
         table.add_column(f"preset {summary['preset']['name']}", justify="right")
     for name in res.names:
         sc = summary["models"][name]
-        row = [name, f"{sc['log_loss']:.6f}", f"{sc['log_loss_treated']:.6f}"]
+        row = [_p(name), f"{sc['log_loss']:.6f}", f"{sc['log_loss_treated']:.6f}"]
         row += [f"{s['weights'][name]:.3f}" for s in summary["methods"].values()]
         if summary.get("preset"):
             row.append(f"{summary['preset']['weights'][name]:.3f}")
@@ -339,16 +537,17 @@ def blend(
     if summary.get("preset"):
         row.append(f"{summary['preset']['log_loss']:.6f}")
     table.add_row(*row)
-    console.print(table)
-    console.print(f"chosen: [bold]{res.method}[/], blended OOF log loss [bold]{res.log_loss:.6f}[/] "
-                  f"(treated rows {res.log_loss_treated:.6f}); best single model {summary['best_single']} "
-                  f"{summary['models'][summary['best_single']]['log_loss']:.6f}")
-    console.print(f"submission: [bold]{out / 'submission.csv'}[/]")
+    stdout = _stdout()
+    stdout.print(table)
+    stdout.print(f"chosen: [bold]{res.method}[/], blended OOF log loss [bold]{res.log_loss:.6f}[/] "
+                 f"(treated rows {res.log_loss_treated:.6f}); best single model {_p(summary['best_single'])} "
+                 f"{summary['models'][summary['best_single']]['log_loss']:.6f}")
+    stdout.print(f"submission: {_p(out / 'submission.csv')}")
 
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder of `moakit train` or `moakit run`."),
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run folder of `moakit train` or `moakit run`."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/report)."),
 ) -> None:
     """Write an HTML report (index.html + PNGs) of a single-model or multi-model run."""
@@ -358,11 +557,14 @@ def report(
         path = write_report(run_dir, out)
     except (ReportError, ValueError, OSError) as exc:
         _fail(str(exc))
-    console.print(f"report: [bold]{path}[/]")
+    _result(f"report: {_p(path)}")
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    """The `moakit` console script and `python -m moakit`."""
+    if not sys.stderr.isatty():  # plain usage errors and help: no boxes that wrap long paths
+        app.rich_markup_mode = None
+    app(prog_name="moakit")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress and logs; results go to stdout (moakit.cli)
 
 
 class RunProgress:
@@ -58,4 +58,4 @@ class RunProgress:
 
     def log(self, message: str) -> None:
         if self.enabled:
-            console.print(message)
+            console.print(message, soft_wrap=True)

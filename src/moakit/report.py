@@ -73,13 +73,8 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, classes: lis
 
 
 def _save_png(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=100)  # a pyplot-free Figure: nothing to close
     path.write_bytes(buf.getvalue())
 
 
@@ -140,15 +135,13 @@ def _per_target_single(model_dir: Path) -> tuple[pd.DataFrame | None, str]:
 
 
 def _plot_per_target(frame: pd.DataFrame, column: str, label: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     frame = frame.sort_values(column, ascending=False)
     x = np.arange(len(frame))
     top = min(20, len(frame))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [2.2, 1]})
+    fig = Figure(figsize=(13, 4.8))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
     ax.bar(x, frame[column].to_numpy(), width=1.0, color="#3b75af", label=f"{label} (mean {frame[column].mean():.5f})")
     if "prior" in frame:
         ax.plot(x, frame["prior"].to_numpy(), ".", color="#d62728", markersize=3,
@@ -171,12 +164,10 @@ def _plot_per_target(frame: pd.DataFrame, column: str, label: str, path: Path) -
 
 
 def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(rows) + 1.5))
+    fig = Figure(figsize=(8, 0.5 * len(rows) + 1.5))
+    ax = fig.subplots()
     names = [r[0] for r in rows]
     vals = [r[1] for r in rows]
     colors = ["#2ca02c" if n == "blend" else "#3b75af" for n in names]

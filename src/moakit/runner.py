@@ -225,8 +225,10 @@ def train(
     out: str | Path,
     executor: str | Executor = "local",
     show_progress: bool = True,
+    label: str | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``data``: every stage x seed x fold, resuming finished folds."""
+    """Train ``config`` on ``data``: every stage x seed x fold, resuming finished folds.
+    ``label`` names the progress bar (a blend entry's name; default: the model's)."""
     out = Path(out)
     model = build_model(config)
     executor = make_executor(executor) if isinstance(executor, str) else executor
@@ -253,7 +255,7 @@ def train(
     stages = model.stages()
     total_jobs = len(stages) * len(config.seeds) * config.cv.n_folds
     with RunProgress(show_progress) as progress:
-        advance = progress.jobs(f"{config.model} ({config.profile})", total_jobs)
+        advance = progress.jobs(f"{label or config.model} ({config.profile})", total_jobs)
         for stage in stages:
             t0 = time.perf_counter()
             for seed in config.seeds:

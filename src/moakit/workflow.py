@@ -367,7 +367,7 @@ def run_workflow(
         t0 = time.perf_counter()
         try:
             results[entry.name] = runner.train(model_configs[entry.name], data, out / "models" / entry.name,
-                                               executor=exec_obj, show_progress=show_progress)
+                                               executor=exec_obj, show_progress=show_progress, label=entry.name)
         except Exception as exc:
             info.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                         seconds=round(time.perf_counter() - t0, 3))

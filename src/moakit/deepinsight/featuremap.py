@@ -193,10 +193,7 @@ class FeatureMap:
              resolution: int | None = None) -> Path:
         """Scatter of the feature positions (rectangle frame), coloured by ``groups``
         (e.g. from :func:`feature_groups`), with the bounding rectangle and hull; PNG."""
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
         from matplotlib.patches import Rectangle
 
         self._check()

@@ -126,6 +126,18 @@ def _quiet():
         yield
 
 
+@contextlib.contextmanager
+def _numpy_global_seed(seed: int):
+    """Seed numpy's global generator (which pytorch-tabnet may draw from) for the block
+    only; the caller's generator state is restored afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed % (2**32))
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 class TabNetEstimator:
     """A fitted TabNetRegressor predicting logits; ``predict_proba`` is their sigmoid.
 
@@ -170,7 +182,6 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     X_valid = np.ascontiguousarray(X_valid, dtype=np.float32)
     Y_valid = np.ascontiguousarray(Y_valid, dtype=np.float32)
     torch.manual_seed(seed)  # the train loader's shuffling draws from the global generator
-    np.random.seed(seed % (2**32))
     smoothing = cfg.smoothing
 
     def loss_fn(logits, y):
@@ -195,7 +206,7 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     # Early stopping (patience, best-epoch weights restored) is judged on the held-out
     # fold, as in the winners' scripts and standard public practice: the same rule as our
     # MLPs' best-epoch restore through fit_network.
-    with _quiet():
+    with _quiet(), _numpy_global_seed(seed):
         reg.fit(
             X_train, Y_train, eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=[metric],
             loss_fn=loss_fn, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=batch,

@@ -142,7 +142,7 @@ def predict_logits(
     X = _as_tensor(X)
     rng = np.random.default_rng(0)  # unused by eval transforms, required by the signature
     out = []
-    for start in range(0, len(X), batch_size):
+    for start in range(0, max(len(X), 1), batch_size):  # no rows: one empty batch, for the output width
         xb = X[start : start + batch_size]
         xb = transform(xb, False, rng) if transform is not None else xb
         with _autocast(amp, device):

@@ -1,0 +1,722 @@
+"""The Python API: scikit-learn-style estimators over the same run folders as the CLI.
+
+::
+
+    import moakit
+
+    data = moakit.simulate(n_rows=2000, seed=0)          # or moakit.load_dataset("lish-moa/")
+    model = moakit.MoAModel("simple_nn", profile="cpu")
+    model.fit(data.X, data.Y, Y_nonscored=data.Y_nonscored, drug_id=data.drug_id)
+    model.oof_                                            # out-of-fold predictions (DataFrame)
+    proba = model.predict_proba(data.X_test)              # DataFrame: sig_id x 206 targets
+    model.save("runs/simple")                             # a `moakit train` run folder
+    same = moakit.MoAModel.load("runs/simple")
+
+Inputs are the lish-moa tables as pandas reads them (``train_features``: ``sig_id``,
+``cp_type``, ``cp_time``, ``cp_dose``, ``g-*``, ``c-*``; targets: ``sig_id`` + one 0/1
+column per target) or arrays in the same column order (without ``sig_id``). Targets with a
+``sig_id`` column are matched to the features by ``sig_id``, otherwise by position.
+
+Training writes exactly what ``moakit train`` / ``moakit run`` write, into ``run_dir`` when
+given (a rerun there resumes) or into a temporary folder that is deleted with the
+estimator. Fitting changes no global state: numpy's and torch's global random generators,
+torch's thread count and the warning filters are as before afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tarfile
+import tempfile
+import warnings
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import NotFittedError
+
+from moakit.artifacts import read_json, write_json
+from moakit.data import schema
+from moakit.data.dataset import Dataset, MoAData
+from moakit.data.io import DataError
+
+__all__ = ["MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "load_dataset", "simulate"]
+
+ESTIMATOR_FILE = "estimator.json"  # the estimator's constructor arguments, beside the CLI's files
+_FEATURE_COLUMNS_HINT = "cp_type, cp_time, cp_dose, then the g-* and c-* columns"
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def list_models() -> list[str]:
+    """Names of the registered models (what a config's ``model:`` may name)."""
+    from moakit.models import MODELS
+
+    return sorted(MODELS)
+
+
+def list_configs(kind: str | None = None) -> pd.DataFrame:
+    """The shipped configs: one row per config with its kind (``model`` or ``blend``), the
+    model it trains (or the entries of a blend), its profiles and its description.
+
+    ``kind`` keeps only ``"model"`` or ``"blend"`` configs."""
+    from moakit.config import packaged_configs, read_yaml
+
+    if kind not in (None, "model", "blend"):
+        raise ValueError(f"kind must be 'model', 'blend' or None, not {kind!r}")
+    rows = []
+    for name, path in sorted(packaged_configs().items()):
+        raw = read_yaml(path)
+        is_blend = "models" in raw
+        if kind is not None and kind != ("blend" if is_blend else "model"):
+            continue
+        models = ([str(e.get("name", e.get("config"))) for e in raw["models"] if isinstance(e, dict)]
+                  if is_blend else [str(raw.get("model", ""))])
+        rows.append({"name": name, "kind": "blend" if is_blend else "model", "models": models,
+                     "profiles": ["full", *list((raw.get("profiles") or {}).keys())],
+                     "description": str(raw.get("description", "")).strip()})
+    return pd.DataFrame(rows, columns=["name", "kind", "models", "profiles", "description"])
+
+
+# --------------------------------------------------------------------------- data as DataFrames
+
+
+@dataclass
+class MoADataset:
+    """A lish-moa dataset as DataFrames, in the files' layout (``sig_id`` first).
+
+    ``X`` / ``X_test``: train / test features; ``Y`` / ``Y_nonscored``: scored / non-scored
+    training targets; ``drug_id``: a Series of drug ids aligned with ``X`` (None if the
+    folder has no train_drug); ``Y_test``: the test answers where known (a simulated
+    folder's ``answers/``), else None."""
+
+    X: pd.DataFrame
+    Y: pd.DataFrame
+    X_test: pd.DataFrame
+    Y_nonscored: pd.DataFrame | None = None
+    drug_id: pd.Series | None = None
+    Y_test: pd.DataFrame | None = None
+    source: str = ""
+
+    @property
+    def fit_args(self) -> dict[str, Any]:
+        """Keyword arguments for ``estimator.fit(**data.fit_args)``."""
+        return {"X": self.X, "Y": self.Y, "Y_nonscored": self.Y_nonscored, "drug_id": self.drug_id,
+                "X_test": self.X_test}
+
+    def __repr__(self) -> str:
+        parts = [f"X={self.X.shape}", f"Y={self.Y.shape}", f"X_test={self.X_test.shape}"]
+        if self.Y_nonscored is not None:
+            parts.append(f"Y_nonscored={self.Y_nonscored.shape}")
+        if self.drug_id is not None:
+            parts.append(f"drugs={self.drug_id.nunique()}")
+        if self.Y_test is not None:
+            parts.append(f"Y_test={self.Y_test.shape}")
+        return f"MoADataset({', '.join(parts)})"
+
+
+def _features_frame(ds: Dataset) -> pd.DataFrame:
+    columns: dict[str, Any] = {
+        schema.ID_COLUMN: ds.sig_id,
+        "cp_type": np.asarray(schema.CP_TYPES, dtype=object)[ds.cp_type.astype(np.int64)],
+        "cp_time": np.asarray(schema.CP_TIMES)[ds.cp_time.astype(np.int64)],
+        "cp_dose": np.asarray(schema.CP_DOSES, dtype=object)[ds.cp_dose.astype(np.int64)],
+    }
+    frame = pd.DataFrame(columns)
+    numbers = pd.DataFrame(np.concatenate([ds.genes, ds.cells], axis=1).astype(np.float64),
+                           columns=[*ds.gene_names, *ds.cell_names])
+    return pd.concat([frame, numbers], axis=1)
+
+
+def _targets_frame(sig_id: np.ndarray, values: np.ndarray, names: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(np.asarray(values).astype(np.int64), columns=list(names))
+    frame.insert(0, schema.ID_COLUMN, sig_id)
+    return frame
+
+
+def _dataset_from_folder(folder: Path) -> MoADataset:
+    from moakit.data.io import find_file, load, read_answers
+
+    data = load(folder)
+    tr, te = data.train, data.test
+    y_test = None
+    answers = folder / "answers"
+    if answers.is_dir():
+        path = find_file(answers, "test_targets_scored", required=False)
+        if path is not None:
+            y_test = _targets_frame(te.sig_id, read_answers(path, te.sig_id, tr.scored_names), tr.scored_names)
+    return MoADataset(
+        X=_features_frame(tr),
+        Y=_targets_frame(tr.sig_id, tr.scored, tr.scored_names),
+        X_test=_features_frame(te),
+        Y_nonscored=None if tr.nonscored is None else _targets_frame(tr.sig_id, tr.nonscored, tr.nonscored_names),
+        drug_id=None if tr.drug_id is None else pd.Series(tr.drug_id, name=schema.DRUG_COLUMN),
+        Y_test=y_test,
+        source=str(folder),
+    )
+
+
+def load_dataset(folder: str | Path) -> MoADataset:
+    """Read and validate a lish-moa folder (the competition files, as ``.csv``,
+    ``.csv.zip`` or ``.parquet``) into DataFrames."""
+    return _dataset_from_folder(Path(folder))
+
+
+def simulate(n_rows: int = 2000, seed: int = 0, test_fraction: float = 0.2,
+             labels_from: str | Path | None = None, out_dir: str | Path | None = None) -> MoADataset:
+    """Simulated MoA-like lish-moa data as DataFrames (see :mod:`moakit.data.simulate`);
+    ``Y_test`` holds the test answers. The files are written to ``out_dir`` when given
+    (it must not exist or be empty), otherwise to a temporary folder that is removed."""
+    from moakit.data.simulate import simulate as write_simulation
+
+    if out_dir is not None:
+        path = write_simulation(out_dir, n_rows=n_rows, seed=seed, labels_from=labels_from,
+                                test_fraction=test_fraction)
+        return _dataset_from_folder(Path(path))
+    with tempfile.TemporaryDirectory(prefix="moakit-sim-") as tmp:
+        path = write_simulation(Path(tmp) / "data", n_rows=n_rows, seed=seed, labels_from=labels_from,
+                                test_fraction=test_fraction)
+        data = _dataset_from_folder(Path(path))
+    data.source = ""
+    return data
+
+
+# --------------------------------------------------------------------------- inputs -> Dataset
+
+
+def _as_frame(X, what: str) -> pd.DataFrame:
+    """A features table: a DataFrame as read from a features file, or an array with the
+    same columns (without sig_id)."""
+    if isinstance(X, pd.DataFrame):
+        return X
+    if isinstance(X, (str, Path)):
+        raise TypeError(f"{what}: expected a DataFrame or an array, not a path; read the folder with "
+                        f"moakit.load_dataset(path)")
+    arr = np.asarray(X, dtype=object)
+    if arr.ndim != 2:
+        raise DataError(f"{what}: expected a 2-D table, got an array of shape {arr.shape}")
+    width = 3 + schema.N_GENES + schema.N_CELLS
+    if arr.shape[1] != width:
+        raise DataError(f"{what}: an array must have {width} columns ({_FEATURE_COLUMNS_HINT}), "
+                        f"this one has {arr.shape[1]}; pass a DataFrame for other column sets")
+    return pd.DataFrame(arr, columns=[*schema.META_COLUMNS, *schema.GENE_COLUMNS, *schema.CELL_COLUMNS])
+
+
+def _features(X, what: str, prefix: str) -> tuple[Dataset, pd.Index]:
+    """(Dataset, output index). Rows keep their order; the output index is the sig_id
+    column when there is one, else the DataFrame's own index (or 0..n-1 for an array)."""
+    from moakit.data.io import parse_features
+
+    frame = _as_frame(X, what)
+    if schema.ID_COLUMN in frame.columns:
+        index = pd.Index(frame[schema.ID_COLUMN].astype(str).to_numpy(), name=schema.ID_COLUMN)
+    else:
+        index = frame.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(frame))
+        frame = frame.copy()
+        frame.insert(0, schema.ID_COLUMN, [f"{prefix}_{i}" for i in range(len(frame))])
+    if len(frame) == 0:
+        raise DataError(f"{what}: no rows")
+    return parse_features(what, frame.reset_index(drop=True)), index
+
+
+def _targets(Y, ds: Dataset, has_ids: bool, what: str, default_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """A 0/1 target matrix aligned with ``ds`` and its column names."""
+    from moakit.data.io import _align, _numeric_block
+
+    if isinstance(Y, pd.DataFrame):
+        names = [str(c) for c in Y.columns if c != schema.ID_COLUMN]
+        if not names:
+            raise DataError(f"{what}: no target columns besides sig_id")
+        frame = Y.reset_index(drop=True)
+        frame.columns = [str(c) for c in frame.columns]
+        values = _numeric_block(what, frame, names)
+        if schema.ID_COLUMN in frame.columns:
+            if not has_ids:
+                raise DataError(f"{what}: has a sig_id column but X has none, so its rows cannot be matched; "
+                                "drop the column to match rows by position")
+            values = _align(what, frame[schema.ID_COLUMN].astype(str).to_numpy(), values, ds.sig_id, Path("X"))
+    else:
+        values = np.asarray(Y, dtype=np.float64)
+        if values.ndim != 2:
+            raise DataError(f"{what}: expected a 2-D (rows, targets) table, got shape {values.shape}")
+        names = (default_names if values.shape[1] == len(default_names)
+                 else [f"target_{j}" for j in range(values.shape[1])])
+        if not np.isfinite(values).all():
+            row, j = (int(v[0]) for v in np.nonzero(~np.isfinite(values)))
+            raise DataError(f"{what}: row {row + 1}, column {j + 1}: value {values[row, j]} is not finite")
+        values = values.astype(np.float32)
+    if len(values) != len(ds):
+        raise DataError(f"{what}: {len(values)} rows, X has {len(ds)}")
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        row, j = (int(v[0]) for v in np.nonzero(bad))
+        raise DataError(f"{what}: column {names[j]!r}, row {row + 1}: target {values[row, j]} is not 0 or 1")
+    return values.astype(np.float32), names
+
+
+def _drug_ids(drug_id, ds: Dataset, has_ids: bool) -> np.ndarray:
+    if isinstance(drug_id, pd.DataFrame):  # a train_drug table: sig_id + drug_id
+        from moakit.data.io import _align
+
+        missing = [c for c in (schema.ID_COLUMN, schema.DRUG_COLUMN) if c not in drug_id.columns]
+        if missing:
+            raise DataError(f"drug_id: a table needs the columns sig_id and drug_id (missing {', '.join(missing)})")
+        if not has_ids:
+            raise DataError("drug_id: a sig_id + drug_id table needs a sig_id column in X to be matched; "
+                            "pass the drug ids as a list or Series in X's row order instead")
+        values = drug_id[schema.DRUG_COLUMN].astype(str).to_numpy()
+        return _align("drug_id", drug_id[schema.ID_COLUMN].astype(str).to_numpy(), values, ds.sig_id, Path("X"))
+    values = np.asarray(drug_id, dtype=object).astype(str)
+    if values.ndim != 1 or len(values) != len(ds):
+        raise DataError(f"drug_id: expected one drug id per row of X ({len(ds)}), got shape {values.shape}")
+    return values
+
+
+def _training_data(X, Y, Y_nonscored, drug_id, X_test) -> tuple[MoAData, pd.Index, pd.Index | None]:
+    train, train_index = _features(X, "X", "train")
+    has_ids = isinstance(X, pd.DataFrame) and schema.ID_COLUMN in X.columns
+    train.scored, train.scored_names = _targets(Y, train, has_ids, "Y", schema.scored_target_names())
+    if Y_nonscored is not None:
+        train.nonscored, train.nonscored_names = _targets(Y_nonscored, train, has_ids, "Y_nonscored",
+                                                          schema.nonscored_target_names())
+    if drug_id is not None:
+        train.drug_id = _drug_ids(drug_id, train, has_ids)
+    test_index = None
+    if X_test is not None:
+        test, test_index = _features(X_test, "X_test", "test")
+        for attr, kind in (("gene_names", "gene"), ("cell_names", "cell")):
+            if getattr(test, attr) != getattr(train, attr):
+                raise DataError(f"X_test: {kind} columns differ from those of X")
+    else:  # no test rows: the transforms are fitted on the training rows only
+        test = train.subset(np.zeros(len(train), bool))
+        test.scored = test.nonscored = test.drug_id = None
+    test.scored_names = list(train.scored_names)
+    test.nonscored_names = list(train.nonscored_names)
+    return MoAData(train=train, test=test), train_index, test_index
+
+
+# --------------------------------------------------------------------------- shared machinery
+
+
+@contextlib.contextmanager
+def _global_state_kept():
+    """Numpy's and torch's global generators, torch's thread count and the warning
+    filters as they were, whatever training does to them."""
+    import torch
+
+    np_state = np.random.get_state()
+    threads = torch.get_num_threads()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    try:
+        with torch.random.fork_rng(devices=devices), warnings.catch_warnings():
+            yield
+    finally:
+        np.random.set_state(np_state)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def _read_predictions(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={schema.ID_COLUMN: str})
+    return frame.set_index(schema.ID_COLUMN)
+
+
+def _json_params(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _RunEstimator(BaseEstimator):
+    """What MoAModel and MoABlend share: a run folder (given or temporary), predict,
+    save / load, pickling."""
+
+    _kind: str = ""
+
+    # ---- run folder
+    def _release(self) -> None:
+        cleanup = self.__dict__.pop("_cleanup", None)
+        if cleanup is not None:
+            cleanup()
+
+    def _new_run_dir(self) -> Path:
+        self._release()
+        if self.run_dir is not None:
+            return Path(self.run_dir)
+        path = tempfile.mkdtemp(prefix=f"moakit-{self._kind}-")
+        self._cleanup = weakref.finalize(self, _remove_tree, path)
+        return Path(path)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "run_dir_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(...) or "
+                                 f"{type(self).__name__}.load(path) first")
+        if not Path(self.run_dir_).is_dir():
+            raise NotFittedError(f"{self.run_dir_}: the run folder of this {type(self).__name__} is gone")
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "run_dir_")
+
+    @property
+    def _output_columns(self) -> list[str]:
+        return list(self.target_names_)
+
+    # ---- prediction
+    def predict_proba(self, X, batch_size: int | None = None) -> pd.DataFrame:
+        """Probabilities of the scored targets for the rows of ``X`` (controls get 0), from
+        the saved artifacts: a DataFrame with one column per target, indexed by ``sig_id``
+        (or by X's own index when X has no sig_id column)."""
+        from moakit.inference import predict_arrays
+
+        self._check_fitted()
+        ds, index = _features(X, "X", "row")
+        _, pred, names = predict_arrays(self.run_dir_, ds, batch_size=batch_size)
+        return pd.DataFrame(np.asarray(pred, np.float64), index=index, columns=names)
+
+    def predict(self, X, threshold: float = 0.5) -> pd.DataFrame:
+        """0/1 labels: ``predict_proba(X) >= threshold``."""
+        return (self.predict_proba(X) >= threshold).astype(np.int8)
+
+    # ---- persistence
+    def save(self, path: str | Path) -> Path:
+        """Copy the run folder to ``path`` (which must not exist or be empty): the same
+        files as the CLI's, usable by ``moakit predict --run PATH`` and ``load(PATH)``."""
+        self._check_fitted()
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{path}: already exists and is not empty; choose a new folder or remove it")
+        if path.exists():
+            path.rmdir()
+        shutil.copytree(self.run_dir_, path)
+        return path
+
+    def _write_estimator_file(self, run_dir: Path) -> None:
+        params = _json_params({k: v for k, v in self.get_params(deep=False).items() if k != "run_dir"})
+        write_json(run_dir / ESTIMATOR_FILE, {"class": type(self).__name__, "params": params})
+
+    @classmethod
+    def _saved_params(cls, path: Path) -> dict | None:
+        file = path / ESTIMATOR_FILE
+        if not file.exists():
+            return None
+        saved = read_json(file)
+        if saved.get("class") != cls.__name__:
+            raise ValueError(f"{path}: holds a saved {saved.get('class')}, not a {cls.__name__}")
+        return dict(saved.get("params", {}))
+
+    # ---- pickling: a temporary run folder travels inside the pickle
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_cleanup"}
+        if "_cleanup" in self.__dict__ and hasattr(self, "run_dir_") and Path(self.run_dir_).is_dir():
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                tar.add(self.run_dir_, arcname="run")
+            state["_run_archive"] = buf.getvalue()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        archive = state.pop("_run_archive", None)
+        self.__dict__.update(state)
+        if archive is not None:
+            root = tempfile.mkdtemp(prefix=f"moakit-{self._kind}-")
+            with tarfile.open(fileobj=io.BytesIO(archive), mode="r") as tar:
+                tar.extractall(root, filter="data")
+            self._cleanup = weakref.finalize(self, _remove_tree, root)
+            self._relocate(Path(root) / "run")
+
+    def _relocate(self, run_dir: Path) -> None:
+        self.run_dir_ = run_dir
+
+
+# --------------------------------------------------------------------------- one model
+
+
+class MoAModel(_RunEstimator):
+    """One model config trained over seeds x folds, as ``moakit train`` does.
+
+    Parameters
+    ----------
+    config : a shipped model config name (see :func:`list_configs`) or a YAML path.
+    profile : ``full`` (the write-up's numbers), ``cpu``, ``demo``, ``smoke`` or any profile
+        the config defines.
+    seeds : keep the first N seeds of the profile (or pass a list of seeds); None: the profile's.
+    folds, cv : override the number of folds / the CV scheme (``old`` or ``drug``).
+    params : a mapping merged into the config's model params (dictionaries key by key),
+        e.g. ``{"train": {"epochs": 5}}``.
+    run_dir : folder to train into (kept; a rerun there resumes finished folds); None: a
+        temporary folder deleted with the estimator (``save`` keeps a copy).
+    executor : ``local`` or ``ray``.
+    verbose : show progress bars (on stderr).
+
+    Attributes after ``fit`` (or ``load``)
+    --------------------------------------
+    run_dir_ : the run folder; config_ : the resolved :class:`moakit.config.RunConfig`;
+    target_names_ : the scored targets; feature_names_in_, n_features_in_ : gene and cell
+    columns; oof_ : out-of-fold probabilities of the training rows (DataFrame); metrics_ :
+    OOF log loss overall, treated rows, per seed (and per stage), the prior's;
+    test_predictions_ : probabilities for ``X_test`` (None when fit without it).
+    """
+
+    _kind = "model"
+
+    def __init__(self, config: str = "simple_nn", profile: str = "full", seeds: int | list[int] | None = None,
+                 folds: int | None = None, cv: str | None = None, params: dict | None = None,
+                 run_dir: str | Path | None = None, executor: str = "local", verbose: bool = False) -> None:
+        self.config = config
+        self.profile = profile
+        self.seeds = seeds
+        self.folds = folds
+        self.cv = cv
+        self.params = params
+        self.run_dir = run_dir
+        self.executor = executor
+        self.verbose = verbose
+
+    def resolved_config(self):
+        """The :class:`moakit.config.RunConfig` that ``fit`` trains (config + profile + overrides)."""
+        from moakit.config import RunConfig, deep_merge, load_config
+
+        cfg = load_config(self.config, profile=self.profile, seeds=self.seeds, folds=self.folds, cv=self.cv)
+        if self.params:
+            cfg = RunConfig(**{**cfg.model_dump(), "params": deep_merge(cfg.params, dict(self.params))})
+        return cfg
+
+    def fit(self, X, Y, Y_nonscored=None, drug_id=None, X_test=None) -> "MoAModel":
+        """Train on the rows of ``X`` with scored targets ``Y``.
+
+        ``Y_nonscored`` is needed by the models with a non-scored stage (3-stage NN, 2-stage
+        NN + TabNet, 2-heads ResNet), ``drug_id`` by the drug-aware CV. ``X_test`` (optional)
+        joins the fit of the unsupervised transforms, as the winners fitted them on train +
+        test, and gets predictions in ``test_predictions_``."""
+        from moakit import runner
+        from moakit.workflow import check_models
+
+        cfg = self.resolved_config()
+        data, train_index, test_index = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        check_models({self.config if isinstance(self.config, str) else str(self.config): cfg}, data)
+        run_dir = self._new_run_dir()
+        with _global_state_kept():
+            result = runner.train(cfg, data, run_dir, executor=self.executor, show_progress=self.verbose)
+        self._write_estimator_file(run_dir)
+        self._set_fitted(run_dir, cfg)
+        self.oof_ = pd.DataFrame(np.asarray(result.oof, np.float64), index=train_index, columns=self.target_names_)
+        self.test_predictions_ = (None if test_index is None else
+                                  pd.DataFrame(np.asarray(result.test, np.float64), index=test_index,
+                                               columns=self.target_names_))
+        return self
+
+    def _set_fitted(self, run_dir: Path, cfg=None) -> None:
+        from moakit.config import RunConfig
+
+        self.run_dir_ = Path(run_dir)
+        self.config_ = cfg if cfg is not None else RunConfig(**read_json(run_dir / "config.json"))
+        columns = read_json(run_dir / "columns.json")
+        self.target_names_ = list(columns["scored"])
+        self.feature_names_in_ = np.asarray([*columns["genes"], *columns["cells"]], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        self.metrics_ = read_json(run_dir / "metrics.json")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MoAModel":
+        """A fitted MoAModel from a run folder of ``save`` or of ``moakit train`` (used in
+        place, not copied)."""
+        from moakit.config import RunConfig
+        from moakit.inference import _check_model_dir
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: run folder not found")
+        _check_model_dir(path)
+        cfg = RunConfig(**read_json(path / "config.json"))
+        params = cls._saved_params(path)
+        if params is None:  # a `moakit train` folder: its resolved config says it all
+            source = Path(cfg.source) if cfg.source else None
+            params = {"config": source.stem if source is not None and _is_shipped(source) else (cfg.source or cfg.model),
+                      "profile": cfg.profile, "seeds": list(cfg.seeds), "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme}
+        est = cls(**params)
+        est._set_fitted(path, cfg)
+        est.oof_ = _read_predictions(path / "oof_predictions.csv")
+        test = path / "test_predictions.csv"
+        est.test_predictions_ = _read_predictions(test) if test.exists() else None
+        if est.test_predictions_ is not None and est.test_predictions_.empty:
+            est.test_predictions_ = None
+        return est
+
+
+def _is_shipped(path: Path) -> bool:
+    from moakit.config import packaged_configs
+
+    shipped = packaged_configs()
+    return path.stem in shipped and shipped[path.stem].resolve() == path.resolve()
+
+
+# --------------------------------------------------------------------------- a blend
+
+
+def _entries(models) -> list[dict]:
+    """ModelEntry dicts from config names, (name, config) pairs or ModelEntry-like dicts."""
+    if isinstance(models, (str, Path)):
+        raise TypeError("models: expected a list of model configs; for a blend config use its name alone, "
+                        "e.g. MoABlend('blend_best_lb')")
+    entries = []
+    for item in models:
+        if isinstance(item, (str, Path)):
+            entries.append({"name": Path(str(item)).stem, "config": str(item)})
+        elif isinstance(item, tuple) and len(item) == 2:
+            entries.append({"name": str(item[0]), "config": str(item[1])})
+        elif isinstance(item, dict):
+            entries.append(dict(item))
+        else:
+            raise TypeError(f"models: {item!r} is neither a config name, a (name, config) pair nor a dict "
+                            "with name, config[, seeds, folds]")
+    return entries
+
+
+class MoABlend(_RunEstimator):
+    """Several models blended by OOF-optimal weights, as ``moakit run`` does.
+
+    Parameters
+    ----------
+    models : a blend config name or path (``"blend_best_lb"``, ``"blend_best_cv"``), or a
+        list of model configs: names, ``(entry_name, config)`` pairs, or dicts
+        ``{name, config, seeds, folds}`` (the entries of a blend config).
+    profile : applied to the blend config and to every model config.
+    methods : weight searches (``slsqp``, ``optuna``); None: the blend config's (both).
+    optuna_trials, preset, seed : None: the blend config's.
+    run_dir, executor, verbose : as for :class:`MoAModel`.
+
+    Attributes after ``fit`` (or ``load``)
+    --------------------------------------
+    run_dir_, config_ (the resolved blend config), weights_ (entry name -> weight),
+    method_, oof_ (blended out-of-fold probabilities), scores_ (OOF log loss per model and
+    of the blend, with the weights), models_ (entry name -> fitted :class:`MoAModel`),
+    target_names_, test_predictions_ (None when fit without ``X_test``).
+    """
+
+    _kind = "blend"
+
+    def __init__(self, models: str | Sequence = "blend_best_lb", profile: str = "full",
+                 methods: Sequence[str] | None = None, optuna_trials: int | None = None,
+                 preset: str | None = None, seed: int | None = None, run_dir: str | Path | None = None,
+                 executor: str = "local", verbose: bool = False) -> None:
+        self.models = models
+        self.profile = profile
+        self.methods = methods
+        self.optuna_trials = optuna_trials
+        self.preset = preset
+        self.seed = seed
+        self.run_dir = run_dir
+        self.executor = executor
+        self.verbose = verbose
+
+    def resolved_config(self):
+        """The :class:`moakit.workflow.BlendConfig` that ``fit`` runs."""
+        from pydantic import ValidationError
+
+        from moakit.config import ConfigError
+        from moakit.workflow import BlendConfig, load_blend_config
+
+        if isinstance(self.models, (str, Path)):
+            cfg = load_blend_config(self.models, self.profile)
+            raw = cfg.model_dump()
+        else:
+            raw = {"models": _entries(self.models), "profile": self.profile, "blend": {}}
+        blend = dict(raw.get("blend") or {})
+        for key, value in (("methods", self.methods), ("optuna_trials", self.optuna_trials),
+                           ("preset", self.preset), ("seed", self.seed)):
+            if value is not None:
+                blend[key] = list(value) if key == "methods" else value
+        raw["blend"] = blend
+        try:
+            return BlendConfig(**raw)
+        except ValidationError as exc:
+            from moakit.workflow import _format_errors
+
+            raise ConfigError(f"MoABlend: {_format_errors(exc)}") from None
+
+    def fit(self, X, Y, Y_nonscored=None, drug_id=None, X_test=None) -> "MoABlend":
+        """Train every model, search the blend weights on their OOF predictions; the
+        arguments are those of :meth:`MoAModel.fit`."""
+        from moakit.workflow import run_workflow
+
+        cfg = self.resolved_config()
+        data, train_index, test_index = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        run_dir = self._new_run_dir()
+        with _global_state_kept():
+            run_workflow(cfg, data, run_dir, profile=cfg.profile, executor=self.executor,
+                         show_progress=self.verbose)
+        self._write_estimator_file(run_dir)
+        self._set_fitted(run_dir, cfg)
+        self.oof_.index = train_index
+        if test_index is None:
+            self.test_predictions_ = None
+        else:
+            self.test_predictions_.index = test_index
+        return self
+
+    def _set_fitted(self, run_dir: Path, cfg=None) -> None:
+        from moakit.workflow import BlendConfig, blend_weights
+
+        run_dir = Path(run_dir)
+        self.run_dir_ = run_dir
+        self.config_ = cfg if cfg is not None else BlendConfig(**read_json(run_dir / "workflow.json")["blend_config"])
+        summary = read_json(run_dir / "blend" / "blend.json")
+        self.weights_ = blend_weights(summary)
+        self.method_ = summary.get("method")
+        self.models_ = {e.name: MoAModel.load(run_dir / "models" / e.name) for e in self.config_.models}
+        first = next(iter(self.models_.values()))
+        self.target_names_ = list(first.target_names_)
+        self.feature_names_in_ = first.feature_names_in_
+        self.n_features_in_ = first.n_features_in_
+        rows = [{"model": name, "oof_log_loss": float(summary["models"][name]["log_loss"]),
+                 "oof_log_loss_treated": float(summary["models"][name]["log_loss_treated"]),
+                 "weight": float(self.weights_.get(name, 0.0))} for name in self.models_]
+        rows.append({"model": "blend", "oof_log_loss": float(summary["log_loss"]),
+                     "oof_log_loss_treated": float(summary["log_loss_treated"]), "weight": 1.0})
+        self.scores_ = pd.DataFrame(rows).set_index("model")
+        self.oof_ = _read_predictions(run_dir / "blend" / "oof_predictions.csv")
+        test = _read_predictions(run_dir / "blend" / "submission.csv")
+        self.test_predictions_ = None if test.empty else test
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MoABlend":
+        """A fitted MoABlend from a folder of ``save`` or of ``moakit run`` (used in place)."""
+        from moakit.workflow import BlendConfig, is_workflow_run
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: run folder not found")
+        if not is_workflow_run(path):
+            raise ValueError(f"{path}: not a `moakit run` / MoABlend folder (no workflow.json)")
+        if not (path / "blend" / "blend.json").exists():
+            raise ValueError(f"{path}: the run has no blend/blend.json; finish it first")
+        cfg = BlendConfig(**read_json(path / "workflow.json")["blend_config"])
+        params = cls._saved_params(path)
+        if params is None:
+            source = Path(cfg.source) if cfg.source else None
+            params = {"models": (source.stem if source is not None and _is_shipped(source) else cfg.source)
+                      or [e.model_dump() for e in cfg.models], "profile": cfg.profile}
+        est = cls(**params)
+        est._set_fitted(path, cfg)
+        return est
+
+    def _relocate(self, run_dir: Path) -> None:
+        self.run_dir_ = run_dir
+        for name, model in getattr(self, "models_", {}).items():
+            model.run_dir_ = run_dir / "models" / name
