@@ -138,12 +138,34 @@ def test_presets():
              "deepinsight_resnest_v2", "simple_nn"]
     w = apply_preset(names, "best_cv")
     np.testing.assert_allclose(w, [0.37, 0.08, 0.17, 0.11, 0.27, 0.0])
-    assert "best_lb" not in blend.PRESETS  # the write-up does not state those weights
     with pytest.raises(BlendError, match="deepinsight_resnest_v2"):
         apply_preset(names[:4], "best_cv")
-    with pytest.raises(BlendError, match="best_lb"):
+    with pytest.raises(BlendError, match="best_lb.*two_stage_nn_tabnet"):
         apply_preset(names, "best_lb")
+    with pytest.raises(BlendError, match="unknown blend preset 'best'; known: best_cv, best_lb"):
+        apply_preset(names, "best")
     np.testing.assert_allclose(apply_preset(["x", "y"], {"x": 1, "y": 3}), [0.25, 0.75])
+
+
+def test_best_lb_preset_is_the_winning_submission():
+    """The weights of the winners' final/blend.py, (0.37, 0.10, 0.18, 0.15) x 0.9 + 0.10 +
+    0.09 + 0.09, with its seventh slot on the old-CV Simple NN (final/blend.py read the new-CV
+    file there twice; their scoring Kaggle blend read the old-CV one)."""
+    from moakit.workflow import load_blend_config
+
+    config = load_blend_config("blend_best_lb")
+    names = [e.name for e in config.models]
+    assert config.blend.preset == "best_lb" and config.blend.methods == ["slsqp", "optuna"]
+    assert set(blend.PRESETS["best_lb"]) == set(names)  # keyed by the shipped config's entry names
+    w = dict(zip(names, apply_preset(names, "best_lb")))
+    want = {"three_stage_nn": 0.333, "two_stage_nn_tabnet": 0.10, "simple_nn": 0.09, "simple_nn_drug_cv": 0.09,
+            "resnet_2heads": 0.09, "deepinsight_efficientnet": 0.162, "deepinsight_resnest_v2": 0.135}
+    assert w == pytest.approx(want, abs=1e-12)
+    assert sum(blend.PRESETS["best_lb"].values()) == pytest.approx(1.0, abs=1e-12)  # used as given, not rescaled
+    assert config.models[names.index("simple_nn")].config == "simple_nn"  # old CV
+    assert config.models[names.index("simple_nn_drug_cv")].config == "simple_nn_drug_cv"  # new CV
+    for profile in ("cpu", "demo", "smoke"):  # smaller profiles change sizes, never the weights
+        assert load_blend_config("blend_best_lb", profile).blend.preset == "best_lb"
 
 
 # --------------------------------------------------------------------------- run folders
@@ -304,6 +326,33 @@ def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path, sqlite_url):
     assert r2.searches["optuna"].info["n_trials_total"] == 5
 
 
+def test_best_lb_preset_chosen_and_searches_reported(tiny_runs, tmp_path):
+    """blend_best_lb's default: the preset's weights make the submission; SLSQP and Optuna
+    still run and are reported beside it (blend.json, CLI table)."""
+    from typer.testing import CliRunner
+
+    from moakit.cli import app
+
+    runs, data, _ = tiny_runs
+    names = list(blend.PRESETS["best_lb"])
+    runs7 = [runs[k % 2] for k in range(len(names))]  # the good and the worse run, alternately
+    res = blend.blend_runs(runs7, tmp_path / "lb", names=names, n_trials=10, preset="best_lb", data=data)
+    summary = json.loads((tmp_path / "lb" / "blend.json").read_text())
+    assert res.method == summary["method"] == "preset:best_lb"
+    assert summary["weights"] == pytest.approx(blend.PRESETS["best_lb"], abs=1e-12)
+    assert summary["preset"]["weights"] == summary["weights"]
+    assert summary["log_loss"] == pytest.approx(summary["preset"]["log_loss"])
+    assert set(summary["methods"]) == {"slsqp", "optuna"}
+    for m in summary["methods"].values():
+        assert sum(m["weights"].values()) == pytest.approx(1.0) and m["log_loss"] <= summary["log_loss"] + 1e-9
+    result = CliRunner().invoke(app, ["blend", *map(str, runs7), "--out", str(tmp_path / "cli"), "--preset", "best_lb",
+                                      "--trials", "5", *[a for n in names for a in ("--name", n)]],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "preset best_lb" in result.output and "slsqp weight" in result.output and "optuna weight" in result.output
+    assert "chosen: preset:best_lb" in result.output and "0.333" in result.output
+
+
 def test_cli_blend(tiny_runs, tmp_path):
     from typer.testing import CliRunner
 
@@ -318,3 +367,20 @@ def test_cli_blend(tiny_runs, tmp_path):
     assert json.loads((out / "blend.json").read_text())["names"] == ["A", "B", "C"]
     bad = CliRunner().invoke(app, ["blend", str(runs[0]), "--out", str(out), "--preset", "best_cv"])
     assert bad.exit_code == 2 and "three_stage_nn" in bad.output
+
+
+def test_run_table_shows_the_searched_weights_beside_a_preset(capsys):
+    """`moakit run` of blend_best_lb: the preset weights are used, the searched ones shown beside them."""
+    from moakit.cli import _print_workflow
+
+    models = {n: {"profile": "cpu", "seeds": 1, "folds": 5, "oof_log_loss": 0.02, "weight": w}
+              for n, w in blend.PRESETS["best_lb"].items()}
+    searched = {"slsqp": {"weights": {"simple_nn": 0.6, "three_stage_nn": 0.4}, "oof_log_loss": 0.0141},
+                "optuna": {"weights": {"simple_nn": 0.55, "three_stage_nn": 0.45}, "oof_log_loss": 0.0142}}
+    _print_workflow({"run_dir": "RUN", "submission": "RUN/submission.csv", "report": None, "models": models,
+                     "blend": {"oof_log_loss": 0.0145, "method": "preset:best_lb", "searched": searched},
+                     "prior_oof_log_loss": 0.0205})
+    out = capsys.readouterr().out
+    assert "slsqp weight" in out and "optuna weight" in out and "OOF 0.014100" in out
+    simple = next(line for line in out.splitlines() if "simple_nn " in line or "simple_nn│" in line)
+    assert "0.090" in simple and "0.600" in simple and "0.550" in simple

@@ -322,6 +322,9 @@ def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
             models[name]["test_log_loss"] = holdout[name]
     blend = {"oof_log_loss": result.manifest.get("blend", {}).get("log_loss"),
              "method": result.manifest.get("blend", {}).get("method")}
+    if result.blend_summary.get("preset"):  # a preset blend still reports the searched weights
+        blend["searched"] = {m: {"weights": s["weights"], "oof_log_loss": s["log_loss"]}
+                             for m, s in (result.blend_summary.get("methods") or {}).items()}
     if holdout is not None:
         blend["test_log_loss"] = holdout["blend"]
     return {"run_dir": str(result.run_dir), "submission": str(result.submission),
@@ -339,19 +342,25 @@ def _print_workflow(summary: dict) -> None:
     table.add_column("seeds×folds", justify="right")
     table.add_column("OOF loss", justify="right")
     table.add_column("weight", justify="right")
+    searched = summary["blend"].get("searched") or {}
+    for method in searched:
+        table.add_column(f"{method} weight", justify="right")
     if holdout:
         table.add_column("test loss", justify="right")
     for name, m in summary["models"].items():
         row = [_p(name), m["profile"], f"{m['seeds']} x {m['folds']}", f"{m['oof_log_loss']:.6f}",
                f"{m['weight']:.3f}" if m["weight"] is not None else "-"]
+        row += [f"{s['weights'].get(name, 0.0):.3f}" for s in searched.values()]
         if holdout:
             row.append(f"{m['test_log_loss']:.6f}")
         table.add_row(*row)
     prior = summary["prior_oof_log_loss"]
     if prior is not None:  # the per-target mean: what a model must beat
-        table.add_row("[dim]prior[/]", "", "", f"[dim]{prior:.6f}[/]", "", *([""] if holdout else []))
+        table.add_row("[dim]prior[/]", "", "", f"[dim]{prior:.6f}[/]", "", *[""] * len(searched),
+                      *([""] if holdout else []))
     blended = summary["blend"]["oof_log_loss"]
     row = ["[bold]blend[/]", "", "", f"[bold]{blended:.6f}[/]" if blended is not None else "-", "1.000"]
+    row += [f"OOF {s['oof_log_loss']:.6f}" for s in searched.values()]
     if holdout:
         row.append(f"[bold]{summary['blend']['test_log_loss']:.6f}[/]")
     table.add_row(*row)
