@@ -246,3 +246,23 @@ def test_swap_noise_rates_and_determinism():
     assert not np.array_equal(noisy, other)
     untouched = swap_noise(batch, pool, np.random.default_rng(0), p=0.0)
     assert untouched is not batch and np.array_equal(untouched, batch)
+
+
+def test_swap_noise_only_on_the_given_columns():
+    """The scripts swap g/c columns only (never the cp columns), as many as the fraction of
+    ALL features."""
+    rng = np.random.default_rng(3)
+    pool = rng.normal(size=(500, 63)).astype(np.float32)
+    noisy = swap_noise(pool, pool, np.random.default_rng(1), p=1.0, fraction=0.15, columns=np.arange(3, 63),
+                       batch_indices=np.arange(500))
+    diff = noisy != pool
+    assert not diff[:, :3].any()
+    assert (diff.sum(axis=1) == round(0.15 * 63)).all()
+    assert diff[:, 3:].any(axis=0).all()  # every eligible column gets swapped somewhere
+    # at most all the eligible columns; none eligible: nothing changes
+    full = swap_noise(pool, pool, np.random.default_rng(1), p=1.0, fraction=1.0, columns=[5, 6],
+                      batch_indices=np.arange(500))
+    assert ((full != pool).sum(axis=1) <= 2).all() and not (full != pool)[:, 7:].any()
+    assert np.array_equal(swap_noise(pool, pool, np.random.default_rng(1), p=1.0, columns=[]), pool)
+    with pytest.raises(ValueError, match="columns"):
+        swap_noise(pool, pool, np.random.default_rng(1), p=1.0, columns=[63])

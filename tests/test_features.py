@@ -253,10 +253,13 @@ def test_blocks_from_dataset():
                  cells=rng.normal(size=(n, 2)).astype(np.float32), cp_type=np.zeros(n, np.int8),
                  cp_time=(np.arange(n) % 3).astype(np.int8), cp_dose=(np.arange(n) % 2).astype(np.int8),
                  gene_names=["g-0", "g-1", "g-2"], cell_names=["c-0", "c-1"])
+    ds.cp_type[0] = 1  # one control row
     blocks = blocks_from_dataset(ds)
-    assert list(blocks) == ["g", "c", "cp"]
+    assert list(blocks) == ["g", "c", "cp", "cp_codes"]
     assert blocks["g"].shape == (n, 3) and blocks["c"].shape == (n, 2) and blocks["cp"].shape == (n, 5)
     assert all(b.dtype == np.float32 for b in blocks.values())
+    # cp_type (treated 1, control 0), cp_dose (D1 0, D2 1), cp_time (24/48/72 h: 0/0.5/1)
+    np.testing.assert_array_equal(blocks["cp_codes"][:3], [[0, 0, 0], [1, 1, 0.5], [1, 0, 1]])
 
 
 # ---------------------------------------------------------------------------- errors

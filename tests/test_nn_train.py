@@ -139,3 +139,81 @@ def test_weight_norm_linear_loads_a_torch_parametrization_state_dict():
     assert torch.allclose(ours(x), ref(x), atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the autocast path computes the same function
         assert torch.allclose(ours(x).float(), ref(x).float(), atol=5e-2)
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def _rare_label_layer():
+    """A linear output layer predicting ~0.05% positives: at batch 48 x 206 targets its
+    per-logit gradients are ~5e-8, below fp16's smallest normal number (6e-5)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 206)
+    with torch.no_grad():
+        layer.bias.fill_(-7.6)
+    return layer
+
+
+def test_fp16_loss_scaling_keeps_the_small_gradients():
+    from moakit.nn.train import MixedPrecision
+
+    x, y = torch.randn(48, 64, generator=torch.Generator().manual_seed(1)), torch.zeros(48, 206)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    ref = _rare_label_layer()
+    loss_fn(ref(x), y).backward()
+    g32 = ref.weight.grad
+
+    def rel_err(g):
+        return float((g - g32).norm() / g32.norm())
+
+    plain = _rare_label_layer()  # fp16 autocast, no loss scaling: the gradients underflow
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = plain(x)
+    loss_fn(out.float(), y).backward()
+    assert rel_err(plain.weight.grad) > 0.1
+
+    scaled = _rare_label_layer()  # the training loop's path: GradScaler, unscaled before clipping + step
+    amp = MixedPrecision(True, "cpu", "float16")
+    assert amp.scaler.is_enabled() and amp.dtype == torch.float16
+    with amp.autocast():
+        out = scaled(x)
+    assert out.dtype == torch.float16
+    assert amp.backward_step(loss_fn(out.float(), y), torch.optim.SGD(scaled.parameters(), lr=0.0),
+                             list(scaled.parameters()), grad_clip=10.0)
+    assert rel_err(scaled.weight.grad) < 0.01  # the gradients are unscaled again, and accurate
+
+    # an overflowing step is skipped (weights untouched) and the scale halves
+    layer = _rare_label_layer()
+    before = layer.weight.detach().clone()
+    amp = MixedPrecision(True, "cpu", "float16")
+    with amp.autocast():
+        out = layer(x)
+    assert not amp.backward_step(out.float().sum() * 1e30, torch.optim.SGD(layer.parameters(), lr=0.1),
+                                 list(layer.parameters()), grad_clip=None)
+    assert torch.equal(layer.weight, before)
+    assert amp.summary() == {"dtype": "float16", "loss_scaling": True, "loss_scale": 32768.0, "steps": 1,
+                             "skipped_steps": 1}
+
+
+def test_amp_dtypes_and_the_fp16_training_loop_on_cpu():
+    from moakit.nn.train import MixedPrecision, amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu) == torch.bfloat16 and amp_dtype(cpu, "float16") == torch.float16
+    assert not MixedPrecision(True, cpu).scaler.is_enabled()  # bf16: fp32's range, no scaling
+    assert MixedPrecision(False, cpu).summary() == {"dtype": "float32", "loss_scaling": False}
+    if torch.cuda.is_available():
+        want = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        assert amp_dtype(torch.device("cuda")) == want
+
+    X, Y = _toy()
+    params = TrainParams(epochs=6, batch_size=64, smoothing=0.0, amp=True, amp_dtype="float16", grad_clip=10.0)
+    result = fit_network(_net(), X[:300], Y[:300], X[300:], Y[300:], params, seed=0)
+    assert result.precision["dtype"] == "float16" and result.precision["loss_scaling"]
+    assert result.precision["steps"] == 6 * 5 and result.precision["skipped_steps"] <= 1
+    assert result.precision["loss_scale"] >= 2.0 ** 15
+    losses = [h["train_loss"] for h in result.history]
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+    fp32 = fit_network(_net(), X[:300], Y[:300], X[300:], Y[300:], params.model_copy(update={"amp": False}), seed=0)
+    assert fp32.precision == {"dtype": "float32", "loss_scaling": False}
+    assert result.best_loss == pytest.approx(fp32.best_loss, rel=0.05)  # fp16 + scaling trains as fp32 does

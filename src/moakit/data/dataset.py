@@ -71,6 +71,15 @@ class Dataset:
         out[rows, len(schema.CP_TIMES) + self.cp_dose.astype(np.int64)] = 1.0
         return out
 
+    def cp_codes(self) -> np.ndarray:
+        """cp_type, cp_dose, cp_time as numbers, (n, 3) float32: trt_cp 1 / ctl_vehicle 0,
+        D1 0 / D2 1, 24 h 0 / 48 h 0.5 / 72 h 1 (the label encoding of the winners'
+        DeepInsight CNN scripts, which put these three columns first)."""
+        treated = (~self.is_control).astype(np.float32)
+        dose = self.cp_dose.astype(np.float32)  # the code is the index into CP_DOSES
+        hours = self.cp_time.astype(np.float32) / np.float32(len(schema.CP_TIMES) - 1)
+        return np.stack([treated, dose, hours], axis=1)
+
     def subset(self, index: np.ndarray) -> "Dataset":
         """Rows ``index`` (an integer array or boolean mask) as a new Dataset."""
         take = lambda a: None if a is None else a[index]  # noqa: E731

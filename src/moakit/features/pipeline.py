@@ -253,5 +253,7 @@ class Pipeline:
 
 
 def blocks_from_dataset(ds) -> Blocks:
-    """The base blocks of a :class:`moakit.data.dataset.Dataset`: g, c and cp (one-hot)."""
-    return {"g": as_block(ds.genes, "g"), "c": as_block(ds.cells, "c"), "cp": ds.cp_onehot()}
+    """The base blocks of a :class:`moakit.data.dataset.Dataset`: g, c, cp (one-hot of
+    cp_time and cp_dose) and cp_codes (cp_type, cp_dose, cp_time as numbers: Dataset.cp_codes)."""
+    return {"g": as_block(ds.genes, "g"), "c": as_block(ds.cells, "c"), "cp": ds.cp_onehot(),
+            "cp_codes": ds.cp_codes()}

@@ -1,31 +1,41 @@
-"""DeepInsight CNNs (write-up section "DeepInsight CNNs"; reference-facts "DeepInsight CNNs").
+"""DeepInsight CNNs (write-up section "DeepInsight CNNs"; the winners' scripts
+final/Best LB/Training/Local/deepinsight-efficientnet-lightning-v7-b3-train.py and
+deepinsight-resnest-lightning-v2-train.py, final/Best CV/Training/
+deepinsight-resnest-lightning-v1-train.ipynb).
 
 Two registered models share this module:
 
 * ``deepinsight_efficientnet``: EfficientNet-B3 (the Noisy Student family of timm,
-  ``tf_efficientnet_b3``) on 300x300 images, batch 48;
+  ``tf_efficientnet_b3``) on 300x300 images, batch 48, dropout 0.3 on the pooled features
+  and drop path (drop connect) 0.2;
 * ``deepinsight_resnest``: ResNeSt-50 fast 2s2x40d (the ablated ResNeSt) on 224x224
-  images, batch 128; V2 (config ``deepinsight_resnest_v2``) adds dropout 0.2 in the head
-  and trains with another seed.
+  images, batch 128; V2 (config ``deepinsight_resnest_v2``) adds dropout 0.2 on the pooled
+  features before the head (the ResNeSt package's ``final_drop``).
 
-Feature state (once per seed, control rows kept): the Norm-2 log scaler on the raw g-, c-
-and one-hot cp features, and the DeepInsight feature map (t-SNE of the features with the
-cosine metric, convex hull, minimum-area rectangle), whose pixel coordinates at the
-configured resolution place each feature in the image. ``transform`` returns only the
-SCALED matrix (n, n_features); images are rendered batch by batch (mean / min / max of the
-features sharing a pixel as the 3 channels), in the training loop's ``batch_transform``
-and in the estimator's prediction transform, never for the whole dataset at once.
+Inputs, in the scripts' order: cp_type, cp_dose, cp_time as numbers (trt_cp 1 / control
+0, D1 0 / D2 1, 24/48/72 h as 0/0.5/1: the ``cp_codes`` block), then the g- and c-columns.
+The CNNs train on the control rows too, so cp_type is what tells them apart.
+
+Feature state (once per seed, control rows kept): the Norm-2 log scaler on those columns,
+and the DeepInsight feature map (t-SNE of the features with the cosine metric, convex hull,
+minimum-area rectangle), whose pixel coordinates at the configured resolution place each
+feature in the image. ``transform`` returns only the SCALED matrix (n, n_features); images
+are rendered batch by batch (mean / min / max of the features sharing a pixel as the 3
+channels), in the training loop's ``batch_transform`` and in the estimator's prediction
+transform, never for the whole dataset at once.
 
 Training goes through the one loop :func:`moakit.nn.train.fit_network`: swap noise
-(p 0.1, 15% of the features from another random training row of the fold) is applied to a
-COPY of each training batch only (the public script wrote the swapped values back into its
-training matrix; see reference-facts), then the batch is rendered.
+(p 0.1; 15% of the feature count, drawn from the g/c columns only, never the cp columns,
+from another random training row of the fold) is applied to a COPY of each training batch
+only (the public scripts wrote the swapped values back into their training matrix), then
+the batch is rendered.
 
 Backbones are always created with ``pretrained=False`` (nothing is downloaded); the
 ``pretrained_weights`` parameter loads a LOCAL checkpoint (a timm state dict or a ResNeSt-
 format one; a dict wrapped under ``state_dict`` / ``model`` and ``module.`` prefixes are
 accepted) into the backbone before training; the classifier is replaced by the head
-Linear(features, 512) -> ELU -> (Dropout) -> Linear(512, n_targets).
+(Dropout on the pooled features) -> Linear(features, 512) -> ELU -> Linear(512, n_targets),
+the head's weights initialised as the scripts did (uniform +-1/sqrt(fan_out)).
 
 A fold estimator (:class:`DeepInsightEstimator`) saves its renderer's pixel coordinates
 with its weights, so ``runner.predict_run`` rebuilds everything from the fold folder.
@@ -55,7 +65,9 @@ from moakit.nn.blocks import register_network
 from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba
 
 NETWORK_NAME = "deepinsight_cnn"
-INPUT_BLOCKS = ("g", "c", "cp")
+INPUT_BLOCKS = ("cp_codes", "g", "c")  # the scripts' column order: cp_type, cp_dose, cp_time, g-*, c-*
+LEGACY_BLOCKS = ("g", "c", "cp")  # runs saved before cp_codes: g, c, one-hot cp_time / cp_dose
+NOISE_GROUPS = ("gene", "cell")  # the feature groups swap noise may touch
 RESNEST_FAST = "resnest50d_fast_2s2x40d"  # not in timm: built below from timm's ResNeSt blocks
 # Keys of a checkpoint's classifier, which the head replaces (timm: efficientnet
 # "classifier", resnet/resnest "fc"; our own network: "head").
@@ -65,7 +77,7 @@ CLASSIFIER_PREFIXES = ("classifier.", "fc.", "head.", "last_linear.")
 # --------------------------------------------------------------------------- backbones
 
 
-def _resnest50d_fast_2s2x40d(in_chans: int) -> nn.Module:
+def _resnest50d_fast_2s2x40d(in_chans: int, drop_path_rate: float = 0.0) -> nn.Module:
     """ResNeSt-50 fast 2s2x40d (radix 2, cardinality 2, bottleneck width 40, average pooling
     for downsampling placed before the 3x3 split-attention conv), deep stem of width 32."""
     from timm.models.resnest import ResNestBottleneck
@@ -74,33 +86,40 @@ def _resnest50d_fast_2s2x40d(in_chans: int) -> nn.Module:
     return ResNet(
         block=ResNestBottleneck, layers=[3, 4, 6, 3], num_classes=0, in_chans=in_chans,
         stem_type="deep", stem_width=32, avg_down=True, base_width=40, cardinality=2,
-        block_args=dict(radix=2, avd=True, avd_first=True),
+        block_args=dict(radix=2, avd=True, avd_first=True), drop_path_rate=drop_path_rate,
     )
 
 
 CUSTOM_BACKBONES = {RESNEST_FAST: _resnest50d_fast_2s2x40d}
 
 
-def create_backbone(name: str, in_chans: int = 3) -> nn.Module:
+def create_backbone(name: str, in_chans: int = 3, drop_path: float = 0.0) -> nn.Module:
     """A timm backbone without classifier (``num_classes=0``), never pretrained from a hub.
 
     ``name`` is a timm model name (a ``.tag`` such as ``.ns_jft_in1k`` only names the
     weights, which are not downloaded) or ``resnest50d_fast_2s2x40d``. The result has
-    ``num_features`` and returns pooled features (batch, num_features).
+    ``num_features`` and returns pooled features (batch, num_features). ``drop_path``:
+    stochastic depth ("drop connect" in the EfficientNet papers and gen-efficientnet), the
+    rate of the last block, scaled down linearly towards the first (timm's rule).
     """
     if name in CUSTOM_BACKBONES:
-        return CUSTOM_BACKBONES[name](in_chans)
+        return CUSTOM_BACKBONES[name](in_chans, drop_path_rate=drop_path)
     import timm
 
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):
         raise ValueError(f"unknown backbone {name!r}: not a timm model and not one of {sorted(CUSTOM_BACKBONES)}")
-    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+    return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path)
 
 
 @register_network(NETWORK_NAME)
 class DeepInsightCNN(nn.Module):
-    """Backbone -> Linear(num_features, hidden) -> ELU -> (Dropout) -> Linear(hidden, n_targets).
+    """Backbone -> (Dropout) -> Linear(num_features, hidden) -> ELU -> Linear(hidden, n_targets).
+
+    As in the scripts, the dropout acts on the backbone's pooled features before the new
+    head (gen-efficientnet's ``drop_rate``, the ResNeSt package's ``final_drop``), and the
+    head's Linear weights start uniform in +-1/sqrt(fan_out) with zero bias (the caller
+    then sets the output bias: ``init_output_bias``). ``drop_path`` goes to the backbone.
 
     The constructor kwargs are everything needed to rebuild it (``TorchEstimator.load``).
     ``channels_last`` keeps weights and activations in NHWC memory order: measured on 2 CPU
@@ -109,25 +128,30 @@ class DeepInsightCNN(nn.Module):
     """
 
     def __init__(self, backbone: str, n_targets: int, in_chans: int = 3, hidden: int = 512,
-                 dropout: float = 0.0, channels_last: bool = True) -> None:
+                 dropout: float = 0.0, channels_last: bool = True, drop_path: float = 0.0) -> None:
         super().__init__()
         self.backbone_name = backbone
         self.channels_last = bool(channels_last)
-        self.backbone = create_backbone(backbone, in_chans)
+        self.backbone = create_backbone(backbone, in_chans, drop_path=drop_path)
         n_features = int(self.backbone.num_features)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Sequential(OrderedDict([
             ("fc1", nn.Linear(n_features, hidden)),
             ("act", nn.ELU()),
-            ("drop", nn.Dropout(dropout) if dropout > 0 else nn.Identity()),
             ("fc2", nn.Linear(hidden, n_targets)),
         ]))
+        with torch.no_grad():
+            for layer in (self.head.fc1, self.head.fc2):
+                bound = 1.0 / float(layer.out_features) ** 0.5
+                layer.weight.uniform_(-bound, bound)
+                layer.bias.zero_()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+        return self.head(self.drop(self.backbone(x)))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -237,10 +261,11 @@ class SwapNoiseParams(BaseModel):
     fraction: float = Field(0.15, ge=0, le=1)
 
 
-# The write-up's training settings; a partial ``train`` mapping is merged over them (not
-# over TrainParams' MLP defaults).
-CNN_TRAIN = {"epochs": 35, "batch_size": 48, "eval_batch_size": 512, "optimizer": "radam", "lr": 0.000352,
-             "weight_decay": 0.0, "scheduler": "cosine", "cosine_t_max": 5, "smoothing": 0.001, "patience": 12}
+# The scripts' training settings (the configs' comments give the sources); a partial
+# ``train`` mapping is merged over them (not over TrainParams' MLP defaults).
+CNN_TRAIN = {"epochs": 200, "batch_size": 48, "eval_batch_size": 512, "optimizer": "radam", "lr": 0.000352,
+             "weight_decay": 1e-6, "grad_clip": 10.0, "scheduler": "cosine", "cosine_t_max": 5,
+             "smoothing": 0.001, "patience": 12, "min_delta": 1e-6}
 
 
 class DeepInsightParams(ModelParams):
@@ -248,7 +273,8 @@ class DeepInsightParams(ModelParams):
     image_size: int = Field(300, ge=8)
     resolution: int | None = Field(None, ge=4)  # feature-map grid; None = image_size (the write-up)
     hidden: int = Field(512, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)  # on the pooled features, before the head
+    drop_path: float = Field(0.0, ge=0, lt=1)  # stochastic depth of the backbone's blocks
     channels_last: bool = True  # NHWC memory order (same results, faster convolutions)
     pretrained_weights: str | None = None  # a LOCAL checkpoint file; nothing is downloaded
     pretrained_strict: bool = True
@@ -257,8 +283,9 @@ class DeepInsightParams(ModelParams):
     # the class's ``train_defaults``, with a config's partial ``train`` mapping merged over them
     train: TrainParams = Field(default_factory=dict, validate_default=True)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
-    # Mixed precision: "auto" = fp16 autocast on CUDA (the write-up's 16-bit), fp32 on CPU;
-    # "on" also autocasts on CPU (bf16: bench/bench_cnn.py measures it against fp32); "off" never.
+    # Mixed precision: "auto" = 16-bit autocast on CUDA (the scripts' precision=16): bf16 where
+    # the GPU supports it, else fp16 with GradScaler loss scaling (nn.train.MixedPrecision);
+    # fp32 on CPU. "on" also autocasts on CPU (bf16: bench/bench_cnn.py measures it); "off" never.
     amp: Literal["auto", "on", "off"] = "auto"
 
     train_defaults: ClassVar[dict] = CNN_TRAIN
@@ -288,7 +315,7 @@ class EfficientNetParams(DeepInsightParams):
 class ResNeStParams(DeepInsightParams):
     backbone: str = RESNEST_FAST
     image_size: int = Field(224, ge=8)
-    train_defaults: ClassVar[dict] = {**CNN_TRAIN, "batch_size": 128}
+    train_defaults: ClassVar[dict] = {**CNN_TRAIN, "batch_size": 128, "patience": 16}
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -306,35 +333,46 @@ def resolve_amp(setting: str, device: torch.device) -> bool:
 # --------------------------------------------------------------------------- feature state
 
 
-def raw_matrix(blocks: Blocks) -> np.ndarray:
-    missing = [b for b in INPUT_BLOCKS if b not in blocks]
+def raw_matrix(blocks: Blocks, names: tuple[str, ...] | list[str] = INPUT_BLOCKS) -> np.ndarray:
+    missing = [b for b in names if b not in blocks]
     if missing:
-        raise KeyError(f"DeepInsight needs the blocks {INPUT_BLOCKS}; missing {missing}")
-    return np.ascontiguousarray(np.concatenate([blocks[b] for b in INPUT_BLOCKS], axis=1), dtype=np.float32)
+        raise KeyError(f"DeepInsight needs the blocks {tuple(names)}; missing {missing}")
+    return np.ascontiguousarray(np.concatenate([blocks[b] for b in names], axis=1), dtype=np.float32)
+
+
+def feature_groups(blocks: Blocks, names: tuple[str, ...] | list[str] = INPUT_BLOCKS) -> list[str]:
+    """The group of every column of ``raw_matrix``: gene, cell or cp."""
+    label = {"g": "gene", "c": "cell"}
+    return [label.get(b, "cp") for b in names for _ in range(blocks[b].shape[1])]
 
 
 class DeepInsightFeatures:
     """Fitted scaler + feature map + the pixel grid; ``transform`` gives the scaled matrix.
 
-    Saved as ``scaler.npz``, ``feature_map.npz``, ``deepinsight.json`` and the map's plot
-    ``feature_map.png``.
+    Saved as ``scaler.npz``, ``feature_map.npz``, ``deepinsight.json`` (with the input
+    blocks, in order) and the map's plot ``feature_map.png``.
     """
 
     def __init__(self, scaler: LogNormScaler, fmap: FeatureMap, resolution: int, image_size: int,
-                 groups: list[str], info: dict | None = None) -> None:
+                 groups: list[str], info: dict | None = None, blocks: tuple[str, ...] | list[str] = INPUT_BLOCKS) -> None:
         self.scaler = scaler
         self.fmap = fmap
         self.resolution = int(resolution)
         self.image_size = int(image_size)
         self.groups = list(groups)
         self.info = info or {}
+        self.blocks = tuple(blocks)
 
     @property
     def n_features(self) -> int:
         return int(self.scaler.n_features_in_)
 
     def transform(self, blocks: Blocks) -> np.ndarray:
-        return self.scaler.transform(raw_matrix(blocks))
+        return self.scaler.transform(raw_matrix(blocks, self.blocks))
+
+    def noise_columns(self) -> np.ndarray:
+        """Indices of the columns swap noise may replace: the gene and cell columns."""
+        return np.flatnonzero(np.isin(np.asarray(self.groups), NOISE_GROUPS))
 
     def pixels(self) -> tuple[np.ndarray, np.ndarray]:
         return self.fmap.pixels(self.resolution)
@@ -348,8 +386,8 @@ class DeepInsightFeatures:
             np.savez(tmp / "scaler.npz", **self.scaler.state_dict())
             self.fmap.save(tmp / "feature_map.npz")
             (tmp / "deepinsight.json").write_text(json.dumps(
-                {"resolution": self.resolution, "image_size": self.image_size, "groups": self.groups,
-                 "info": self.info}, indent=2))
+                {"resolution": self.resolution, "image_size": self.image_size, "blocks": list(self.blocks),
+                 "groups": self.groups, "info": self.info}, indent=2))
             self.fmap.plot(tmp / "feature_map.png", groups=self.groups, resolution=self.resolution,
                            title=f"DeepInsight feature map, {self.n_features} features")
 
@@ -360,7 +398,8 @@ class DeepInsightFeatures:
         with np.load(path / "scaler.npz", allow_pickle=False) as z:
             scaler = LogNormScaler.from_state_dict({k: z[k] for k in z.files})
         fmap = FeatureMap.load(path / "feature_map.npz")
-        return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"))
+        return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"),
+                   blocks=spec.get("blocks", LEGACY_BLOCKS))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -371,20 +410,23 @@ class RenderTransform:
 
     With a CUDA ``device`` the batch is moved there first and rendered with the
     renderer's torch kernels; on CPU the numpy renderer runs on the batch's memory.
-    ``pool`` (training only) is the fold's training matrix the swap-noise donors come from.
+    ``pool`` (training only) is the fold's training matrix the swap-noise donors come from;
+    ``columns`` the columns swap noise may replace (the g/c columns, never the cp columns).
     """
 
     def __init__(self, renderer: Renderer, device: torch.device, pool: np.ndarray | None = None,
-                 p: float = 0.0, fraction: float = 0.0) -> None:
+                 p: float = 0.0, fraction: float = 0.0, columns: np.ndarray | None = None) -> None:
         self.renderer = renderer
         self.device = device
         self.pool = pool
         self.p = p
         self.fraction = fraction
+        self.columns = columns  # the columns swap noise may replace (None: all)
 
     def __call__(self, xb: torch.Tensor, training: bool, rng: np.random.Generator) -> torch.Tensor:
         if training and self.pool is not None and self.p > 0 and self.fraction > 0:
-            noisy = swap_noise(xb.detach().cpu().numpy(), self.pool, rng, p=self.p, fraction=self.fraction)
+            noisy = swap_noise(xb.detach().cpu().numpy(), self.pool, rng, p=self.p, fraction=self.fraction,
+                               columns=self.columns)
             xb = torch.from_numpy(noisy)
         if self.device.type != "cpu":
             return self.renderer.render_torch(xb.to(self.device, non_blocking=True), backend="torch")
@@ -445,7 +487,7 @@ class DeepInsightEstimator(TorchEstimator):
 
 def network_kwargs(params: DeepInsightParams, n_targets: int) -> dict:
     return {"backbone": params.backbone, "n_targets": int(n_targets), "in_chans": 3, "hidden": params.hidden,
-            "dropout": params.dropout, "channels_last": params.channels_last}
+            "dropout": params.dropout, "drop_path": params.drop_path, "channels_last": params.channels_last}
 
 
 def build_cnn(params: DeepInsightParams, n_targets: int) -> tuple[DeepInsightCNN, dict, dict | None]:
@@ -478,10 +520,10 @@ class DeepInsightModel(Model):
         fm = p.feature_map
         fmap = FeatureMap(perplexity=fm.perplexity, n_iter=fm.n_iter, metric=fm.metric, random_state=seed,
                           method=fm.method, max_samples=fm.max_samples).fit(scaler.transform(X))
-        groups = (["gene"] * train["g"].shape[1] + ["cell"] * train["c"].shape[1] + ["cp"] * train["cp"].shape[1])
+        groups = feature_groups(train)
         info = {"fit_rows": int(len(X)), "fit_seconds": round(time.perf_counter() - start, 3),
                 "collision_rate": round(fmap.collision_rate(p.grid), 4)}
-        return DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info)
+        return DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info, blocks=INPUT_BLOCKS)
 
     def load_features(self, stage: StageSpec, path: Path) -> DeepInsightFeatures:
         return DeepInsightFeatures.load(path)
@@ -504,7 +546,8 @@ class DeepInsightModel(Model):
         init_output_bias(net.head.fc2, Y_train)
         renderer = features.renderer()
         pool = np.ascontiguousarray(X_train, dtype=np.float32)  # read only: swap_noise copies
-        train_tf = RenderTransform(renderer, device, pool, p.swap_noise.p, p.swap_noise.fraction)
+        train_tf = RenderTransform(renderer, device, pool, p.swap_noise.p, p.swap_noise.fraction,
+                                   columns=features.noise_columns())
         eval_tf = RenderTransform(renderer, device)
         start = time.perf_counter()
         result = fit_network(net, pool, Y_train, X_valid, Y_valid, p.train.model_copy(update={"amp": amp}),
@@ -514,7 +557,7 @@ class DeepInsightModel(Model):
         epochs = len(result.history)
         info = {"best_epoch": result.best_epoch, "best_valid_loss": result.best_loss,
                 "epochs": epochs, "seconds_per_epoch": round(seconds / max(epochs, 1), 3),
-                "device": device.type, "amp": amp, "pretrained": loaded}
+                "device": device.type, "amp": amp, "precision": result.precision, "pretrained": loaded}
         render = {"pixel_rows": renderer.pixel_rows, "pixel_cols": renderer.pixel_cols,
                   "resolution": renderer.resolution, "image_size": renderer.image_size}
         net.eval()
@@ -535,7 +578,7 @@ class DeepInsightEfficientNet(DeepInsightModel):
 
 @register
 class DeepInsightResNeSt(DeepInsightModel):
-    """DeepInsight ResNeSt-50 fast 2s2x40d (224x224, batch 128); V2 = dropout 0.2 + another seed."""
+    """DeepInsight ResNeSt-50 fast 2s2x40d (224x224, batch 128); V2 = dropout 0.2 on the pooled features."""
 
     name = "deepinsight_resnest"
     Params = ResNeStParams

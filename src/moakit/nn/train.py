@@ -55,7 +55,10 @@ class TrainParams(BaseModel):
     # Adadelta rho 0.95 and eps 1e-7, which the Keras-born 2-heads ResNet sets)
     optimizer_eps: float | None = Field(None, gt=0)
     adadelta_rho: float | None = Field(None, gt=0, lt=1)
-    amp: bool = False  # autocast (bf16 on CPU, fp16 on CUDA); measured, not assumed, faster
+    amp: bool = False  # 16-bit autocast (see MixedPrecision); measured, not assumed, faster
+    # autocast type with amp: "auto" = bf16 on CPU and on GPUs that support it, else fp16;
+    # fp16 always trains with GradScaler loss scaling
+    amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"
 
 
 @dataclass
@@ -63,6 +66,7 @@ class FitResult:
     best_epoch: int
     best_loss: float
     history: list[dict] = field(default_factory=list)
+    precision: dict = field(default_factory=dict)  # MixedPrecision.summary(): dtype, loss scale, skipped steps
 
 
 def smooth_targets(y: torch.Tensor, smoothing: float, clip: tuple[float, float] | None = None) -> torch.Tensor:
@@ -87,7 +91,9 @@ def _optimizer(params, p: TrainParams) -> torch.optim.Optimizer:
         params = list(params)
         return torch.optim.Adam(params, lr=p.lr, weight_decay=p.weight_decay, fused=_fused_ok(params) or None, **eps)
     if p.optimizer == "radam":
-        return torch.optim.RAdam(params, lr=p.lr, weight_decay=p.weight_decay, **eps)
+        # decoupled weight decay (p -= lr * wd * p), as torch_optimizer's RAdam, which the
+        # DeepInsight CNN scripts (the only RAdam users) trained with
+        return torch.optim.RAdam(params, lr=p.lr, weight_decay=p.weight_decay, decoupled_weight_decay=True, **eps)
     rho = {"rho": p.adadelta_rho} if p.adadelta_rho is not None else {}
     return torch.optim.Adadelta(params, lr=p.lr, weight_decay=p.weight_decay, **eps, **rho)
 
@@ -120,11 +126,78 @@ def _as_tensor(x) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
-def _autocast(enabled: bool, device: torch.device):
+def amp_dtype(device: torch.device | str, setting: str = "auto") -> torch.dtype:
+    """The 16-bit type of autocast on ``device``: ``setting`` "float16" / "bfloat16", or
+    "auto": bf16 on CPU and on CUDA GPUs that support it (torch.cuda.is_bf16_supported),
+    fp16 on older GPUs."""
+    if setting == "float16":
+        return torch.float16
+    if setting == "bfloat16":
+        return torch.bfloat16
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _autocast(enabled: bool, device: torch.device, dtype: str | torch.dtype = "auto"):
     if not enabled:
         return torch.autocast(device_type=device.type, enabled=False)
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    if not isinstance(dtype, torch.dtype):
+        dtype = amp_dtype(device, dtype)
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class MixedPrecision:
+    """Autocast and, in fp16, loss scaling for one training run.
+
+    fp16 has 5 exponent bits: a gradient below ~6e-8 flushes to 0, and the per-logit
+    gradients of the many negative labels are that small (p / (batch x targets), about
+    5e-8 at batch 48 and 206 targets). ``torch.amp.GradScaler`` multiplies the loss before
+    the backward pass (65536 at first), unscales the gradients before clipping and the
+    optimiser step, and skips a step whose gradients overflowed (lowering the scale). The
+    winners' Lightning runs (precision=16) did the same. bf16 has fp32's exponent range and
+    needs no scaling. Disabled (``enabled`` False, or bf16), every call below is the plain
+    fp32 path: ``backward_step`` is backward, optional clipping, ``opt.step()``.
+    """
+
+    def __init__(self, enabled: bool, device: torch.device | str, dtype: str = "auto") -> None:
+        self.device = torch.device(device)
+        self.enabled = bool(enabled)
+        self.dtype = amp_dtype(self.device, dtype) if self.enabled else torch.float32
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.steps = 0
+        self.skipped = 0
+
+    def autocast(self):
+        return _autocast(self.enabled, self.device, self.dtype)
+
+    def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params, grad_clip: float | None) -> bool:
+        """Backward pass, optional gradient-norm clipping (on the unscaled gradients) and the
+        optimiser step; False when the scaler skipped the step (inf/NaN gradients)."""
+        self.steps += 1
+        if not self.scaler.is_enabled():
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            return True
+        scale = self.scaler.get_scale()
+        self.scaler.scale(loss).backward()
+        if grad_clip:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+        stepped = self.scaler.get_scale() >= scale  # the scale drops only when a step is skipped
+        self.skipped += not stepped
+        return stepped
+
+    def summary(self) -> dict:
+        out = {"dtype": str(self.dtype).replace("torch.", ""), "loss_scaling": self.scaler.is_enabled()}
+        if self.scaler.is_enabled():
+            out.update(loss_scale=float(self.scaler.get_scale()), steps=self.steps, skipped_steps=self.skipped)
+        return out
 
 
 @torch.no_grad()
@@ -135,6 +208,7 @@ def predict_logits(
     transform: BatchTransform | None = None,
     device: torch.device | str = "cpu",
     amp: bool = False,
+    amp_dtype: str = "auto",
 ) -> np.ndarray:
     """Logits for all rows of X, in eval mode, batch by batch."""
     device = torch.device(device)
@@ -145,7 +219,7 @@ def predict_logits(
     for start in range(0, max(len(X), 1), batch_size):  # no rows: one empty batch, for the output width
         xb = X[start : start + batch_size]
         xb = transform(xb, False, rng) if transform is not None else xb
-        with _autocast(amp, device):
+        with _autocast(amp, device, amp_dtype):
             out.append(module(xb.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
@@ -157,7 +231,7 @@ def predict_proba(module: nn.Module, X, **kwargs) -> np.ndarray:
 
 def _bce_eval(module, X, Y, p: TrainParams, transform, device) -> float:
     """Validation loss: mean binary log loss on the RAW (unsmoothed) targets."""
-    logits = torch.from_numpy(predict_logits(module, X, p.eval_batch_size, transform, device, p.amp))
+    logits = torch.from_numpy(predict_logits(module, X, p.eval_batch_size, transform, device, p.amp, p.amp_dtype))
     return float(nn.functional.binary_cross_entropy_with_logits(logits, _as_tensor(Y).float()))
 
 
@@ -202,6 +276,7 @@ def fit_network(
     opt = _optimizer(trainable, p)
     sched, per_batch = _scheduler(opt, p, steps)
     loss_fn = nn.BCEWithLogitsLoss()
+    precision = MixedPrecision(p.amp, device, p.amp_dtype)
 
     best_loss, best_epoch, best_state, waited = math.inf, -1, None, 0
     history: list[dict] = []
@@ -216,13 +291,10 @@ def fit_network(
             if batch_transform is not None:
                 xb = batch_transform(xb, True, rng)
             opt.zero_grad(set_to_none=True)
-            with _autocast(p.amp, device):
+            with precision.autocast():
                 logits = module(xb.to(device, non_blocking=True))
             loss = loss_fn(logits.float(), yb.to(device, non_blocking=True))
-            loss.backward()
-            if p.grad_clip:
-                nn.utils.clip_grad_norm_(trainable, p.grad_clip)
-            opt.step()
+            precision.backward_step(loss, opt, trainable, p.grad_clip)
             if per_batch:
                 sched.step()
             total += float(loss.detach()) * len(xb)
@@ -243,7 +315,7 @@ def fit_network(
                 break
     if p.restore_best and best_state is not None:
         module.load_state_dict(best_state)
-    return FitResult(best_epoch=best_epoch, best_loss=best_loss, history=history)
+    return FitResult(best_epoch=best_epoch, best_loss=best_loss, history=history, precision=precision.summary())
 
 
 @torch.no_grad()
