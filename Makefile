@@ -10,6 +10,8 @@ CONSTRAINTS := constraints.txt
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# the build backend too (a new venv has an older setuptools; `make wheel` builds with it)
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) setuptools
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev,ray]"
 	touch $(STAMP)
 

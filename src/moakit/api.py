@@ -578,7 +578,7 @@ def _entries(models) -> list[dict]:
     for item in models:
         if isinstance(item, (str, Path)):
             entries.append({"name": Path(str(item)).stem, "config": str(item)})
-        elif isinstance(item, tuple) and len(item) == 2:
+        elif isinstance(item, (tuple, list)) and len(item) == 2:  # a list once saved as JSON
             entries.append({"name": str(item[0]), "config": str(item[1])})
         elif isinstance(item, dict):
             entries.append(dict(item))
