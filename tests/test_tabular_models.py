@@ -228,7 +228,8 @@ def test_stacking_is_leak_free_under_planted_noise(sim_data, tmp_path):
         fit, judge = treated & (folds != k), treated & (folds == k)
         est = model.fit_fold(s2, X2[fit], tr.scored[fit], X2[judge], tr.scored[judge], seed=k)
         leaky_oof[folds == k] = est.predict_proba(X2[folds == k])
-    assert metrics.mean_log_loss(Y, leaky_oof[treated]) < prior - 0.08
+    # (the margin: far beyond the 0.01 the honest chain is allowed above)
+    assert metrics.mean_log_loss(Y, leaky_oof[treated]) < prior - 0.05
 
 
 # ----------------------------------------------------------------------------- 2-stage NN + TabNet
@@ -246,8 +247,11 @@ def test_tabnet_two_stage_outputs_and_reload(tabnet, sim_data):
 def test_tabnet_estimator_seeded_saved_and_reported(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 20)).astype(np.float32)
-    Y = (X[:, :3] + rng.normal(scale=0.5, size=(300, 3)) > 1.0).astype(np.float32)
+    X[:, 0] = rng.integers(0, 3, 300)  # two categorical columns (codes), embedded as the script's cp
+    X[:, 1] = rng.integers(0, 2, 300)
+    Y = (X[:, 2:5] + rng.normal(scale=0.5, size=(300, 3)) > 1.0).astype(np.float32)
     cfg = TabNetConfig(n_d=8, n_a=8, max_epochs=4, patience=3, milestones=[2], batch_size=128, virtual_batch_size=64)
+    assert (cfg.cat_idxs, cfg.cat_dims, cfg.cat_emb_dim) == ([0, 1], [3, 2], [1, 1])
     records: list[dict] = []
     a = fit_tabnet(cfg, X[:200], Y[:200], X[200:], Y[200:], seed=5, on_epoch=records.append)
     b = fit_tabnet(cfg, X[:200], Y[:200], X[200:], Y[200:], seed=5)
@@ -255,9 +259,17 @@ def test_tabnet_estimator_seeded_saved_and_reported(tmp_path):
     np.testing.assert_allclose(pa, b.predict_proba(X), atol=1e-6)
     assert pa.shape == (300, 3) and pa.min() >= 0 and pa.max() <= 1
     assert [r["epoch"] for r in records] == list(range(len(records))) and 1 <= len(records) <= 4
-    assert all(np.isfinite(r["valid_loss"]) for r in records)
-    # best-epoch weights restored: the saved valid loss is the best reported one
-    assert a.info["best_valid_loss"] == pytest.approx(min(r["valid_loss"] for r in records))
+    assert all(np.isfinite(r["valid_loss"]) and np.isfinite(r["stop_loss"]) for r in records)
+    # early stopping on the smoothed loss (the script's last eval metric); its best epoch's
+    # weights are restored and both losses of that epoch are reported
+    best = int(np.argmin([r["stop_loss"] for r in records]))
+    assert a.info["best_epoch"] == best
+    assert a.info["best_stop_loss"] == pytest.approx(records[best]["stop_loss"])
+    assert a.info["best_valid_loss"] == pytest.approx(records[best]["valid_loss"])
+    bad = X.copy()
+    bad[0, 1] = 5.0
+    with pytest.raises(ValueError, match="categorical column 1 of the training rows"):
+        fit_tabnet(cfg, bad[:200], Y[:200], X[200:], Y[200:], seed=5)
     a.save(tmp_path / "est")
     a.save(tmp_path / "est")  # overwriting is atomic and leaves no temporary folders
     assert sorted(p.name for p in tmp_path.iterdir()) == ["est"]
@@ -281,3 +293,154 @@ def test_configs_full_profiles_hold_the_reference_numbers():
     for name in ("three_stage_nn", "two_stage_nn_tabnet"):
         for profile in ("full", "cpu", "smoke"):
             runner.build_model(load_config(name, profile=profile))  # params validate
+
+
+# ----------------------------------------------------------------------------- the scripts' numbers
+
+
+def _steps(config: dict) -> list[tuple]:
+    """(kind, inputs, output, fit_on, fit_controls, random_state, stats) of each feature step."""
+    return [(s["kind"], s["inputs"], s.get("output"), s.get("fit_on"), s.get("fit_controls"), s.get("random_state"),
+             s.get("stats")) for s in config["steps"]]
+
+
+def _same_method(name: str, at: tuple[str, ...]):
+    """Every profile runs the full profile's feature steps in the same order, on the same
+    rows, with the same random states: only sizes change."""
+    full = load_config(name).params
+    for profile in ("cpu", "smoke", "demo"):
+        params = load_config(name, profile=profile).params
+        for path in at:
+            a, b = full, params
+            for key in path.split("."):
+                a, b = a[key], b[key]
+            assert _steps(a) == _steps(b), (profile, path)
+            assert a["output"] == b["output"] and a.get("fit_on") == b.get("fit_on"), (profile, path)
+            assert a.get("fit_controls") == b.get("fit_controls"), (profile, path)
+
+
+def test_simple_nn_full_profiles_are_the_scripts():
+    """final/Best LB/Training/Local/simple-nn-old-split-train.py and simple-nn-new-split-train.py."""
+    script_seeds = [940, 1513, 1269, 1392, 1119, 1303]
+    old, new = load_config("simple_nn"), load_config("simple_nn_drug_cv")
+    assert old.seeds == new.seeds == script_seeds
+    assert (old.cv.scheme, old.cv.n_folds) == ("old", 5)
+    assert (new.cv.scheme, new.cv.n_folds, new.cv.seed, new.cv.max_replicates) == ("drug", 5, 34, 18)
+    five = ["sum", "mean", "std", "kurt", "skew"]
+    quantile_then_fa = [
+        ("quantile", ["g", "c"], None, "train", None, None, None),  # random_state: 0 (old) / 123 (new)
+        ("factor_analysis", ["g"], "fa_g", None, None, 1903, None),
+        ("factor_analysis", ["c"], "fa_c", None, None, 1903, None),
+        ("quantile", ["g", "c", "fa_g", "fa_c"], None, None, None, 123, None),
+    ]
+    for config, seed_q in ((old, 0), (new, 123)):
+        f = config.params["features"]
+        assert (f["fit_on"], f["fit_controls"]) == ("train+test", True)
+        steps = _steps(f)
+        assert steps[0][5] == seed_q
+        assert [s[:5] + s[6:] for s in steps[:4]] == [s[:5] + s[6:] for s in quantile_then_fa]
+        assert [s[5] for s in steps[1:4]] == [1903, 1903, 123]
+        assert [s["n_components"] for s in f["steps"][1:3]] == [90, 50]
+        assert all(s.get("n_quantiles") == 100 for s in f["steps"] if s["kind"] == "quantile")
+        net, train = config.params["network"], config.params["train"]
+        assert net == {"hidden": [2048, 2048], "dropouts": [0.0, 0.25, 0.25], "weight_norm": [True, False, True],
+                       "activation": "leaky_relu"}
+        assert (train["epochs"], train["batch_size"], train["lr"], train["weight_decay"]) == (25, 256, 5e-3, 1e-5)
+        assert (train["scheduler"], train["max_lr"], train["pct_start"], train["div_factor"]) == \
+            ("onecycle", 1e-2, 0.1, 1e3)
+        assert train["smoothing"] == 0.001 and train.get("patience") is None  # EARLY_STOP = False: all 25 epochs
+    # old CV: k-means 45 / 15 and the five statistics of the re-quantiled g / c
+    assert _steps(old.params["features"])[4:] == [
+        ("kmeans_onehot", ["g"], "km_g", None, None, 123, None), ("kmeans_onehot", ["c"], "km_c", None, None, 123, None),
+        ("row_stats", ["g", "c"], "stats", None, None, None, five)]
+    assert [s["n_clusters"] for s in old.params["features"]["steps"][4:6]] == [45, 15]
+    assert old.params["features"]["output"] == ["g", "c", "fa_g", "fa_c", "km_g", "km_c", "stats", "cp"]
+    # new CV: no k-means
+    assert _steps(new.params["features"])[4:] == [("row_stats", ["g", "c"], "stats", None, None, None, five)]
+    assert new.params["features"]["output"] == ["g", "c", "fa_g", "fa_c", "stats", "cp"]
+    for name in ("simple_nn", "simple_nn_drug_cv"):
+        _same_method(name, ("features",))
+
+
+def test_simple_nn_feature_order_and_rows(sim_data):
+    """The fitted smoke pipeline: the script's column order, every g / c column (the script
+    dropped g-0), statistics in its order, and the fit rows: quantile on train, the rest on
+    train + test, controls included."""
+    from moakit.features import Pipeline, PipelineConfig
+    from moakit.features.pipeline import CONTROL_BLOCK
+
+    config = load_config("simple_nn", profile="smoke").params["features"]
+    tr, te = sim_data.train, sim_data.test
+    train = {**blocks_from_dataset(tr), CONTROL_BLOCK: tr.is_control.astype(np.float32)[:, None]}
+    test = {**blocks_from_dataset(te), CONTROL_BLOCK: te.is_control.astype(np.float32)[:, None]}
+    pipe = Pipeline(PipelineConfig.model_validate(config), seed=0).fit(train, test)
+    names = pipe.feature_names_
+    n_g, n_c = tr.genes.shape[1], tr.cells.shape[1]
+    assert names[:n_g + n_c] == [f"g-{i}" for i in range(n_g)] + [f"c-{i}" for i in range(n_c)]
+    assert names[-5:] == [f"cp-{i}" for i in range(5)]
+    assert names[-20:-5] == [f"stats-{b}_{s}" for b in ("g", "c", "g+c") for s in ("sum", "mean", "std", "kurt", "skew")]
+    assert pipe.step_fit_rows_["quantile_gc"] == len(tr)  # train rows, controls included
+    assert pipe.step_fit_rows_["fa_g"] == pipe.step_fit_rows_["km_c"] == len(tr) + len(te)
+
+
+def test_two_stage_full_profile_is_the_script():
+    """final/Best LB/Training/Local/2stage-nn-tabnet-train.py."""
+    two = load_config("two_stage_nn_tabnet")
+    assert (two.cv.scheme, two.cv.n_folds, len(two.seeds)) == ("old", 10, 5)
+    assert two.params["meta_features"] == "seed_mean"
+    s1, s2 = two.params["stage1"], two.params["stage2"]
+    # stage 1: quantile FIRST (train + test), PCA / UMAP of the quantiled g / c, VarianceThreshold 0.5, nothing after
+    assert (s1["features"]["fit_on"], s1["features"]["fit_controls"]) == ("train", True)
+    assert _steps(s1["features"]) == [
+        ("quantile", ["g", "c"], None, "train+test", None, 0, None),
+        ("pca", ["g"], "pca_g", None, None, 512, None), ("umap", ["g"], "umap_g", None, None, 512, None),
+        ("pca", ["c"], "pca_c", None, None, 512, None), ("umap", ["c"], "umap_c", None, None, 512, None),
+        ("variance_threshold", ["g", "c", "pca_g", "umap_g", "pca_c", "umap_c"], "vt", None, None, None, None)]
+    assert [s.get("n_components") for s in s1["features"]["steps"][1:5]] == [50, 15, 15, 5]
+    assert s1["features"]["steps"][5]["threshold"] == 0.5 and s1["features"]["output"] == ["vt", "cp"]
+    assert s1["network"] == {"hidden": [2048], "dropouts": [0.2, 0.25], "weight_norm": [True, True],
+                             "activation": "relu"}
+    t = s1["train"]
+    assert (t["epochs"], t["batch_size"], t["lr"], t["weight_decay"], t["max_lr"], t["pct_start"], t["div_factor"]) \
+        == (15, 256, 5e-4, 1e-5, 1e-2, 0.2, 1e3)
+    assert t["smoothing"] == 0.0 and t.get("patience") is None
+    # TabNet: its own features, cp as two categoricals first, the meta quantile on treated OOF only
+    assert s2.get("base_features") is None
+    assert (s2["features"]["fit_on"], s2["features"]["fit_controls"]) == ("train", True)
+    assert _steps(s2["features"]) == [
+        ("cp_categories", ["cp"], "cp_cat", None, None, None, None),
+        ("quantile", ["g", "c"], None, None, None, 0, None),
+        ("factor_analysis", ["g"], "fa_g", "train+test", None, 42, None),
+        ("factor_analysis", ["c"], "fa_c", "train+test", None, 42, None),
+        ("kmeans_onehot", ["g"], "km_g", "train+test", None, 123, None),
+        ("kmeans_onehot", ["c"], "km_c", "train+test", None, 123, None),
+        ("row_stats", ["g", "c"], "stats", None, None, None, ["mean", "std", "kurt", "skew"]),
+        ("quantile", ["meta"], None, None, False, 0, None)]
+    assert [s.get("n_components") or s.get("n_clusters") for s in s2["features"]["steps"][2:6]] == [90, 50, 35, 5]
+    assert s2["features"]["output"] == ["cp_cat", "g", "c", "fa_g", "fa_c", "km_g", "km_c", "stats", "meta"]
+    tab = s2["tabnet"]
+    assert (tab["n_d"], tab["n_a"], tab["n_steps"], tab["lambda_sparse"], tab["mask_type"]) == (32, 32, 1, 0.0, "entmax")
+    assert (tab["cat_idxs"], tab["cat_dims"], tab["cat_emb_dim"]) == ([0, 1], [3, 2], [1, 1])
+    assert (tab["lr"], tab["weight_decay"], tab["milestones"], tab["scheduler_gamma"]) == (2e-2, 1e-5, [100, 150], 0.9)
+    assert (tab["max_epochs"], tab["patience"], tab["batch_size"], tab["virtual_batch_size"]) == (200, 50, 1024, 128)
+    assert (tab["smoothing"], tab["stop_smoothing"]) == (0.001, 0.001)
+    _same_method("two_stage_nn_tabnet", ("stage1.features", "stage2.features"))
+
+
+def test_tabnet_stage_inputs_and_fit_rows(tabnet, sim_data):
+    """The fitted TabNet features: cp_time / cp_dose codes first, the quantile of g / c on
+    every train row (controls too), the meta quantile on the treated rows only."""
+    run = tabnet.run_dir
+    feats = StackedFeatures.load(run / "stages/scored/seed_0/features")
+    assert feats.base is None
+    names = feats.feature_names_
+    assert names[:2] == ["cp_cat-cp_time", "cp_cat-cp_dose"] and names[2] == "g-0"
+    n_meta = len(json.loads((run / "stages/nonscored/seed_0/targets.json").read_text())["names"])
+    assert names[-n_meta:] == [f"meta-{i}" for i in range(n_meta)]
+    rows = feats.own.step_fit_rows_
+    tr, te = sim_data.train, sim_data.test
+    assert rows["quantile_gc"] == len(tr)
+    assert rows["fa_g"] == len(tr) + len(te)
+    assert rows["quantile_meta"] == int((~tr.is_control).sum())
+    s1 = StackedFeatures.load(run / "stages/nonscored/seed_0/features").own.step_fit_rows_
+    assert s1["quantile_gc"] == len(tr) + len(te) and s1["pca_g"] == s1["vt"] == len(tr)

@@ -39,6 +39,7 @@ from moakit.cv import assign_folds
 from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
+from moakit.features.pipeline import CONTROL_BLOCK
 from moakit.models.base import Blocks, Model, StageSpec, get_model_class
 from moakit.progress import RunProgress
 
@@ -219,6 +220,18 @@ def _stage_blocks(ds: Dataset, meta: np.ndarray | None) -> Blocks:
     return blocks
 
 
+def _fit_blocks(stage: StageSpec, ds: Dataset, blocks: Blocks) -> Blocks:
+    """The rows a stage's feature transform may be fitted on.
+
+    A stage that trains on control rows gets every row. Otherwise every row comes with a
+    ``ctl`` block marking the controls: a feature Pipeline fits on the treated rows only
+    unless its config says ``fit_controls: true`` (the winners' scripts fitted their
+    unsupervised transforms before dropping the controls)."""
+    if stage.keep_controls:
+        return dict(blocks)
+    return {**blocks, CONTROL_BLOCK: ds.is_control.astype(np.float32)[:, None]}
+
+
 def train(
     config: RunConfig,
     data: MoAData,
@@ -258,13 +271,17 @@ def train(
         advance = progress.jobs(f"{label or config.model} ({config.profile})", total_jobs)
         for stage in stages:
             t0 = time.perf_counter()
-            for seed in config.seeds:
-                upstream[seed] = _train_stage_seed(
-                    model, config, stage, seed, train_ds, test_ds, folds, upstream[seed],
-                    out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
-                )
+            per_seed = {seed: _train_stage_seed(
+                model, config, stage, seed, train_ds, test_ds, folds, upstream[seed],
+                out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
+            ) for seed in config.seeds}
+            upstream = dict(per_seed)
             timings[f"stage_{stage.name}_seconds"] = round(time.perf_counter() - t0, 3)
             oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)  # this stage's, over seeds
+            if model.meta_from_seed_mean:
+                # the next stage of every seed reads this stage's predictions averaged over seeds
+                test_mean = np.mean([upstream[s][1] for s in config.seeds], axis=0).astype(np.float32)
+                upstream = {s: (oof.astype(np.float32), test_mean) for s in config.seeds}
             if stage.targets == "scored" and oof.shape[1] == train_ds.scored.shape[1]:
                 # every stage on the scored targets, so a stacked model shows what each stage adds
                 stage_metrics[stage.name] = metrics.score(
@@ -276,8 +293,8 @@ def train(
     test = metrics.zero_controls(test, test_ds.is_control)
     result_metrics = {"model": config.model, "profile": config.profile, "cv": config.cv.model_dump(),
                       "seeds": {}, **metrics.score(train_ds.scored, oof, train_ds.is_control)}
-    for s in config.seeds:
-        result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, upstream[s][0], train_ds.is_control)
+    for s in config.seeds:  # the last stage of each seed alone
+        result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, per_seed[s][0], train_ds.is_control)
     if len(stage_metrics) > 1:
         result_metrics["stages"] = stage_metrics
     prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
@@ -303,10 +320,8 @@ def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, upst
     if feat_dir.exists():
         features = model.load_features(stage, feat_dir)
     else:
-        used = training_rows(stage, train_ds)
-        fit_blocks = {k: v[used] for k, v in train_blocks.items()}
-        test_used = {k: v[training_rows(stage, test_ds)] for k, v in test_blocks.items()}
-        features = model.fit_features(stage, fit_blocks, test_used, seed)
+        features = model.fit_features(stage, _fit_blocks(stage, train_ds, train_blocks),
+                                      _fit_blocks(stage, test_ds, test_blocks), seed)
         features.save(feat_dir)
     X_all = features.transform(train_blocks)
     X_test = features.transform(test_blocks)
@@ -404,20 +419,21 @@ def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None)
     run_dir = Path(run_dir)
     config = RunConfig(**read_json(run_dir / "config.json"))
     model = build_model(config)
-    per_seed = []
-    for seed in config.seeds:
-        meta = None
-        for stage in model.stages():
+    meta: dict[int, np.ndarray | None] = {seed: None for seed in config.seeds}
+    for stage in model.stages():
+        for seed in config.seeds:
             stage_dir = run_dir / "stages" / stage.name / f"seed_{seed}"
             features = model.load_features(stage, stage_dir / "features")
-            X = features.transform(_stage_blocks(ds, meta))
+            X = features.transform(_stage_blocks(ds, meta[seed]))
             preds = []
             for k in range(config.cv.n_folds):
                 est = model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator")
                 if batch_size is not None and hasattr(est, "eval_batch_size"):
                     est.eval_batch_size = int(batch_size)
                 preds.append(est.predict_proba(X))
-            meta = np.mean(preds, axis=0).astype(np.float32)
-        per_seed.append(meta)
-    return metrics.zero_controls(np.mean(per_seed, axis=0), ds.is_control)
+            meta[seed] = np.mean(preds, axis=0).astype(np.float32)
+        if model.meta_from_seed_mean:  # as in training: every seed's next stage reads the seed mean
+            mean = np.mean([meta[s] for s in config.seeds], axis=0).astype(np.float32)
+            meta = {seed: mean for seed in config.seeds}
+    return metrics.zero_controls(np.mean([meta[s] for s in config.seeds], axis=0), ds.is_control)
 

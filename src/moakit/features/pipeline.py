@@ -16,6 +16,16 @@ concatenated, in that order, into the final float32 matrix.
 
 ``fit_on: train+test`` is the winners' transductive choice: the unsupervised steps are
 fitted on the row-concatenation of the train and test blocks the caller passes.
+
+Control rows: the runner passes every row with a ``ctl`` block (1.0 on control rows).
+By default the steps are fitted on the treated rows only; ``fit_controls: true`` fits them
+on the control rows too, as the winners' scripts did (they dropped the controls only after
+the feature engineering). ``transform`` ignores ``ctl``.
+
+A step may override the pipeline's ``fit_on`` and ``fit_controls`` for itself, and fix its
+own ``random_state`` (else the run seed): the winners' scripts fitted, e.g., a quantile
+transform on the train rows and a factor analysis on train + test in one pipeline, each
+with its own fixed random state.
 """
 
 from __future__ import annotations
@@ -32,14 +42,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from moakit.artifacts import atomic_dir
 from moakit.features.steps import Blocks, Step, as_block, step_class
 
+CONTROL_BLOCK = "ctl"  # (n, 1) float, 1.0 on control rows; read only when fitting
 MANIFEST = "manifest.json"
 STATE = "steps.joblib"
 FORMAT_VERSION = 1
 
 
 class StepConfig(BaseModel):
-    """One step: ``kind``, ``name``, ``inputs``, optional ``output``, plus the kind's params
-    as extra keys (validated against the kind's parameter model)."""
+    """One step: ``kind``, ``name``, ``inputs``, optional ``output``, optional overrides of
+    the pipeline's ``fit_on`` / ``fit_controls`` and a fixed ``random_state``, plus the
+    kind's params as extra keys (validated against the kind's parameter model)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -47,6 +59,9 @@ class StepConfig(BaseModel):
     name: str | None = None
     inputs: list[str] = Field(..., min_length=1)
     output: str | None = None
+    fit_on: Literal["train", "train+test"] | None = None  # None: the pipeline's
+    fit_controls: bool | None = None  # None: the pipeline's
+    random_state: int | None = None  # None: the run seed
 
     @model_validator(mode="after")
     def _check(self) -> "StepConfig":
@@ -77,6 +92,7 @@ class StepConfig(BaseModel):
         return dict(self.model_extra or {})
 
     def build(self, seed: int) -> Step:
+        seed = self.random_state if self.random_state is not None else seed
         return step_class(self.kind)(self.name, self.inputs, self.output, seed=seed, **self.params)
 
 
@@ -84,6 +100,7 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     fit_on: Literal["train", "train+test"] = "train"
+    fit_controls: bool = False  # fit on control rows too (when the caller marks them with `ctl`)
     steps: list[StepConfig] = Field(default_factory=list)
     output: list[str] = Field(..., min_length=1)
 
@@ -153,30 +170,78 @@ class Pipeline:
 
     # ------------------------------------------------------------------ fit / transform
 
+    @staticmethod
+    def _split_controls(blocks: Blocks | None) -> tuple[Blocks | None, np.ndarray | None]:
+        """(blocks without ``ctl``, boolean control mask or None when unmarked)."""
+        if blocks is None:
+            return None, None
+        ctl = blocks.get(CONTROL_BLOCK)
+        rest = {b: a for b, a in blocks.items() if b != CONTROL_BLOCK}
+        if ctl is None:
+            return rest, None
+        ctl = np.asarray(ctl)
+        return rest, (ctl if ctl.ndim == 1 else ctl[:, 0]) != 0  # also for 0 rows (no test split)
+
+    def _step_fit_on(self, cfg: StepConfig) -> str:
+        return cfg.fit_on or self.config.fit_on
+
+    def _step_rows(self, cfg: StepConfig, blocks: Blocks, controls: np.ndarray | None) -> Blocks:
+        """The step's input blocks on the rows it is fitted on."""
+        fit_controls = self.config.fit_controls if cfg.fit_controls is None else cfg.fit_controls
+        if controls is None or fit_controls:
+            return {b: blocks[b] for b in cfg.inputs}
+        return {b: blocks[b][~controls] for b in cfg.inputs}
+
     def fit(self, train_blocks: Blocks, test_blocks: Blocks | None = None) -> "Pipeline":
+        train_blocks, train_ctl = self._split_controls(train_blocks)
+        test_blocks, test_ctl = self._split_controls(test_blocks)
         blocks, _ = self._take_inputs(train_blocks, "the training blocks")
         self.input_widths_ = {b: int(a.shape[1]) for b, a in blocks.items()}
-        if self.config.fit_on == "train+test":
+        with_test = [self._step_fit_on(c) == "train+test" for c in self.config.steps]
+        test = None
+        if any(with_test) or (not self.steps and self.config.fit_on == "train+test"):
             if test_blocks is None:
                 raise ValueError("feature pipeline: fit_on is 'train+test' but no test blocks were given")
-            test, _ = self._take_inputs(test_blocks, "the test blocks")
+            test, n_test_rows = self._take_inputs(test_blocks, "the test blocks")
             self._check_widths(test, "the test blocks")
-            blocks = {b: np.concatenate([blocks[b], test[b]], axis=0) for b in blocks}
-        self.n_fit_rows_ = int(next(iter(blocks.values())).shape[0]) if blocks else 0
-        if self.n_fit_rows_ == 0:
-            raise ValueError("feature pipeline: no rows to fit on")
+            if n_test_rows == 0:  # no test split (e.g. moakit.MoAModel.fit without X_test)
+                test, with_test = None, [False] * len(with_test)
 
         names = {b: [f"{b}-{i}" for i in range(w)] for b, w in self.input_widths_.items()}
         self.fit_seconds_: dict[str, float] = {}
-        for i, step in enumerate(self.steps):
+        self.step_fit_rows_: dict[str, int] = {}
+        for i, (cfg, step) in enumerate(zip(self.config.steps, self.steps)):
             t0 = time.perf_counter()
-            step.fit(blocks)
-            # Transform the fit rows only if a later step reads what this one wrote;
-            # otherwise the widths (for names) come from the fitted state alone.
-            if any(b in later.inputs for later in self.steps[i + 1:] for b in step.writes):
+            fit_blocks = self._step_rows(cfg, blocks, train_ctl)
+            if with_test[i]:
+                more = self._step_rows(cfg, test, test_ctl)
+                fit_blocks = {b: np.concatenate([fit_blocks[b], more[b]], axis=0) for b in fit_blocks}
+            n_rows = int(next(iter(fit_blocks.values())).shape[0])
+            if n_rows == 0:
+                raise ValueError(f"feature pipeline: step {step.name!r} has no rows to fit on")
+            step.fit(fit_blocks)
+            self.step_fit_rows_[step.name] = n_rows
+            # Transform the rows only if a later step reads what this one wrote (the test
+            # rows only if such a step is fitted on them too); otherwise the widths (for
+            # names) come from the fitted state alone.
+            readers = [j for j in range(i + 1, len(self.steps)) if set(step.writes) & set(self.steps[j].inputs)]
+            if readers:
                 blocks = step.transform(blocks)
+                if test is not None and any(with_test[j] for j in range(i + 1, len(self.steps))):
+                    test = step.transform(test)
             self.fit_seconds_[step.name] = round(time.perf_counter() - t0, 3)
             names.update(step.names_out(names))
+        # rows of the pipeline's own setting (a step may override it: step_fit_rows_)
+        n_train = len(next(iter(blocks.values()))) if blocks else 0
+        if train_ctl is not None and not self.config.fit_controls:
+            n_train = int((~train_ctl).sum())
+        n_test = 0
+        if self.config.fit_on == "train+test" and test is not None:
+            n_test = int((~test_ctl).sum()) if test_ctl is not None and not self.config.fit_controls \
+                else len(next(iter(test.values())))
+        self.n_fit_rows_ = n_train + n_test
+        if self.n_fit_rows_ == 0:
+            raise ValueError("feature pipeline: no rows to fit on")
 
         self.block_names_ = {b: names[b] for b in self.config.output}
         self.feature_names_ = [n for b in self.config.output for n in names[b]]
@@ -221,6 +286,7 @@ class Pipeline:
                 "config": self.config.model_dump(mode="json"),
                 "input_widths": self.input_widths_,
                 "n_fit_rows": self.n_fit_rows_,
+                "step_fit_rows": self.step_fit_rows_,
                 "fit_seconds": self.fit_seconds_,
                 "feature_names": self.feature_names_,
                 "block_names": self.block_names_,
@@ -246,6 +312,7 @@ class Pipeline:
             step.n_features_in_ = saved["n_features_in"]
         pipe.input_widths_ = {b: int(w) for b, w in manifest["input_widths"].items()}
         pipe.n_fit_rows_ = manifest["n_fit_rows"]
+        pipe.step_fit_rows_ = manifest.get("step_fit_rows", {})
         pipe.fit_seconds_ = manifest["fit_seconds"]
         pipe.feature_names_ = list(manifest["feature_names"])
         pipe.block_names_ = manifest["block_names"]

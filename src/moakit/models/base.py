@@ -115,6 +115,12 @@ class Model(ABC):
     def load_estimator(self, stage: StageSpec, path: Path) -> Estimator:
         """Reload a fitted fold estimator."""
 
+    @property
+    def meta_from_seed_mean(self) -> bool:
+        """True when a stage's ``meta`` block is the previous stage's predictions averaged
+        over ALL seeds (fed to every seed), False when each seed has its own chain."""
+        return False
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params.model_dump(mode="json")}
 

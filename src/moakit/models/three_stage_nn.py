@@ -1,15 +1,18 @@
 """3-stage NN: stacking by non-scored, then scored meta-features (write-up "3-Stage NN").
 
-Stage ``nonscored``: the 3-FC block on quantile + factor-analysis + UMAP features, learning
-the non-scored targets that have a positive training row. Stage ``scored``: the same
-features plus the quantile-transformed stage-1 predictions (the runner's ``meta`` block),
-learning the scored targets. Stage ``stack``: only the quantile-transformed stage-2
-predictions, targets clipped to [0.0005, 0.9995] after smoothing.
+Stage ``nonscored``: the 3-FC block on factor-analysis + UMAP features of the raw g/c and
+the quantile-transformed g/c, learning the non-scored targets that have a positive
+training row. Stage ``scored``: the same features plus the quantile-transformed stage-1
+predictions (the runner's ``meta`` block), learning the scored targets. Stage ``stack``:
+only the quantile-transformed stage-2 predictions, targets clipped to [0.0005, 0.9995].
+With ``meta_features: seed_mean`` (the winners' way) a stage's predictions are averaged
+over all seeds before they become the next stage's meta-features.
 
 Leak-free stacking is the runner's job and nothing here undoes it: for training rows the
-``meta`` block holds stage k's OUT-OF-FOLD predictions made with the same folds, so the
-meta-features of a row come from the fold network that never saw that row; the only
-transform fitted on ``meta`` is a per-column quantile transform, which reads no labels.
+``meta`` block holds stage k's OUT-OF-FOLD predictions made with the same folds (averaged
+over seeds, every seed using the same folds), so the meta-features of a row come from
+networks that never saw that row; the only transform fitted on ``meta`` is a per-column
+quantile transform, which reads no labels.
 
 This module also holds :class:`StackedFeatures`, the feature state of a stage that reuses
 an earlier stage's fitted feature pipeline (the 2-stage NN + TabNet model uses it too).
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -109,6 +113,10 @@ class StackedModel(Model):
     def stage_params(self, stage: StageSpec):
         raise NotImplementedError
 
+    @property
+    def meta_from_seed_mean(self) -> bool:
+        return getattr(self.params, "meta_features", "per_seed") == "seed_mean"
+
     def _base_pipeline(self, name: str, train: Blocks, test: Blocks, seed: int) -> Pipeline:
         config: PipelineConfig = self.stage_params(StageSpec(name)).features
         if "meta" in config.output or any("meta" in s.inputs for s in config.steps):
@@ -139,6 +147,9 @@ class StackedModel(Model):
 
 
 class ThreeStageParams(ModelParams):
+    # "seed_mean": every seed of a stage reads the previous stage's predictions averaged over
+    # all seeds (the winners' script); "per_seed": one independent chain per seed.
+    meta_features: Literal["seed_mean", "per_seed"] = "seed_mean"
     stage1: StackStageParams  # non-scored targets
     stage2: StackStageParams  # scored targets, stage-1 features + stage-1 predictions
     stage3: StackStageParams  # scored targets, stage-2 predictions only
