@@ -84,7 +84,7 @@ def test_each_kind_writes_a_new_block(data, kind, params, width, first_name):
 
 def test_all_kinds_are_registered():
     assert {"quantile", "pca", "factor_analysis", "umap", "kmeans_onehot", "row_stats", "variance_threshold",
-            "standard_scaler", "row_mean"} <= set(STEP_KINDS)
+            "standard_scaler", "row_mean", "cp_categories"} <= set(STEP_KINDS)
 
 
 def test_row_stats_match_pandas(data):
@@ -176,6 +176,78 @@ def test_fit_on_train_vs_train_plus_test(data):
     with pytest.raises(ValueError, match="no test blocks"):
         pipe(steps, ["g"], fit_on="train+test").fit(train)
 
+
+
+def test_step_overrides_fit_on_controls_and_random_state(data):
+    """One pipeline, each step fitted on its own rows: the winners' scripts fitted the first
+    quantile transform on the train rows and the factor analysis on train + test, controls
+    included, each with its own fixed random state; the meta quantile on treated rows only."""
+    train, test = data
+    ctl_tr = (np.arange(300) % 10 == 0).astype(np.float32)[:, None]  # 30 control rows
+    ctl_te = (np.arange(120) % 12 == 0).astype(np.float32)[:, None]  # 10
+    config = {"fit_on": "train+test", "fit_controls": True, "steps": [
+        {"kind": "quantile", "name": "q", "inputs": ["g"], "fit_on": "train", "random_state": 0},
+        {"kind": "factor_analysis", "name": "fa", "inputs": ["g"], "output": "fa", "n_components": 2,
+         "random_state": 1903},
+        {"kind": "quantile", "name": "qc", "inputs": ["c"], "fit_on": "train", "fit_controls": False},
+    ], "output": ["g", "fa", "c"]}
+    p = Pipeline.from_config(config, seed=7).fit({**train, "ctl": ctl_tr}, {**test, "ctl": ctl_te})
+    assert p.step_fit_rows_ == {"q": 300, "fa": 420, "qc": 270}
+    assert p.n_fit_rows_ == 420
+    assert [s.seed for s in p.steps] == [0, 1903, 7]
+    # the step saw exactly its rows: the train-only quantile knows the train extremes
+    q = p.steps[0].state_["g"].quantiles_
+    np.testing.assert_allclose(q[[0, -1], 0], [train["g"][:, 0].min(), train["g"][:, 0].max()], rtol=1e-6)
+    qc = p.steps[2].state_["c"].quantiles_
+    treated_c = train["c"][ctl_tr[:, 0] == 0]
+    np.testing.assert_allclose(qc[[0, -1], 0], [treated_c[:, 0].min(), treated_c[:, 0].max()], rtol=1e-6)
+    # the factor analysis ran on the quantiled g of train + test: same as fitting it by hand
+    from sklearn.decomposition import FactorAnalysis
+
+    qg = np.concatenate([p.steps[0].state_["g"].transform(train["g"]), p.steps[0].state_["g"].transform(test["g"])])
+    fa = FactorAnalysis(n_components=2, random_state=1903).fit(qg)
+    np.testing.assert_allclose(np.abs(p.transform(test)[:, N_G:N_G + 2]),
+                               np.abs(fa.transform(qg[300:])), rtol=1e-3, atol=1e-3)
+    # without a control marker every given row is used; test rows only where asked for
+    q_only = Pipeline.from_config({"steps": [{"kind": "quantile", "inputs": ["g"], "fit_on": "train+test"}],
+                                   "output": ["g"]}).fit(train, test)
+    assert q_only.step_fit_rows_ == {"quantile_g": 420}
+    with pytest.raises(ValueError, match="no test blocks"):
+        Pipeline.from_config({"steps": [{"kind": "quantile", "inputs": ["g"], "fit_on": "train+test"}],
+                              "output": ["g"]}).fit(train)
+
+
+def test_step_overrides_survive_save_and_load(data, tmp_path):
+    train, test = data
+    config = {"steps": [{"kind": "kmeans_onehot", "name": "km", "inputs": ["g"], "output": "km", "n_clusters": 3,
+                         "n_init": 1, "random_state": 123, "fit_on": "train+test"}], "output": ["km"]}
+    p = Pipeline.from_config(config, seed=5).fit(train, test)
+    again = Pipeline.load(p.save(tmp_path / "p"))
+    assert again.steps[0].seed == 123 and again.step_fit_rows_ == {"km": 420}
+    np.testing.assert_array_equal(again.transform(test), p.transform(test))
+
+
+def test_cp_categories_and_chosen_row_stats(data):
+    train, _ = data
+    cp = np.zeros((6, 5), np.float32)
+    cp[np.arange(6), [0, 1, 2, 0, 1, 2]] = 1.0  # cp_time 24 / 48 / 72
+    cp[np.arange(6), [3, 3, 3, 4, 4, 4]] = 1.0  # cp_dose D1 / D2
+    p = pipe([{"kind": "cp_categories", "name": "cat", "inputs": ["cp"], "output": "cat"}], ["cat"]).fit({"cp": cp})
+    assert p.feature_names_ == ["cat-cp_time", "cat-cp_dose"]
+    np.testing.assert_array_equal(p.transform({"cp": cp}), [[0, 0], [1, 0], [2, 0], [0, 1], [1, 1], [2, 1]])
+    with pytest.raises(ValueError, match="5-column one-hot"):
+        pipe([{"kind": "cp_categories", "name": "cat", "inputs": ["g"], "output": "cat"}],
+             ["cat"]).fit(train).transform(train)
+    # the TabNet's statistics: mean, std, kurtosis, skew (no sum), in that order, per group
+    stats = ["mean", "std", "kurt", "skew"]
+    st = pipe([{"kind": "row_stats", "name": "st", "inputs": ["g", "c"], "output": "st", "stats": stats}],
+              ["st"]).fit(train)
+    assert st.feature_names_ == [f"st-{b}_{s}" for b in ("g", "c", "g+c") for s in stats]
+    frame = pd.DataFrame(train["g"], dtype=np.float64)
+    np.testing.assert_allclose(st.transform(train)[:, :4], np.column_stack(
+        [frame.mean(axis=1), frame.std(axis=1), frame.kurtosis(axis=1), frame.skew(axis=1)]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="stats"):
+        StepConfig(kind="row_stats", inputs=["g"], output="st", stats=["median"])
 
 def test_simple_nn_layout(simple_nn, data):
     _, test = data

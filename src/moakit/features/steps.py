@@ -411,10 +411,11 @@ class VarianceThresholdStep(_SklearnStep):
 
 
 ROW_STATS = ("sum", "mean", "std", "skew", "kurt")
+RowStat = Literal["sum", "mean", "std", "skew", "kurt"]
 
 
-def row_statistics(x: np.ndarray) -> np.ndarray:
-    """(n, 5) float64: sum, mean, std, skew, kurtosis of each row.
+def row_statistics(x: np.ndarray, stats_: tuple[str, ...] | list[str] = ROW_STATS) -> np.ndarray:
+    """(n, len(stats_)) float64: the chosen statistics of each row, in the order given.
 
     The same estimators as pandas' ``DataFrame.sum/mean/std/skew/kurt(axis=1)`` (what the
     winners' scripts used): std with ddof=1, bias-corrected skew and excess kurtosis.
@@ -423,26 +424,37 @@ def row_statistics(x: np.ndarray) -> np.ndarray:
     from scipy import stats
 
     x = np.asarray(x, np.float64)
+    compute = {
+        "sum": lambda: x.sum(axis=1),
+        "mean": lambda: x.mean(axis=1),
+        "std": lambda: x.std(axis=1, ddof=1) if x.shape[1] > 1 else np.zeros(len(x)),
+        "skew": lambda: stats.skew(x, axis=1, bias=False),
+        "kurt": lambda: stats.kurtosis(x, axis=1, fisher=True, bias=False),
+    }
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        out = np.column_stack([
-            x.sum(axis=1),
-            x.mean(axis=1),
-            x.std(axis=1, ddof=1) if x.shape[1] > 1 else np.zeros(len(x)),
-            stats.skew(x, axis=1, bias=False),
-            stats.kurtosis(x, axis=1, fisher=True, bias=False),
-        ])
+        out = np.column_stack([compute[name]() for name in stats_]) if len(stats_) else np.zeros((len(x), 0))
     return _finite(out)
+
+
+class RowStatsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # which statistics, in this column order (per group); the winners' scripts differ:
+    # the Simple NNs take sum, mean, std, kurt, skew; the TabNet mean, std, kurt, skew
+    stats: list[RowStat] = Field(default_factory=lambda: list(ROW_STATS), min_length=1)
 
 
 @register
 class RowStatsStep(Step):
-    """Row sum, mean, std, skew, kurtosis of each input block and of all inputs together.
+    """Row statistics (``stats``, default sum, mean, std, skew, kurtosis) of each input block
+    and of all inputs together.
 
-    inputs [g, c] -> 15 columns (g, c, g+c); a single input gives its 5 columns once.
+    inputs [g, c] -> 3 groups (g, c, g+c) x len(stats) columns, group-major; a single input
+    gives its statistics once.
     """
 
     kind = "row_stats"
+    Params = RowStatsParams
     in_place_ok = False
     stateless = True
 
@@ -453,14 +465,15 @@ class RowStatsStep(Step):
         return groups
 
     def _apply(self, state, parts):
-        return np.concatenate([row_statistics(self._concat([parts[i] for i in idx])) for _, idx in self._groups()],
-                              axis=1)
+        chosen = tuple(self.params.stats)
+        return np.concatenate([row_statistics(self._concat([parts[i] for i in idx]), chosen)
+                               for _, idx in self._groups()], axis=1)
 
     def _width(self, state, part_names):
-        return len(ROW_STATS) * len(self._groups())
+        return len(self.params.stats) * len(self._groups())
 
     def _names(self, state, part_names):
-        return [f"{self.output}-{label}_{s}" for label, _ in self._groups() for s in ROW_STATS]
+        return [f"{self.output}-{label}_{s}" for label, _ in self._groups() for s in self.params.stats]
 
 
 @register
@@ -479,6 +492,35 @@ class RowMeanStep(Step):
 
     def _names(self, state, part_names):
         return [f"{self.output}-{b}_mean" for b in self.inputs]
+
+
+@register
+class CpCategoriesStep(Step):
+    """The one-hot ``cp`` block (cp_time 24/48/72, cp_dose D1/D2) as two integer-coded
+    categorical columns: cp_time 0/1/2 and cp_dose 0/1 (e.g. TabNet's embedded inputs)."""
+
+    kind = "cp_categories"
+    in_place_ok = False
+    stateless = True
+    GROUPS = (("cp_time", 3), ("cp_dose", 2))
+
+    def _apply(self, state, parts):
+        x = self._concat(parts)
+        width = sum(n for _, n in self.GROUPS)
+        if x.shape[1] != width:
+            raise ValueError(f"step {self.name!r} (cp_categories): expects the {width}-column one-hot cp block, "
+                             f"got {x.shape[1]} columns")
+        out, start = [], 0
+        for _, n in self.GROUPS:
+            out.append(np.argmax(x[:, start:start + n], axis=1))
+            start += n
+        return np.column_stack(out).astype(np.float32)
+
+    def _width(self, state, part_names):
+        return len(self.GROUPS)
+
+    def _names(self, state, part_names):
+        return [f"{self.output}-{name}" for name, _ in self.GROUPS]
 
 
 def step_class(kind: str) -> type[Step]:

@@ -1,11 +1,14 @@
-"""2-stage NN + TabNet (write-up "2-Stage NN+TabNet").
+"""2-stage NN + TabNet (write-up "2-Stage NN+TabNet"; the winners' script
+final/Best LB/Training/Local/2stage-nn-tabnet-train.py).
 
-Stage ``nonscored``: the 2-FC block on PCA + UMAP features (fitted on train rows),
-VarianceThreshold 0.5 and a QuantileTransformer, learning the non-scored targets.
-Stage ``scored``: a pytorch-tabnet ``TabNetRegressor`` on the stage-1 features, the
-quantile-transformed stage-1 predictions (``meta``: out-of-fold for training rows, see
-:mod:`moakit.models.three_stage_nn`), factor analysis, k-means one-hot and row statistics;
-trained with BCE-with-logits on smoothed targets, judged by log loss on raw targets.
+Stage ``nonscored``: the 2-FC block on quantile-transformed g/c, PCA + UMAP of the
+quantiled g/c and VarianceThreshold 0.5 over them (plus the one-hot cp), learning the
+non-scored targets. Stage ``scored``: a pytorch-tabnet ``TabNetRegressor`` on its own
+features: cp_time / cp_dose as two categorical columns (embedded), the quantile-transformed
+g/c, factor analysis, k-means one-hot and row statistics of the quantiled g/c, and the
+quantile-transformed stage-1 predictions (``meta``: out-of-fold for training rows, averaged
+over all stage-1 seeds as the script did; see :mod:`moakit.models.three_stage_nn`); trained
+with BCE-with-logits on smoothed targets, early-stopped on the held-out fold.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moakit.artifacts import atomic_dir
 from moakit.features import PipelineConfig
@@ -37,13 +40,17 @@ class TabNetConfig(BaseModel):
     n_d: int = Field(32, ge=1)
     n_a: int = Field(32, ge=1)
     n_steps: int = Field(1, ge=1)
-    gamma: float = 0.9
+    gamma: float = 1.3  # pytorch-tabnet's default (the script left it); no effect with one step
     lambda_sparse: float = 0.0
     mask_type: Literal["entmax", "sparsemax"] = "entmax"
     n_independent: int = 2  # pytorch-tabnet defaults (the winners kept them)
     n_shared: int = 2
     momentum: float = 0.02
     clip_value: float | None = 1.0  # pytorch-tabnet's default gradient-norm clip
+    # categorical input columns (embedded): the stage's first columns, cp_time and cp_dose
+    cat_idxs: list[int] = [0, 1]
+    cat_dims: list[int] = [3, 2]
+    cat_emb_dim: list[int] = [1, 1]
     lr: float = Field(2e-2, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     milestones: list[int] = [100, 150]  # MultiStepLR, stepped once per epoch
@@ -53,16 +60,29 @@ class TabNetConfig(BaseModel):
     batch_size: int = Field(1024, ge=2)
     virtual_batch_size: int = Field(128, ge=2)
     smoothing: float = Field(0.001, ge=0, lt=1)
+    # early stopping judges the held-out fold's log loss against targets smoothed by this
+    # much (the script's last eval metric, which pytorch-tabnet stops on); 0 = raw targets
+    stop_smoothing: float = Field(0.001, ge=0, lt=1)
     eval_batch_size: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _categoricals(self) -> "TabNetConfig":
+        if not (len(self.cat_idxs) == len(self.cat_dims) == len(self.cat_emb_dim)):
+            raise ValueError(f"tabnet: cat_idxs {self.cat_idxs}, cat_dims {self.cat_dims} and cat_emb_dim "
+                             f"{self.cat_emb_dim} must have the same length")
+        return self
 
 
 class TabNetStageParams(ModelParams):
     features: PipelineConfig  # this stage's own features (read ``meta`` and the base blocks)
-    base_features: str | None = "nonscored"  # the stage-1 feature pipeline, reused
+    base_features: str | None = None  # an earlier stage's feature pipeline to reuse (put first)
     tabnet: TabNetConfig = TabNetConfig()
 
 
 class TwoStageParams(ModelParams):
+    # "seed_mean": TabNet reads the stage-1 predictions averaged over all stage-1 seeds (the
+    # script); "per_seed": one independent chain per seed
+    meta_features: Literal["seed_mean", "per_seed"] = "seed_mean"
     stage1: StackStageParams  # the 2-FC MLP on non-scored targets
     stage2: TabNetStageParams
 
@@ -75,37 +95,34 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
 
 
-# pytorch-tabnet finds metrics by name among the subclasses of its Metric class, so the
-# eval metric is a module-level subclass.
-def _tabnet_metric_class():
-    from pytorch_tabnet.metrics import Metric
+# pytorch-tabnet finds metrics by name among the subclasses of its Metric class (built
+# with no arguments), so each smoothing level gets its own module-level subclass.
+_METRICS: dict[float, type] = {}
 
-    class MoALogLoss(Metric):
-        """Mean binary log loss of sigmoid(logits) on the raw 0/1 targets (clipped)."""
+
+def _metric(smoothing: float = 0.0):
+    """The Metric class: mean binary log loss of sigmoid(logits) against the targets
+    smoothed by ``smoothing`` (t -> t(1-s) + s/2; 0 = the raw 0/1 targets), clipped."""
+    smoothing = float(smoothing)
+    if smoothing not in _METRICS:
+        from pytorch_tabnet.metrics import Metric
+
+        name = "moa_logloss" if smoothing == 0 else f"moa_logloss_smoothed_{smoothing:g}"
 
         def __init__(self):
-            self._name = "moa_logloss"
+            self._name = name
             self._maximize = False
 
         def __call__(self, y_true, y_score):
             p = np.clip(_sigmoid(y_score).astype(np.float64), 1e-15, 1 - 1e-15)
-            y = np.asarray(y_true, np.float64)
+            y = np.asarray(y_true, np.float64) * (1.0 - smoothing) + 0.5 * smoothing
             return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
-    return MoALogLoss
+        _METRICS[smoothing] = type(f"MoALogLoss{len(_METRICS)}", (Metric,), {"__init__": __init__, "__call__": __call__})
+    return _METRICS[smoothing]
 
 
-_METRIC = None
-
-
-def _metric():
-    global _METRIC
-    if _METRIC is None:
-        _METRIC = _tabnet_metric_class()
-    return _METRIC
-
-
-def _epoch_callback(on_epoch: EpochCallback | None, metric_name: str):
+def _epoch_callback(on_epoch: EpochCallback | None, metric_name: str, stop_name: str):
     from pytorch_tabnet.callbacks import Callback
 
     class ReportEpochs(Callback):
@@ -113,7 +130,8 @@ def _epoch_callback(on_epoch: EpochCallback | None, metric_name: str):
             logs = logs or {}
             if on_epoch is not None:
                 on_epoch({"epoch": epoch, "train_loss": float(logs.get("loss", math.nan)),
-                          "valid_loss": float(logs.get(metric_name, math.nan))})
+                          "valid_loss": float(logs.get(metric_name, math.nan)),
+                          "stop_loss": float(logs.get(stop_name, math.nan))})
 
     return ReportEpochs()
 
@@ -188,10 +206,21 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
         # BCE with logits on smoothed targets (t -> t(1-s) + s/2), as the winners' script.
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, smooth_targets(y, smoothing))
 
-    metric = _metric()
+    # pytorch-tabnet stops on the LAST eval metric (the script: [raw, smoothed 0.001])
+    metrics = [_metric(0.0)] + ([_metric(cfg.stop_smoothing)] if cfg.stop_smoothing else [])
+    names = [f"valid_{m()._name}" for m in metrics]
+    for i, dim in zip(cfg.cat_idxs, cfg.cat_dims):  # embedded columns must hold codes 0..dim-1
+        if i >= X_train.shape[1]:
+            raise ValueError(f"tabnet: cat_idxs {cfg.cat_idxs} out of range for {X_train.shape[1]} feature columns")
+        for name, X in (("training", X_train), ("held-out", X_valid)):
+            col = X[:, i]
+            if len(col) and (col.min() < 0 or col.max() > dim - 1 or not np.array_equal(col, np.round(col))):
+                raise ValueError(f"tabnet: categorical column {i} of the {name} rows must hold the codes 0..{dim - 1} "
+                                 f"(cat_dims), got values in [{col.min():g}, {col.max():g}]")
     reg = TabNetRegressor(
         n_d=cfg.n_d, n_a=cfg.n_a, n_steps=cfg.n_steps, gamma=cfg.gamma, lambda_sparse=cfg.lambda_sparse,
         n_independent=cfg.n_independent, n_shared=cfg.n_shared, momentum=cfg.momentum,
+        cat_idxs=list(cfg.cat_idxs), cat_dims=list(cfg.cat_dims), cat_emb_dim=list(cfg.cat_emb_dim),
         clip_value=cfg.clip_value, mask_type=cfg.mask_type, seed=int(seed) % (2**31), verbose=0,
         optimizer_fn=torch.optim.Adam, optimizer_params={"lr": cfg.lr, "weight_decay": cfg.weight_decay},
         scheduler_fn=torch.optim.lr_scheduler.MultiStepLR,
@@ -200,23 +229,26 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     )
     n = len(X_train)
     batch = min(cfg.batch_size, n)
-    # Drop a ragged last batch (pytorch-tabnet's default) unless that would leave none;
-    # a last batch of one row would break the ghost BatchNorm.
-    drop_last = n > batch or n % batch == 1
+    # Keep the ragged last batch (the script: drop_last=False), unless it is a single row,
+    # which would break the ghost BatchNorm.
+    drop_last = n > batch and n % batch == 1
     # Early stopping (patience, best-epoch weights restored) is judged on the held-out
     # fold, as in the winners' scripts and standard public practice: the same rule as our
     # MLPs' best-epoch restore through fit_network.
     with _quiet(), _numpy_global_seed(seed):
         reg.fit(
-            X_train, Y_train, eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=[metric],
+            X_train, Y_train, eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=metrics,
             loss_fn=loss_fn, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=batch,
             virtual_batch_size=min(cfg.virtual_batch_size, batch), num_workers=0, drop_last=drop_last,
-            callbacks=[_epoch_callback(on_epoch, "valid_moa_logloss")], pin_memory=False,
+            callbacks=[_epoch_callback(on_epoch, names[0], names[-1])], pin_memory=False,
             compute_importance=False,
         )
     reg.batch_size = cfg.eval_batch_size  # inference batch (no effect on results: eval mode)
     history = reg.history.history if hasattr(reg, "history") else {}
-    info = {"best_epoch": int(getattr(reg, "best_epoch", -1)), "best_valid_loss": float(getattr(reg, "best_cost", math.nan)),
+    best_epoch = int(getattr(reg, "best_epoch", -1))
+    raw = history.get(names[0], [])
+    info = {"best_epoch": best_epoch, "best_stop_loss": float(getattr(reg, "best_cost", math.nan)),
+            "best_valid_loss": float(raw[best_epoch]) if 0 <= best_epoch < len(raw) else math.nan,
             "epochs_run": len(history.get("loss", []))}
     return TabNetEstimator(reg, info)
 
