@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from score_runs import test_scores  # noqa: E402  (bench/score_runs.py)
 from common import LABELS, OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 
 
@@ -70,6 +71,7 @@ def main() -> int:
     reload_ok = bool(np.allclose(again, result.test, atol=1e-6, rtol=0))
 
     m = result.metrics
+    test = test_scores(data, result.test)
     lines = [
         f"# 2-heads ResNet benchmark ({args.config}, profile {args.profile})",
         "",
@@ -84,6 +86,7 @@ def main() -> int:
         "|---|---|",
         f"| OOF log loss (all rows, controls 0) | {m['log_loss']:.5f} |",
         f"| OOF log loss (treated rows) | {m['log_loss_treated']:.5f} |",
+        f"| test log loss, unseen drugs (all / treated rows) | {test['log_loss']:.5f} / {test['log_loss_treated']:.5f} |",
         f"| prior baseline (all / treated) | {m['prior']['log_loss']:.5f} / {m['prior']['log_loss_treated']:.5f} |",
         f"| seconds per epoch (mean over all phases and folds) | {per_epoch:.2f} |",
         f"| epochs trained (all folds) | {epochs} |",
@@ -94,8 +97,8 @@ def main() -> int:
         "Per fold (losses on the early-stopping holdout carved from the training folds; the OOF",
         "fold's loss is computed only after training):",
         "",
-        "| fold | selected (t-test) | non-scored targets | epochs ns/sc/frozen/unfrozen | frozen kept | unfrozen kept"
-        " | holdout loss | OOF fold loss | fit s |",
+        "| fold | selected (t-test) | non-scored targets | epochs ns/sc/frozen/unfrozen | loops"
+        " | improving epochs frozen/unfrozen | holdout loss | OOF fold loss | fit s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in folds:
@@ -103,7 +106,8 @@ def main() -> int:
         lines.append(
             f"| {f['seed']}/{f['fold']} | {i['n_selected']} | {i['n_nonscored_targets']} | "
             + "/".join(str(i.get(f"{p}_epochs", 0)) for p in phases)
-            + f" | {i['frozen_kept']} | {i['unfrozen_kept']} | {i['holdout_loss']:.5f} | "
+            + f" | {i.get('loops', '-')} | {i.get('frozen_improved', '-')}/{i.get('unfrozen_improved', '-')}"
+            f" | {i['holdout_loss']:.5f} | "
             f"{i.get('valid_loss', float('nan')):.5f} | {f['fit_seconds']:.0f} |")
     write_report(args.report, lines)
     return 0

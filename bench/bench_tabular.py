@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from score_runs import test_scores  # noqa: E402  (bench/score_runs.py)
 from common import LABELS, OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
 MODELS = ["simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet"]
 
@@ -71,6 +72,7 @@ def main() -> int:
         again = runner.predict_run(run_dir, data.test)
         rows.append({"model": name, "cv": f"{config.cv.scheme} {config.cv.n_folds}-fold", "seeds": len(config.seeds),
                      "log_loss": result.metrics["log_loss"], "treated": result.metrics["log_loss_treated"],
+                     "test": test_scores(data, result.test),
                      "seconds": seconds, "fit_seconds": fit_seconds, "stages": stages,
                      "reload": bool(np.allclose(again, result.test, atol=1e-6, rtol=0))})
         print(rows[-1], flush=True)
@@ -88,14 +90,16 @@ def main() -> int:
         f"{prior['log_loss_treated']:.5f} (treated rows).",
         "The drug-aware CV model's numbers are on its own (harder) folds and not comparable to the old-CV ones.",
         "",
-        "| model | CV | seeds | OOF log loss, all rows | OOF log loss, treated rows | vs prior (all rows) | seconds"
-        " | fold fit s | stage seconds | predict_run = test |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | CV | seeds | OOF log loss, all rows | OOF log loss, treated rows | vs prior (all rows)"
+        " | test log loss (unseen drugs), all / treated | seconds | fold fit s | stage seconds | predict_run = test |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         stage_s = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items())
         lines.append(f"| {r['model']} | {r['cv']} | {r['seeds']} | {r['log_loss']:.5f} | {r['treated']:.5f} | "
-                     f"{r['log_loss'] - prior['log_loss']:+.5f} | {r['seconds']:.0f} | {r['fit_seconds']:.0f} | "
+                     f"{r['log_loss'] - prior['log_loss']:+.5f} | "
+                     f"{r['test']['log_loss']:.5f} / {r['test']['log_loss_treated']:.5f} | "
+                     f"{r['seconds']:.0f} | {r['fit_seconds']:.0f} | "
                      f"{stage_s} | {r['reload']} |")
     write_report(args.report, lines)
     return 0
