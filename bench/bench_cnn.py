@@ -9,6 +9,10 @@ repository). Also measures one training step in fp32 and with bf16 autocast on t
     .venv/bin/python bench/bench_cnn.py                              # cpu profile, both models
     .venv/bin/python bench/bench_cnn.py --max-rows 2000 --folds 2 --epochs 1   # timing on a subset
 
+``--tag NAME`` names the run folders ``bench/out/runs/<config>-<profile>-<seed>[-NAME]`` (e.g. to
+keep a run of an older checkout: ``PYTHONPATH=/path/to/old/src ... --tag before``). The test
+log loss is scored on the simulated answers (the test drugs are unseen in training).
+
 ``--max-rows`` keeps a seeded random subset of the training rows (and at most as many test
 rows): the log loss of such a run is not the benchmark's, only its seconds per epoch are
 representative (per row). Skips with a message when the label files are absent.
@@ -26,7 +30,7 @@ import numpy as np
 import torch
 
 from common import LABELS, OUT, ready_for_realistic_data, realistic_data_dir, write_report  # noqa: E402  (bench/common.py)
-CONFIGS = ["deepinsight_efficientnet", "deepinsight_resnest"]
+CONFIGS = ["deepinsight_efficientnet", "deepinsight_resnest", "deepinsight_resnest_v2"]
 
 
 def step_seconds(backbone: str, image_size: int, batch: int, amp: bool, repeats: int = 3) -> float:
@@ -63,6 +67,21 @@ def load_data(seed: int, max_rows: int | None):
     return data
 
 
+def test_scores(data, test_pred: np.ndarray) -> str:
+    """'all / treated' log loss of the test predictions on the simulated answers ('-' without them)."""
+    import pandas as pd
+
+    from moakit import metrics
+
+    answers = Path(data.source) / "answers" / "test_targets_scored.csv"
+    if not answers.exists():
+        return "-"
+    frame = pd.read_csv(answers).set_index("sig_id")  # all test rows; a --max-rows run keeps a subset
+    truth = frame.loc[np.asarray(data.test.sig_id), list(data.train.scored_names)].to_numpy(np.float64)
+    sc = metrics.score(truth, test_pred, data.test.is_control)
+    return f"{sc['log_loss']:.5f} / {sc['log_loss_treated']:.5f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", nargs="+", default=CONFIGS)
@@ -73,8 +92,11 @@ def main() -> int:
     ap.add_argument("--folds", type=int, default=None, help="override the profile's fold count")
     ap.add_argument("--epochs", type=int, default=None, help="override the profile's epoch cap")
     ap.add_argument("--skip-amp-check", action="store_true")
-    ap.add_argument("--report", default=str(OUT / "cnn.md"))
+    ap.add_argument("--tag", default=None, help="suffix of the run folder names (and of the default report)")
+    ap.add_argument("--report", default=None, help="default bench/out/cnn[-TAG].md")
     args = ap.parse_args()
+    if args.report is None:
+        args.report = str(OUT / (f"cnn-{args.tag}.md" if args.tag else "cnn.md"))
 
     if not ready_for_realistic_data(args.threads):
         return 0
@@ -115,14 +137,16 @@ def main() -> int:
 
     lines += ["## Training (runner, OOF over all folds)", "",
               "| config | backbone | image | folds | epochs (all folds) | s / epoch | t-SNE + map s | "
-              "shared pixels | OOF log loss (all / treated) | prior (all / treated) | train s | predict_run = test |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "shared pixels | OOF log loss (all / treated) | prior (all / treated) | test log loss (all / treated) | "
+              "train s | predict_run = test |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.configs:
         config = load_config(name, args.profile, folds=args.folds)
         if args.epochs is not None:
             config.params.setdefault("train", {})["epochs"] = args.epochs
         model = runner.build_model(config)
-        tag = f"{name}-{args.profile}-{args.seed}" + (f"-rows{args.max_rows}" if subset else "")
+        tag = (f"{name}-{args.profile}-{args.seed}" + (f"-rows{args.max_rows}" if subset else "")
+               + (f"-{args.tag}" if args.tag else ""))
         run_dir = OUT / "runs" / tag
         if run_dir.exists():
             import shutil
@@ -140,11 +164,12 @@ def main() -> int:
         t_predict = time.perf_counter() - t0
         same = bool(np.array_equal(again, result.test))
         m = result.metrics
+        test = test_scores(data, result.test)
         lines.append(
             f"| {name} | {model.params.backbone} | {model.params.image_size} | {config.cv.n_folds} | {epochs} | "
             f"{per_epoch:.1f} | {feat['fit_seconds']:.0f} | {feat['collision_rate']:.1%} | "
             f"{m['log_loss']:.5f} / {m['log_loss_treated']:.5f} | "
-            f"{m['prior']['log_loss']:.5f} / {m['prior']['log_loss_treated']:.5f} | {t_train:.0f} | "
+            f"{m['prior']['log_loss']:.5f} / {m['prior']['log_loss_treated']:.5f} | {test} | {t_train:.0f} | "
             f"{same} ({t_predict:.0f} s) |")
         print(lines[-1], flush=True)
     lines += ["", "s / epoch: training seconds of all folds (training epochs + their validation passes) divided "
