@@ -123,6 +123,7 @@ def test_umap_subsample_fit(data):
     finally:
         torch.set_num_threads(threads)
     assert p.steps[0].state_["um"].embedding_.shape == (120, 2)  # fitted on the subsample only
+    assert p.steps[0].state_["um"].transform_seed == 1  # the step's seed unless given
     assert X.shape == (300, 2) and np.isfinite(X).all() and p.feature_names_ == ["um-0", "um-1"]
     np.testing.assert_array_equal(X, pipe(steps, ["um"], seed=1).fit(train).transform(train))
 

@@ -397,6 +397,7 @@ def test_two_stage_full_profile_is_the_script():
         ("pca", ["c"], "pca_c", None, None, 512, None), ("umap", ["c"], "umap_c", None, None, 512, None),
         ("variance_threshold", ["g", "c", "pca_g", "umap_g", "pca_c", "umap_c"], "vt", None, None, None, None)]
     assert [s.get("n_components") for s in s1["features"]["steps"][1:5]] == [50, 15, 15, 5]
+    assert [s1["features"]["steps"][i].get("transform_seed") for i in (2, 4)] == [42, 42]  # umap-learn's default
     assert s1["features"]["steps"][5]["threshold"] == 0.5 and s1["features"]["output"] == ["vt", "cp"]
     assert s1["network"] == {"hidden": [2048], "dropouts": [0.2, 0.25], "weight_norm": [True, True],
                              "activation": "relu"}

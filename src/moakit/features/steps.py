@@ -294,6 +294,7 @@ class UMAPParams(BaseModel):
     n_epochs: int | None = Field(None, ge=1)
     n_jobs: int = 1  # a seeded UMAP runs single-threaded anyway (umap forces it for determinism)
     max_fit_rows: int | None = Field(None, ge=2)  # fit on a seeded subsample of this many rows
+    transform_seed: int | None = None  # seed of umap's transform of new rows; None = the step's seed
 
 
 @contextlib.contextmanager
@@ -329,7 +330,7 @@ class UMAPStep(Step):
             X = X[rows]
         model = umap.UMAP(n_components=p.n_components, n_neighbors=min(p.n_neighbors, X.shape[0] - 1),
                           min_dist=p.min_dist, metric=p.metric, n_epochs=p.n_epochs, random_state=self.seed,
-                          transform_seed=self.seed, n_jobs=p.n_jobs)
+                          transform_seed=self.seed if p.transform_seed is None else p.transform_seed, n_jobs=p.n_jobs)
         with warnings.catch_warnings(), keep_torch_threads():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
             model.fit(X)
