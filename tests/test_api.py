@@ -220,6 +220,11 @@ def test_blend_and_no_global_side_effects(data, capsys):
     assert (blend.run_dir_ / "workflow.json").exists() and (blend.run_dir_ / "report" / "index.html").exists()
     loaded = moakit.MoABlend.load(blend.run_dir_)
     assert loaded.weights_ == blend.weights_
+    from sklearn.base import clone
+
+    assert clone(blend).get_params() == blend.get_params()
+    assert loaded.get_params()["models"] == [["nn_a", "simple_nn"], {"name": "nn_b", "config": "simple_nn", "folds": 2}]
+    assert loaded.resolved_config().models == blend.config_.models
     np.testing.assert_allclose(loaded.predict_proba(data.X_test).to_numpy(), proba.to_numpy(), atol=1e-7)
 
 

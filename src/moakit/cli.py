@@ -104,9 +104,13 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _usage(message: str, param: str | None = None) -> NoReturn:
-    """A usage error (exit 2): click prints the usage line and the message."""
-    raise typer.BadParameter(str(message), param_hint=param)
+def _usage(message: str, param: str, command: str) -> NoReturn:
+    """A usage error found by moakit (a config or option value it cannot use): one unwrapped
+    line on stderr and a pointer to --help, exit 2 (click's own usage errors exit 2 too)."""
+    console.print(f"[bold red]error:[/] invalid value for {param}: {escape(str(message))}", soft_wrap=True,
+                  highlight=False)
+    console.print(f"Try 'moakit {command} --help' for help.", soft_wrap=True, highlight=False)
+    raise typer.Exit(code=2)
 
 
 def _p(path: Path | str) -> str:
@@ -229,7 +233,7 @@ def score(
         _result(f"log loss (treated rows) {result['log_loss_treated']:.6f}")
 
 
-def _executor(name: ExecutorName, address: Optional[str], job_cpus: float = 1.0, job_gpus: float = 0.0):
+def _executor(name: ExecutorName, address: Optional[str], job_cpus: float, job_gpus: float, command: str):
     """An executor object for --executor / --address (Ray is imported only when asked for)."""
     from moakit import runner
 
@@ -239,7 +243,7 @@ def _executor(name: ExecutorName, address: Optional[str], job_cpus: float = 1.0,
         except ImportError as exc:
             _fail(str(exc))
     if address or job_cpus != 1.0 or job_gpus != 0.0:
-        _usage("--address, --job-cpus and --job-gpus are only used with --executor ray", "--executor")
+        _usage("--address, --job-cpus and --job-gpus are only used with --executor ray", "--executor", command)
     return runner.make_executor(name.value)
 
 
@@ -269,8 +273,8 @@ def train(
         cfg = load_config(config, profile=profile.value, seeds=seeds, folds=n_folds, cv=cv.value if cv else None)
         runner.build_model(cfg)  # unknown model or invalid params: a config problem
     except (ConfigError, ValueError) as exc:
-        _usage(str(exc), "CONFIG")
-    exec_obj = _executor(executor, address, job_cpus, job_gpus)
+        _usage(str(exc), "CONFIG", "train")
+    exec_obj = _executor(executor, address, job_cpus, job_gpus, "train")
     try:
         moa = load(data)
         from moakit.workflow import check_models
@@ -370,7 +374,7 @@ def _print_workflow(summary: dict) -> None:
     out.print(f"report: {_p(summary['report'])}")
 
 
-def _check_blend_config(config: str, profile: str) -> None:
+def _check_blend_config(config: str, profile: str, command: str) -> None:
     """A blend config (and its model configs) that cannot be used is a usage error."""
     from moakit.config import ConfigError
     from moakit.workflow import load_blend_config, resolve_models
@@ -378,7 +382,7 @@ def _check_blend_config(config: str, profile: str) -> None:
     try:
         resolve_models(load_blend_config(config, profile))
     except ConfigError as exc:
-        _usage(str(exc), "CONFIG")
+        _usage(str(exc), "CONFIG", command)
 
 
 def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, quiet: bool, as_json: bool,
@@ -413,8 +417,8 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
-    _check_blend_config(config, profile.value)
-    exec_obj = _executor(executor, address, job_cpus, job_gpus)
+    _check_blend_config(config, profile.value, "run")
+    exec_obj = _executor(executor, address, job_cpus, job_gpus, "run")
     _run_workflow(config, data, out, profile.value, exec_obj, quiet, as_json,
                   Path(data) / "answers" / "test_targets_scored.csv")
 
@@ -464,7 +468,7 @@ def demo(
     OUT/submission.csv and OUT/report/index.html; a rerun resumes."""
     from moakit.data.simulate import simulate as run_simulation
 
-    _check_blend_config(config, profile.value)
+    _check_blend_config(config, profile.value, "demo")
     data_dir = out / "data"
     if not (data_dir / "train_features.csv").exists():
         try:
@@ -505,14 +509,14 @@ def blend(
 
     methods = [m.value for m in (method or [BlendMethod.slsqp, BlendMethod.optuna]) if m is not BlendMethod.none]
     if not methods and preset is None:
-        _usage("--method none needs a --preset", "--method")
+        _usage("--method none needs a --preset", "--method", "blend")
     if names and len(names) != len(runs):
-        _usage(f"{len(names)} --name value(s) for {len(runs)} run(s)", "--name")
+        _usage(f"{len(names)} --name value(s) for {len(runs)} run(s)", "--name", "blend")
     if preset is not None:
         try:
             apply_preset(names or [Path(r).name for r in runs], preset)
         except BlendError as exc:
-            _usage(str(exc), "--preset")
+            _usage(str(exc), "--preset", "blend")
     try:
         moa = load(data) if data is not None else None
         res = blend_runs(runs, out, names=names or None, methods=methods, n_trials=trials, storage=storage,

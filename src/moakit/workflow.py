@@ -97,7 +97,8 @@ class BlendSettings(BaseModel):
 class BlendConfig(BaseModel):
     """A blend config resolved for one profile."""
 
-    model_config = ConfigDict(extra="forbid")
+    # protected_namespaces=(): pydantic < 2.10 would warn about the field model_profile_fallback
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     description: str = ""
     profile: str = "full"
