@@ -43,11 +43,12 @@ Deviations, each a fix of a defect of the scripts:
   before r4's first Dense (the "last_frozen" layer) is frozen, from it on trainable.
 
 Kept from Keras (the scripts' framework): Dense layers initialised as Keras does (Glorot
-uniform, truncated LeCun normal for SELU, zero bias, no output-bias prior), BatchNorm
-momentum 0.99 / eps 1e-3, Adadelta rho 0.95 / eps 1e-7, Adam eps 1e-7, ReduceLROnPlateau
-with an absolute 1e-4 threshold; no weight decay (Keras Adam has none). Losses judged on
-the raw targets (the scripts' Keras ``val_loss`` smoothed the validation targets by
-0.0005 too).
+uniform, truncated LeCun normal for SELU, zero bias), BatchNorm momentum 0.99 / eps 1e-3,
+Adadelta rho 0.95 / eps 1e-7, Adam eps 1e-7, ReduceLROnPlateau with an absolute 1e-4
+threshold; no weight decay (Keras Adam has none). Not kept: a new output layer's bias
+starts at each target's training log-odds (moakit's start of every network; the scripts'
+started at 0, i.e. probability 0.5), and losses are judged on the raw targets (the
+scripts' Keras ``val_loss`` smoothed the validation targets by 0.0005 too).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from moakit.models.base import (
     Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register,
 )
 from moakit.nn.blocks import build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, predict_logits
+from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_logits
 
 NETWORK_NAME = "resnet_2heads"
 
@@ -438,12 +439,14 @@ def fit_resnet_2heads(
     info["n_nonscored_targets"] = n_aux
     if n_aux:
         Y_aux = np.ascontiguousarray(Y_aux_train, dtype=np.float32)
+        init_output_bias(module.output[1], Y_aux[fit])
         r = fit_network(module, X_fit, Y_aux[fit], X_hold, Y_aux[hold], params.nonscored, seed=seed,
                         on_epoch=_with_phase(on_epoch, "nonscored"))
         info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
                     nonscored_best_loss=r.best_loss)
     torch.manual_seed(seed + 1)
     module.replace_output(Y_train.shape[1])  # transfer: a new output layer for the scored targets
+    init_output_bias(module.output[1], Y_fit)
 
     # Phase 2: the whole net on the scored targets.
     r = fit_network(module, X_fit, Y_fit, X_hold, Y_hold, params.scored, seed=seed + 1,
