@@ -36,6 +36,22 @@ class CVConfig(BaseModel):
     max_replicates: int = Field(18, ge=1)  # drug CV: drugs with more rows are split row-wise
 
 
+class SelectionConfig(BaseModel):
+    """Which rows judge a fold's epochs (best epoch, early stopping, keep-if-better).
+
+    ``holdout``: a ``holdout_fraction`` of the fold's TRAINING rows, split off with the
+    run's CV scheme (whole drugs under the drug-aware CV); the fold's own rows then decide
+    nothing, so its out-of-fold predictions are honest. ``last``: nothing is judged; the
+    schedule runs to its end and the last epoch is kept. ``oof``: the fold's own rows judge
+    (what the winners' scripts did); its OOF scores are optimistic and flagged as such.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Literal["holdout", "last", "oof"] = "holdout"
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+
 class RunConfig(BaseModel):
     """A model config resolved for one profile."""
 
@@ -45,6 +61,7 @@ class RunConfig(BaseModel):
     description: str = ""
     profile: str = "full"
     cv: CVConfig = CVConfig()
+    selection: SelectionConfig = SelectionConfig()
     seeds: list[int] = [0]
     params: dict[str, Any] = {}
     source: str = ""
@@ -93,6 +110,7 @@ def load_config(
     seeds: int | list[int] | None = None,
     folds: int | None = None,
     cv: str | None = None,
+    selection: str | None = None,
 ) -> RunConfig:
     """Read a model config, apply a profile overlay and command-line overrides.
 
@@ -115,6 +133,8 @@ def load_config(
         raw["cv"]["n_folds"] = folds
     if cv is not None:
         raw["cv"]["scheme"] = cv
+    if selection is not None:
+        raw["selection"] = {**(raw.get("selection") or {}), "policy": selection}
     try:
         return RunConfig(**raw, profile=profile, source=str(path))
     except ValidationError as exc:

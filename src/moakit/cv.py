@@ -77,3 +77,17 @@ def assign_folds(
             raise ValueError("the drug-aware CV needs drug ids: add train_drug.csv to the data folder")
         return drug_aware_folds(data.scored, data.drug_id, n_folds, seed, max_replicates)
     raise ValueError(f"unknown CV scheme {scheme!r} (use 'old' or 'drug')")
+
+
+def holdout_mask(
+    data: Dataset, rows: np.ndarray, scheme: Scheme, fraction: float, seed: int, max_replicates: int = 18
+) -> np.ndarray:
+    """A held-out subset of ``rows`` (indices into ``data``) to judge epochs on, split like
+    the CV: multilabel-stratified rows (old), or whole drugs (drug). Returns a boolean mask
+    over ``rows``: about ``fraction`` of them (one part of a round(1/fraction)-way split)."""
+    rows = np.asarray(rows)
+    n_parts = max(2, int(round(1.0 / fraction)))
+    if len(rows) < n_parts:
+        raise ValueError(f"cannot carve a holdout of {fraction:.0%} from {len(rows)} training rows")
+    part = assign_folds(data.subset(rows), scheme, n_parts, seed, max_replicates)
+    return part == 0

@@ -35,7 +35,7 @@ import moakit
 from moakit import metrics
 from moakit.artifacts import atomic_file, read_json, read_npy, write_json, write_npy
 from moakit.config import RunConfig, validate_params
-from moakit.cv import assign_folds
+from moakit.cv import assign_folds, holdout_mask
 from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
@@ -213,6 +213,40 @@ class TrainResult:
     timings: dict = field(default_factory=dict)
 
 
+def judge_masks(config: RunConfig, ds: Dataset, folds: np.ndarray) -> dict[int, np.ndarray]:
+    """Per fold k, the training rows that judge its epochs (the selection policy):
+    ``oof``: the fold's own rows; ``last``: none; ``holdout``: a part of the OTHER folds'
+    rows, split like the CV and seeded by the CV seed and k (the same for every seed and
+    stage). Fold k's network trains on the rows of the other folds minus its judge rows."""
+    sel, cv = config.selection, config.cv
+    out = {}
+    for k in range(cv.n_folds):
+        if sel.policy == "oof":
+            out[k] = folds == k
+        elif sel.policy == "last":
+            out[k] = np.zeros(len(folds), bool)
+        else:
+            others = np.flatnonzero(folds != k)
+            mask = np.zeros(len(folds), bool)
+            mask[others[holdout_mask(ds, others, cv.scheme, sel.holdout_fraction, cv.seed + 1000 + k,
+                                     cv.max_replicates)]] = True
+            out[k] = mask
+    return out
+
+
+def selection_summary(config: RunConfig) -> dict:
+    """What metrics.json says of the selection policy; ``oof`` is flagged as optimistic."""
+    sel = config.selection
+    out = {"policy": sel.policy}
+    if sel.policy == "holdout":
+        out["holdout_fraction"] = sel.holdout_fraction
+    if sel.policy == "oof":
+        out["optimistic"] = True
+        out["note"] = ("epochs were chosen on the same rows that give the out-of-fold predictions "
+                       "(as the winners did): the OOF log loss is optimistic")
+    return out
+
+
 def _stage_blocks(ds: Dataset, meta: np.ndarray | None) -> Blocks:
     blocks = blocks_from_dataset(ds)
     if meta is not None:
@@ -261,6 +295,9 @@ def train(
     else:
         folds = assign_folds(train_ds, config.cv.scheme, config.cv.n_folds, config.cv.seed, config.cv.max_replicates)
         write_npy(out / "folds.npy", folds)
+    judge = judge_masks(config, train_ds, folds)
+    if config.selection.policy == "holdout" and not (out / "holdout.npy").exists():
+        write_npy(out / "holdout.npy", np.stack([judge[k] for k in range(config.cv.n_folds)]).astype(np.int8))
 
     timings: dict[str, float] = {}
     stage_metrics: dict[str, dict] = {}
@@ -272,7 +309,7 @@ def train(
         for stage in stages:
             t0 = time.perf_counter()
             per_seed = {seed: _train_stage_seed(
-                model, config, stage, seed, train_ds, test_ds, folds, upstream[seed],
+                model, config, stage, seed, train_ds, test_ds, folds, judge, upstream[seed],
                 out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
             ) for seed in config.seeds}
             upstream = dict(per_seed)
@@ -292,6 +329,7 @@ def train(
     oof = metrics.zero_controls(oof, train_ds.is_control)
     test = metrics.zero_controls(test, test_ds.is_control)
     result_metrics = {"model": config.model, "profile": config.profile, "cv": config.cv.model_dump(),
+                      "selection": selection_summary(config),
                       "seeds": {}, **metrics.score(train_ds.scored, oof, train_ds.is_control)}
     for s in config.seeds:  # the last stage of each seed alone
         result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, per_seed[s][0], train_ds.is_control)
@@ -307,7 +345,7 @@ def train(
     return TrainResult(out, oof, test, result_metrics, timings)
 
 
-def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, upstream, stage_dir,
+def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, judge, upstream, stage_dir,
                       executor, progress, advance) -> tuple[np.ndarray, np.ndarray]:
     if (stage_dir / "oof.npy").exists() and (stage_dir / "test.npy").exists():
         for _ in range(config.cv.n_folds):
@@ -343,7 +381,7 @@ def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, upst
         jobs.append(FoldJob(
             model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
             out_dir=str(stage_dir / f"fold_{k}"), arrays=arrays,
-            fit_rows=np.flatnonzero(rows & (folds != k)), judge_rows=np.flatnonzero(rows & (folds == k)),
+            fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]), judge_rows=np.flatnonzero(rows & judge[k]),
             oof_rows=np.flatnonzero(folds == k),
         ))
     pending = [j for j in jobs if not (Path(j.out_dir) / "done.json").exists()]

@@ -64,7 +64,7 @@ class TrainParams(BaseModel):
 @dataclass
 class FitResult:
     best_epoch: int
-    best_loss: float
+    best_loss: float | None  # None when nothing was judged (no judge rows)
     history: list[dict] = field(default_factory=list)
     precision: dict = field(default_factory=dict)  # MixedPrecision.summary(): dtype, loss scale, skipped steps
 
@@ -255,9 +255,13 @@ def fit_network(
     epoch of lowest validation loss. ``batch_transform(xb, training, rng)`` turns a slice of
     X into the network input (the DeepInsight renderer with swap noise); it must not modify
     ``xb`` in place.
+
+    With no judge rows (``X_valid`` None or empty: the ``last`` selection policy) nothing
+    is judged: every epoch runs and the last one's weights are kept.
     """
     device = torch.device(device)
     p = params
+    judged = X_valid is not None and len(X_valid) > 0
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -298,13 +302,18 @@ def fit_network(
             if per_batch:
                 sched.step()
             total += float(loss.detach()) * len(xb)
-        val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device)
+        train_loss = total / min(n, steps * p.batch_size)
+        val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device) if judged else None
         if sched is not None and not per_batch:
-            sched.step(val) if p.scheduler == "plateau" else sched.step()
-        record = {"epoch": epoch, "train_loss": total / min(n, steps * p.batch_size), "valid_loss": val}
+            # with no judge rows a plateau schedule follows the training loss
+            sched.step(train_loss if val is None else val) if p.scheduler == "plateau" else sched.step()
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": val}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if val is None:  # nothing to judge by: the schedule's last epoch is kept
+            best_epoch = epoch
+            continue
         if val < best_loss - p.min_delta:
             best_loss, best_epoch, waited = val, epoch, 0
             if p.restore_best:
@@ -315,7 +324,8 @@ def fit_network(
                 break
     if p.restore_best and best_state is not None:
         module.load_state_dict(best_state)
-    return FitResult(best_epoch=best_epoch, best_loss=best_loss, history=history, precision=precision.summary())
+    return FitResult(best_epoch=best_epoch, best_loss=best_loss if judged else None, history=history,
+                     precision=precision.summary())
 
 
 @torch.no_grad()
