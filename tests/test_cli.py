@@ -24,6 +24,11 @@ def invoke(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def both(res) -> str:
+    """stdout and stderr (click < 8.2's result.output holds stdout only)."""
+    return res.stdout + res.stderr
+
+
 @pytest.fixture(scope="module")
 def trained(sim_folder, tmp_path_factory):
     """`moakit train simple_nn --profile smoke --json` into a run folder with a long path."""
@@ -60,10 +65,10 @@ def test_usage_errors_exit_2_without_traceback(sim_folder, tmp_path):
     ]
     for args in cases:
         res = invoke(*args)
-        assert res.exit_code == 2, (args, res.output)
-        assert "Traceback" not in res.output, (args, res.output)
+        assert res.exit_code == 2, (args, both(res))
+        assert "Traceback" not in both(res), (args, both(res))
     res = invoke("train", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r", "--profile", "bogus")
-    assert "bogus" in res.output and "smoke" in res.output
+    assert "bogus" in both(res) and "smoke" in both(res)
     assert not (tmp_path / "r").exists() and not (tmp_path / "demo").exists()
 
 
@@ -73,20 +78,20 @@ def test_runtime_errors_exit_1_with_one_line(tiny_folder, tmp_path):
     frame.loc[1, "cp_time"] = 96
     frame.to_csv(bad, index=False)
     res = invoke("train", "simple_nn", "--data", tiny_folder, "--out", tmp_path / "r", "--profile", "smoke")
-    assert res.exit_code == 1, res.output
-    assert "Traceback" not in res.output
+    assert res.exit_code == 1, both(res)
+    assert "Traceback" not in both(res)
     assert res.stdout == ""
     assert "train_features.csv: column 'cp_time', row 2: unknown value 96" in res.stderr
     # an existing, non-empty output folder for `simulate`
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     res = invoke("simulate", tmp_path / "full", "--rows", "200")
-    assert res.exit_code == 1 and "already exists" in res.stderr and "Traceback" not in res.output
+    assert res.exit_code == 1 and "already exists" in res.stderr and "Traceback" not in both(res)
 
 
 def test_train_json_and_streams(trained):
     out, res = trained
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, both(res)
     result = json.loads(res.stdout)  # stdout holds the JSON object only
     assert result["run_dir"] == str(out) and result["model"] == "simple_nn" and result["profile"] == "smoke"
     assert 0 < result["log_loss"] and Path(result["test_predictions"]).exists()
@@ -97,7 +102,7 @@ def test_train_plain_output_keeps_long_paths_whole(sim_folder, trained):
     out, _ = trained
     # a rerun resumes (every fold is done), prints the result lines on stdout
     res = invoke("train", "simple_nn", "--data", sim_folder, "--out", out, "--profile", "smoke", "--quiet")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, both(res)
     assert len(str(out)) > 100
     assert f"-> {out / 'metrics.json'}" in res.stdout  # not wrapped at 80 columns
     assert f"test predictions: {out / 'test_predictions.csv'}" in res.stdout
@@ -111,13 +116,13 @@ def test_score_and_predict(sim_folder, trained, tmp_path):
     res = invoke("score", sub, answers)
     assert res.exit_code == 0 and res.stdout.startswith("log loss ") and res.stderr == ""
     res = invoke("score", sub, answers, "--features", sim_folder / "test_features.csv", "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, both(res)
     scored = json.loads(res.stdout)
     assert set(scored) >= {"log_loss", "log_loss_treated", "rows", "targets"} and scored["targets"] == 206
 
     res = invoke("predict", "--run", out, "--features", sim_folder / "test_features.csv",
                  "--out", tmp_path / "sub.csv", "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, both(res)
     pred = json.loads(res.stdout)
     assert pred["submission"] == str(tmp_path / "sub.csv") and pred["targets"] == 206
     assert pred["rows"] == len(pd.read_csv(sim_folder / "test_features.csv"))
@@ -126,7 +131,7 @@ def test_score_and_predict(sim_folder, trained, tmp_path):
     wrong = tmp_path / "wrong.csv"
     pd.read_csv(answers).iloc[1:].to_csv(wrong, index=False)
     res = invoke("score", sub, wrong)
-    assert res.exit_code == 1 and "error:" in res.stderr and "Traceback" not in res.output
+    assert res.exit_code == 1 and "error:" in res.stderr and "Traceback" not in both(res)
 
 
 def test_run_json(sim_folder, tmp_path):
@@ -134,7 +139,7 @@ def test_run_json(sim_folder, tmp_path):
     blend_cfg.write_text("models:\n  - {name: nn_one, config: simple_nn}\n  - {name: nn_two, config: simple_nn, folds: 2}\n"
                          "blend: {methods: [slsqp]}\n")
     res = invoke("run", blend_cfg, "--data", sim_folder, "--out", tmp_path / "run", "--profile", "smoke", "--json")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, both(res)
     summary = json.loads(res.stdout)
     assert set(summary["models"]) == {"nn_one", "nn_two"}
     assert summary["blend"]["oof_log_loss"] > 0 and "test_log_loss" in summary["blend"]  # the answers/ exist
