@@ -384,3 +384,43 @@ def test_run_table_shows_the_searched_weights_beside_a_preset(capsys):
     assert "slsqp weight" in out and "optuna weight" in out and "OOF 0.014100" in out
     simple = next(line for line in out.splitlines() if "simple_nn " in line or "simple_nn│" in line)
     assert "0.090" in simple and "0.600" in simple and "0.550" in simple
+
+
+# ----------------------------------------------------------------------------- nested evaluation
+
+
+def test_nested_evaluation_never_scores_weights_on_their_own_rows(problem, monkeypatch):
+    oofs, y, ctl = problem
+    from moakit import cv
+
+    parts = cv.multilabel_folds(np.asarray(y), 4, 3)
+    searched_on: list[np.ndarray] = []
+    real_search = blend.search_weights
+
+    def spy(fit_oofs, fit_y, *args, **kwargs):
+        # which rows is this search given? identify them by their targets' row fingerprints
+        searched_on.append(np.asarray(fit_y))
+        return real_search(fit_oofs, fit_y, *args, **kwargs)
+
+    monkeypatch.setattr(blend, "search_weights", spy)
+    result = blend.nested_evaluation(oofs, y, ctl, methods=["slsqp"], n_folds=4, seed=3, per_target=False)
+    assert len(searched_on) == 4
+    for k, fit_y in enumerate(searched_on):
+        assert np.array_equal(fit_y, np.asarray(y)[parts != k])  # part k's rows were not searched on
+    m = result["methods"]
+    assert set(m) == {"best_single", "slsqp"}
+    # A is the best single model; a search on the other parts mixes in B and does better
+    assert all(w == [1.0, 0.0, 0.0] for w in m["best_single"]["weights_per_part"])
+    assert result["beats_best_single"] and result["gain_vs_best_single"] < 0
+    # the nested score is above (worse than) the in-sample optimum
+    in_sample = real_search(oofs, y, ctl, method="slsqp").log_loss
+    assert m["slsqp"]["log_loss"] >= in_sample - 1e-9
+
+
+def test_nested_evaluation_says_when_a_search_does_not_pay(problem):
+    oofs, y, ctl = problem
+    # two copies of the same noise model: nothing to gain by mixing, the search only overfits
+    result = blend.nested_evaluation([oofs[2], oofs[2] * 0.999], y, ctl, methods=["slsqp"], n_folds=3,
+                                     per_target=True)
+    assert {"best_single", "slsqp", "per_target"} == set(result["methods"])
+    assert result["gain_vs_best_single"] > -1e-3

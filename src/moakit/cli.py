@@ -326,6 +326,8 @@ def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
             models[name]["test_log_loss"] = holdout[name]
     blend = {"oof_log_loss": result.manifest.get("blend", {}).get("log_loss"),
              "method": result.manifest.get("blend", {}).get("method")}
+    if result.blend_summary.get("nested"):
+        blend["nested"] = result.blend_summary["nested"]
     if result.blend_summary.get("preset"):  # a preset blend still reports the searched weights
         blend["searched"] = {m: {"weights": s["weights"], "oof_log_loss": s["log_loss"]}
                              for m, s in (result.blend_summary.get("methods") or {}).items()}
@@ -527,7 +529,7 @@ def blend(
     if as_json:
         _json({"out": str(out), "submission": str(out / "submission.csv"), "method": res.method,
                "weights": summary["weights"], "log_loss": res.log_loss, "log_loss_treated": res.log_loss_treated,
-               "best_single": summary["best_single"],
+               "best_single": summary["best_single"], "nested": summary.get("nested"),
                "models": {n: {"log_loss": summary["models"][n]["log_loss"],
                               "log_loss_treated": summary["models"][n]["log_loss_treated"]} for n in res.names}})
         return
@@ -555,7 +557,21 @@ def blend(
     stdout.print(f"chosen: [bold]{res.method}[/], blended OOF log loss [bold]{res.log_loss:.6f}[/] "
                  f"(treated rows {res.log_loss_treated:.6f}); best single model {_p(summary['best_single'])} "
                  f"{summary['models'][summary['best_single']]['log_loss']:.6f}")
+    _print_nested(stdout, summary.get("nested"))
     stdout.print(f"submission: {_p(out / 'submission.csv')}")
+
+
+def _print_nested(stdout, nested: dict | None) -> None:
+    """The nested (honest) blend scores: weights searched on other rows than they are scored on."""
+    if not nested:
+        return
+    parts = ", ".join(f"{m} {s['log_loss']:.6f}" for m, s in nested["methods"].items())
+    stdout.print(f"nested evaluation ({nested['n_folds']} parts; weights never scored on the rows they were "
+                 f"searched on): {parts}")
+    if "beats_best_single" in nested:
+        verdict = ("beats" if nested["beats_best_single"] else "does NOT beat")
+        stdout.print(f"the weight search ({nested['best_search']}) {verdict} the best single model under nested "
+                     f"evaluation ({nested['gain_vs_best_single']:+.2%})")
 
 
 @app.command()

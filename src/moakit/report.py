@@ -33,7 +33,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bott
 table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}tr.best td{font-weight:bold;background:#f4fbf4}
-img{max-width:100%;border:1px solid #eee;margin:.4em 0}.note{color:#666;font-size:.9em}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}.note{color:#666;font-size:.9em}.warn{color:#a33;font-weight:500}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{margin:0;flex:1 1 420px}
 figcaption{font-size:.85em;color:#555}code{background:#f5f5f5;padding:0 .2em}
 """
@@ -252,6 +252,17 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                          _fmt(prior.get("log_loss_treated")), "-"])
             classes.append("")
         parts.append("<h2>OOF log loss</h2>")
+        for name, i in info.items():
+            m = i["metrics"]
+            sel = m.get("selection") or {}
+            if sel.get("optimistic"):
+                parts.append(f'<p class="warn"><b>{_e(name)}</b>: selection policy <code>oof</code> (epochs chosen '
+                             "on the rows that give its OOF predictions, as the winners did): its OOF log loss is "
+                             "optimistic.</p>")
+            if prior and isinstance(m.get("log_loss"), (int, float)) and m["log_loss"] >= prior.get("log_loss", math.inf):
+                parts.append(f'<p class="warn"><b>{_e(name)}</b> is no better than the per-target prior '
+                             f"(OOF {_fmt(m['log_loss'])} vs prior {_fmt(prior.get('log_loss'))}): it learned "
+                             "nothing usable (too few epochs or rows for this profile?).</p>")
         parts.append('<p class="note">Mean column-wise log loss of the out-of-fold predictions: on all '
                      "training rows (control rows predicted 0, the competition metric) and on treated rows "
                      "only. The prior predicts each target's mean over the treated training rows."
@@ -317,6 +328,18 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path
                          f"<b>{_fmt(blend.get('log_loss'))}</b>. Weights are non-negative and sum to 1; the "
                          "blend is a weighted average of the models' probabilities.</p>")
             parts.append(_table(header, brows, classes=bclasses))
+            nested = blend.get("nested")
+            if nested:
+                nrows = [[_e(m), _fmt(s.get("log_loss")), _fmt(s.get("log_loss_treated"))]
+                         for m, s in nested.get("methods", {}).items()]
+                parts.append(f"<p>Nested evaluation ({_e(nested.get('n_folds'))} parts): each part is scored with "
+                             "weights searched on the other parts only, so these numbers are honest where the "
+                             "in-sample ones above are not. <code>best_single</code> picks the best single model "
+                             "the same way.</p>")
+                parts.append(_table(["method", "nested OOF log loss", "treated rows"], nrows))
+                if "beats_best_single" in nested and not nested["beats_best_single"]:
+                    parts.append('<p class="warn">The weight search does not beat the best single model under '
+                                 "nested evaluation: its in-sample gain is optimism.</p>")
             mc = blend.get("mean_correlation") or {}
             if mc.get("oof"):
                 crow = [[_e(n), _fmt(mc["oof"].get(n), 3), _fmt((mc.get("test") or {}).get(n), 3)] for n in names]
