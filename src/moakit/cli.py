@@ -50,6 +50,12 @@ class CVScheme(str, Enum):
     drug = "drug"
 
 
+class SelectionPolicy(str, Enum):
+    holdout = "holdout"
+    last = "last"
+    oof = "oof"
+
+
 class ExecutorName(str, Enum):
     local = "local"
     ray = "ray"
@@ -257,6 +263,9 @@ def train(
     seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Use only the first N seeds."),
     n_folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Override the number of folds."),
     cv: Optional[CVScheme] = typer.Option(None, "--cv", help="Override the CV scheme."),
+    selection: Optional[SelectionPolicy] = typer.Option(
+        None, "--selection", help="Which rows choose each fold's epoch: holdout (default; part of the training "
+        "folds), last (the last epoch), oof (the fold itself, as the winners did: optimistic OOF)."),
     executor: ExecutorOption = ExecutorName.local,
     address: AddressOption = None,
     job_cpus: JobCpusOption = 1.0,
@@ -270,7 +279,8 @@ def train(
     from moakit.data.io import DataError, load
 
     try:
-        cfg = load_config(config, profile=profile.value, seeds=seeds, folds=n_folds, cv=cv.value if cv else None)
+        cfg = load_config(config, profile=profile.value, seeds=seeds, folds=n_folds, cv=cv.value if cv else None,
+                          selection=selection.value if selection else None)
         runner.build_model(cfg)  # unknown model or invalid params: a config problem
     except (ConfigError, ValueError) as exc:
         _usage(str(exc), "CONFIG", "train")
@@ -286,7 +296,7 @@ def train(
     m = result.metrics
     if as_json:
         _json({"run_dir": str(out), "model": cfg.model, "profile": cfg.profile, "seeds": cfg.seeds,
-               "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme, "log_loss": m["log_loss"],
+               "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme, "selection": m.get("selection"), "log_loss": m["log_loss"],
                "log_loss_treated": m["log_loss_treated"], "prior_log_loss": m["prior"]["log_loss"],
                "metrics": str(out / "metrics.json"), "oof_predictions": str(out / "oof_predictions.csv"),
                "test_predictions": str(out / "test_predictions.csv")})
