@@ -104,3 +104,15 @@ def test_oof_policy_is_flagged_optimistic(sim_data, tmp_path):
     cfg = load_config("simple_nn", profile="smoke", selection="oof")
     result = runner.train(cfg, sim_data, tmp_path / "run", show_progress=False)
     assert result.metrics["selection"]["policy"] == "oof" and result.metrics["selection"]["optimistic"]
+
+
+def test_tabnet_without_judge_rows_runs_every_epoch_and_keeps_the_last():
+    from moakit.models.two_stage_tabnet import TabNetConfig, fit_tabnet
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 10)).astype(np.float32)
+    Y = (rng.random((300, 4)) < 0.2).astype(np.float32)
+    cfg = TabNetConfig(max_epochs=3, batch_size=128, virtual_batch_size=64, cat_idxs=[], cat_dims=[], cat_emb_dim=[])
+    est = fit_tabnet(cfg, X, Y, X[:0], Y[:0], seed=0)
+    assert est.info["epochs_run"] == 3 and est.info["best_epoch"] == 2
+    assert est.predict_proba(X[:5]).shape == (5, 4)

@@ -232,20 +232,24 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     # Keep the ragged last batch (the script: drop_last=False), unless it is a single row,
     # which would break the ghost BatchNorm.
     drop_last = n > batch and n % batch == 1
-    # Early stopping (patience, best-epoch weights restored) is judged on the held-out
-    # fold, as in the winners' scripts and standard public practice: the same rule as our
-    # MLPs' best-epoch restore through fit_network.
+    # Early stopping (patience, best-epoch weights restored) is judged on the judge rows
+    # the runner's selection policy gave (X_valid): a holdout of the training folds, the
+    # OOF fold itself (policy oof, as the winners' script), or none (policy last: all
+    # max_epochs run, the last epoch is kept).
+    judged = len(X_valid) > 0
+    eval_kw = (dict(eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=metrics) if judged
+               else dict(eval_set=[], patience=0))
     with _quiet(), _numpy_global_seed(seed):
         reg.fit(
-            X_train, Y_train, eval_set=[(X_valid, Y_valid)], eval_name=["valid"], eval_metric=metrics,
-            loss_fn=loss_fn, max_epochs=cfg.max_epochs, patience=cfg.patience, batch_size=batch,
+            X_train, Y_train, **{"patience": cfg.patience, **eval_kw},
+            loss_fn=loss_fn, max_epochs=cfg.max_epochs, batch_size=batch,
             virtual_batch_size=min(cfg.virtual_batch_size, batch), num_workers=0, drop_last=drop_last,
             callbacks=[_epoch_callback(on_epoch, names[0], names[-1])], pin_memory=False,
             compute_importance=False,
         )
     reg.batch_size = cfg.eval_batch_size  # inference batch (no effect on results: eval mode)
     history = reg.history.history if hasattr(reg, "history") else {}
-    best_epoch = int(getattr(reg, "best_epoch", -1))
+    best_epoch = int(getattr(reg, "best_epoch", -1)) if judged else len(history.get("loss", [])) - 1
     raw = history.get(names[0], [])
     info = {"best_epoch": best_epoch, "best_stop_loss": float(getattr(reg, "best_cost", math.nan)),
             "best_valid_loss": float(raw[best_epoch]) if 0 <= best_epoch < len(raw) else math.nan,
