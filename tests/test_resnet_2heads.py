@@ -171,25 +171,23 @@ def test_without_nonscored_targets_it_trains_scored_only(monkeypatch):
 # --------------------------------------------------------------------------- honesty
 
 
-def test_valid_fold_has_no_influence_on_training():
-    """The fold whose predictions become OOF decides nothing: garbage in its place gives
-    bit-identical weights and predictions."""
+def test_fit_fold_judges_on_the_runners_judge_rows():
+    """fit_fold's (X_valid, Y_valid) are the judge rows of the runner's selection policy
+    (a holdout of the training folds by default; tests/test_selection.py checks that the
+    OOF fold then decides nothing). They decide the early stopping and loops; with none
+    (policy last) the model says it needs them."""
     model = r2h.ResNet2HeadsModel(_params().model_dump())
     stage = model.stages()[0]
     X, Y, Y_aux = _toy(n=600)
-    Xtr, Ytr, Yaux_tr, Xva, Yva = X[:450], Y[:450], Y_aux[:450], X[450:], Y[450:]
-    rng = np.random.default_rng(9)
-    est_real = model.fit_fold(stage, Xtr, Ytr, Xva, Yva, seed=11, Y_aux_train=Yaux_tr)
-    junk_X = rng.normal(scale=50, size=(77, X.shape[1])).astype(np.float32)
-    junk_Y = rng.permutation((rng.random((77, Y.shape[1])) < 0.5).astype(np.float32))
-    est_junk = model.fit_fold(stage, Xtr, Ytr, junk_X, junk_Y, seed=11, Y_aux_train=Yaux_tr)
-    a, b = est_real.module.state_dict(), est_junk.module.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert np.array_equal(est_real.predict_proba(Xva), est_junk.predict_proba(Xva))
-    assert est_real.kwargs == est_junk.kwargs  # same selected features
-    assert {k: v for k, v in est_real.info.items() if k != "valid_loss"} == \
-           {k: v for k, v in est_junk.info.items() if k != "valid_loss"}
-    assert est_real.info["valid_loss"] != est_junk.info["valid_loss"]  # reported only
+    Xtr, Ytr, Yaux_tr = X[:450], Y[:450], Y_aux[:450]
+    Xj, Yj, Yaux_j = X[450:], Y[450:], Y_aux[450:]
+    est = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j)
+    assert est.info["n_fit_rows"] == 450 and est.info["n_holdout_rows"] == 150
+    again = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j)
+    a, b = est.module.state_dict(), again.module.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # seeded
+    with pytest.raises(ValueError, match="selection policy holdout"):
+        model.fit_fold(stage, Xtr, Ytr, Xj[:0], Yj[:0], seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j[:0])
 
 
 def test_reload_gives_identical_predictions(tmp_path):

@@ -147,6 +147,10 @@ class FoldJob:
     def Y_aux_train(self) -> np.ndarray | None:
         return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.fit_rows]
 
+    @property
+    def Y_aux_valid(self) -> np.ndarray | None:
+        return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.judge_rows]
+
 
 def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
     """Train one fold, save estimator and predictions, mark it done. Idempotent."""
@@ -159,7 +163,7 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
         shutil.rmtree(out)
     model = get_model_class(job.model_name)(job.params)
     start = time.perf_counter()
-    extra = {"Y_aux_train": job.Y_aux_train} if job.stage.aux_targets else {}
+    extra = {"Y_aux_train": job.Y_aux_train, "Y_aux_valid": job.Y_aux_valid} if job.stage.aux_targets else {}
     if model.needs_features_in_fit:  # saved before the fold jobs start; readable from any worker
         extra["features"] = model.load_features(job.stage, out.parent / "features")
     est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,

@@ -53,9 +53,9 @@ class StageSpec:
     with no positive training row (the non-scored stage: 331 of 402 on real data);
     ``keep_controls`` trains on control rows too (DeepInsight CNNs only);
     ``aux_targets`` asks the runner for a second label matrix of the training rows, passed
-    to :meth:`Model.fit_fold` as the keyword ``Y_aux_train`` (only when set; all its
-    columns, aligned with ``Y_train``): the 2-heads ResNet pre-trains on the non-scored
-    targets before its scored stage.
+    to :meth:`Model.fit_fold` as the keywords ``Y_aux_train`` and ``Y_aux_valid`` (only
+    when set; all its columns, aligned with ``Y_train`` / ``Y_valid``): the 2-heads ResNet
+    pre-trains on the non-scored targets before its scored stage.
     """
 
     name: str

@@ -34,9 +34,10 @@ Deviations, each a fix of a defect of the scripts:
 
 * OUT-OF-FOLD HONESTY: the scripts' loop passes TRAINED on the validation fold and kept
   weights while that fold's loss improved, so their OOF score was not a hold-out score.
-  Here every early-stopping / keep-if-better decision is judged on a seeded split carved
-  out of the TRAINING folds (``holdout_fraction``), and the loop passes train on the rest
-  of the training folds; the held-out fold ``X_valid`` only reports a loss at the end.
+  Here every early-stopping / keep-if-better decision is judged on the judge rows of the
+  runner's selection policy (by default a holdout carved out of the TRAINING folds, see
+  moakit.config.SelectionConfig), and the loop passes train on the rest of the training
+  folds; the fold whose predictions become out-of-fold decides nothing.
 * the frozen pass: the scripts looked for the layer named "last_frozen" among the model's
   top-level layers, but it sits inside a nested block, so the loop froze EVERY layer and
   the frozen pass changed nothing. Here the freeze is applied as written: every layer
@@ -409,17 +410,35 @@ def fit_resnet_2heads(
     seed: int,
     Y_aux_train: np.ndarray | None = None,
     on_epoch: EpochCallback | None = None,
+    judge: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
 ) -> TorchEstimator:
-    """Train one fold's network on the training folds only (see the module docstring)."""
+    """Train one fold's network (see the module docstring).
+
+    ``judge`` = (X, Y, Y_aux) of the rows that judge every early-stopping and keep-if-better
+    decision: the runner's selection policy gives them (a holdout of the training folds by
+    default). Without it, a seeded ``holdout_fraction`` of the training rows is carved here.
+    """
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     Y_train = np.ascontiguousarray(Y_train, dtype=np.float32)
     n_extra = n_extra_columns(params)
     n_cand = X_train.shape[1] - n_extra
     if n_cand <= 0:
         raise ValueError(f"X has {X_train.shape[1]} columns; the 2-heads layout needs more than {n_extra}")
-    fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
-    X_fit, X_hold = X_train[fit], X_train[hold]
-    Y_fit, Y_hold = Y_train[fit], Y_train[hold]
+    if judge is None:
+        fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
+        X_fit, X_hold = X_train[fit], X_train[hold]
+        Y_fit, Y_hold = Y_train[fit], Y_train[hold]
+        Y_aux_hold = None if Y_aux_train is None else Y_aux_train[hold]
+        Y_aux_train = None if Y_aux_train is None else Y_aux_train[fit]
+    else:
+        X_hold, Y_hold, Y_aux_hold = judge
+        if len(X_hold) == 0:
+            raise ValueError("the 2-heads ResNet judges its early stopping and freeze/unfreeze loops on held-out "
+                             "rows: use the selection policy holdout (or oof), not last")
+        X_fit, Y_fit = X_train, Y_train
+        X_hold = np.ascontiguousarray(X_hold, dtype=np.float32)
+        Y_hold = np.ascontiguousarray(Y_hold, dtype=np.float32)
+    fit, hold = np.arange(len(X_fit)), np.arange(len(X_hold))
 
     # Input B: supervised selection on the fit rows of the training folds only.
     selected = ttest_select(X_fit[:, :n_cand], Y_fit.sum(axis=1) > 0,
@@ -439,8 +458,9 @@ def fit_resnet_2heads(
     info["n_nonscored_targets"] = n_aux
     if n_aux:
         Y_aux = np.ascontiguousarray(Y_aux_train, dtype=np.float32)
-        init_output_bias(module.output[1], Y_aux[fit])
-        r = fit_network(module, X_fit, Y_aux[fit], X_hold, Y_aux[hold], params.nonscored, seed=seed,
+        Y_aux_hold = np.ascontiguousarray(Y_aux_hold, dtype=np.float32)
+        init_output_bias(module.output[1], Y_aux)
+        r = fit_network(module, X_fit, Y_aux, X_hold, Y_aux_hold, params.nonscored, seed=seed,
                         on_epoch=_with_phase(on_epoch, "nonscored"))
         info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
                     nonscored_best_loss=r.best_loss)
@@ -500,14 +520,11 @@ class ResNet2HeadsModel(Model):
     def load_features(self, stage, path: Path):
         return Pipeline.load(path)
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, Y_aux_train=None):
-        est = fit_resnet_2heads(self.params, X_train, Y_train, seed, Y_aux_train, on_epoch)
-        # The held-out fold is looked at only now, to report its loss: it decided nothing.
-        if len(X_valid):
-            p = np.clip(est.predict_proba(X_valid).astype(np.float64), 1e-15, 1 - 1e-15)
-            Y = np.asarray(Y_valid, np.float64)
-            est.info["valid_loss"] = float(-np.mean(Y * np.log(p) + (1 - Y) * np.log(1 - p)))
-        return est
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, Y_aux_train=None,
+                 Y_aux_valid=None):
+        # (X_valid, Y_valid, Y_aux_valid): the judge rows of the runner's selection policy
+        return fit_resnet_2heads(self.params, X_train, Y_train, seed, Y_aux_train, on_epoch,
+                                 judge=(X_valid, Y_valid, Y_aux_valid))
 
     def load_estimator(self, stage, path: Path):
         return TorchEstimator.load(path)
