@@ -3,10 +3,11 @@
     .venv/bin/python bench/parity/compare.py three_stage_nn \\
         --data bench/out/data/realistic-seed0 \\
         --winners-out bench/out/parity/winners-three_stage_nn \\
-        --moakit-run bench/out/parity/moakit-three_stage_nn-full-s1 [--label "..."] [--report FILE]
+        --moakit-run bench/out/parity/moakit-three_stage_nn-cpu="shipped config" \\
+        [--moakit-run OTHER_RUN="label" ...] [--report FILE]
 
-``--winners-out`` is the folder written by ``bench/parity/winners.py``; ``--moakit-run`` a
-``moakit train`` run folder on the same ``--data``. Both are scored with moakit's metric
+``--winners-out`` is the folder written by ``bench/parity/winners.py``; each ``--moakit-run``
+a ``moakit train`` run folder on the same ``--data`` (several make an ablation table). Both are scored with moakit's metric
 (mean column-wise log loss over the 206 scored targets, control rows predicted 0) on all
 rows and on treated rows: on the test rows (unseen drugs, answers in ``DATA/answers``) and
 on their own out-of-fold rows (each code's own folds and epoch choice, so an OOF number
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("model", choices=sorted(STAGES))
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--winners-out", type=Path, required=True)
-    ap.add_argument("--moakit-run", type=Path, required=True)
-    ap.add_argument("--label", default="", help="what the moakit run is (shown in the table)")
+    ap.add_argument("--moakit-run", action="append", required=True, metavar="RUN[=LABEL]",
+                    help="a moakit run folder, optionally with a label; repeat for an ablation table")
     ap.add_argument("--report", type=Path, default=None)
     args = ap.parse_args(argv)
 
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     tr, te = data.train, data.test
     theirs = np.load(args.winners_out / "predictions.npz")
     run_info = json.loads((args.winners_out / "run.json").read_text())
-    manifest = json.loads((args.moakit_run / "manifest.json").read_text())
+    runs = []
+    for item in args.moakit_run:
+        path, _, label = item.partition("=")
+        runs.append((Path(path), label or Path(path).name))
 
     def scores(oof, test):
         o = metrics.score(tr.scored, oof, tr.is_control)
@@ -67,23 +71,27 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [f"### {args.model}: moakit vs the winners' script, same data",
              "",
-             f"Winners: `{run_info['script']}`, {run_info['seeds']} seed(s), {run_info['threads']} torch thread(s), "
-             f"{run_info['seconds']:.0f} s. moakit: `{args.moakit_run.name}` {args.label} "
-             f"({manifest.get('timings', {}).get('total_seconds', float('nan')):.0f} s of training).",
+             f"Winners: `{run_info['script']}`, {run_info['seeds']} seed(s), size `{run_info.get('size', 'full')}`, "
+             f"{run_info['threads']} torch thread(s), {run_info['seconds']:.0f} s wall.",
              "",
-             "| stage | code | test log loss (all / treated) | OOF log loss (all / treated) | OOF-to-test gap |",
-             "|---|---|---|---|---|"]
+             "| stage | code | test log loss (all / treated) | vs winners (test, treated) | OOF log loss (all / treated) "
+             "| OOF-to-test gap | training s |",
+             "|---|---|---|---|---|---|---|"]
     summary = {}
     for stage in STAGES[args.model]:
-        mine = scores(*moakit_predictions(args.moakit_run, stage))
         them = scores(theirs[f"{stage}_oof"], theirs[f"{stage}_test"])
-        summary[stage] = {"moakit": mine, "winners": them}
-        for who, s in (("winners", them), ("moakit", mine)):
-            lines.append(f"| {stage} | {who} | {s['test']:.5f} / {s['test_treated']:.5f} | "
-                         f"{s['oof']:.5f} / {s['oof_treated']:.5f} | {s['test'] / s['oof'] - 1:+.1%} |")
-        lines.append(f"| {stage} | moakit / winners | {mine['test'] / them['test']:.4f}x / "
-                     f"{mine['test_treated'] / them['test_treated']:.4f}x | {mine['oof'] / them['oof']:.4f}x / "
-                     f"{mine['oof_treated'] / them['oof_treated']:.4f}x | |")
+        summary[stage] = {"winners": them}
+        rows = [("winners' script", them, run_info["seconds"])]
+        for path, label in runs:
+            mine = scores(*moakit_predictions(path, stage))
+            summary[stage][label] = mine
+            seconds = json.loads((path / "manifest.json").read_text()).get("timings", {}).get("total_seconds")
+            rows.append((f"moakit: {label}", mine, seconds))
+        for who, sc, seconds in rows:
+            ratio = sc["test_treated"] / them["test_treated"]
+            lines.append(f"| {stage} | {who} | {sc['test']:.5f} / {sc['test_treated']:.5f} | {ratio:.4f}x | "
+                         f"{sc['oof']:.5f} / {sc['oof_treated']:.5f} | {sc['test'] / sc['oof'] - 1:+.1%} | "
+                         f"{'' if seconds is None else f'{seconds:.0f}'} |")
     if args.report:
         write_report(args.report, lines)
         args.report.with_suffix(".json").write_text(json.dumps(summary, indent=1))

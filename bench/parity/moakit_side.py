@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="a config YAML instead of the shipped one (e.g. an older version)")
     ap.add_argument("--reuse", type=Path, default=None, metavar="RUN",
                     help="start from RUN's folds and finished first stage (an ablation of the later stages)")
+    ap.add_argument("--selection", choices=["oof", "holdout", "last"], default="oof",
+                    help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params override, VALUE in YAML (e.g. stage1.features.fit_controls=false)")
     args = ap.parse_args(argv)
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         _set(params, key, yaml.safe_load(value))
-    config = config.model_copy(update={"params": params, "seeds": config.seeds[: args.seeds]})
+    selection = config.selection.model_copy(update={"policy": args.selection})
+    config = config.model_copy(update={"params": params, "seeds": config.seeds[: args.seeds], "selection": selection})
     if args.reuse is not None and not args.out.exists():
         first = runner.build_model(config).stages()[0].name
         args.out.mkdir(parents=True)
