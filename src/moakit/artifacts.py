@@ -1,4 +1,7 @@
-"""Atomic writes of run artifacts: a reader never sees a half-written file or folder."""
+"""Atomic writes of run artifacts: a reader never sees a half-written file or folder.
+
+Also: paths recorded relative to a run folder (:func:`recorded_path`).
+"""
 
 from __future__ import annotations
 
@@ -77,3 +80,28 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
+
+
+# --------------------------------------------------------------------------- recorded paths
+
+
+def recorded_path(path: str | Path, run_dir: str | Path) -> str:
+    """A path as a manifest records it: relative to ``run_dir`` when it lies inside it
+    (so the run folder can be moved or copied), else absolute. "" stays ""."""
+    if not path:
+        return ""
+    path, run_dir = Path(path).resolve(), Path(run_dir).resolve()
+    try:
+        return path.relative_to(run_dir).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def resolve_recorded(value: str | None, run_dir: str | Path) -> str:
+    """The path a manifest recorded (see :func:`recorded_path`), made usable: relative
+    ones are taken from ``run_dir``. "" or None gives ""."""
+    if not value:
+        return ""
+    path = Path(value)
+    return str(path if path.is_absolute() else Path(run_dir) / path)
+

@@ -316,7 +316,10 @@ def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
     if answers is not None and answers.exists():
         holdout = {}
         try:
-            test_ds = read_features(find_file(Path(result.manifest["data_source"]), "test_features"))
+            from moakit.artifacts import resolve_recorded
+
+            source = resolve_recorded(result.manifest["data_source"], result.run_dir)
+            test_ds = read_features(find_file(Path(source), "test_features"))
             for name in result.models:
                 sub = read_submission(result.run_dir / "models" / name / "test_predictions.csv")
                 truth = read_answers(answers, sub.sig_id, sub.names)

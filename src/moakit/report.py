@@ -112,7 +112,9 @@ def _per_target_single(model_dir: Path) -> tuple[pd.DataFrame | None, str]:
     from moakit import metrics
     from moakit.data.io import load
 
-    source = _json(model_dir / "manifest.json").get("data_source")
+    from moakit.artifacts import resolve_recorded
+
+    source = resolve_recorded(_json(model_dir / "manifest.json").get("data_source"), model_dir)
     if not source or not Path(source).exists():
         return None, f"the run's data folder ({source!r}) is not available, so per-target losses are not shown"
     try:

@@ -33,7 +33,7 @@ import pandas as pd
 
 import moakit
 from moakit import metrics
-from moakit.artifacts import atomic_file, read_json, read_npy, write_json, write_npy
+from moakit.artifacts import atomic_file, read_json, read_npy, recorded_path, write_json, write_npy
 from moakit.config import RunConfig, validate_params
 from moakit.cv import assign_folds, holdout_mask
 from moakit.data import schema
@@ -61,14 +61,25 @@ def data_fingerprint(data: MoAData) -> str:
     return h.hexdigest()[:16]
 
 
-def data_source(data: MoAData) -> str:
-    """The data folder as an absolute path for a manifest ("" when the data has none)."""
-    return str(Path(data.source).resolve()) if data.source else ""
+def data_source(data: MoAData, run_dir: str | Path | None = None) -> str:
+    """The data folder as a manifest records it ("" when the data has none): relative to
+    ``run_dir`` when it lies inside it (a movable run folder), else absolute."""
+    if not data.source:
+        return ""
+    return recorded_path(data.source, run_dir) if run_dir is not None else str(Path(data.source).resolve())
 
 
 def build_model(config: RunConfig) -> Model:
     cls = get_model_class(config.model)
     return cls(validate_params(cls.Params, config.params, config.source or config.model))
+
+
+def resume_identity(config: RunConfig | dict) -> dict:
+    """What a run folder must match to be resumed: the resolved config's content, never
+    the path it was read from (``source``), so a copied or moved run resumes."""
+    dumped = config.model_dump(mode="json") if isinstance(config, RunConfig) else dict(config)
+    dumped.pop("source", None)
+    return dumped
 
 
 def stage_targets(stage: StageSpec, ds: Dataset) -> tuple[np.ndarray, list[str]]:
@@ -283,15 +294,19 @@ def train(
     out = Path(out)
     model = build_model(config)
     executor = make_executor(executor) if isinstance(executor, str) else executor
-    train_ds, test_ds = data.train, data.test
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = data_fingerprint(data)
+    out.mkdir(parents=True, exist_ok=True)
     _check_resume(out, config, fingerprint)
+    return _train(config, model, data, out, executor, fingerprint, show_progress, label)
+
+
+def _train(config, model, data, out, executor, fingerprint, show_progress, label) -> TrainResult:
+    train_ds, test_ds = data.train, data.test
     write_json(out / "config.json", config.model_dump(mode="json"))
     # What inference checks new data against: the input columns and the output targets.
     write_json(out / "columns.json", {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
                                       "scored": list(train_ds.scored_names)})
-    manifest = _manifest(config, fingerprint, data)
+    manifest = _manifest(config, fingerprint, data, out)
     write_json(out / "manifest.json", {**manifest, "status": "running"})
 
     if (out / "folds.npy").exists():
@@ -415,7 +430,7 @@ def write_predictions(path: Path, sig_id: np.ndarray, pred: np.ndarray, names: l
         frame.to_csv(fh, index=False, float_format="%.8g")
 
 
-def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
+def _manifest(config: RunConfig, fingerprint: str, data: MoAData, out: Path) -> dict:
     import sklearn
     import torch
 
@@ -428,7 +443,7 @@ def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
         "model": config.model,
         "profile": config.profile,
         "data_fingerprint": fingerprint,
-        "data_source": data_source(data),
+        "data_source": data_source(data, out),
         "n_train": len(data.train),
         "n_test": len(data.test),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -436,15 +451,27 @@ def _manifest(config: RunConfig, fingerprint: str, data: MoAData) -> dict:
 
 
 def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
-    """Refuse to resume into a run made with another config or other data."""
+    """Refuse to resume into a run made with another config, other data or another moakit
+    version. The identity is the config's content, never a path: a run folder copied or
+    moved elsewhere, or the same config read from another checkout, resumes."""
     cfg_path, man_path = out / "config.json", out / "manifest.json"
     if not cfg_path.exists():
         return
-    previous = read_json(cfg_path)
-    if previous != config.model_dump(mode="json"):
+    try:
+        previous = read_json(cfg_path)
+        manifest = read_json(man_path) if man_path.exists() else {}
+    except ValueError as exc:
+        raise ValueError(f"{out}: its config.json or manifest.json is not valid JSON ({exc}); "
+                         "use another --out or delete it") from None
+    if not isinstance(previous, dict) or resume_identity(previous) != resume_identity(config):
         raise ValueError(f"{out}: holds a run of a different config; use another --out or delete it")
-    if man_path.exists() and read_json(man_path).get("data_fingerprint") != fingerprint:
+    if manifest.get("data_fingerprint") not in (None, fingerprint):
         raise ValueError(f"{out}: holds a run on different data; use another --out or delete it")
+    version = manifest.get("moakit_version")
+    if version is not None and version != moakit.__version__:
+        raise ValueError(f"{out}: holds a run of moakit {version} (this is {moakit.__version__}); its "
+                         "artifacts may not match: use another --out, delete it, or resume it with moakit "
+                         f"{version}")
 
 
 # --------------------------------------------------------------------------- inference

@@ -308,8 +308,6 @@ def run_workflow(
     """Train every model of ``config`` into ``out/models/<name>``, blend them into
     ``out/blend``, copy the blended submission to ``out/submission.csv`` and write the
     report. Resumes an interrupted run in ``out``."""
-    from moakit import blend as blend_mod
-    from moakit import report as report_mod
     from moakit.data.io import load
 
     if isinstance(config, BlendConfig):
@@ -324,8 +322,15 @@ def run_workflow(
     exec_obj = _make_executor(executor, ray_address)
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     fingerprint = runner.data_fingerprint(data)
+    out.mkdir(parents=True, exist_ok=True)
+    return _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress)
+
+
+def _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress) -> WorkflowResult:
+    from moakit import blend as blend_mod
+    from moakit import report as report_mod
+
     resolved = {"blend_config": blend_config.model_dump(mode="json"),
                 "model_configs": {n: c.model_dump(mode="json") for n, c in model_configs.items()}}
     _check_resume(out, fingerprint)
@@ -340,7 +345,7 @@ def run_workflow(
         "profile": blend_config.profile,
         "config": resolved,
         "data_fingerprint": fingerprint,
-        "data_source": runner.data_source(data),
+        "data_source": runner.data_source(data, out),
         "n_train": len(data.train),
         "n_test": len(data.test),
         "executor": exec_obj.__class__.__name__,
