@@ -124,3 +124,29 @@ def test_recorded_paths_relative_inside_the_run(tmp_path):
     assert artifacts.resolve_recorded("data", moved) == str(moved / "data")
     assert artifacts.resolve_recorded("/abs/data", moved) == "/abs/data"
 
+
+# --------------------------------------------------------------------------- 2. report status
+
+
+def test_workflow_report_written_after_manifest_complete(rf_data, tmp_path, monkeypatch):
+    from moakit import report as report_mod
+    from moakit.workflow import run_workflow
+
+    config = tmp_path / "blend_one.yaml"
+    config.write_text(yaml.safe_dump({"models": [{"name": "nn", "config": "simple_nn"}],
+                                      "blend": {"methods": ["slsqp"], "optuna_trials": 2}}))
+    seen = []
+    real = report_mod.write_report
+
+    def spy(run_dir, *args, **kwargs):
+        seen.append(json.loads((Path(run_dir) / "manifest.json").read_text())["status"])
+        return real(run_dir, *args, **kwargs)
+
+    monkeypatch.setattr(report_mod, "write_report", spy)
+    out = tmp_path / "wf"
+    result = run_workflow(config, rf_data, out, profile="smoke", show_progress=False)
+    assert seen == ["complete"]
+    assert result.manifest["status"] == "complete"
+    html = (out / "report" / "index.html").read_text()
+    assert "complete" in html and "running" not in html
+

@@ -419,13 +419,14 @@ def _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, s
     with atomic_file(submission, "wb") as fh, open(blend_dir / "submission.csv", "rb") as src:
         shutil.copyfileobj(src, fh)
 
+    # the manifest is complete before the report is written, so the report shows it so
+    manifest.pop("report_error", None)
+    save_manifest(status="complete", total_seconds=round(time.perf_counter() - start, 3))
     try:
         report_path = Path(report_mod.write_report(out))
     except Exception as exc:
         save_manifest(status="failed", report_error=f"{type(exc).__name__}: {exc}")
         raise WorkflowError(f"report failed (models and blend are complete): {exc}") from exc
-    manifest.pop("report_error", None)
-    save_manifest(status="complete", total_seconds=round(time.perf_counter() - start, 3))
     return WorkflowResult(out, results, blend_result, summary, submission, report_path, manifest)
 
 
