@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 
 import moakit
 from moakit import artifacts, runner
+from moakit.artifacts import LOCK_FILE, RunLockedError, run_lock
 from moakit.cli import app
 from moakit.config import ConfigError, RunConfig, load_config, packaged_configs
 
@@ -112,6 +116,7 @@ def test_resume_identity_still_refuses_other_config_and_version(finished_run, rf
     (moved / "manifest.json").write_text(json.dumps({**manifest, "moakit_version": "0.0.1"}))
     with pytest.raises(ValueError, match=r"moakit 0\.0\.1"):
         runner.train(load_config("simple_nn", "smoke"), data, moved, executor=NoTraining(), show_progress=False)
+    assert not (moved / LOCK_FILE).exists()  # released after the refusal
 
 
 def test_recorded_paths_relative_inside_the_run(tmp_path):
@@ -149,4 +154,51 @@ def test_workflow_report_written_after_manifest_complete(rf_data, tmp_path, monk
     assert result.manifest["status"] == "complete"
     html = (out / "report" / "index.html").read_text()
     assert "complete" in html and "running" not in html
+    assert not (out / LOCK_FILE).exists() and not (out / "models" / "nn" / LOCK_FILE).exists()
+
+
+# --------------------------------------------------------------------------- 3. lock
+
+
+def _fake_lock(folder: Path, pid: int, host: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    path.write_text(json.dumps({"pid": pid, "host": host, "started": "2026-01-01T00:00:00"}))
+    return path
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_live_lock_fails_fast_naming_pid_and_host(rf_data, tmp_path):
+    out = tmp_path / "busy"
+    lock = _fake_lock(out, os.getpid(), socket.gethostname())  # a live process: this one
+    res = invoke("train", "simple_nn", "--data", rf_data, "--out", out, "--profile", "smoke", "--quiet")
+    text = clean_exit(res, codes=(1,))
+    assert f"pid {os.getpid()}" in text and socket.gethostname() in text
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing written
+    assert json.loads(lock.read_text())["pid"] == os.getpid()  # the owner's lock is kept
+
+    _fake_lock(out, 4242, "another-node")  # another host: cannot be checked, refused too
+    with pytest.raises(RunLockedError, match="pid 4242 on host another-node"):
+        with run_lock(out):
+            pass
+
+
+def test_stale_lock_is_taken_over_with_a_message(tmp_path):
+    out = tmp_path / "stale"
+    pid = _dead_pid()
+    _fake_lock(out, pid, socket.gethostname())
+    messages = []
+    with run_lock(out, log=messages.append) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(RunLockedError):  # held now: a second taker is refused
+            with run_lock(out):
+                pass
+    assert len(messages) == 1 and f"pid {pid}" in messages[0] and "stale" in messages[0]
+    assert not (out / LOCK_FILE).exists()  # released
+    assert [p.name for p in out.iterdir()] == []  # no temporary files left
 

@@ -1,6 +1,7 @@
 """Atomic writes of run artifacts: a reader never sees a half-written file or folder.
 
-Also: paths recorded relative to a run folder (:func:`recorded_path`).
+Also: the run-folder lock (:func:`run_lock`) and paths recorded relative to a run folder
+(:func:`recorded_path`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,10 @@ import contextlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -105,3 +109,109 @@ def resolve_recorded(value: str | None, run_dir: str | Path) -> str:
     path = Path(value)
     return str(path if path.is_absolute() else Path(run_dir) / path)
 
+
+# --------------------------------------------------------------------------- run lock
+
+LOCK_FILE = ".moakit.lock"
+
+
+class RunLockedError(ValueError):
+    """Another live process works in the run folder; the message names its pid and host."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def _create_whole(tmp: str, path: Path, content: dict) -> None:
+    """Create ``path`` with ``content`` only if it does not exist (FileExistsError)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a filesystem without hard links: exclusive create, then write
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(content, fh)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, log=_log) -> Iterator[Path]:
+    """Hold ``run_dir/.moakit.lock`` while a run writes into ``run_dir``.
+
+    A lock held by a live process (this host), or by any process of another host (its
+    liveness cannot be checked from here), raises :class:`RunLockedError` naming its pid
+    and host. A lock whose process is gone on this host is stale: it is taken over, with a
+    message through ``log``. The lock file is created whole (written aside, then hard-linked
+    into place), so a reader never sees a half-written one; it is removed on exit.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    host = socket.gethostname()
+    mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join(sys.argv[:3])}
+    fd, tmp = tempfile.mkstemp(prefix=f"{LOCK_FILE}.", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(mine, fh)
+        for _ in range(5):
+            try:
+                _create_whole(tmp, path, mine)
+                break
+            except FileExistsError:
+                pass
+            owner = _read_lock(path)
+            if owner is None:  # released meanwhile
+                continue
+            pid, owner_host = owner.get("pid"), owner.get("host")
+            where = f"pid {pid} on host {owner_host}" if owner else "an unknown process (unreadable lock file)"
+            if owner_host != host or not isinstance(pid, int):
+                if owner and owner_host != host:
+                    raise RunLockedError(
+                        f"{run_dir}: another moakit run works in this folder ({where}, since "
+                        f"{owner.get('started', '?')}); wait for it, use another --out, or delete {path} "
+                        "if that run is gone")
+            elif _pid_alive(pid):
+                raise RunLockedError(
+                    f"{run_dir}: another moakit run works in this folder ({where}, since "
+                    f"{owner.get('started', '?')}); wait for it or use another --out")
+            # stale: its process is gone (or the file is unreadable): take it over, unless it
+            # changed meanwhile (another process took it over first)
+            if _read_lock(path) == owner:
+                log(f"{run_dir}: taking over a stale lock ({where} is no longer running)")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        else:
+            raise RunLockedError(f"{run_dir}: could not take the lock {path}; another run keeps taking it")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    try:
+        yield path
+    finally:
+        if _read_lock(path) == mine:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)

@@ -33,7 +33,7 @@ import pandas as pd
 
 import moakit
 from moakit import metrics
-from moakit.artifacts import atomic_file, read_json, read_npy, recorded_path, write_json, write_npy
+from moakit.artifacts import atomic_file, read_json, read_npy, recorded_path, run_lock, write_json, write_npy
 from moakit.config import RunConfig, validate_params
 from moakit.cv import assign_folds, holdout_mask
 from moakit.data import schema
@@ -290,14 +290,17 @@ def train(
     label: str | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data``: every stage x seed x fold, resuming finished folds.
-    ``label`` names the progress bar (a blend entry's name; default: the model's)."""
+    ``label`` names the progress bar (a blend entry's name; default: the model's).
+
+    The run folder is locked meanwhile: a second run into it fails fast (RunLockedError)."""
     out = Path(out)
     model = build_model(config)
     executor = make_executor(executor) if isinstance(executor, str) else executor
     fingerprint = data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, config, fingerprint)
-    return _train(config, model, data, out, executor, fingerprint, show_progress, label)
+    with run_lock(out):
+        _check_resume(out, config, fingerprint)
+        return _train(config, model, data, out, executor, fingerprint, show_progress, label)
 
 
 def _train(config, model, data, out, executor, fingerprint, show_progress, label) -> TrainResult:

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import moakit
 from moakit import runner
-from moakit.artifacts import atomic_dir, atomic_file, read_json, write_json
+from moakit.artifacts import atomic_dir, atomic_file, read_json, run_lock, write_json
 from moakit.config import ConfigError, RunConfig, deep_merge, load_config, read_yaml, resolve_config_path
 from moakit.data.dataset import MoAData
 
@@ -324,7 +324,8 @@ def run_workflow(
     out = Path(out)
     fingerprint = runner.data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
-    return _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress)
+    with run_lock(out):  # a second run into ``out`` fails fast
+        return _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress)
 
 
 def _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress) -> WorkflowResult:
