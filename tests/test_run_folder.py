@@ -202,3 +202,24 @@ def test_stale_lock_is_taken_over_with_a_message(tmp_path):
     assert not (out / LOCK_FILE).exists()  # released
     assert [p.name for p in out.iterdir()] == []  # no temporary files left
 
+
+# --------------------------------------------------------------------------- 4. file modes
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_atomic_writes_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    old = os.umask(umask)
+    try:
+        assert artifacts.current_umask() == umask
+        artifacts.write_json(tmp_path / "a.json", {"x": 1})
+        artifacts.write_npy(tmp_path / "a.npy", np.zeros(3))
+        with artifacts.atomic_file(tmp_path / "sub" / "b.csv", "w") as fh:
+            fh.write("x\n")
+        with artifacts.atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "inner.txt").write_text("y")
+    finally:
+        os.umask(old)
+    for name in ("a.json", "a.npy", "sub/b.csv"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == dir_mode
+

@@ -1,7 +1,9 @@
 """Atomic writes of run artifacts: a reader never sees a half-written file or folder.
 
-Also: the run-folder lock (:func:`run_lock`) and paths recorded relative to a run folder
-(:func:`recorded_path`).
+Files and folders written here get the usual modes under the process umask (0644 / 0755
+with umask 022), so a run on a shared filesystem is readable by other users and nodes;
+``tempfile`` alone would leave them 0600 / 0700. Also: the run-folder lock
+(:func:`run_lock`) and paths recorded relative to a run folder (:func:`recorded_path`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,6 +30,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         if target.exists():
             old = target.with_name(f".{target.name}.old")
@@ -48,6 +52,7 @@ def atomic_file(target: str | Path, mode: str = "wb") -> Iterator[Any]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as fh:
             yield fh
         os.replace(tmp, target)
@@ -55,6 +60,22 @@ def atomic_file(target: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it where /proc allows)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    with _UMASK_LOCK:  # elsewhere: set and restore (briefly visible to other threads)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -177,6 +198,7 @@ def run_lock(run_dir: str | Path, log=_log) -> Iterator[Path]:
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(mine, fh)
+        os.chmod(tmp, 0o666 & ~current_umask())
         for _ in range(5):
             try:
                 _create_whole(tmp, path, mine)
