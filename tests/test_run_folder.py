@@ -223,3 +223,48 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
         assert (tmp_path / name).stat().st_mode & 0o777 == file_mode, name
     assert (tmp_path / "folder").stat().st_mode & 0o777 == dir_mode
 
+
+# --------------------------------------------------------------------------- 5. clean errors
+
+
+def test_seeds_zero_is_a_clean_error(rf_data, tmp_path):
+    with pytest.raises(ConfigError, match="seeds"):
+        load_config("simple_nn", "smoke", seeds=0)
+    with pytest.raises(ValueError, match="seeds"):
+        RunConfig(model="simple_nn", seeds=[])
+    with pytest.raises(ValueError, match="twice"):
+        RunConfig(model="simple_nn", seeds=[1, 1])
+    out = tmp_path / "run"
+    clean_exit(invoke("train", "simple_nn", "--data", rf_data, "--out", out, "--profile", "smoke", "--seeds", "0"))
+    assert not out.exists()
+    blend = tmp_path / "blend.yaml"
+    blend.write_text(yaml.safe_dump({"models": [{"name": "nn", "config": "simple_nn", "seeds": 0}]}))
+    text = clean_exit(invoke("run", blend, "--data", rf_data, "--out", out, "--profile", "smoke"))
+    assert "seeds" in text and not out.exists()
+
+
+def test_unknown_feature_block_is_a_clean_error_before_any_work(rf_data, tmp_path):
+    raw = yaml.safe_load(packaged_configs()["simple_nn"].read_text())
+    raw["params"]["features"]["output"].append("fa_x")
+    raw.pop("profiles")
+    config = tmp_path / "typo.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "run"
+    text = clean_exit(invoke("train", config, "--data", rf_data, "--out", out))
+    assert "params.features.output" in text and "fa_x" in text and str(config) in text
+    assert not out.exists()
+    from moakit.data.io import load
+
+    with pytest.raises(ConfigError, match="fa_x"):
+        runner.train(load_config(config), load(rf_data), out, show_progress=False)
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_is_a_clean_error(rf_data, tmp_path):
+    out = tmp_path / "a_file"
+    out.write_text("keep me")
+    text = clean_exit(invoke("train", "simple_nn", "--data", rf_data, "--out", out, "--profile", "smoke"))
+    assert str(out) in text and "not a folder" in text
+    text = clean_exit(invoke("run", "blend_best_lb", "--data", rf_data, "--out", out, "--profile", "smoke"))
+    assert str(out) in text and "not a folder" in text
+    assert out.read_text() == "keep me"

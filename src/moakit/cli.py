@@ -284,12 +284,13 @@ def train(
         runner.build_model(cfg)  # unknown model or invalid params: a config problem
     except (ConfigError, ValueError) as exc:
         _usage(str(exc), "CONFIG", "train")
+    _check_out(out, "train")
     exec_obj = _executor(executor, address, job_cpus, job_gpus, "train")
     try:
         moa = load(data)
         from moakit.workflow import check_models
 
-        check_models({config: cfg}, moa)
+        check_models({config: cfg}, moa)  # the whole config (feature blocks too) before any work
         result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
     except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
@@ -389,6 +390,16 @@ def _print_workflow(summary: dict) -> None:
     out.print(f"report: {_p(summary['report'])}")
 
 
+def _check_out(out: Path, command: str) -> None:
+    """--out must be a folder or not exist yet (checked before any work)."""
+    from moakit.runner import check_out_dir
+
+    try:
+        check_out_dir(out)
+    except ValueError as exc:
+        _usage(str(exc), "--out", command)
+
+
 def _check_blend_config(config: str, profile: str, command: str) -> None:
     """A blend config (and its model configs) that cannot be used is a usage error."""
     from moakit.config import ConfigError
@@ -433,6 +444,7 @@ def run(
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
     _check_blend_config(config, profile.value, "run")
+    _check_out(out, "run")
     exec_obj = _executor(executor, address, job_cpus, job_gpus, "run")
     _run_workflow(config, data, out, profile.value, exec_obj, quiet, as_json,
                   Path(data) / "answers" / "test_targets_scored.csv")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -62,9 +62,16 @@ class RunConfig(BaseModel):
     profile: str = "full"
     cv: CVConfig = CVConfig()
     selection: SelectionConfig = SelectionConfig()
-    seeds: list[int] = [0]
+    seeds: list[int] = Field([0], min_length=1)
     params: dict[str, Any] = {}
     source: str = ""
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds {value} lists a seed twice")
+        return value
 
 
 def deep_merge(base: dict, overlay: dict) -> dict:
@@ -123,7 +130,9 @@ def load_config(
         if profile not in profiles:
             raise ConfigError(f"{path}: no profile {profile!r} (available: full, {', '.join(profiles)})")
         raw = deep_merge(raw, profiles[profile])
-    if isinstance(seeds, int):
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"{path}: seeds: {seeds} seeds asked for; at least 1 is needed")
         current = list(raw.get("seeds", [0]))
         raw["seeds"] = current[:seeds] if seeds <= len(current) else list(range(seeds))
     elif seeds is not None:

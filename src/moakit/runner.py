@@ -34,7 +34,7 @@ import pandas as pd
 import moakit
 from moakit import metrics
 from moakit.artifacts import atomic_file, read_json, read_npy, recorded_path, run_lock, write_json, write_npy
-from moakit.config import RunConfig, validate_params
+from moakit.config import ConfigError, RunConfig, validate_params
 from moakit.cv import assign_folds, holdout_mask
 from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
@@ -80,6 +80,55 @@ def resume_identity(config: RunConfig | dict) -> dict:
     dumped = config.model_dump(mode="json") if isinstance(config, RunConfig) else dict(config)
     dumped.pop("source", None)
     return dumped
+
+
+def check_config(config: RunConfig, data: MoAData | None = None) -> Model:
+    """Validate the whole resolved config before any work: the model and its params, the
+    seeds, and (given the data) that every feature pipeline reads only blocks that exist.
+    Raises ConfigError naming the config file and the field."""
+    where = config.source or config.model
+    model = build_model(config)
+    if data is not None:
+        from moakit.features import Pipeline, PipelineConfig
+
+        available = set(blocks_from_dataset(data.train)) | {"meta", CONTROL_BLOCK}
+        for field_path, pipeline_config in _find_instances(model.params, PipelineConfig, "params"):
+            try:
+                needed = Pipeline(pipeline_config)._external_inputs()
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigError(f"{where}: {field_path}: {exc}") from None
+            unknown = [b for b in needed if b not in available]
+            if unknown:
+                outputs = [b for b in unknown if b in pipeline_config.output]
+                what = f"{field_path}.output" if outputs else f"{field_path}.steps"
+                raise ConfigError(f"{where}: {what}: block(s) {unknown} are written by no feature step and "
+                                  f"are not given by the data (given: {', '.join(sorted(available))})")
+    return model
+
+
+def _find_instances(obj, cls, where: str):
+    """(field path, value) of every ``cls`` instance inside a pydantic model / list / dict."""
+    from pydantic import BaseModel
+
+    if isinstance(obj, cls):
+        yield where, obj
+    elif isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield from _find_instances(getattr(obj, name), cls, f"{where}.{name}")
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            yield from _find_instances(item, cls, f"{where}.{i}")
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            yield from _find_instances(item, cls, f"{where}.{key}")
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """A usable run folder path: a folder or nothing yet (not a file)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; a run folder must be a folder (use another --out)")
+    return out
 
 
 def stage_targets(stage: StageSpec, ds: Dataset) -> tuple[np.ndarray, list[str]]:
@@ -293,8 +342,8 @@ def train(
     ``label`` names the progress bar (a blend entry's name; default: the model's).
 
     The run folder is locked meanwhile: a second run into it fails fast (RunLockedError)."""
-    out = Path(out)
-    model = build_model(config)
+    out = check_out_dir(out)
+    model = check_config(config, data)
     executor = make_executor(executor) if isinstance(executor, str) else executor
     fingerprint = data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)

@@ -217,7 +217,7 @@ def check_models(configs: dict[str, RunConfig], data: MoAData) -> None:
     for name, cfg in configs.items():
         where = f"model entry {name!r} ({cfg.source or cfg.model})"
         try:
-            model = runner.build_model(cfg)
+            model = runner.check_config(cfg, data)
         except ConfigError as exc:
             raise WorkflowError(f"{where}: {exc}") from None
         except ValueError as exc:  # unknown model name
@@ -321,7 +321,7 @@ def run_workflow(
     check_models(model_configs, data)
     exec_obj = _make_executor(executor, ray_address)
 
-    out = Path(out)
+    out = runner.check_out_dir(out)
     fingerprint = runner.data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # a second run into ``out`` fails fast
