@@ -26,8 +26,9 @@ test: $(STAMP)
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5): failing" >&2; fi; \
 	exit $$rc
 
+# Every benchmark script (hours on a CPU; each writes bench/out/*.md; see BENCHMARKS.md).
 bench: $(STAMP)
-	$(PY) bench/run_all.py
+	for script in bench/bench_*.py; do $(PY) $$script || exit 1; done
 
 # A wheel in dist/, built with the venv's setuptools (no download).
 wheel: $(STAMP)
