@@ -20,7 +20,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-import moakit
 from moakit import artifacts, runner
 from moakit.artifacts import LOCK_FILE, RunLockedError, run_lock
 from moakit.cli import app
