@@ -116,3 +116,9 @@ def test_tabnet_without_judge_rows_runs_every_epoch_and_keeps_the_last():
     est = fit_tabnet(cfg, X, Y, X[:0], Y[:0], seed=0)
     assert est.info["epochs_run"] == 3 and est.info["best_epoch"] == 2
     assert est.predict_proba(X[:5]).shape == (5, 4)
+
+
+def test_progress_bars_show_epochs_without_judge_rows(sim_data, tmp_path):
+    cfg = load_config("simple_nn", profile="smoke", selection="last")
+    result = runner.train(cfg, sim_data, tmp_path / "run", show_progress=True)
+    assert result.metrics["selection"]["policy"] == "last"

@@ -48,7 +48,13 @@ class RunProgress:
         task = self._progress.add_task(description, total=total, status="")
 
         def on_epoch(record: dict) -> None:
-            status = f"valid {record['valid_loss']:.5f}" if "valid_loss" in record else ""
+            # no judge rows (selection policy last): the training loss instead
+            if record.get("valid_loss") is not None:
+                status = f"valid {record['valid_loss']:.5f}"
+            elif record.get("train_loss") is not None:
+                status = f"train {record['train_loss']:.5f}"
+            else:
+                status = ""
             self._progress.update(task, advance=1, status=status)
 
         try:
