@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--max-rows", type=int, default=None, help="train on a random subset (timing only)")
     ap.add_argument("--folds", type=int, default=None, help="override the profile's fold count")
     ap.add_argument("--epochs", type=int, default=None, help="override the profile's epoch cap")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None, help="override the config's seeds")
     ap.add_argument("--skip-amp-check", action="store_true")
     ap.add_argument("--tag", default=None, help="suffix of the run folder names (and of the default report)")
     ap.add_argument("--report", default=None, help="default bench/out/cnn[-TAG].md")
@@ -141,7 +142,7 @@ def main() -> int:
               "train s | predict_run = test |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.configs:
-        config = load_config(name, args.profile, folds=args.folds)
+        config = load_config(name, args.profile, folds=args.folds, seeds=args.seeds)
         if args.epochs is not None:
             config.params.setdefault("train", {})["epochs"] = args.epochs
         model = runner.build_model(config)
