@@ -247,6 +247,7 @@ def fit_network(
     eval_transform: BatchTransform | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | str = "cpu",
+    pos_weight=None,
 ) -> FitResult:
     """Train ``module`` on (X_train, Y_train), judging epochs on (X_valid, Y_valid).
 
@@ -258,6 +259,9 @@ def fit_network(
 
     With no judge rows (``X_valid`` None or empty: the ``last`` selection policy) nothing
     is judged: every epoch runs and the last one's weights are kept.
+
+    ``pos_weight`` (one value per target) weighs the positive term of the TRAINING loss
+    (``BCEWithLogitsLoss(pos_weight=...)``); epochs are still judged on the plain loss.
     """
     device = torch.device(device)
     p = params
@@ -279,7 +283,11 @@ def fit_network(
         raise ValueError("no trainable parameters (every layer is frozen)")
     opt = _optimizer(trainable, p)
     sched, per_batch = _scheduler(opt, p, steps)
-    loss_fn = nn.BCEWithLogitsLoss()
+    if pos_weight is not None:
+        pos_weight = _as_tensor(pos_weight).float().reshape(-1).to(device)
+        if pos_weight.numel() != Y.shape[1]:
+            raise ValueError(f"pos_weight has {pos_weight.numel()} values for {Y.shape[1]} targets")
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     precision = MixedPrecision(p.amp, device, p.amp_dtype)
 
     best_loss, best_epoch, best_state, waited = math.inf, -1, None, 0
