@@ -12,7 +12,8 @@ stays light and changes nothing global::
 
 __version__ = "0.1.0"
 
-_API = ("MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "load_dataset", "simulate")
+_API = ("MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "list_networks", "list_feature_steps",
+        "list_backbones", "list_executors", "load_dataset", "simulate")
 __all__ = ["__version__", *_API]
 
 

@@ -46,7 +46,8 @@ from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.data.io import DataError
 
-__all__ = ["MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "load_dataset", "simulate"]
+__all__ = ["MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "list_networks",
+           "list_feature_steps", "list_backbones", "list_executors", "load_dataset", "simulate"]
 
 ESTIMATOR_FILE = "estimator.json"  # the estimator's constructor arguments, beside the CLI's files
 _FEATURE_COLUMNS_HINT = "cp_type, cp_time, cp_dose, then the g-* and c-* columns"
@@ -59,7 +60,35 @@ def list_models() -> list[str]:
     """Names of the registered models (what a config's ``model:`` may name)."""
     from moakit.models import MODELS
 
-    return sorted(MODELS)
+    return MODELS.names()
+
+
+def list_networks() -> list[str]:
+    """Names of the registered torch networks (what a saved estimator's ``spec.json`` names)."""
+    from moakit.nn.blocks import NETWORKS
+
+    return NETWORKS.names()
+
+
+def list_feature_steps() -> list[str]:
+    """Kinds of feature steps (what a config's ``features.steps[].kind`` may name)."""
+    from moakit.features import STEP_KINDS
+
+    return STEP_KINDS.names()
+
+
+def list_backbones() -> list[str]:
+    """CNN backbones moakit builds itself; ``backbone:`` may also name any timm model."""
+    from moakit.models.deepinsight_cnn import CUSTOM_BACKBONES
+
+    return CUSTOM_BACKBONES.names()
+
+
+def list_executors() -> list[str]:
+    """Where fold jobs can run (``--executor``; ``ray`` needs the ``moakit[ray]`` extra)."""
+    from moakit.runner import EXECUTORS
+
+    return EXECUTORS.names()
 
 
 def list_configs(kind: str | None = None) -> pd.DataFrame:

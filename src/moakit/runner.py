@@ -21,6 +21,7 @@ A fold whose ``done.json`` exists is not trained again, so an interrupted run re
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import shutil
 import time
@@ -42,6 +43,7 @@ from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
 from moakit.models.base import Blocks, Model, StageSpec, get_model_class
 from moakit.progress import RunProgress
+from moakit.registry import Registry
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -212,6 +214,19 @@ class FoldJob:
         return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.judge_rows]
 
 
+def epoch_records(history: list[dict]) -> list[dict]:
+    """Epoch records as plain JSON: numbers as floats, NaN/inf (nothing judged) as null."""
+    def clean(v):
+        if isinstance(v, (bool, str)) or v is None:
+            return v
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+        v = float(v)
+        return v if math.isfinite(v) else None
+    return [{k: clean(v) for k, v in r.items() if v is None or isinstance(v, (bool, str, int, float, np.number))}
+            for r in history]
+
+
 def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
     """Train one fold, save estimator and predictions, mark it done. Idempotent."""
     out = Path(job.out_dir)
@@ -226,9 +241,17 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
     extra = {"Y_aux_train": job.Y_aux_train, "Y_aux_valid": job.Y_aux_valid} if job.stage.aux_targets else {}
     if model.needs_features_in_fit:  # saved before the fold jobs start; readable from any worker
         extra["features"] = model.load_features(job.stage, out.parent / "features")
+    history: list[dict] = []  # every epoch record the model reports: the fold's learning curve
+
+    def record_epoch(record: dict) -> None:
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
     est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,
-                         fold_seed(job.seed, job.fold), on_epoch, **extra)
+                         fold_seed(job.seed, job.fold), record_epoch, **extra)
     fit_seconds = time.perf_counter() - start
+    write_json(out / "history.json", {"epochs": epoch_records(history)})
     est.save(out / "estimator")
     write_npy(out / "valid_pred.npy", est.predict_proba(job.X_oof).astype(np.float32))
     write_npy(out / "test_pred.npy", est.predict_proba(job.X_test).astype(np.float32))
@@ -251,18 +274,19 @@ class LocalExecutor:
                 run_fold_job(job, on_epoch)
 
 
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": LocalExecutor}
+def _ray_executor(**kwargs) -> Executor:
+    from moakit.distributed import RayExecutor  # optional extra, imported when asked for
+
+    return RayExecutor(**kwargs)
+
+
+EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
+EXECUTORS.add("local", LocalExecutor)
+EXECUTORS.add("ray", _ray_executor)
 
 
 def make_executor(name: str, **kwargs) -> Executor:
-    if name == "ray":
-        from moakit.distributed import RayExecutor  # optional extra
-
-        return RayExecutor(**kwargs)
-    try:
-        return EXECUTORS[name](**kwargs)
-    except KeyError:
-        raise ValueError(f"unknown executor {name!r} (use 'local' or 'ray')") from None
+    return EXECUTORS.get(name)(**kwargs)
 
 
 # --------------------------------------------------------------------------- training

@@ -11,6 +11,7 @@ Every fitted thing can be saved and reloaded, which is what inference on new dat
 
 from __future__ import annotations
 
+import importlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from moakit.artifacts import atomic_dir
 from moakit.nn.blocks import build_network
 from moakit.nn.train import BatchTransform, predict_proba
+from moakit.registry import Registry
 
 Blocks = dict[str, np.ndarray]
 EpochCallback = Callable[[dict], None]
@@ -125,24 +127,17 @@ class Model(ABC):
         return {"name": self.name, "params": self.params.model_dump(mode="json")}
 
 
-MODELS: dict[str, type[Model]] = {}
+# name -> Model class; moakit.models imports every model module, whose @register fills it
+MODELS: Registry[type[Model]] = Registry("model", loader=lambda: importlib.import_module("moakit.models"))
 
 
 def register(cls: type[Model]) -> type[Model]:
     """Class decorator: make a model available by its ``name`` in configs."""
-    if getattr(cls, "name", None) in MODELS and MODELS[cls.name] is not cls:
-        raise ValueError(f"model name {cls.name!r} registered twice")
-    MODELS[cls.name] = cls
-    return cls
+    return MODELS.add(getattr(cls, "name", None), cls)
 
 
 def get_model_class(name: str) -> type[Model]:
-    import moakit.models  # noqa: F401  (imports every model module, filling MODELS)
-
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(MODELS))}") from None
+    return MODELS.get(name)
 
 
 def make_model(name: str, params: dict | None = None) -> Model:

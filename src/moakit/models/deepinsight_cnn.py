@@ -51,7 +51,7 @@ import json
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
 from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
 from moakit.nn.blocks import register_network
 from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba
+from moakit.registry import Registry
 
 NETWORK_NAME = "deepinsight_cnn"
 INPUT_BLOCKS = ("cp_codes", "g", "c")  # the scripts' column order: cp_type, cp_dose, cp_time, g-*, c-*
@@ -90,7 +91,9 @@ def _resnest50d_fast_2s2x40d(in_chans: int, drop_path_rate: float = 0.0) -> nn.M
     )
 
 
-CUSTOM_BACKBONES = {RESNEST_FAST: _resnest50d_fast_2s2x40d}
+# backbones that timm has no name for; any other name is a timm model name
+CUSTOM_BACKBONES: Registry[Callable[..., nn.Module]] = Registry("CNN backbone")
+CUSTOM_BACKBONES.add(RESNEST_FAST, _resnest50d_fast_2s2x40d)
 
 
 def create_backbone(name: str, in_chans: int = 3, drop_path: float = 0.0) -> nn.Module:
@@ -108,7 +111,7 @@ def create_backbone(name: str, in_chans: int = 3, drop_path: float = 0.0) -> nn.
 
     arch = name.split(".", 1)[0]
     if not timm.is_model(arch):
-        raise ValueError(f"unknown backbone {name!r}: not a timm model and not one of {sorted(CUSTOM_BACKBONES)}")
+        raise ValueError(f"unknown backbone {name!r}: not a timm model and not one of {CUSTOM_BACKBONES.names()}")
     return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, drop_path_rate=drop_path)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from moakit.registry import Registry
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -157,20 +160,16 @@ class MLP(nn.Module):
 
 
 # name -> constructor; a saved network records its name and kwargs so it can be rebuilt.
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+# The model modules register their own networks (moakit.models imports them all).
+NETWORKS: Registry[Callable[..., nn.Module]] = Registry(
+    "network", loader=lambda: importlib.import_module("moakit.models"))
+NETWORKS.add("mlp", MLP)
 
 
 def register_network(name: str):
-    def deco(cls):
-        NETWORKS[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: make a network constructor rebuildable by ``name``."""
+    return NETWORKS.register(name)
 
 
 def build_network(name: str, kwargs: dict) -> nn.Module:
-    try:
-        factory = NETWORKS[name]
-    except KeyError:
-        raise ValueError(f"unknown network {name!r}; registered: {sorted(NETWORKS)}") from None
-    return factory(**kwargs)
+    return NETWORKS.get(name)(**kwargs)
