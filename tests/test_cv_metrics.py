@@ -80,3 +80,17 @@ def test_prior_uses_treated_rows_only():
     y = np.array([[1.0], [0.0], [0.0], [0.0]])
     control = np.array([False, False, True, True])
     assert metrics.prior_predictions(y, control, 3)[:, 0].tolist() == [0.5, 0.5, 0.5]
+
+
+def test_sigmoid_is_stable_float32_and_matches_torch():
+    import warnings
+
+    import torch
+
+    z = np.array([[-1000.0, -50.0, -1.5, 0.0, 2.0, 40.0, 1000.0]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning for very negative logits
+        p = metrics.sigmoid(z)
+    assert p.dtype == np.float32 and p.shape == z.shape
+    np.testing.assert_allclose(p, torch.sigmoid(torch.from_numpy(z).double()).numpy(), rtol=1e-6, atol=1e-30)
+    assert p[0, 0] == 0.0 and p[0, -1] == 1.0 and p[0, 3] == 0.5

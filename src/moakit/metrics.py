@@ -1,10 +1,17 @@
-"""The competition metric: mean column-wise binary log loss over the scored targets."""
+"""The competition metric (mean column-wise binary log loss over the scored targets) and
+the sigmoid: the one place moakit computes either from probabilities or logits."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from moakit.data.schema import EPS
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits: computed in float64, returned as float32."""
+    with np.errstate(over="ignore"):  # exp(-z) overflows to inf for z < -709: p = 0, as it should
+        return (1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))).astype(np.float32)
 
 
 def per_target_log_loss(y_true: np.ndarray, y_pred: np.ndarray, eps: float = EPS) -> np.ndarray:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moakit.artifacts import atomic_dir
 from moakit.features import PipelineConfig
+from moakit.metrics import mean_log_loss, sigmoid
 from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, register
 from moakit.models.three_stage_nn import StackedModel, StackStageParams
 from moakit.nn.train import smooth_targets
@@ -91,10 +92,6 @@ def _device_name() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))).astype(np.float32)
-
-
 # pytorch-tabnet finds metrics by name among the subclasses of its Metric class (built
 # with no arguments), so each smoothing level gets its own module-level subclass.
 _METRICS: dict[float, type] = {}
@@ -114,9 +111,8 @@ def _metric(smoothing: float = 0.0):
             self._maximize = False
 
         def __call__(self, y_true, y_score):
-            p = np.clip(_sigmoid(y_score).astype(np.float64), 1e-15, 1 - 1e-15)
             y = np.asarray(y_true, np.float64) * (1.0 - smoothing) + 0.5 * smoothing
-            return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+            return mean_log_loss(y, sigmoid(y_score))
 
         _METRICS[smoothing] = type(f"MoALogLoss{len(_METRICS)}", (Metric,), {"__init__": __init__, "__call__": __call__})
     return _METRICS[smoothing]
@@ -172,7 +168,7 @@ class TabNetEstimator:
         if len(X) == 0:
             return np.zeros((0, self.regressor.output_dim or 0), np.float32)
         with torch.no_grad():
-            return _sigmoid(self.regressor.predict(X))
+            return sigmoid(self.regressor.predict(X))
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp, _quiet():

@@ -18,6 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from moakit.metrics import sigmoid
+
 BatchTransform = Callable[[torch.Tensor, bool, np.random.Generator], torch.Tensor]
 
 
@@ -225,8 +227,7 @@ def predict_logits(
 
 
 def predict_proba(module: nn.Module, X, **kwargs) -> np.ndarray:
-    logits = predict_logits(module, X, **kwargs)
-    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    return sigmoid(predict_logits(module, X, **kwargs))
 
 
 def _bce_eval(module, X, Y, p: TrainParams, transform, device) -> float:
