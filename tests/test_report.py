@@ -124,3 +124,145 @@ def test_cli_report(workflow_run):
     result = CliRunner().invoke(app, ["report", str(run), "--out", str(run / "r2")])
     assert result.exit_code == 0, result.output
     assert (run / "r2" / "index.html").exists()
+
+
+# --------------------------------------------------------------------------- scores, curves, warnings
+
+
+def _answers(data_dir: Path, data, seed: int = 5) -> np.ndarray:
+    """Write answers/test_targets_scored.csv (random 0/1 labels, controls 0) for the data."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random((len(data.test), len(data.train.scored_names))) < 0.3).astype(int)
+    y[data.test.is_control] = 0
+    frame = pd.DataFrame(y, columns=list(data.train.scored_names))
+    frame.insert(0, "sig_id", data.test.sig_id)
+    (data_dir / "answers").mkdir(exist_ok=True)
+    frame.to_csv(data_dir / "answers" / "test_targets_scored.csv", index=False)
+    return y
+
+
+def _history(run: Path, stage: str, seed: int, fold: int, n: int, judged: bool = True) -> None:
+    folder = run / "stages" / stage / f"seed_{seed}" / f"fold_{fold}"
+    folder.mkdir(parents=True, exist_ok=True)
+    epochs = [{"epoch": e, "train_loss": 0.1 / (e + 1), "valid_loss": 0.12 / (e + 1) if judged else None}
+              for e in range(n)]
+    (folder / "history.json").write_text(json.dumps({"epochs": epochs}))
+
+
+def test_report_scores_folds_test_and_curves(tiny_runs):
+    import pandas as pd
+
+    from moakit import metrics
+    from moakit.report import collect_report
+
+    runs, data, oofs = tiny_runs
+    run = runs[0]
+    y_test = _answers(Path(data.source), data)
+    for fold in range(3):
+        _history(run, "scored", 0, fold, 4 + fold)
+        _history(run, "scored", 1, fold, 6)
+    report = collect_report(run)
+    row = report["models"][0]
+    test = pd.read_csv(run / "test_predictions.csv").iloc[:, 1:].to_numpy()
+    expected = metrics.score(y_test, test, data.test.is_control)["log_loss"]
+    assert row["test_log_loss"] == pytest.approx(expected, rel=1e-9)
+    prior = metrics.prior_predictions(data.train.scored, data.train.is_control, len(data.test))
+    assert report["prior"]["test_log_loss"] == pytest.approx(
+        metrics.score(y_test, prior, data.test.is_control)["log_loss"], rel=1e-9)
+    folds = np.load(run / "folds.npy")
+    for f in report["folds"][row["name"]]:
+        k = folds == f["fold"]
+        want = metrics.score(data.train.scored[k], oofs[0][k], data.train.is_control[k])
+        assert f["log_loss"] == pytest.approx(want["log_loss"], rel=1e-6) and f["rows"] == int(k.sum())
+        assert f["epochs"] == pytest.approx(((4 + f["fold"]) + 6) / 2)
+    assert len(report["curves"][row["name"]]) == 6
+
+    index = write_report(run)
+    text = index.read_text()
+    assert "test log loss" in text and f"{expected:.6f}" in text
+    assert "OOF log loss per fold" in text and "Learning curves" in text
+    assert "curves_model_a.png" in _images(index)
+    saved = json.loads((index.parent / "report.json").read_text())  # strict JSON: no NaN
+    assert saved["models"][0]["test_log_loss"] == pytest.approx(expected)
+
+
+def test_report_warns_on_oof_selection_and_on_models_no_better_than_the_prior(tiny_runs):
+    runs, _, _ = tiny_runs
+    run = runs[2]  # pure noise: worse than the prior
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["log_loss"] > m["prior"]["log_loss"]
+    m["selection"] = {"policy": "oof", "optimistic": True}
+    (run / "metrics.json").write_text(json.dumps(m))
+    text = write_report(run).read_text()
+    assert "no better than the per-target prior" in text
+    assert "selection policy oof" in text and "(optimistic)" in text
+    good = runs[0]
+    m = json.loads((good / "metrics.json").read_text())
+    m["selection"] = {"policy": "holdout", "holdout_fraction": 0.1}
+    (good / "metrics.json").write_text(json.dumps(m))
+    text = write_report(good).read_text()
+    assert 'class="warn"' not in text
+    assert ">holdout<" in text
+
+
+def test_report_of_a_workflow_run_with_answers_shows_the_nested_and_test_scores(workflow_run):
+    from moakit.report import collect_report
+
+    run, names = workflow_run
+    data_dir = Path(json.loads((run / "manifest.json").read_text())["data_source"])
+    from moakit.data.io import load
+
+    _answers(data_dir, load(data_dir))
+    report = collect_report(run)
+    blend_json = json.loads((run / "blend" / "blend.json").read_text())
+    assert report["blend"]["nested_log_loss"] == blend_json["nested"]["methods"][blend_json["method"]]["log_loss"]
+    assert report["blend"]["test_log_loss"] is not None
+    assert all(m["test_log_loss"] is not None for m in report["models"])
+    text = write_report(run).read_text()
+    assert f"{report['blend']['nested_log_loss']:.6f}" in text and f"{report['blend']['test_log_loss']:.6f}" in text
+
+
+def test_report_of_a_moved_data_folder_with_data(tiny_runs, tmp_path):
+    runs, data, _ = tiny_runs
+    run = runs[0]
+    moved = tmp_path / "elsewhere"
+    shutil.move(data.source, moved)
+    text = write_report(run).read_text()
+    assert "not available" in text and "--data" in text and "per_target_log_loss.png" not in text
+    index = write_report(run, data=moved)
+    assert "per_target_log_loss.png" in _images(index)
+    assert "OOF log loss per fold" in index.read_text()
+
+
+def test_report_escapes_what_it_reads(tiny_runs):
+    runs, _, _ = tiny_runs
+    run = runs[0]
+    m = json.loads((run / "metrics.json").read_text())
+    m["model"] = "<b>bold</b>"
+    (run / "metrics.json").write_text(json.dumps(m))
+    text = write_report(run).read_text()
+    assert "<b>bold</b>" not in text and "&lt;b&gt;bold&lt;/b&gt;" in text
+
+
+def test_the_template_ships_with_the_package():
+    from importlib import resources
+
+    text = resources.files("moakit").joinpath("templates", "report.html.j2").read_text()
+    assert "{{ r.title }}" in text
+
+
+def test_cli_report_with_data(tiny_runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from moakit.cli import app
+
+    runs, data, _ = tiny_runs
+    moved = tmp_path / "moved"
+    shutil.move(data.source, moved)
+    result = CliRunner().invoke(app, ["report", str(runs[0]), "--data", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert "per_target_log_loss.png" in (runs[0] / "report" / "index.html").read_text()
+    result = CliRunner().invoke(app, ["report", str(runs[0]), "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2

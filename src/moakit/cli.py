@@ -603,12 +603,15 @@ def _print_nested(stdout, nested: dict | None) -> None:
 def report(
     run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run folder of `moakit train` or `moakit run`."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default RUN/report)."),
+    data: Optional[Path] = typer.Option(None, "--data", exists=True, file_okay=False,
+                                        help="The run's lish-moa data folder, if it moved (default: the one its "
+                                             "manifest records); gives per-fold, per-target and test scores."),
 ) -> None:
-    """Write an HTML report (index.html + PNGs) of a single-model or multi-model run."""
+    """Write an HTML report (index.html + PNGs + report.json) of a single-model or multi-model run."""
     from moakit.report import ReportError, write_report
 
     try:
-        path = write_report(run_dir, out)
+        path = write_report(run_dir, out, data=data)
     except (ReportError, ValueError, OSError) as exc:
         _fail(str(exc))
     _result(f"report: {_p(path)}")

@@ -1,42 +1,41 @@
 """A self-contained HTML report of a run: ``RUN/report/index.html`` plus its PNG files.
 
 Works on a single-model run (the layout of :mod:`moakit.runner`) and on a multi-model run
-(``RUN/models/<name>/`` single-model runs, ``RUN/blend/`` from :mod:`moakit.blend`). The
-page shows per-model OOF log loss (all rows, treated rows, per seed), the prior baseline,
-per-target OOF log loss (blend or best model against the prior), the blend weights per
-search method, the model-correlation heatmaps, DeepInsight feature maps (any
-``feature_map*.png`` a model wrote under its run folder), timings and the manifest facts.
-No external CSS or JavaScript; images are files beside index.html.
+(``RUN/models/<name>/`` single-model runs, ``RUN/blend/`` from :mod:`moakit.blend`).
+
+Two steps: :func:`collect_report` reads the run folder (and its data folder, for the
+truth) into a plain dict; :func:`write_report` draws the figures and fills the Jinja2
+template ``moakit/templates/report.html.j2`` with it. The page shows per model its OOF log
+loss with the selection policy that produced it, the test log loss when the data folder
+has answers, per-seed and per-fold scores, learning curves (each fold's ``history.json``),
+the prior baseline, per-target OOF log loss, the blend's weights with their nested
+(honest) score, model-correlation heatmaps, DeepInsight feature maps, timings and the
+manifest facts; warnings for models no better than the prior and for ``oof``-selected
+models. ``report.json`` beside index.html holds the collected dict. No external CSS or
+JavaScript; images are files beside index.html.
 """
 
 from __future__ import annotations
 
-import html
 import io
+import json
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from moakit.artifacts import atomic_dir, read_json
+from moakit import metrics
+from moakit.artifacts import atomic_dir, read_json, resolve_recorded
 
 FEATURE_MAP_GLOB = "feature_map*.png"
 MAX_FEATURE_MAPS = 4  # per model
-
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}
-td.l,th.l{text-align:left}tr.best td{font-weight:bold;background:#f4fbf4}
-img{max-width:100%;border:1px solid #eee;margin:.4em 0}.note{color:#666;font-size:.9em}.warn{color:#a33;font-weight:500}
-.grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{margin:0;flex:1 1 420px}
-figcaption{font-size:.85em;color:#555}code{background:#f5f5f5;padding:0 .2em}
-"""
+TEMPLATE = "report.html.j2"
+HARDEST_TARGETS = 10
 
 
 class ReportError(ValueError):
@@ -45,37 +44,14 @@ class ReportError(ValueError):
 
 def _json(path: Path) -> dict:
     try:
-        return read_json(path) if path.exists() else {}
+        value = read_json(path) if path.exists() else {}
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _fmt(value: Any, digits: int = 6) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
-    return _e(value)
-
-
-def _table(header: list[str], rows: list[list[Any]], left: int = 1, classes: list[str] | None = None) -> str:
-    head = "".join(f'<th class="l">{_e(h)}</th>' if i < left else f"<th>{_e(h)}</th>" for i, h in enumerate(header))
-    body = []
-    for r, row in enumerate(rows):
-        cls = f' class="{classes[r]}"' if classes and classes[r] else ""
-        cells = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _save_png(fig, path: Path) -> None:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)  # a pyplot-free Figure: nothing to close
-    path.write_bytes(buf.getvalue())
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 # --------------------------------------------------------------------------- reading a run
@@ -96,69 +72,359 @@ def _models(run_dir: Path) -> tuple[dict[str, Path], bool]:
     raise ReportError(f"{run_dir}: not a moakit run (no metrics.json and no models/ folder)")
 
 
+def _visible(path: Path, root: Path) -> bool:
+    """Not inside a temporary (dot) folder such as an in-progress atomic write."""
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
 def _feature_maps(model_dir: Path) -> list[Path]:
-    found = []
-    for p in sorted(model_dir.rglob(FEATURE_MAP_GLOB)):
-        rel = p.relative_to(model_dir)
-        if any(part.startswith(".") for part in rel.parts):
-            continue  # temporary folders (an in-progress atomic write)
-        if p.is_file():
-            found.append(p)
-    return found
+    return [p for p in sorted(model_dir.rglob(FEATURE_MAP_GLOB)) if _visible(p, model_dir) and p.is_file()]
 
 
-def _per_target_single(model_dir: Path) -> tuple[pd.DataFrame | None, str]:
-    """Per-target OOF log loss of a single-model run (needs its data folder for the truth)."""
-    from moakit import metrics
-    from moakit.data.io import load
+@dataclass
+class Truth:
+    """What scores need beyond the run folder: the data's targets (and test answers)."""
 
-    from moakit.artifacts import resolve_recorded
+    source: str
+    sig_id: np.ndarray
+    names: list[str]
+    y: np.ndarray
+    is_control: np.ndarray
+    test_sig_id: np.ndarray
+    test_is_control: np.ndarray
+    y_test: np.ndarray | None  # answers/test_targets_scored.* when the folder has them
 
-    source = resolve_recorded(_json(model_dir / "manifest.json").get("data_source"), model_dir)
-    if not source or not Path(source).exists():
-        return None, f"the run's data folder ({source!r}) is not available, so per-target losses are not shown"
+
+def load_truth(source: str | Path) -> Truth:
+    """The targets of a lish-moa folder, and its test answers when it has ``answers/``."""
+    from moakit.data.io import find_file, load, read_answers
+
+    data = load(source)
+    names = [str(n) for n in data.train.scored_names]
+    y_test = None
+    answers = Path(source) / "answers"
+    if answers.is_dir():
+        path = find_file(answers, "test_targets_scored", required=False)
+        if path is not None:
+            y_test = read_answers(path, data.test.sig_id, names)
+    return Truth(str(source), np.asarray(data.train.sig_id).astype(str), names, np.asarray(data.train.scored),
+                 np.asarray(data.train.is_control, bool), np.asarray(data.test.sig_id).astype(str),
+                 np.asarray(data.test.is_control, bool), y_test)
+
+
+def _find_truth(run_dir: Path, models: dict[str, Path], multi: bool,
+                data: str | Path | None) -> tuple[Truth | None, str]:
+    """(the truth or None, a note saying why scores that need it are missing)."""
+    if data is not None:
+        source = str(data)
+    else:
+        base = run_dir if multi else next(iter(models.values()))
+        source = resolve_recorded(_json(base / "manifest.json").get("data_source"), base)
+    if not source or not Path(source).is_dir():
+        return None, (f"the run's data folder ({source!r}) is not available, so per-target, per-fold and test "
+                      "losses are not shown (give its new place with --data)")
     try:
-        data = load(source)
-        oof = pd.read_csv(model_dir / "oof_predictions.csv")
-        pos = pd.Index(np.asarray(data.train.sig_id).astype(str)).get_indexer(oof["sig_id"].astype(str))
-        names = [str(c) for c in oof.columns[1:]]
-        cols = [list(data.train.scored_names).index(c) for c in names]
-        if (pos < 0).any():
-            raise ValueError("OOF rows not in the data")
-        y = data.train.scored[pos][:, cols]
-        ctl = np.asarray(data.train.is_control, bool)[pos]
-        pred = metrics.zero_controls(oof.iloc[:, 1:].to_numpy(np.float32), ctl)
-        prior = metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl)
-        frame = pd.DataFrame({"model": metrics.per_target_log_loss(y, pred),
-                              "prior": metrics.per_target_log_loss(y, prior)}, index=pd.Index(names, name="target"))
-        return frame, ""
+        return load_truth(source), ""
     except Exception as exc:  # a report must not fail on an unreadable data folder
-        return None, f"per-target losses could not be computed ({type(exc).__name__}: {exc})"
+        return None, f"the data folder {source} could not be read ({type(exc).__name__}: {exc})"
 
 
-def _plot_per_target(frame: pd.DataFrame, column: str, label: str, path: Path) -> None:
+def _aligned(path: Path, sig_id: np.ndarray, names: list[str]) -> np.ndarray:
+    """A predictions CSV's values in the order of ``sig_id`` (rows) and ``names`` (columns)."""
+    frame = pd.read_csv(path)
+    pos = pd.Index(frame.iloc[:, 0].astype(str)).get_indexer(sig_id)
+    if (pos < 0).any():
+        raise ValueError(f"{path.name}: rows of the data are missing")
+    cols = [str(c) for c in frame.columns[1:]]
+    missing = [n for n in names if n not in cols]
+    if missing:
+        raise ValueError(f"{path.name}: target {missing[0]!r} is missing")
+    return frame[names].to_numpy(np.float64)[pos]
+
+
+def _test_score(path: Path, truth: Truth | None) -> float | None:
+    """Log loss of a test predictions file against the answers (None without answers)."""
+    if truth is None or truth.y_test is None or not path.exists():
+        return None
+    try:
+        pred = _aligned(path, truth.test_sig_id, truth.names)
+    except (OSError, ValueError):
+        return None
+    return metrics.score(truth.y_test, pred, truth.test_is_control)["log_loss"]
+
+
+# --------------------------------------------------------------------------- per model
+
+
+def _model_row(name: str, d: Path, blend: dict, truth: Truth | None) -> dict:
+    """One model's line of the score table."""
+    m, cfg = _json(d / "metrics.json"), _json(d / "config.json")
+    from_blend = (blend.get("models") or {}).get(name, {})
+    seeds = cfg.get("seeds") or list((m.get("seeds") or {}).keys())
+    folds = (cfg.get("cv") or {}).get("n_folds")
+    sel = m.get("selection") or {}
+    ll = _number(m.get("log_loss"))
+    weights = blend.get("weights") if isinstance(blend.get("weights"), dict) else {}
+    return {
+        "name": name, "model": m.get("model") or cfg.get("model") or "-",
+        "profile": m.get("profile") or cfg.get("profile") or "-", "cv": (cfg.get("cv") or {}).get("scheme", "-"),
+        "seeds_x_folds": f"{len(seeds)} x {folds}" if folds else "-",
+        "selection": sel.get("policy") or "-", "optimistic": bool(sel.get("optimistic")),
+        "log_loss": ll if ll is not None else _number(from_blend.get("log_loss")),
+        "log_loss_treated": _number(m.get("log_loss_treated", from_blend.get("log_loss_treated"))),
+        "test_log_loss": _test_score(d / "test_predictions.csv", truth),
+        "weight": _number(weights.get(name)) if weights else None,
+        "prior": m.get("prior") if isinstance(m.get("prior"), dict) else None,
+        "seeds": m.get("seeds") or {},
+    }
+
+
+def _fold_rows(d: Path, truth: Truth | None) -> list[dict]:
+    """Per fold: its rows, the model's OOF log loss on them, and the epochs its networks ran."""
+    if truth is None or not (d / "folds.npy").exists() or not (d / "oof_predictions.csv").exists():
+        return []
+    try:
+        folds = np.load(d / "folds.npy", allow_pickle=False)
+        oof = _aligned(d / "oof_predictions.csv", truth.sig_id, truth.names)
+    except (OSError, ValueError):
+        return []
+    if len(folds) != len(oof):
+        return []
+    curves = _histories(d)
+    rows = []
+    for k in sorted(int(v) for v in np.unique(folds)):
+        rows_k = folds == k
+        sc = metrics.score(truth.y[rows_k], oof[rows_k], truth.is_control[rows_k])
+        epochs = [len(c["epochs"]) for c in curves if c["fold"] == k and c["stage"] == curves[-1]["stage"]]
+        rows.append({"fold": k, "rows": int(rows_k.sum()), "treated": int((rows_k & ~truth.is_control).sum()),
+                     **sc, "epochs": float(np.mean(epochs)) if epochs else None})
+    return rows
+
+
+def _histories(d: Path) -> list[dict]:
+    """Every fold's epoch records (``stages/<stage>/seed_<s>/fold_<k>/history.json``)."""
+    out = []
+    stages = d / "stages"
+    if not stages.is_dir():
+        return out
+    timings = _json(d / "manifest.json").get("timings") or {}  # stage_<name>_seconds, in training order
+    order = [k.removeprefix("stage_").removesuffix("_seconds") for k in timings if k.startswith("stage_")]
+    for path in sorted(stages.glob("*/seed_*/fold_*/history.json")):
+        if not _visible(path, stages):
+            continue
+        stage, seed, fold = path.parts[-4], path.parts[-3], path.parts[-2]
+        try:
+            epochs = list(_json(path).get("epochs") or [])
+            seed_n, fold_n = int(seed.removeprefix("seed_")), int(fold.removeprefix("fold_"))
+        except ValueError:
+            continue
+        out.append({"stage": stage, "seed": seed_n, "fold": fold_n, "epochs": epochs})
+    rank = {s: i for i, s in enumerate(order)}
+    out.sort(key=lambda c: (rank.get(c["stage"], len(rank)), c["stage"], c["seed"], c["fold"]))
+    return out
+
+
+def _per_target(run_dir: Path, models: dict[str, Path], multi: bool, truth: Truth | None) -> dict:
+    """Per-target OOF log loss of the blend (multi-model) or of the model, with the prior."""
+    blend_csv = run_dir / "blend" / "per_target_log_loss.csv"
+    if multi and blend_csv.exists():
+        frame = pd.read_csv(blend_csv, index_col=0)
+        label, column = "blend", "blend"
+    elif multi:
+        return {"note": "no blend/per_target_log_loss.csv in this run"}
+    elif truth is None:
+        return {"note": ""}  # the data note says why
+    else:
+        label, column = next(iter(models)), "model"
+        try:
+            oof = _aligned(next(iter(models.values())) / "oof_predictions.csv", truth.sig_id, truth.names)
+        except (OSError, ValueError) as exc:
+            return {"note": f"per-target losses could not be computed ({exc})"}
+        prior = metrics.prior_predictions(truth.y, truth.is_control, len(truth.y))
+        frame = pd.DataFrame({
+            "model": metrics.per_target_log_loss(truth.y, metrics.zero_controls(oof, truth.is_control)),
+            "prior": metrics.per_target_log_loss(truth.y, metrics.zero_controls(prior, truth.is_control))},
+            index=pd.Index(truth.names, name="target"))
+    if column not in frame:
+        return {"note": f"{blend_csv.name} has no {column!r} column"}
+    frame = frame.sort_values(column, ascending=False)
+    rows = [{"target": str(t), "value": float(r[column]), "prior": _number(r.get("prior"))} for t, r in frame.iterrows()]
+    return {"label": label, "rows": rows, "note": ""}
+
+
+# --------------------------------------------------------------------------- blend, prior, warnings
+
+
+def _blend_section(run_dir: Path, blend: dict, truth: Truth | None) -> dict | None:
+    if not blend:
+        return None
+    names = list(blend.get("names") or [])
+    timings = blend.get("timings") or {}
+    methods = []
+    for mth, s in (blend.get("methods") or {}).items():
+        methods.append({"method": mth, "weights": s.get("weights") or {}, "log_loss": s.get("log_loss"),
+                        "log_loss_treated": s.get("log_loss_treated"), "n_evals": s.get("n_evals"),
+                        "seconds": timings.get(f"{mth}_seconds", s.get("seconds")),
+                        "chosen": mth == blend.get("method")})
+    if blend.get("preset"):
+        p = blend["preset"]
+        methods.append({"method": f"preset {p.get('name')}", "weights": p.get("weights") or {},
+                        "log_loss": p.get("log_loss"), "log_loss_treated": p.get("log_loss_treated"),
+                        "n_evals": None, "seconds": None,
+                        "chosen": str(blend.get("method", "")).startswith("preset:")})
+    nested = blend.get("nested") or None
+    chosen = str(blend.get("method") or "")
+    nested_key = "preset" if chosen.startswith("preset:") else chosen
+    mc = blend.get("mean_correlation") or {}
+    return {
+        "names": names, "method": chosen, "log_loss": blend.get("log_loss"),
+        "log_loss_treated": blend.get("log_loss_treated"),
+        "nested_log_loss": ((nested or {}).get("methods") or {}).get(nested_key, {}).get("log_loss"),
+        "test_log_loss": _test_score(run_dir / "blend" / "submission.csv", truth),
+        "methods": methods, "nested": nested, "best_single": blend.get("best_single"),
+        "correlation": [{"name": n, "oof": (mc.get("oof") or {}).get(n), "test": (mc.get("test") or {}).get(n)}
+                        for n in names] if mc.get("oof") else [],
+    }
+
+
+def _prior(rows: list[dict], blend: dict, truth: Truth | None) -> dict | None:
+    """The per-target prior's scores: OOF from the runs, test from the answers."""
+    prior = next((r["prior"] for r in rows if r["prior"]), None) or blend.get("prior")
+    if not prior and truth is not None:
+        pred = metrics.prior_predictions(truth.y, truth.is_control, len(truth.y))
+        prior = metrics.score(truth.y, pred, truth.is_control)
+    if not prior:
+        return None
+    out = {"log_loss": _number(prior.get("log_loss")), "log_loss_treated": _number(prior.get("log_loss_treated")),
+           "test_log_loss": None}
+    if truth is not None and truth.y_test is not None:
+        pred = metrics.prior_predictions(truth.y, truth.is_control, len(truth.test_sig_id))
+        out["test_log_loss"] = metrics.score(truth.y_test, pred, truth.test_is_control)["log_loss"]
+    return out
+
+
+def _warnings(rows: list[dict], prior: dict | None, blend: dict | None) -> list[dict]:
+    out = []
+    for r in rows:
+        if r["optimistic"]:
+            out.append({"model": r["name"], "text": "selection policy oof (epochs chosen on the rows that give its "
+                        "OOF predictions, as the winners did): its OOF log loss is optimistic."})
+        p = (prior or {}).get("log_loss")
+        if p is not None and r["log_loss"] is not None and r["log_loss"] >= p:
+            out.append({"model": r["name"], "text": f"no better than the per-target prior (OOF {r['log_loss']:.6f} "
+                        f"vs prior {p:.6f}): it learned nothing usable (too few epochs or rows for this profile?)."})
+    nested = (blend or {}).get("nested") or {}
+    if "beats_best_single" in nested and not nested["beats_best_single"]:
+        out.append({"model": "blend", "text": "the weight search does not beat the best single model under nested "
+                    "evaluation: its in-sample gain is optimism."})
+    return out
+
+
+# --------------------------------------------------------------------------- timings, provenance
+
+
+def _timings(models: dict[str, Path], multi: bool, top: dict, blend: dict) -> dict:
+    rows = []
+    wf_models = top.get("models") if multi and isinstance(top.get("models"), dict) else {}
+    for name, d in models.items():
+        t = _json(d / "manifest.json").get("timings") or {}
+        stages = ", ".join(f"{k.removeprefix('stage_').removesuffix('_seconds')} {v:.1f}"
+                           for k, v in t.items() if k.startswith("stage_") and isinstance(v, (int, float)))
+        rows.append({"name": name, "stages": stages or "-", "total": t.get("total_seconds"),
+                     "wall": (wf_models.get(name) or {}).get("seconds")})
+    if blend:
+        bt = blend.get("timings") or {}
+        rows.append({"name": "blend", "stages": ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in bt.items()
+                                                          if k != "total_seconds"),
+                     "total": bt.get("total_seconds"), "wall": None})
+    return {"rows": rows, "workflow_seconds": top.get("total_seconds") if multi else None}
+
+
+def _provenance(models: dict[str, Path], multi: bool, top: dict) -> dict:
+    base = top if top else _json(next(iter(models.values())) / "manifest.json")
+    facts = [{"key": k, "value": base[k]} for k in ("kind", "status", "config_source", "profile", "model",
+                                                    "data_source", "data_fingerprint", "n_train", "n_test",
+                                                    "executor", "created", "updated") if k in base]
+    versions = dict(base.get("versions") or {})
+    for key in ("moakit_version", "python", "torch", "numpy", "scikit_learn"):
+        if key in base:
+            versions.setdefault(key.removesuffix("_version"), base[key])
+    facts += [{"key": f"version: {k}", "value": v} for k, v in versions.items()]
+    per_model = []
+    if multi:
+        for name, d in models.items():
+            man = _json(d / "manifest.json")
+            per_model.append({"name": name, **{k: man.get(k, "-") for k in ("status", "data_fingerprint",
+                                                                           "moakit_version", "torch", "created")}})
+    return {"facts": facts, "models": per_model}
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+def collect_report(run_dir: str | Path, data: str | Path | None = None) -> dict:
+    """Everything the report shows, read from ``run_dir``, as a plain dict (JSON-able but
+    for NaN). ``data``: the lish-moa folder of the run when it has moved (default: the one
+    its manifest records); its targets give per-fold, per-target and test scores."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    models, multi = _models(run_dir)
+    top = _json(run_dir / "manifest.json")
+    blend = _json(run_dir / "blend" / "blend.json") if multi else {}
+    truth, data_note = _find_truth(run_dir, models, multi, data)
+    rows = [_model_row(name, d, blend, truth) for name, d in models.items()]
+    prior = _prior(rows, blend, truth)
+    blend_section = _blend_section(run_dir, blend, truth)
+    return {
+        "title": f"moakit report: {run_dir.name}", "run_dir": str(run_dir.resolve()), "multi": multi,
+        "written": time.strftime("%Y-%m-%d %H:%M:%S"), "status": top.get("status"),
+        "data": {"source": truth.source if truth else None, "answers": bool(truth and truth.y_test is not None),
+                 "note": data_note},
+        "models": rows, "prior": prior, "blend": blend_section, "warnings": _warnings(rows, prior, blend_section),
+        "folds": {name: _fold_rows(d, truth) for name, d in models.items()},
+        "curves": {name: _histories(d) for name, d in models.items()},
+        "per_target": _per_target(run_dir, models, multi, truth),
+        "feature_maps": {name: [str(p) for p in _feature_maps(d)[:MAX_FEATURE_MAPS]] for name, d in models.items()},
+        "heatmaps": [str(run_dir / "blend" / f) for f in ("correlation_oof.png", "correlation_test.png")
+                     if multi and (run_dir / "blend" / f).exists()],
+        "timings": _timings(models, multi, top, blend), "provenance": _provenance(models, multi, top),
+        "model_dirs": {name: str(d) for name, d in models.items()},
+    }
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save_png(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)  # a pyplot-free Figure: nothing to close
+    path.write_bytes(buf.getvalue())
+
+
+def _plot_per_target(rows: list[dict], label: str, path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    frame = frame.sort_values(column, ascending=False)
-    x = np.arange(len(frame))
-    top = min(20, len(frame))
+    values = np.array([r["value"] for r in rows])  # sorted, hardest first
+    prior = np.array([np.nan if r["prior"] is None else r["prior"] for r in rows])
+    has_prior = bool(np.isfinite(prior).any())
+    x = np.arange(len(rows))
+    top = min(20, len(rows))
     fig = Figure(figsize=(13, 4.8))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
-    ax.bar(x, frame[column].to_numpy(), width=1.0, color="#3b75af", label=f"{label} (mean {frame[column].mean():.5f})")
-    if "prior" in frame:
-        ax.plot(x, frame["prior"].to_numpy(), ".", color="#d62728", markersize=3,
-                label=f"prior (mean {frame['prior'].mean():.5f})")
-    ax.set_xlim(-0.5, len(frame) - 0.5)
-    ax.set_xlabel(f"{len(frame)} targets, sorted by {label} log loss")
+    ax.bar(x, values, width=1.0, color="#3b75af", label=f"{label} (mean {values.mean():.5f})")
+    if has_prior:
+        ax.plot(x, prior, ".", color="#d62728", markersize=3, label=f"prior (mean {np.nanmean(prior):.5f})")
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_xlabel(f"{len(rows)} targets, sorted by {label} log loss")
     ax.set_ylabel("OOF log loss")
     ax.set_title(f"Per-target OOF log loss: {label} vs prior")
     ax.legend(loc="upper right")
-    hard = frame.iloc[:top]
     yy = np.arange(top)
-    ax2.barh(yy, hard[column].to_numpy(), color="#3b75af")
-    if "prior" in hard:
-        ax2.plot(hard["prior"].to_numpy(), yy, "|", color="#d62728", markersize=10, mew=2)
-    ax2.set_yticks(yy, labels=[str(t)[:40] for t in hard.index], fontsize=7)
+    ax2.barh(yy, values[:top], color="#3b75af")
+    if has_prior:
+        ax2.plot(prior[:top], yy, "|", color="#d62728", markersize=10, mew=2)
+    ax2.set_yticks(yy, labels=[r["target"][:40] for r in rows[:top]], fontsize=7)
     ax2.invert_yaxis()
     ax2.set_title(f"hardest {top} (red: prior)", fontsize=10)
     fig.tight_layout()
@@ -166,14 +432,12 @@ def _plot_per_target(frame: pd.DataFrame, column: str, label: str, path: Path) -
 
 
 def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path) -> None:
-    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 0.5 * len(rows) + 1.5))
     ax = fig.subplots()
-    names = [r[0] for r in rows]
-    vals = [r[1] for r in rows]
-    colors = ["#2ca02c" if n == "blend" else "#3b75af" for n in names]
-    ax.barh(np.arange(len(rows)), vals, color=colors)
+    names, vals = [r[0] for r in rows], [r[1] for r in rows]
+    ax.barh(np.arange(len(rows)), vals, color=["#2ca02c" if n == "blend" else "#3b75af" for n in names])
     ax.set_yticks(np.arange(len(rows)), labels=names)
     ax.invert_yaxis()
     finite = [v for v in vals if math.isfinite(v)]
@@ -191,240 +455,119 @@ def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path)
     _save_png(fig, path)
 
 
-# --------------------------------------------------------------------------- the report
+def _plot_curves(curves: list[dict], name: str, path: Path) -> bool:
+    """Learning curves of one model: a panel per stage, the folds of its first seed
+    overlaid (training loss solid, judged validation loss dashed). False: nothing to plot."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    stages = list(dict.fromkeys(c["stage"] for c in curves if c["epochs"]))
+    if not stages:
+        return False
+    fig = Figure(figsize=(min(5.5 * len(stages), 16), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(stages), squeeze=False)[0])
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    for ax, stage in zip(axes, stages):
+        runs = [c for c in curves if c["stage"] == stage and c["epochs"]]
+        seed = min(c["seed"] for c in runs)
+        for c in (c for c in runs if c["seed"] == seed):
+            color = colors[c["fold"] % len(colors)]
+            x = np.arange(1, len(c["epochs"]) + 1)
+            train = [np.nan if e.get("train_loss") is None else e["train_loss"] for e in c["epochs"]]
+            valid = [np.nan if e.get("valid_loss") is None else e["valid_loss"] for e in c["epochs"]]
+            ax.plot(x, train, "-", color=color, lw=1.2, label=f"fold {c['fold']}")
+            if np.isfinite(valid).any():
+                ax.plot(x, valid, "--", color=color, lw=1.2)
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (all phases in order)")
+        ax.set_title(f"{name}: {stage}, seed {seed}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("loss (solid: train, dashed: valid)")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save_png(fig, path)
+    return True
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write ``out_dir`` (default ``RUN/report``) with index.html; returns its path."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir}: no such run folder")
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
-    models, multi = _models(run_dir)
-    top_manifest = _json(run_dir / "manifest.json")
-    blend_dir = run_dir / "blend"
-    blend = _json(blend_dir / "blend.json") if multi else {}
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
+
+def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
+    """Draw or copy every image into ``tmp``; returns what the template shows."""
+    figs: dict[str, Any] = {"model_scores": None, "per_target": None, "curves": {}, "heatmaps": [], "maps": []}
+    scores = [(r["name"], r["log_loss"]) for r in report["models"] if r["log_loss"] is not None]
+    if report["blend"] and _number(report["blend"]["log_loss"]) is not None:
+        scores.append(("blend", float(report["blend"]["log_loss"])))
+    if len(scores) > 1:
+        _plot_models(scores, (report["prior"] or {}).get("log_loss"), tmp / "model_scores.png")
+        figs["model_scores"] = "model_scores.png"
+    if report["per_target"].get("rows"):
+        _plot_per_target(report["per_target"]["rows"], report["per_target"]["label"], tmp / "per_target_log_loss.png")
+        figs["per_target"] = "per_target_log_loss.png"
+    for name, curves in report["curves"].items():
+        f = f"curves_{_safe_name(name)}.png"
+        if _plot_curves(curves, name, tmp / f):
+            figs["curves"][name] = f
+    captions = {"correlation_oof.png": "OOF predictions (treated rows)",
+                "correlation_test.png": "test predictions (treated rows)"}
+    for src in map(Path, report["heatmaps"]):
+        shutil.copyfile(src, tmp / src.name)
+        figs["heatmaps"].append({"file": src.name, "caption": captions.get(src.name, src.name)})
+    for name, maps in report["feature_maps"].items():
+        model_dir = Path(report["model_dirs"][name])
+        for k, src in enumerate(map(Path, maps)):
+            dst = f"deepinsight_{_safe_name(name)}_{k}.png"
+            shutil.copyfile(src, tmp / dst)
+            if out_dir.resolve() in src.resolve().parents:
+                shutil.copyfile(src, tmp / src.name)  # a map the model put in this report folder stays
+            figs["maps"].append({"file": dst, "caption": f"{name}: {src.relative_to(model_dir)}"})
+    return figs
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any, digits: int = 6) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def render_html(report: dict, figures: dict) -> str:
+    """The report page: the template filled with the collected dict and the figure files."""
+    from importlib import resources
+
+    import jinja2
+
+    source = resources.files("moakit").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    hardest = (report["per_target"].get("rows") or [])[:HARDEST_TARGETS]
+    return env.from_string(source).render(r=report, fig=figures, hardest=hardest)
+
+
+def _plain(value: Any) -> Any:
+    """NaN and infinities as null, for a strict JSON file."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
+    """Write ``out_dir`` (default ``RUN/report``) with index.html, its PNGs and report.json;
+    returns the path of index.html. ``data``: see :func:`collect_report`."""
+    report = collect_report(run_dir, data)
+    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
     with atomic_dir(out_dir) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be read
-        parts: list[str] = []
-        title = f"moakit report: {run_dir.name}"
-        parts.append(f"<h1>{_e(title)}</h1>")
-        parts.append(f'<p class="note">Run folder <code>{_e(run_dir.resolve())}</code>; '
-                     f"{'multi-model run' if multi else 'single-model run'}; report written "
-                     f"{_e(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>")
-
-        # ---- per-model scores
-        info: dict[str, dict] = {}
-        for name, d in models.items():
-            info[name] = {"metrics": _json(d / "metrics.json"), "manifest": _json(d / "manifest.json"),
-                          "config": _json(d / "config.json")}
-        weights = blend.get("weights") if isinstance(blend.get("weights"), dict) else {}
-        rows, score_rows, classes = [], [], []
-        best = blend.get("best_single")
-        for name, i in info.items():
-            m, cfg = i["metrics"], i["config"]
-            seeds = cfg.get("seeds") or list((m.get("seeds") or {}).keys())
-            folds = (cfg.get("cv") or {}).get("n_folds")
-            ll = m.get("log_loss")
-            if ll is None:
-                ll = (blend.get("models") or {}).get(name, {}).get("log_loss")
-            llt = m.get("log_loss_treated")
-            if llt is None:
-                llt = (blend.get("models") or {}).get(name, {}).get("log_loss_treated")
-            rows.append([_e(name), _e(m.get("model") or cfg.get("model") or "-"), _e(m.get("profile") or cfg.get("profile") or "-"),
-                         _e((cfg.get("cv") or {}).get("scheme", "-")),
-                         f"{len(seeds)} x {folds}" if folds else "-", _fmt(ll), _fmt(llt),
-                         _fmt(weights.get(name), 3) if weights else "-"])
-            classes.append("")
-            if isinstance(ll, (int, float)):
-                score_rows.append((name, float(ll)))
-        prior = None
-        for i in info.values():
-            prior = prior or (i["metrics"].get("prior") or None)
-        prior = prior or blend.get("prior")
-        if blend:
-            rows.append(["<b>blend</b>", _e(blend.get("method", "")), "", "", "", _fmt(blend.get("log_loss")),
-                         _fmt(blend.get("log_loss_treated")), "1.000"])
-            classes.append("best")
-            if isinstance(blend.get("log_loss"), (int, float)):
-                score_rows.append(("blend", float(blend["log_loss"])))
-        if prior:
-            rows.append(["prior (baseline)", "target means", "", "", "", _fmt(prior.get("log_loss")),
-                         _fmt(prior.get("log_loss_treated")), "-"])
-            classes.append("")
-        parts.append("<h2>OOF log loss</h2>")
-        for name, i in info.items():
-            m = i["metrics"]
-            sel = m.get("selection") or {}
-            if sel.get("optimistic"):
-                parts.append(f'<p class="warn"><b>{_e(name)}</b>: selection policy <code>oof</code> (epochs chosen '
-                             "on the rows that give its OOF predictions, as the winners did): its OOF log loss is "
-                             "optimistic.</p>")
-            if prior and isinstance(m.get("log_loss"), (int, float)) and m["log_loss"] >= prior.get("log_loss", math.inf):
-                parts.append(f'<p class="warn"><b>{_e(name)}</b> is no better than the per-target prior '
-                             f"(OOF {_fmt(m['log_loss'])} vs prior {_fmt(prior.get('log_loss'))}): it learned "
-                             "nothing usable (too few epochs or rows for this profile?).</p>")
-        parts.append('<p class="note">Mean column-wise log loss of the out-of-fold predictions: on all '
-                     "training rows (control rows predicted 0, the competition metric) and on treated rows "
-                     "only. The prior predicts each target's mean over the treated training rows."
-                     + (f" Best single model: <b>{_e(best)}</b>." if best else "") + "</p>")
-        parts.append(_table(["model", "model type", "profile", "CV", "seeds x folds", "log loss",
-                             "log loss (treated)", "blend weight"], rows, left=5, classes=classes))
-        if len(score_rows) > 1:
-            _plot_models(score_rows, prior.get("log_loss") if prior else None, tmp / "model_scores.png")
-            parts.append('<img src="model_scores.png" alt="OOF log loss per model">')
-
-        # ---- per seed
-        seed_rows = []
-        for name, i in info.items():
-            for seed, sc in (i["metrics"].get("seeds") or {}).items():
-                seed_rows.append([_e(name), _e(seed), _fmt(sc.get("log_loss")), _fmt(sc.get("log_loss_treated"))])
-        if seed_rows:
-            parts.append("<h2>OOF log loss per seed</h2>")
-            parts.append('<p class="note">Each seed\'s OOF predictions alone; the model\'s score above is '
-                         "that of the mean over its seeds.</p>")
-            parts.append(_table(["model", "seed", "log loss", "log loss (treated)"], seed_rows, left=2))
-
-        # ---- per target
-        parts.append("<h2>Per-target OOF log loss</h2>")
-        per_target, label, column, note = None, "", "", ""
-        if blend and (blend_dir / "per_target_log_loss.csv").exists():
-            per_target = pd.read_csv(blend_dir / "per_target_log_loss.csv", index_col=0)
-            label, column = "blend", "blend"
-        elif not multi:
-            name, d = next(iter(models.items()))
-            per_target, note = _per_target_single(d)
-            label, column = name, "model"
-        else:
-            note = "no blend/per_target_log_loss.csv in this run"
-        if per_target is not None and column in per_target:
-            _plot_per_target(per_target, column, label, tmp / "per_target_log_loss.png")
-            parts.append('<img src="per_target_log_loss.png" alt="per-target OOF log loss">')
-            worst = per_target.sort_values(column, ascending=False).head(10)
-            trows = [[_e(t), _fmt(r[column]), _fmt(r["prior"]) if "prior" in r else "-"] for t, r in worst.iterrows()]
-            parts.append("<p>Hardest targets:</p>" + _table(["target", f"{label} log loss", "prior log loss"], trows))
-        else:
-            parts.append(f'<p class="note">{_e(note)}</p>')
-
-        # ---- blend
-        if blend:
-            parts.append("<h2>Blend weights</h2>")
-            names = blend.get("names") or list(models)
-            header = ["method", *names, "OOF log loss", "log loss (treated)", "evaluations", "seconds"]
-            timings = blend.get("timings") or {}
-            brows, bclasses = [], []
-            for mth, s in (blend.get("methods") or {}).items():
-                w = s.get("weights") or {}
-                secs = timings.get(f"{mth}_seconds", s.get("seconds"))
-                brows.append([_e(mth), *[_fmt(w.get(n), 3) for n in names], _fmt(s.get("log_loss")),
-                              _fmt(s.get("log_loss_treated")), _e(s.get("n_evals", "-")), _fmt(secs, 1)])
-                bclasses.append("best" if mth == blend.get("method") else "")
-            if blend.get("preset"):
-                p = blend["preset"]
-                w = p.get("weights") or {}
-                brows.append([f"preset {_e(p.get('name'))}", *[_fmt(w.get(n), 3) for n in names],
-                              _fmt(p.get("log_loss")), _fmt(p.get("log_loss_treated")), "-", "-"])
-                bclasses.append("best" if str(blend.get("method", "")).startswith("preset:") else "")
-            parts.append(f"<p>Chosen: <b>{_e(blend.get('method'))}</b>, blended OOF log loss "
-                         f"<b>{_fmt(blend.get('log_loss'))}</b>. Weights are non-negative and sum to 1; the "
-                         "blend is a weighted average of the models' probabilities.</p>")
-            parts.append(_table(header, brows, classes=bclasses))
-            nested = blend.get("nested")
-            if nested:
-                nrows = [[_e(m), _fmt(s.get("log_loss")), _fmt(s.get("log_loss_treated"))]
-                         for m, s in nested.get("methods", {}).items()]
-                parts.append(f"<p>Nested evaluation ({_e(nested.get('n_folds'))} parts): each part is scored with "
-                             "weights searched on the other parts only, so these numbers are honest where the "
-                             "in-sample ones above are not. <code>best_single</code> picks the best single model "
-                             "the same way.</p>")
-                parts.append(_table(["method", "nested OOF log loss", "treated rows"], nrows))
-                if "beats_best_single" in nested and not nested["beats_best_single"]:
-                    parts.append('<p class="warn">The weight search does not beat the best single model under '
-                                 "nested evaluation: its in-sample gain is optimism.</p>")
-            mc = blend.get("mean_correlation") or {}
-            if mc.get("oof"):
-                crow = [[_e(n), _fmt(mc["oof"].get(n), 3), _fmt((mc.get("test") or {}).get(n), 3)] for n in names]
-                parts.append("<p>Mean correlation of each model with the other models:</p>")
-                parts.append(_table(["model", "OOF", "test"], crow))
-
-        # ---- diversity
-        heatmaps = [(f, cap) for f, cap in (("correlation_oof.png", "OOF predictions (treated rows)"),
-                                            ("correlation_test.png", "test predictions (treated rows)"))
-                    if (blend_dir / f).exists()]
-        if heatmaps:
-            parts.append("<h2>Model diversity</h2>")
-            parts.append('<p class="note">Pearson correlation of two models\' predictions per target on '
-                         "treated rows, averaged over targets (the write-up's \"mean of target-wise correlation "
-                         "coefficients\"; its Figures 12-13).</p><div class=\"grid\">")
-            for f, cap in heatmaps:
-                shutil.copyfile(blend_dir / f, tmp / f)
-                parts.append(f'<figure><img src="{f}" alt="{_e(cap)}"><figcaption>{_e(cap)}</figcaption></figure>')
-            parts.append("</div>")
-
-        # ---- feature maps
-        maps = []
-        for name, d in models.items():
-            # The DeepInsight model saves its map per stage-seed (…/features/feature_map.png);
-            # the maps of seeds differ little: show a few.
-            for k, src in enumerate(_feature_maps(d)[:MAX_FEATURE_MAPS]):
-                dst = f"deepinsight_{name}_{k}.png"
-                shutil.copyfile(src, tmp / dst)
-                if out_dir.resolve() in src.resolve().parents:
-                    # A map the model itself put in this report folder: keep it there.
-                    shutil.copyfile(src, tmp / src.name)
-                maps.append((dst, f"{name}: {src.relative_to(d)}"))
-        if maps:
-            parts.append("<h2>DeepInsight feature maps</h2><div class=\"grid\">")
-            for f, cap in maps:
-                parts.append(f'<figure><img src="{_e(f)}" alt="{_e(cap)}"><figcaption>{_e(cap)}</figcaption></figure>')
-            parts.append("</div>")
-
-        # ---- timings
-        trows = []
-        wf_models = top_manifest.get("models") if multi else None
-        for name, i in info.items():
-            t = i["manifest"].get("timings") or {}
-            stages = ", ".join(f"{k.removeprefix('stage_').removesuffix('_seconds')} {v:.1f}"
-                               for k, v in t.items() if k.startswith("stage_") and isinstance(v, (int, float)))
-            wall = (wf_models or {}).get(name, {}).get("seconds") if isinstance(wf_models, dict) else None
-            trows.append([_e(name), _e(stages or "-"), _fmt(t.get("total_seconds"), 1), _fmt(wall, 1)])
-        if blend:
-            bt = blend.get("timings") or {}
-            trows.append(["blend", _e(", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in bt.items()
-                                                 if k != "total_seconds")), _fmt(bt.get("total_seconds"), 1), "-"])
-        parts.append("<h2>Timings (seconds)</h2>")
-        parts.append(_table(["model", "stages", "training total", "wall (workflow)"], trows))
-        if top_manifest.get("total_seconds") is not None and multi:
-            parts.append(f"<p>Whole workflow: {_fmt(top_manifest.get('total_seconds'), 1)} s.</p>")
-
-        # ---- manifest facts
-        parts.append("<h2>Provenance</h2>")
-        facts = []
-        base = top_manifest if top_manifest else next(iter(info.values()))["manifest"]
-        for key in ("kind", "status", "config_source", "profile", "model", "data_source", "data_fingerprint",
-                    "n_train", "n_test", "executor", "created", "updated"):
-            if key in base:
-                facts.append([_e(key), _e(base[key])])
-        versions = dict(base.get("versions") or {})
-        for key in ("moakit_version", "python", "torch", "numpy", "scikit_learn"):
-            if key in base:
-                versions.setdefault(key.removesuffix("_version"), base[key])
-        for k, v in versions.items():
-            facts.append([_e(f"version: {k}"), _e(v)])
-        if facts:
-            parts.append(_table(["fact", "value"], facts, left=2))
-        if multi:
-            mrows = []
-            for name, i in info.items():
-                man = i["manifest"]
-                mrows.append([_e(name), _e(man.get("status", "-")), _e(man.get("data_fingerprint", "-")),
-                              _e(man.get("moakit_version", "-")), _e(man.get("torch", "-")),
-                              _e(man.get("created", "-"))])
-            parts.append(_table(["model", "status", "data fingerprint", "moakit", "torch", "created"], mrows, left=6))
-
-        page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
-                + "\n".join(parts) + "\n</body></html>\n")
-        (tmp / "index.html").write_text(page, encoding="utf-8")
+        figures = _figures(report, tmp, out_dir)
+        (tmp / "index.html").write_text(render_html(report, figures), encoding="utf-8")
+        (tmp / "report.json").write_text(json.dumps(_plain(report), indent=1) + "\n", encoding="utf-8")
     return out_dir / "index.html"
