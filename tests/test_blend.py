@@ -424,3 +424,13 @@ def test_nested_evaluation_says_when_a_search_does_not_pay(problem):
                                      per_target=True)
     assert {"best_single", "slsqp", "per_target"} == set(result["methods"])
     assert result["gain_vs_best_single"] > -1e-3
+
+
+def test_load_runs_resolves_a_data_source_recorded_relative_to_the_run(tiny_runs):
+    runs, data, _ = tiny_runs
+    for run in runs:
+        man = json.loads((run / "manifest.json").read_text())
+        man["data_source"] = "../../data"  # as the runner records a data folder inside the run folder
+        (run / "manifest.json").write_text(json.dumps(man))
+    inputs = load_runs(runs)
+    np.testing.assert_array_equal(inputs.y, data.train.scored)

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from moakit import metrics
-from moakit.artifacts import atomic_file, read_json, write_json
+from moakit.artifacts import atomic_file, read_json, resolve_recorded, write_json
 from moakit.data import schema
 from moakit.data.dataset import MoAData
 
@@ -153,7 +153,7 @@ def _data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
         man = d / "manifest.json"
         if not man.exists():
             continue
-        source = read_json(man).get("data_source")
+        source = resolve_recorded(read_json(man).get("data_source"), d)  # relative: inside the run folder
         if source and Path(source).exists():
             return load(source)
         if source:
@@ -179,6 +179,28 @@ def load_runs(
     given; otherwise control rows are the rows every run predicts as all 0.
     """
     run_dirs = [Path(d) for d in run_dirs]
+    names = _run_names(run_dirs, names)
+    oofs, tests, ref_oof, ref_test, target_names = _read_runs(run_dirs, names)
+    test_is_control = None
+    if targets is not None:
+        y = _given_targets(targets, target_names, ref_oof, oofs[0].shape, names[0])
+        if is_control is None:
+            is_control = _infer_controls(oofs) & (y.sum(axis=1) == 0)
+        is_control = np.asarray(is_control, bool)
+    else:
+        if data is None:
+            data = _data_from_manifests(run_dirs, names)
+        y, is_control, test_is_control = _data_targets(data, target_names, ref_oof, ref_test, names[0])
+    if is_control.shape != (len(y),):
+        raise BlendError(f"is_control has shape {is_control.shape}, expected ({len(y)},)")
+    if test_is_control is None:
+        test_is_control = _infer_controls(tests)
+    return BlendInputs(names=names, oof=oofs, test=tests, y=y, is_control=is_control,
+                       train_sig_id=ref_oof, test_sig_id=ref_test, target_names=target_names,
+                       run_dirs=run_dirs, test_is_control=test_is_control)
+
+
+def _run_names(run_dirs: list[Path], names: Sequence[str] | None) -> list[str]:
     if not run_dirs:
         raise BlendError("no runs to blend")
     names = [d.name for d in run_dirs] if names is None else [str(n) for n in names]
@@ -187,7 +209,12 @@ def load_runs(
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise BlendError(f"model name {dup!r} is used twice; give the runs distinct names")
+    return names
 
+
+def _read_runs(run_dirs: list[Path], names: list[str]):
+    """(OOF predictions, test predictions, the first run's train and test sig_ids, target
+    names): every run's rows put in the first run's order."""
     oofs, tests = [], []
     ref_oof = ref_test = None
     target_names: list[str] = []
@@ -202,56 +229,49 @@ def load_runs(
             _check_targets([str(c) for c in frame.columns[1:]], target_names, name, path, names[0])
         oofs.append(_align(f_oof, ref_oof, name, d / "oof_predictions.csv", names[0]))
         tests.append(_align(f_test, ref_test, name, d / "test_predictions.csv", names[0]))
+    return oofs, tests, ref_oof, ref_test, target_names
 
-    test_is_control = None
-    if targets is not None:
-        if isinstance(targets, pd.DataFrame):
-            if schema.ID_COLUMN not in targets.columns:
-                raise BlendError(f"targets frame has no {schema.ID_COLUMN!r} column")
-            missing = [c for c in target_names if c not in targets.columns]
-            if missing:
-                raise BlendError(f"targets frame lacks target {missing[0]!r} of run {names[0]!r}")
-            frame = targets[[schema.ID_COLUMN, *target_names]].copy()
-            frame[schema.ID_COLUMN] = frame[schema.ID_COLUMN].astype(str)
-            y = _align(frame, ref_oof, "targets", Path("<targets>"), names[0]).astype(np.float64)
-        else:
-            y = np.asarray(targets, dtype=np.float64)
-            if y.shape != oofs[0].shape:
-                raise BlendError(f"targets have shape {y.shape}, the predictions {oofs[0].shape}")
-        if is_control is None:
-            is_control = _infer_controls(oofs) & (y.sum(axis=1) == 0)
-        is_control = np.asarray(is_control, bool)
-    else:
-        if data is None:
-            data = _data_from_manifests(run_dirs, names)
-        train = data.train
-        if train.scored is None:
-            raise BlendError(f"data {data.source!r}: has no scored training targets")
-        data_names = list(train.scored_names)
-        missing = [c for c in target_names if c not in data_names]
+
+def _given_targets(targets: np.ndarray | pd.DataFrame, target_names: list[str], ref_oof: np.ndarray,
+                   shape: tuple, first: str) -> np.ndarray:
+    """The caller's targets in the first run's row order."""
+    if isinstance(targets, pd.DataFrame):
+        if schema.ID_COLUMN not in targets.columns:
+            raise BlendError(f"targets frame has no {schema.ID_COLUMN!r} column")
+        missing = [c for c in target_names if c not in targets.columns]
         if missing:
-            raise BlendError(f"run {names[0]!r}: target {missing[0]!r} is not a scored target of the data "
-                             f"{data.source!r}")
-        cols = [data_names.index(c) for c in target_names]
-        frame = pd.DataFrame(train.scored[:, cols], columns=target_names)
-        frame.insert(0, schema.ID_COLUMN, np.asarray(train.sig_id).astype(str))
-        frame["__control"] = train.is_control
-        try:
-            aligned = _align(frame, ref_oof, "data", Path(data.source or "<data>"), names[0])
-        except BlendError as exc:
-            raise BlendError(f"the runs and the data do not have the same training rows: {exc}") from None
-        y = aligned[:, :-1].astype(np.float64)
-        is_control = aligned[:, -1] > 0.5
-        tpos = pd.Index(np.asarray(data.test.sig_id).astype(str)).get_indexer(ref_test)
-        if (tpos >= 0).all():
-            test_is_control = np.asarray(data.test.is_control, bool)[tpos]
-    if is_control.shape != (len(y),):
-        raise BlendError(f"is_control has shape {is_control.shape}, expected ({len(y)},)")
-    if test_is_control is None:
-        test_is_control = _infer_controls(tests)
-    return BlendInputs(names=names, oof=oofs, test=tests, y=y, is_control=is_control,
-                       train_sig_id=ref_oof, test_sig_id=ref_test, target_names=target_names,
-                       run_dirs=run_dirs, test_is_control=test_is_control)
+            raise BlendError(f"targets frame lacks target {missing[0]!r} of run {first!r}")
+        frame = targets[[schema.ID_COLUMN, *target_names]].copy()
+        frame[schema.ID_COLUMN] = frame[schema.ID_COLUMN].astype(str)
+        return _align(frame, ref_oof, "targets", Path("<targets>"), first).astype(np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if y.shape != shape:
+        raise BlendError(f"targets have shape {y.shape}, the predictions {shape}")
+    return y
+
+
+def _data_targets(data: MoAData, target_names: list[str], ref_oof: np.ndarray, ref_test: np.ndarray,
+                  first: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(targets, control rows, test control rows or None) of ``data`` in the runs' row order."""
+    train = data.train
+    if train.scored is None:
+        raise BlendError(f"data {data.source!r}: has no scored training targets")
+    data_names = list(train.scored_names)
+    missing = [c for c in target_names if c not in data_names]
+    if missing:
+        raise BlendError(f"run {first!r}: target {missing[0]!r} is not a scored target of the data "
+                         f"{data.source!r}")
+    cols = [data_names.index(c) for c in target_names]
+    frame = pd.DataFrame(train.scored[:, cols], columns=target_names)
+    frame.insert(0, schema.ID_COLUMN, np.asarray(train.sig_id).astype(str))
+    frame["__control"] = train.is_control
+    try:
+        aligned = _align(frame, ref_oof, "data", Path(data.source or "<data>"), first)
+    except BlendError as exc:
+        raise BlendError(f"the runs and the data do not have the same training rows: {exc}") from None
+    tpos = pd.Index(np.asarray(data.test.sig_id).astype(str)).get_indexer(ref_test)
+    test_is_control = np.asarray(data.test.is_control, bool)[tpos] if (tpos >= 0).all() else None
+    return aligned[:, :-1].astype(np.float64), aligned[:, -1] > 0.5, test_is_control
 
 
 # --------------------------------------------------------------------------- objective
@@ -437,7 +457,7 @@ def search_weights_per_target(oofs: Sequence[np.ndarray], y: np.ndarray,
         def loss(w, P=P, t=t):
             p = np.clip(P @ w, eps, 1.0 - eps)
             d = np.where(t > 0.5, -1.0 / p, 1.0 / (1.0 - p)) / len(t)
-            return float(-np.mean(t * np.log(p) + (1.0 - t) * np.log1p(-p))), P.T @ d
+            return float(metrics.per_target_log_loss(t[:, None], p[:, None], eps)[0]), P.T @ d
 
         res = minimize(loss, W[:, j], jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * m,
                        constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
@@ -702,70 +722,97 @@ def blend_runs(
     folder described in the module docstring into ``out_dir`` (each file atomically;
     blend.json last)."""
     out_dir = Path(out_dir)
+    methods = _check_methods(methods, preset)
+    inputs = load_runs(run_dirs, names, data=data, targets=targets)
+    names, y, ctl = inputs.names, inputs.y, inputs.is_control
+    preset_w = apply_preset(names, preset) if preset is not None else None
+    t_start = time.perf_counter()
+    searches = {mth: search_weights(inputs.oof, y, ctl, method=mth, n_trials=n_trials, storage=storage,
+                                    study_name=_study_name(names, inputs) if storage else None, seed=seed,
+                                    names=names) for mth in methods}
+    method_summary = {mth: {"weights": _as_dict(names, s.weights), **_blend_score(inputs, s.weights)[1],
+                            "n_evals": s.n_evals, **s.info} for mth, s in searches.items()}
+    preset_summary = None
+    if preset_w is not None:
+        label = preset if isinstance(preset, str) else "custom"
+        preset_summary = {"name": label, "weights": _as_dict(names, preset_w), **_blend_score(inputs, preset_w)[1]}
+        chosen_method, chosen_w = f"preset:{label}", preset_w
+    else:  # the lowest in-sample OOF log loss (the first method on a tie)
+        chosen_method = min(method_summary, key=lambda m: method_summary[m]["log_loss"])
+        chosen_w = searches[chosen_method].weights
+    blended_oof, chosen_score = _blend_score(inputs, chosen_w)
+    blended_test = blend_predictions(inputs.test, chosen_w)
+    if inputs.test_is_control is not None:
+        blended_test = metrics.zero_controls(blended_test, inputs.test_is_control)
+    model_summary, per_target = _model_scores(inputs, blended_oof, out_dir)
+
+    t_nested = time.perf_counter()
+    nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
+                                seed=seed, preset=preset_w) if nested_folds else None)
+    nested_seconds = time.perf_counter() - t_nested
+    corr_oof = mean_target_correlation(inputs.oof, ctl)
+    corr_test = mean_target_correlation(inputs.test, inputs.test_is_control)
+    seconds = time.perf_counter() - t_start
+
+    _write_blend_files(out_dir, inputs, blended_oof, blended_test, per_target, corr_oof, corr_test)
+    summary = {
+        "names": names, "method": chosen_method, "weights": _as_dict(names, chosen_w), **chosen_score,
+        "best_single": min(names, key=lambda n: model_summary[n]["log_loss"]),
+        "models": model_summary,
+        "prior": metrics.score(y, metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl), ctl),
+        "methods": method_summary, "preset": preset_summary,
+        # the in-sample numbers above score weights on the rows they were searched on; these
+        # score them only on rows they were not searched on
+        "nested": nested,
+        "settings": {"methods": methods, "n_trials": n_trials, "storage": storage, "seed": seed},
+        "mean_correlation": {"oof": dict(zip(names, _offdiag_mean(corr_oof))),
+                             "test": dict(zip(names, _offdiag_mean(corr_test)))},
+        "n_train": int(len(y)), "n_train_treated": int((~ctl).sum()), "n_test": int(len(inputs.test_sig_id)),
+        "targets": len(inputs.target_names),
+        # Wall-clock times only here (everything else in blend.json is reproducible).
+        "timings": {**{f"{m}_seconds": round(s.seconds, 3) for m, s in searches.items()},
+                    "nested_seconds": round(nested_seconds, 3), "total_seconds": round(seconds, 3)},
+    }
+    write_json(out_dir / "blend.json", summary)
+    return BlendResult(names=names, weights=chosen_w, method=chosen_method, log_loss=chosen_score["log_loss"],
+                       log_loss_treated=chosen_score["log_loss_treated"], searches=searches,
+                       preset_weights=preset_w, oof=blended_oof, test=blended_test, correlation_oof=corr_oof,
+                       correlation_test=corr_test, out_dir=out_dir, summary=summary)
+
+
+def _check_methods(methods: Sequence[str], preset) -> list[str]:
     methods = list(methods)
     for mth in methods:
         if mth not in METHODS:
             raise BlendError(f"unknown weight search method {mth!r} (use one of {', '.join(METHODS)})")
     if not methods and preset is None:
         raise BlendError("nothing to blend with: give a search method or a preset")
-    inputs = load_runs(run_dirs, names, data=data, targets=targets)
-    names = inputs.names
+    return methods
+
+
+def _blend_score(inputs: BlendInputs, w: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The blended OOF predictions of weights ``w`` (controls 0) and their scores."""
+    blended = metrics.zero_controls(blend_predictions(inputs.oof, w), inputs.is_control)
+    return blended, metrics.score(inputs.y, blended, inputs.is_control)
+
+
+def _model_scores(inputs: BlendInputs, blended_oof: np.ndarray, out_dir: Path) -> tuple[dict, dict]:
+    """(per model: run folder and OOF scores; per-target OOF log loss of the blend, the
+    prior and every model)."""
     y, ctl = inputs.y, inputs.is_control
-    preset_w = apply_preset(names, preset) if preset is not None else None
-    t_start = time.perf_counter()
-
-    searches: dict[str, WeightSearch] = {}
-    for mth in methods:
-        study_name = _study_name(names, inputs) if storage else None
-        searches[mth] = search_weights(inputs.oof, y, ctl, method=mth, n_trials=n_trials, storage=storage,
-                                       study_name=study_name, seed=seed, names=names)
-
-    def scored(w: np.ndarray) -> tuple[np.ndarray, dict]:
-        blended = metrics.zero_controls(blend_predictions(inputs.oof, w), ctl)
-        return blended, metrics.score(y, blended, ctl)
-
-    method_summary = {}
-    best_method, best_loss = None, math.inf
-    for mth, s in searches.items():
-        _, sc = scored(s.weights)
-        method_summary[mth] = {"weights": _as_dict(names, s.weights), "log_loss": sc["log_loss"],
-                               "log_loss_treated": sc["log_loss_treated"], "n_evals": s.n_evals, **s.info}
-        if sc["log_loss"] < best_loss:
-            best_method, best_loss = mth, sc["log_loss"]
-    preset_summary = None
-    if preset_w is not None:
-        _, sc = scored(preset_w)
-        label = preset if isinstance(preset, str) else "custom"
-        preset_summary = {"name": label, "weights": _as_dict(names, preset_w), **sc}
-        chosen_method, chosen_w = f"preset:{label}", preset_w
-    else:
-        chosen_method, chosen_w = best_method, searches[best_method].weights
-    blended_oof, chosen_score = scored(chosen_w)
-    test_ctl = inputs.test_is_control
-    blended_test = blend_predictions(inputs.test, chosen_w)
-    if test_ctl is not None:
-        blended_test = metrics.zero_controls(blended_test, test_ctl)
-
-    # Per-model and per-target scores.
-    model_summary = {}
-    per_target = {"blend": metrics.per_target_log_loss(y, blended_oof)}
-    prior = metrics.prior_predictions(y, ctl, len(y))
-    prior_oof = metrics.zero_controls(prior, ctl)
-    per_target["prior"] = metrics.per_target_log_loss(y, prior_oof)
-    for name, d, p in zip(names, inputs.run_dirs, inputs.oof):
-        sc = metrics.score(y, p, ctl)
-        model_summary[name] = {"run_dir": _relative(d, out_dir), **sc}
+    prior = metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl)
+    per_target = {"blend": metrics.per_target_log_loss(y, blended_oof), "prior": metrics.per_target_log_loss(y, prior)}
+    models = {}
+    for name, d, p in zip(inputs.names, inputs.run_dirs, inputs.oof):
+        models[name] = {"run_dir": _relative(d, out_dir), **metrics.score(y, p, ctl)}
         per_target[name] = metrics.per_target_log_loss(y, metrics.zero_controls(p, ctl))
+    return models, per_target
 
-    t_nested = time.perf_counter()
-    nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
-                                seed=seed, preset=preset_w) if nested_folds else None)
-    nested_seconds = time.perf_counter() - t_nested
 
-    corr_oof = mean_target_correlation(inputs.oof, ctl)
-    corr_test = mean_target_correlation(inputs.test, test_ctl)
-    seconds = time.perf_counter() - t_start
-
+def _write_blend_files(out_dir: Path, inputs: BlendInputs, blended_oof: np.ndarray, blended_test: np.ndarray,
+                       per_target: dict, corr_oof: np.ndarray, corr_test: np.ndarray) -> None:
+    """Everything of the blend folder but blend.json (written last)."""
+    names = inputs.names
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_frame(out_dir / "oof_predictions.csv", inputs.train_sig_id, blended_oof, inputs.target_names)
     _write_frame(out_dir / "submission.csv", inputs.test_sig_id, blended_test, inputs.target_names)
@@ -779,38 +826,11 @@ def blend_runs(
     plot_correlation(corr_test, names, out_dir / "correlation_test.png",
                      "Mean target-wise correlation of test predictions")
 
-    def offdiag_mean(c: np.ndarray) -> list[float | None]:
-        rows = []
-        for i in range(len(c)):
-            vals = [c[i, j] for j in range(len(c)) if j != i and np.isfinite(c[i, j])]
-            rows.append(float(np.mean(vals)) if vals else None)
-        return rows
 
-    summary = {
-        "names": names,
-        "method": chosen_method,
-        "weights": _as_dict(names, chosen_w),
-        "log_loss": chosen_score["log_loss"],
-        "log_loss_treated": chosen_score["log_loss_treated"],
-        "best_single": min(names, key=lambda n: model_summary[n]["log_loss"]),
-        "models": model_summary,
-        "prior": metrics.score(y, prior_oof, ctl),
-        "methods": method_summary,
-        "preset": preset_summary,
-        # the in-sample numbers above score weights on the rows they were searched on; these
-        # score them only on rows they were not searched on
-        "nested": nested,
-        "settings": {"methods": methods, "n_trials": n_trials, "storage": storage, "seed": seed},
-        "mean_correlation": {"oof": dict(zip(names, offdiag_mean(corr_oof))),
-                             "test": dict(zip(names, offdiag_mean(corr_test)))},
-        "n_train": int(len(y)), "n_train_treated": int((~ctl).sum()), "n_test": int(len(inputs.test_sig_id)),
-        "targets": len(inputs.target_names),
-        # Wall-clock times only here (everything else in blend.json is reproducible).
-        "timings": {**{f"{m}_seconds": round(s.seconds, 3) for m, s in searches.items()},
-                    "nested_seconds": round(nested_seconds, 3), "total_seconds": round(seconds, 3)},
-    }
-    write_json(out_dir / "blend.json", summary)
-    return BlendResult(names=names, weights=chosen_w, method=chosen_method, log_loss=chosen_score["log_loss"],
-                       log_loss_treated=chosen_score["log_loss_treated"], searches=searches,
-                       preset_weights=preset_w, oof=blended_oof, test=blended_test, correlation_oof=corr_oof,
-                       correlation_test=corr_test, out_dir=out_dir, summary=summary)
+def _offdiag_mean(c: np.ndarray) -> list[float | None]:
+    """Per model, its mean correlation with the other models (None: no finite value)."""
+    rows = []
+    for i in range(len(c)):
+        vals = [c[i, j] for j in range(len(c)) if j != i and np.isfinite(c[i, j])]
+        rows.append(float(np.mean(vals)) if vals else None)
+    return rows
