@@ -26,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import write_report  # noqa: E402  (bench/common.py)
 
-STAGES = {"three_stage_nn": ["scored", "stack"], "simple_nn": ["scored"], "simple_nn_drug_cv": ["scored"]}
+STAGES = {"three_stage_nn": ["scored", "stack"], "simple_nn": ["scored"], "simple_nn_drug_cv": ["scored"],
+          "resnet_2heads": ["scored"], "two_stage_nn_tabnet": ["scored"]}
 
 
 def moakit_predictions(run: Path, stage: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,16 @@
     .venv/bin/python bench/parity/moakit_side.py three_stage_nn --data bench/out/data/realistic-seed0 \\
         --out bench/out/parity/moakit-three_stage_nn-cpu --size cpu --seeds 1 --threads 1 [--set KEY=VALUE ...]
 
-The shipped ``full`` profile, with only the hidden widths and epochs of ``--size`` (the
-table ``SIZES`` of winners.py) changed; ``--set stage2.train.smoothing=0.001`` changes one
+For the 3-stage NN: the shipped ``full`` profile, with only the hidden widths and epochs of
+``--size`` (the table ``SIZES`` of winners.py) changed; for the other models: the config's
+profile named by ``--size`` (``cpu``: the sizes winners.py patches into the script), with the
+first ``--seeds`` seeds of the config's ``full`` list and every UMAP fitted on all rows (the
+scripts subsample none; the cpu profiles fit UMAP on a sample of rows); ``--set stage2.train.smoothing=0.001`` changes one
 parameter more (an ablation); ``--reuse RUN`` copies RUN's folds and finished first stage,
 so an ablation of the later stages does not fit the first again (the first stage's config
-must then be the same: the caller's responsibility). The run folder is a normal
-``moakit train`` folder.
+must then be the same: the caller's responsibility); ``--folds-from WINNERS_OUT`` trains on
+the script's own fold assignment (``parity_folds.csv``, written by winners.py; control
+rows, which the scripts drop, keep moakit's). The run folder is a normal ``moakit train`` folder.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from winners import SIZES  # noqa: E402
+from winners import SIZES, SPECS  # noqa: E402
 
 
 def _set(params: dict, dotted: str, value) -> None:
@@ -32,9 +36,43 @@ def _set(params: dict, dotted: str, value) -> None:
     node[last] = value
 
 
+def _umap_steps(node):
+    """Every UMAP feature step in a params tree."""
+    if isinstance(node, dict):
+        if node.get("kind") == "umap":
+            yield node
+        for value in node.values():
+            yield from _umap_steps(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _umap_steps(value)
+
+
+def write_script_folds(csv: Path, data, config, out: Path) -> None:
+    """folds.npy of ``out`` from the script's (sig_id, kfold) table; rows the script dropped
+    (controls) keep moakit's own fold."""
+    import numpy as np
+    import pandas as pd
+
+    from moakit.cv import assign_folds
+
+    theirs = pd.read_csv(csv).set_index("sig_id")["kfold"]
+    folds = assign_folds(data.train, config.cv.scheme, config.cv.n_folds, config.cv.seed, config.cv.max_replicates)
+    ids = pd.Index(np.asarray(data.train.sig_id))
+    where = ids.get_indexer(theirs.index)
+    if (where < 0).any():
+        raise SystemExit(f"{csv}: {int((where < 0).sum())} sig_id(s) not in the data's training rows")
+    if theirs.max() >= config.cv.n_folds:
+        raise SystemExit(f"{csv}: fold ids up to {theirs.max()}, the config has {config.cv.n_folds} folds")
+    folds[where] = theirs.to_numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "folds.npy", folds.astype(np.int64))
+    print(f"folds: {len(where)} rows from {csv}, {len(folds) - len(where)} (controls) moakit's own")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", choices=sorted(SIZES))
+    ap.add_argument("model", choices=sorted(set(SIZES) | {k for k, v in SPECS.items() if v.config}))
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--size", choices=["full", "cpu"], default="full")
@@ -43,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=None, help="a config YAML instead of the shipped one (e.g. an older version)")
     ap.add_argument("--reuse", type=Path, default=None, metavar="RUN",
                     help="start from RUN's folds and finished first stage (an ablation of the later stages)")
+    ap.add_argument("--folds-from", type=Path, default=None, metavar="WINNERS_OUT",
+                    help="the fold assignment of a winners.py run (its parity_folds.csv)")
     ap.add_argument("--selection", choices=["oof", "holdout", "last"], default="oof",
                     help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -56,12 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     from moakit.config import load_config
     from moakit.data.io import load
 
-    config = load_config(args.config or args.model)
-    params = config.model_dump(mode="json")["params"]
-    for stage, (hidden, epochs) in SIZES[args.model][args.size].items():
-        n_hidden = len(params[stage]["network"]["hidden"])
-        params[stage]["network"]["hidden"] = [hidden] * n_hidden
-        params[stage]["train"]["epochs"] = epochs
+    if args.model in SIZES:
+        config = load_config(args.config or args.model)
+        params = config.model_dump(mode="json")["params"]
+        for stage, (hidden, epochs) in SIZES[args.model][args.size].items():
+            n_hidden = len(params[stage]["network"]["hidden"])
+            params[stage]["network"]["hidden"] = [hidden] * n_hidden
+            params[stage]["train"]["epochs"] = epochs
+    else:
+        name = args.config or SPECS[args.model].config
+        config = load_config(name, profile=args.size)
+        config = config.model_copy(update={"seeds": load_config(name).seeds})
+        params = config.model_dump(mode="json")["params"]
+        for step in _umap_steps(params):
+            if step.pop("max_fit_rows", None) is not None:
+                print(f"UMAP {step['name']}: fitted on all rows (as the script), not the profile's sample")
     for item in args.set:
         key, _, value = item.partition("=")
         _set(params, key, yaml.safe_load(value))
@@ -72,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True)
         shutil.copy(args.reuse / "folds.npy", args.out / "folds.npy")
         shutil.copytree(args.reuse / "stages" / first, args.out / "stages" / first)
-    result = runner.train(config, load(args.data), args.out, show_progress=False)
+    data = load(args.data)
+    if args.folds_from is not None and not (args.out / "folds.npy").exists():
+        write_script_folds(args.folds_from / "parity_folds.csv", data, config, args.out)
+    result = runner.train(config, data, args.out, show_progress=False)
     print({k: result.metrics[k] for k in ("log_loss", "log_loss_treated")}, result.timings)
     return 0
 

@@ -3,12 +3,19 @@
 The scripts are those of the public repository guitarmind/kaggle_moa_winner_hungry_for_gold
 (``final/Best LB/Training/Local/*.py``). They are never vendored: the user points ``--winners``
 at a local checkout (a work tree, or a bare git directory read with ``git show``). The
-script text is patched at run time (the number of seeds, the torch thread count, a stub for
-an unused plotting import), checked line by line (a patch that no longer matches stops with
-a message naming it), written to the output folder and run there with ``python``.
+script text is patched at run time (seeds, sizes, folds, the thread count, fixes for today's
+pandas / scikit-learn / Keras, lines that save the predictions and the folds), checked line
+by line (a patch that no longer matches stops with a message naming it), written to the
+output folder and run there with ``--python``.
 
     .venv/bin/python bench/parity/winners.py three_stage_nn --winners PATH \\
         --data bench/out/data/realistic-seed0 --out bench/out/parity/winners-three_stage_nn --seeds 1
+    .venv/bin/python bench/parity/winners.py simple_nn --winners PATH --data D --out OUT --size cpu
+
+Models: three_stage_nn (sizes in ``SIZES``); simple_nn, simple_nn_drug_cv, resnet_2heads
+(Keras: ``--python`` of an environment with TensorFlow 2.15 and pandas < 2) and
+two_stage_nn_tabnet, at the sizes of the moakit config's profile named by ``--size``. The
+DeepInsight CNN scripts are not run: BENCHMARKS.md ("Parity: the other models") says why.
 
 After the run, ``predictions.npz`` in the output folder holds, per stage, the script's
 out-of-fold and test predictions on the scored targets (rows in the data folder's order,
@@ -42,6 +49,9 @@ class Spec:
     patches: Callable[[argparse.Namespace], list[tuple[str, str, int | None]]]  # (regex, replacement, count)
     collect: Callable[[Path, Path], dict[str, np.ndarray]]
     notes: list[str] = field(default_factory=list)
+    config: str | None = None  # the moakit config whose profile (--size) gives the sizes, if not in SIZES
+    framework: str = "torch"  # what the prologue fixes the thread count of: torch or tensorflow
+    extra_files: list[str] = field(default_factory=list)  # repository files the script reads, copied to --out
 
 
 def read_script(winners: Path, rel: str) -> str:
@@ -66,10 +76,13 @@ def apply_patches(text: str, patches: list[tuple[str, str, int | None]], script:
     return text
 
 
-def prologue(threads: int) -> str:
+def prologue(threads: int, framework: str = "torch") -> str:
     """Lines run before the script: fixed thread counts (the same as moakit's run)."""
-    return (f"import os as _os\n_os.environ['OMP_NUM_THREADS'] = '{threads}'\n"
-            f"import torch as _torch\n_torch.set_num_threads({threads})\n")
+    head = f"import os as _os\n_os.environ['OMP_NUM_THREADS'] = '{threads}'\n"
+    if framework == "tensorflow":
+        return head + (f"import tensorflow as _tf\n_tf.config.threading.set_intra_op_parallelism_threads({threads})\n"
+                       f"_tf.config.threading.set_inter_op_parallelism_threads({threads})\n")
+    return head + f"import torch as _torch\n_torch.set_num_threads({threads})\n"
 
 
 def _sig_order(data: Path, name: str) -> pd.Series:
@@ -133,10 +146,224 @@ def three_stage_collect(out: Path, data: Path) -> dict[str, np.ndarray]:
     return result
 
 
+# --------------------------------------------------------------------------- what several specs share
+
+
+def common_patches(args) -> list[tuple[str, str, int | None]]:
+    """Compatibility patches every torch script needs with today's libraries."""
+    return [
+        (r"^import seaborn as sns$", "sns = None  # unused plotting import", 1),
+        # pandas >= 3 gives NaN for the skew / kurtosis of a constant row (e.g. every cell
+        # viability at the quantile transform's floor), which makes the network's loss NaN;
+        # the pandas of 2020 gave 0
+        (r"\.(kurtosis|skew)\(axis = 1\)", r".\1(axis = 1).fillna(0)", 6),
+    ]
+
+
+def get_dummies_uint8(count: int) -> tuple[str, str, int]:
+    """pandas >= 2 makes bool dummies, which turn a feature matrix with floats into objects
+    (torch refuses them); the pandas of 2020 made uint8 ones."""
+    return (r"pd\.get_dummies\((\w+), ", r"pd.get_dummies(\1, dtype=np.uint8, ", count)
+
+
+# The lines a patch inserts where a script has its out-of-fold and test predictions (and its
+# fold assignment) in memory: written as pickles that the spec's collect reads.
+SAVE_FRAMES = """
+{train}[['sig_id'] + {cols}].to_pickle(f'{{output_folder}}/parity_oof.pkl')
+{test}[['sig_id'] + {cols}].to_pickle(f'{{output_folder}}/parity_test.pkl')
+{folds}[['sig_id', 'kfold']].to_csv(f'{{output_folder}}/parity_folds.csv', index=False)
+"""
+
+
+def collect_frames(out: Path, data: Path, stage: str = "scored") -> dict[str, np.ndarray]:
+    """Read the pickles written by SAVE_FRAMES (controls, which the scripts drop, predicted 0)."""
+    targets = [c for c in pd.read_csv(data / "train_targets_scored.csv", nrows=1).columns if c != "sig_id"]
+    train_ids, test_ids = _sig_order(data, "train_features.csv"), _sig_order(data, "test_features.csv")
+    return {f"{stage}_oof": _aligned(pd.read_pickle(out / "parity_oof.pkl"), train_ids, targets),
+            f"{stage}_test": _aligned(pd.read_pickle(out / "parity_test.pkl"), test_ids, targets)}
+
+
+def first_seeds(listing: str, n: int) -> str:
+    """``[a, b, c]`` (the script's seed list, as written) cut to its first n."""
+    seeds = [int(x) for x in listing.strip("[] ").split(",")]
+    if n > len(seeds):
+        raise SystemExit(f"the script lists {len(seeds)} seeds; {n} asked for")
+    return str(seeds[:n])
+
+
+# --------------------------------------------------------------------------- Simple NN (old and new CV)
+
+
+def simple_nn_patches(args, drug_cv: bool) -> list[tuple[str, str, int | None]]:
+    params = args.params
+    hidden, epochs = params["network"]["hidden"][0], params["train"]["epochs"]
+    if args.epochs:  # a quick check of the harness only
+        epochs = args.epochs
+    if len(set(params["network"]["hidden"])) != 1:
+        raise SystemExit("the script has one hidden size for both hidden layers")
+    patches = common_patches(args) + [
+        (r"^SEED = (\[940, 1513, 1269,1392,1119,1303\])", lambda m: f"SEED = {first_seeds(m.group(1), args.seeds)}", 1),
+        (r"^EPOCHS = 25$", f"EPOCHS = {epochs}", 1),
+        (r"^hidden_size=2048$", f"hidden_size={hidden}", 1),
+        # pandas >= 2 has no DataFrame.append
+        (r"^data = train_features\.append\(test_features\)$", "data = pd.concat([train_features, test_features])", 1),
+        # scikit-learn >= 1.x refuses a column with one label unless the labels are given (a
+        # target without positives in these training rows); the printed CV only
+        (r"log_loss\(y_true\[:, i\], y_pred\[:, i\]\)", "log_loss(y_true[:, i], y_pred[:, i], labels=[0, 1])", 1),
+        (r"^test\[target_cols\] = predictions$",
+         "test[target_cols] = predictions\n" + SAVE_FRAMES.format(train="train", test="test", folds="folds",
+                                                                  cols="target_cols"), 1),
+    ]
+    if drug_cv:
+        patches.append(get_dummies_uint8(1))
+    else:
+        # KMeans: scikit-learn >= 1.4 runs k-means++ once (n_init 'auto'); the scikit-learn of
+        # 2020 ran it 10 times: the number of moakit's config at this size
+        n_init = {s["name"]: s.get("n_init", 10) for s in params["features"]["steps"]}
+        if n_init["km_g"] != n_init["km_c"]:
+            raise SystemExit("the script's two KMeans are patched alike")
+        patches += [get_dummies_uint8(5),
+                    (r"KMeans\(n_clusters = n_clusters, random_state = SEED\)",
+                     f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {n_init['km_g']})", 2)]
+    return patches
+
+
+# --------------------------------------------------------------------------- 2-heads ResNet (Keras)
+
+# The loop's two passes (frozen, unfrozen) run while an epoch improves; a cap of epochs per
+# pass (moakit's frozen/unfrozen ``epochs``) stops one at its cap with the best epoch kept.
+PASS_CAP = """                if reps >= PARITY_PASS_CAP:  # (parity harness: the cap of one pass)
+                    m_nn = tf.keras.models.load_model(f'{model_output_folder}/tmp.h5', custom_objects={'logloss': logloss})
+                    break
+"""
+
+RESNET_SAVE = """
+# (parity harness) the out-of-fold and test predictions, the fold of each treated row
+_ids = train_features.iloc[non_ctl_idx]['sig_id'].values
+_cols = list(train_targets_scored.columns[1:])
+pd.DataFrame(oof_predictions, columns=_cols).assign(sig_id=_ids).to_pickle(f'{output_folder}/parity_oof.pkl')
+pd.DataFrame(y_pred, columns=_cols).assign(sig_id=test_features['sig_id'].values).to_pickle(
+    f'{output_folder}/parity_test.pkl')
+pd.DataFrame({'sig_id': _ids, 'kfold': _parity_folds}).to_csv(f'{output_folder}/parity_folds.csv', index=False)
+"""
+
+
+def resnet_patches(args) -> list[tuple[str, str, int | None]]:
+    p, cv = args.params, args.cfg["cv"]
+    ns, sc, fr, un = p["nonscored"], p["scored"], p["frozen"], p["unfrozen"]
+    if args.epochs:
+        ns, sc = {**ns, "epochs": args.epochs}, {**sc, "epochs": args.epochs}
+    for key in ("patience", "plateau_patience"):
+        if ns[key] != sc[key]:
+            raise SystemExit(f"the script has one {key} for the non-scored and scored phases")
+    if fr["epochs"] != un["epochs"]:
+        raise SystemExit("the parity patch caps both loop passes alike")
+    if p["include_cp"]:
+        raise SystemExit("the script is the V1 (no cp features); there is no V2 script in the repository")
+    return [
+        (r"^SEEDS = (\[23, 228, 1488, 1998, 2208, 2077, 404\])$",
+         lambda m: f"SEEDS = {first_seeds(m.group(1), args.seeds)}", 1),
+        (r"^KFOLDS = 10$", f"KFOLDS = {cv['n_folds']}\nPARITY_PASS_CAP = {fr['epochs']}\nPARITY_MAX_LOOPS = {p['max_loops']}", 1),
+        # the predictor list beside the script, not in the output folder's parent
+        (r'f"\{output_folder\}/\.\./main_predictors\.json"', 'f"{output_folder}/main_predictors.json"', 1),
+        # phase lengths and patiences (Keras's ReduceLROnPlateau patience = torch's + 1)
+        (r"(y_train_2,\n\s+)epochs=50,", rf"\g<1>epochs={ns['epochs']},", 1),
+        (r"(y_train_1,\n\s+)epochs=50,", rf"\g<1>epochs={sc['epochs']},", 1),
+        (r"(monitor='val_loss',\n\s+)patience=10,", rf"\g<1>patience={ns['patience']},", 2),
+        (r"(ReduceLROnPlateau\(factor=0\.5,\n\s+)patience=4,", rf"\g<1>patience={ns['plateau_patience'] + 1},", 2),
+        # Keras >= 2.11 ignores `lr=` (a warning; the rate stays 0.001): the 2020 optimizer
+        (r"tf\.keras\.optimizers\.Adadelta\(lr=", "tf.keras.optimizers.legacy.Adadelta(learning_rate=", 2),
+        (r"^(            while True:\n)", lambda m: m.group(1) + PASS_CAP, 2),
+        (r"^            if \(improved == 0\):\n                break$",
+         "            if (improved == 0) or loop >= PARITY_MAX_LOOPS:\n                break", 1),
+        # the fold of each treated row
+        (r"^(oof_predictions = np\.zeros\(\(tr\.shape\[0\], Y\.shape\[1\]\)\)\n)",
+         r"\g<1>_parity_folds = np.zeros(tr.shape[0], dtype=int)\n", 1),
+        (r"^(    for train_index, valid_index in kf\.split\(tr\):\n)",
+         r"\g<1>        _parity_folds[valid_index] = k\n", 1),
+        (r"^(oof_loss = mean_logloss\(oof_predictions, Y\)\n)", lambda m: m.group(1) + RESNET_SAVE, 1),
+    ]
+
+
+# --------------------------------------------------------------------------- 2-stage NN + TabNet
+
+TABNET_FOLDS = """
+# (parity harness) the TabNet folds of seed 0 (the splitter is seeded, so these are its folds)
+_parity_folds = np.zeros(len(train), dtype=int)
+for _f, (_t, _v) in enumerate(MultilabelStratifiedKFold(n_splits=NFOLDS, shuffle=True, random_state=0).split(X=train, y=target)):
+    _parity_folds[_v] = _f
+pd.DataFrame({'sig_id': train['sig_id'].values, 'kfold': _parity_folds}).to_csv(f'{output_folder}/parity_folds.csv', index=False)
+"""
+
+
+def two_stage_patches(args) -> list[tuple[str, str, int | None]]:
+    p, cv = args.params, args.cfg["cv"]
+    s1, tab = p["stage1"], p["stage2"]["tabnet"]
+    hidden, epochs = s1["network"]["hidden"], s1["train"]["epochs"]
+    max_epochs, patience = tab["max_epochs"], tab["patience"]
+    if args.epochs:
+        epochs = max_epochs = args.epochs
+    if len(hidden) != 1:
+        raise SystemExit("the script's stage 1 has one hidden layer")
+    n_init = {s["name"]: s.get("n_init", 10) for s in p["stage2"]["features"]["steps"] if s["kind"] == "kmeans_onehot"}
+    if len(set(n_init.values())) != 1:
+        raise SystemExit("the script's KMeans are patched alike")
+    return common_patches(args) + [
+        (r"^HIDDEN_SIZE = 2048$", f"HIDDEN_SIZE = {hidden[0]}", 1),
+        (r"^EPOCHS = 15$", f"EPOCHS = {epochs}", 1),
+        (r"^NFOLDS = 10 # 10$", f"NFOLDS = {cv['n_folds']}", 2),
+        (r"^NSEEDS = 5 # 5$", f"NSEEDS = {args.seeds}", 1),  # stage 1: range(NSEEDS)
+        (r"^NSEEDS = 3 # 5$", f"NSEEDS = {args.seeds}", 1),  # TabNet: range(NSEEDS)
+        (r"max_epochs=200, patience=50,", f"max_epochs={max_epochs}, patience={patience},", 1),
+        (r"milestones=\[100, 150\]", f"milestones={tab['milestones']}", 2),
+        (r"^data = train_features\.append\(test_features\)$", "data = pd.concat([train_features, test_features])", 1),
+        get_dummies_uint8(4),  # (one of them in a comment)
+        (r"KMeans\(n_clusters = n_clusters, random_state = SEED\)",
+         f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {next(iter(n_init.values()))})", 1),
+        # pandas >= 3 refuses to set ints into the string column in place (`.loc[:, col] =`);
+        # the pandas of 2020 replaced the column, as plain assignment does
+        (r"data\.loc\[:, '(cp_time|cp_dose)'\] = data\.loc\[:, '(?:cp_time|cp_dose)'\]\.map\(",
+         r"data['\1'] = data['\1'].map(", 2),
+        (r"log_loss\(y_true\[:, i\], y_pred\[:, i\]\)", "log_loss(y_true[:, i], y_pred[:, i], labels=[0, 1])", 2),
+        (r"^(run_seeds\(train, test, feature_cols, target_cols, NFOLDS, NSEEDS\)\n)",
+         lambda m: m.group(1) + TABNET_FOLDS, 1),
+    ]
+
+
+def two_stage_collect(out: Path, data: Path) -> dict[str, np.ndarray]:
+    targets = [c for c in pd.read_csv(data / "train_targets_scored.csv", nrows=1).columns if c != "sig_id"]
+    train_ids, test_ids = _sig_order(data, "train_features.csv"), _sig_order(data, "test_features.csv")
+    # NB '503' is the script's notebook number of the TabNet stage
+    return {"scored_oof": _aligned(pd.read_pickle(out / "interim" / "503_train.pkl"), train_ids, targets),
+            "scored_test": _aligned(pd.read_pickle(out / "interim" / "503_test.pkl"), test_ids, targets)}
+
+
 SPECS: dict[str, Spec] = {
     "three_stage_nn": Spec(
         script=f"{TRAINING}/3stage-nn-train.py", patches=three_stage_patches, collect=three_stage_collect,
         notes=["stages 'scored' (stage 2) and 'stack' (stage 3, the model's output)"],
+    ),
+    "simple_nn": Spec(
+        script=f"{TRAINING}/simple-nn-old-split-train.py", patches=lambda a: simple_nn_patches(a, drug_cv=False),
+        collect=collect_frames, config="simple_nn",
+        notes=["folds: the script's unshuffled MultilabelStratifiedKFold (parity_folds.csv; moakit_side --folds-from)"],
+    ),
+    "simple_nn_drug_cv": Spec(
+        script=f"{TRAINING}/simple-nn-new-split-train.py", patches=lambda a: simple_nn_patches(a, drug_cv=True),
+        collect=collect_frames, config="simple_nn_drug_cv",
+        notes=["folds: the script's drug-aware split, seed 34 (parity_folds.csv; moakit_side --folds-from)"],
+    ),
+    "resnet_2heads": Spec(
+        script=f"{TRAINING}/2heads-ResNest-train.py", patches=resnet_patches, collect=collect_frames,
+        config="resnet_2heads", framework="tensorflow", extra_files=[f"{TRAINING}/main_predictors.json"],
+        notes=["Keras: run with --python of a venv with TensorFlow 2.15 (pandas < 2)",
+               "folds: the script's KFold(shuffle, random_state=first seed) (parity_folds.csv; moakit_side --folds-from)"],
+    ),
+    "two_stage_nn_tabnet": Spec(
+        script=f"{TRAINING}/2stage-nn-tabnet-train.py", patches=two_stage_patches, collect=two_stage_collect,
+        config="two_stage_nn_tabnet",
+        notes=["folds: TabNet's seed-0 MultilabelStratifiedKFold (parity_folds.csv; moakit_side --folds-from); "
+               "the script's stage-1 folds are unseeded (RepeatedMultilabelStratifiedKFold, random_state=None)"],
     ),
 }
 
@@ -150,20 +377,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=1, help="the script's first N seeds")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--size", choices=["full", "cpu"], default="full", help="see SIZES")
+    ap.add_argument("--size", choices=["full", "cpu"], default="full",
+                    help="the script's own numbers, or CPU sizes: SIZES, else the moakit config's profile of that name")
     ap.add_argument("--epochs", type=int, default=None, help="override every EPOCHS (a quick check only)")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the interpreter that runs the script (e.g. a venv with TensorFlow for a Keras script)")
     args = ap.parse_args(argv)
 
     spec = SPECS[args.model]
+    args.params = None
+    if spec.config is not None:  # the sizes of moakit's profile: both codes at the same numbers
+        from moakit.config import load_config
+
+        args.cfg = load_config(spec.config, profile=args.size).model_dump(mode="json")
+        args.params = args.cfg["params"]
     text = apply_patches(read_script(args.winners, spec.script), spec.patches(args), spec.script)
     args.out.mkdir(parents=True, exist_ok=True)
+    for rel in spec.extra_files:
+        (args.out / Path(rel).name).write_text(read_script(args.winners, rel))
     script = args.out / "patched_script.py"
-    script.write_text(prologue(args.threads) + text)
+    script.write_text(prologue(args.threads, spec.framework) + text)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+           "TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": str(args.threads),
            "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
     with open(args.out / "script.log", "w") as log:
-        rc = subprocess.run([sys.executable, str(script.resolve()), str(args.data.resolve()), str(args.out.resolve())],
+        rc = subprocess.run([args.python, str(script.resolve()), str(args.data.resolve()), str(args.out.resolve())],
                             cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
     if rc != 0:
