@@ -266,3 +266,25 @@ def test_cli_report_with_data(tiny_runs, tmp_path):
     assert "per_target_log_loss.png" in (runs[0] / "report" / "index.html").read_text()
     result = CliRunner().invoke(app, ["report", str(runs[0]), "--data", str(tmp_path / "nope")])
     assert result.exit_code == 2
+
+
+def test_training_keeps_each_folds_learning_curve_and_the_report_plots_it(sim_data, tmp_path):
+    import math
+
+    from moakit import runner
+    from moakit.config import load_config
+    from moakit.report import collect_report
+
+    config = load_config("simple_nn", profile="smoke", folds=2).model_copy(update={"seeds": [0]})
+    config = config.model_copy(update={"selection": config.selection.model_copy(update={"policy": "holdout"})})
+    run = tmp_path / "run"
+    runner.train(config, sim_data, run, show_progress=False)
+    epochs = config.params["train"]["epochs"]
+    for k in range(2):
+        records = json.loads((run / "stages" / "scored" / "seed_0" / f"fold_{k}" / "history.json").read_text())["epochs"]
+        assert [r["epoch"] for r in records] == list(range(epochs))
+        assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["valid_loss"]) for r in records)
+    report = collect_report(run)
+    assert [len(c["epochs"]) for c in report["curves"]["simple_nn"]] == [epochs, epochs]
+    assert [f["epochs"] for f in report["folds"]["simple_nn"]] == [epochs, epochs]
+    assert "curves_simple_nn.png" in _images(write_report(run))

@@ -478,6 +478,7 @@ def _plot_curves(curves: list[dict], name: str, path: Path) -> bool:
             ax.plot(x, train, "-", color=color, lw=1.2, label=f"fold {c['fold']}")
             if np.isfinite(valid).any():
                 ax.plot(x, valid, "--", color=color, lw=1.2)
+        _mark_phases(ax, next(c for c in runs if c["seed"] == seed)["epochs"])
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (all phases in order)")
@@ -488,6 +489,17 @@ def _plot_curves(curves: list[dict], name: str, path: Path) -> bool:
     fig.tight_layout()
     _save_png(fig, path)
     return True
+
+
+def _mark_phases(ax, epochs: list[dict]) -> None:
+    """Dotted lines where a fit's training phase changes (records with a ``phase``)."""
+    phases = [e.get("phase") for e in epochs]
+    for i, phase in enumerate(phases):
+        if phase is not None and (i == 0 or phase != phases[i - 1]):
+            if i > 0:
+                ax.axvline(i + 0.5, color="#999", ls=":", lw=1)
+            ax.annotate(str(phase), (i + 1, 1.0), xycoords=("data", "axes fraction"), fontsize=7, color="#555",
+                        va="top", ha="left", xytext=(2, -2), textcoords="offset points")
 
 
 def _safe_name(name: str) -> str:
