@@ -238,3 +238,14 @@ def test_train_and_predict_smoke(sim_data, tmp_path):
     assert done["info"]["n_inputs"] == 772 + 100 + 6 + 3 and done["info"]["best_epoch"] == 2  # last (policy last)
     # the fold's quantile + PCA live with its estimator
     assert (tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "estimator" / "features").is_dir()
+
+
+def test_blend_moakit_is_best_lb_plus_cnn1d_searched():
+    from moakit.workflow import load_blend_config, resolve_models
+
+    best_lb = load_blend_config("blend_best_lb", "cpu")
+    ours = load_blend_config("blend_moakit", "cpu")
+    assert [m.name for m in ours.models] == [m.name for m in best_lb.models] + ["cnn1d"]
+    assert ours.blend.preset is None and set(ours.blend.methods) == {"slsqp", "optuna"}
+    resolved = resolve_models(ours)  # every model config resolves for the profile
+    assert len(resolved) == 8
