@@ -3,7 +3,8 @@
 Files and folders written here get the usual modes under the process umask (0644 / 0755
 with umask 022), so a run on a shared filesystem is readable by other users and nodes;
 ``tempfile`` alone would leave them 0600 / 0700. Also: the run-folder lock
-(:func:`run_lock`) and paths recorded relative to a run folder (:func:`recorded_path`).
+(:func:`run_lock`), paths recorded relative to a run folder (:func:`recorded_path`), and
+the refusal of old pickled artifacts (:func:`refuse_pickle`; a run folder is data, never code).
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON value of ``path``; invalid JSON raises ValueError naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a JSON text file ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc})") from None
 
 
 def write_npy(path: str | Path, array: np.ndarray) -> None:
@@ -129,6 +136,47 @@ def resolve_recorded(value: str | None, run_dir: str | Path) -> str:
         return ""
     path = Path(value)
     return str(path if path.is_absolute() else Path(run_dir) / path)
+
+
+# --------------------------------------------------------------------------- pickles
+
+TRUST_PICKLES_ENV = "MOAKIT_TRUST_PICKLES"
+
+
+class PickleFormatError(ValueError):
+    """A run folder artifact in an old format that is a pickle (it can run code when
+    loaded), refused unless pickles are trusted (``--trust-pickles``)."""
+
+
+def pickles_trusted() -> bool:
+    """True when the user said the run folders at hand come from a trusted source
+    (``--trust-pickles``, or :func:`trusting_pickles`): old pickled artifacts may be loaded.
+    An environment variable, so that worker processes (Ray) started meanwhile see it too."""
+    return os.environ.get(TRUST_PICKLES_ENV, "") == "1"
+
+
+@contextlib.contextmanager
+def trusting_pickles(trust: bool = True) -> Iterator[None]:
+    """Within the block, old pickled artifacts are loaded (``trust``) or refused."""
+    before = os.environ.get(TRUST_PICKLES_ENV)
+    os.environ[TRUST_PICKLES_ENV] = "1" if trust else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TRUST_PICKLES_ENV, None)
+        else:
+            os.environ[TRUST_PICKLES_ENV] = before
+
+
+def refuse_pickle(path: str | Path) -> None:
+    """Raise :class:`PickleFormatError` for the pickled artifact ``path`` unless pickles are trusted."""
+    if pickles_trusted():
+        return
+    raise PickleFormatError(
+        f"{path}: saved by an older moakit as a pickle, which can run any code when it is loaded, so it is "
+        "not loaded. Retrain the run with this moakit (the same command into a new --out), or, only if you "
+        "trust whoever made this run folder, pass --trust-pickles (Python: moakit.artifacts.trusting_pickles())")
 
 
 # --------------------------------------------------------------------------- run lock

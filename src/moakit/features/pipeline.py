@@ -35,17 +35,20 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import joblib
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from moakit.artifacts import atomic_dir
+from moakit.artifacts import PickleFormatError, atomic_dir, read_json, refuse_pickle
+from moakit.features import safe_state
 from moakit.features.steps import Blocks, Step, as_block, step_class
 
 CONTROL_BLOCK = "ctl"  # (n, 1) float, 1.0 on control rows; read only when fitting
 MANIFEST = "manifest.json"
-STATE = "steps.joblib"
-FORMAT_VERSION = 1
+STATES = "steps.json"  # the steps' fitted states: a JSON tree ...
+ARRAYS = "steps.npz"  # ... and its arrays
+FORMAT_VERSION = 2
+LEGACY_STATE = "steps.joblib"  # format 1 (a pickle): loaded only with --trust-pickles
+LEGACY_FORMAT_VERSION = 1
 
 
 class StepConfig(BaseModel):
@@ -275,10 +278,18 @@ class Pipeline:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path/`` (manifest.json + steps.joblib) atomically: a temp dir, then a rename."""
+        """Write ``path/`` atomically (a temp dir, then a rename): ``manifest.json``, the
+        steps' fitted states as JSON (``steps.json``) and their arrays (``steps.npz``);
+        data only, never a pickle (see :mod:`moakit.features.safe_state`)."""
         if not hasattr(self, "feature_names_"):
             raise RuntimeError("feature pipeline is not fitted: nothing to save")
         path = Path(path)
+        arrays: dict[str, np.ndarray] = {}
+        states = []
+        for i, s in enumerate(self.steps):
+            where = f"feature step {s.name!r} ({s.kind})"
+            states.append({"name": s.name, "kind": s.kind, "n_features_in": s.n_features_in_,
+                           "state": safe_state.encode(s.state_, s.trusted_state(), arrays, f"s{i}_", where)})
         with atomic_dir(path) as tmp:
             manifest = {
                 "format_version": FORMAT_VERSION,
@@ -292,31 +303,70 @@ class Pipeline:
                 "block_names": self.block_names_,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-            joblib.dump([{"name": s.name, "kind": s.kind, "state": s.state_, "n_features_in": s.n_features_in_}
-                         for s in self.steps], tmp / STATE)
+            (tmp / STATES).write_text(json.dumps(states))
+            safe_state.write_arrays(tmp / ARRAYS, arrays)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Pipeline":
+        """Reload a saved pipeline. Nothing in ``path`` is executed: an old pickled save
+        (``steps.joblib``) is refused unless pickles are trusted (``--trust-pickles``)."""
         path = Path(path)
-        manifest = json.loads((path / MANIFEST).read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: feature pipeline format {manifest.get('format_version')!r}, "
-                             f"this moakit reads {FORMAT_VERSION}")
-        pipe = cls.from_config(manifest["config"], seed=manifest["seed"])
-        states = joblib.load(path / STATE)
-        if [(s["name"], s["kind"]) for s in states] != [(s.name, s.kind) for s in pipe.steps]:
-            raise ValueError(f"{path}: saved step states do not match the manifest's steps")
-        for step, saved in zip(pipe.steps, states):
-            step.state_ = saved["state"]
-            step.n_features_in_ = saved["n_features_in"]
-        pipe.input_widths_ = {b: int(w) for b, w in manifest["input_widths"].items()}
-        pipe.n_fit_rows_ = manifest["n_fit_rows"]
-        pipe.step_fit_rows_ = manifest.get("step_fit_rows", {})
-        pipe.fit_seconds_ = manifest["fit_seconds"]
-        pipe.feature_names_ = list(manifest["feature_names"])
-        pipe.block_names_ = manifest["block_names"]
+        manifest = _read_json(path / MANIFEST)
+        version = manifest.get("format_version") if isinstance(manifest, dict) else None
+        if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
+            raise safe_state.StateError(f"{path / MANIFEST}: feature pipeline format {version!r}, "
+                                        f"this moakit reads {FORMAT_VERSION}")
+        try:
+            pipe = cls.from_config(manifest["config"], seed=manifest["seed"])
+            if version == LEGACY_FORMAT_VERSION:
+                states = _load_legacy_states(path)
+            else:
+                arrays = safe_state.read_arrays(path / ARRAYS)
+                states = _read_json(path / STATES)
+                if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
+                    raise safe_state.StateError(f"{path / STATES}: not a list of step states")
+            if [(s.get("name"), s.get("kind")) for s in states] != [(s.name, s.kind) for s in pipe.steps]:
+                raise safe_state.StateError(f"{path}: saved step states do not match the manifest's steps")
+            for step, saved in zip(pipe.steps, states):
+                if version == LEGACY_FORMAT_VERSION:
+                    step.state_ = saved["state"]
+                else:
+                    step.state_ = safe_state.decode(saved["state"], step.trusted_state(), arrays,
+                                                    f"{path / STATES}: step {step.name!r}")
+                step.n_features_in_ = {str(b): int(w) for b, w in saved["n_features_in"].items()}
+            pipe.input_widths_ = {b: int(w) for b, w in manifest["input_widths"].items()}
+            pipe.n_fit_rows_ = manifest["n_fit_rows"]
+            pipe.step_fit_rows_ = manifest.get("step_fit_rows", {})
+            pipe.fit_seconds_ = manifest["fit_seconds"]
+            pipe.feature_names_ = list(manifest["feature_names"])
+            pipe.block_names_ = manifest["block_names"]
+        except (safe_state.StateError, PickleFormatError):
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise safe_state.StateError(f"{path}: damaged feature pipeline ({type(exc).__name__}: {exc})") from None
         return pipe
+
+
+def _read_json(path: Path):
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise safe_state.StateError(f"{path}: missing") from None
+    except (OSError, ValueError) as exc:
+        raise safe_state.StateError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+
+
+def _load_legacy_states(path: Path) -> list:
+    """The pickled step states of a pipeline saved by an older moakit: only when pickles
+    are trusted (the user's --trust-pickles); otherwise a clear error."""
+    refuse_pickle(path / LEGACY_STATE)
+    import joblib
+
+    states = joblib.load(path / LEGACY_STATE)
+    if not isinstance(states, list):
+        raise safe_state.StateError(f"{path / LEGACY_STATE}: not a list of step states")
+    return states
 
 
 def blocks_from_dataset(ds) -> Blocks:

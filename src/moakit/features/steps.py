@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, ClassVar, Iterator, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from moakit.registry import Registry
+
+if TYPE_CHECKING:
+    from moakit.features.safe_state import Trusted
 
 Blocks = dict[str, np.ndarray]
 
@@ -127,6 +130,15 @@ class Step:
     def get_params(self) -> dict[str, Any]:
         return self.params.model_dump()
 
+    def trusted_state(self) -> "Trusted":
+        """What the fitted state may hold besides arrays and plain data (dicts, lists,
+        numbers, strings): the trusted list of its saved form, which is arrays + JSON,
+        never a pickle (see :mod:`moakit.features.safe_state`). A step whose state is made of
+        arrays and plain data needs nothing here; one holding a fitted object lists its class."""
+        from moakit.features.safe_state import Trusted
+
+        return Trusted()
+
     def __repr__(self) -> str:
         where = "in place" if self.in_place else f"-> {self.output}"
         return f"{type(self).__name__}({self.name!r}, {self.inputs} {where}, {self.get_params()})"
@@ -183,6 +195,11 @@ class _SklearnStep(Step):
 
     def _make(self) -> Any:
         raise NotImplementedError
+
+    def trusted_state(self):
+        from moakit.features.safe_state import Trusted
+
+        return Trusted(types=(type(self._make()),))
 
     def _fit(self, parts: list[np.ndarray]) -> Any:
         return self._make().fit(self._concat(parts))
@@ -319,6 +336,19 @@ class UMAPStep(Step):
     kind = "umap"
     Params = UMAPParams
 
+    def trusted_state(self):
+        import pynndescent
+        import umap
+
+        from moakit.features.safe_state import Trusted
+
+        # NNDescent (umap's search index for > 4096 fit rows) rebuilds its compiled search
+        # and distance functions on load (its __setstate__), so they are not saved.
+        rebuilt = ("_distance_func", "_distance_correction", "_deheap_function", "_rerank_function")
+        return Trusted(types=(umap.UMAP, pynndescent.NNDescent),
+                       modules=("umap.distances", "pynndescent.distances", "numpy"),
+                       skip={pynndescent.NNDescent: rebuilt})
+
     def _fit(self, parts):
         import umap
 
@@ -357,6 +387,13 @@ class KMeansOneHotStep(Step):
 
     kind = "kmeans_onehot"
     Params = KMeansParams
+
+    def trusted_state(self):
+        from sklearn.cluster import KMeans
+
+        from moakit.features.safe_state import Trusted
+
+        return Trusted(types=(KMeans,))
 
     def _fit(self, parts):
         from sklearn.cluster import KMeans

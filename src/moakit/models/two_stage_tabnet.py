@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from moakit.artifacts import atomic_dir
+from moakit.artifacts import atomic_dir, read_json, refuse_pickle, write_json
 from moakit.features import PipelineConfig
 from moakit.metrics import mean_log_loss, sigmoid
 from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, register
@@ -155,9 +154,14 @@ def _numpy_global_seed(seed: int):
 class TabNetEstimator:
     """A fitted TabNetRegressor predicting logits; ``predict_proba`` is their sigmoid.
 
-    Saved as ``tabnet.zip`` (pytorch-tabnet's own format: params JSON + state dict) and
-    ``spec.json`` inside a folder written atomically.
+    Saved in a folder written atomically: ``spec.json`` (the regressor's constructor
+    parameters, its inference batch size and the fit info) and ``weights.pt`` (the
+    network's state dict, loaded with ``weights_only=True``): data only, never a pickle.
+    Folders of older moakit versions hold pytorch-tabnet's ``tabnet.zip`` instead; it is
+    loaded only when pickles are trusted (``--trust-pickles``).
     """
+
+    FORMAT = 2
 
     def __init__(self, regressor, info: dict | None = None) -> None:
         self.regressor = regressor
@@ -171,16 +175,51 @@ class TabNetEstimator:
             return sigmoid(self.regressor.predict(X))
 
     def save(self, path: Path) -> None:
-        with atomic_dir(path) as tmp, _quiet():
-            self.regressor.save_model(str(tmp / "tabnet"))  # writes tmp/tabnet.zip
-            (tmp / "spec.json").write_text(json.dumps({"kind": "tabnet_regressor", "info": self.info}, indent=2))
+        reg = self.regressor
+        # what pytorch-tabnet's own save_model keeps (its constructor parameters, less the
+        # optimiser / scheduler classes, which inference does not use), as plain JSON
+        init_params = {k: v for k, v in reg.get_params().items() if not isinstance(v, type)}
+        spec = {"kind": "tabnet_regressor", "format": self.FORMAT, "init_params": init_params,
+                "class_attrs": {"preds_mapper": reg.preds_mapper}, "batch_size": int(reg.batch_size),
+                "info": self.info}
+        with atomic_dir(path) as tmp:
+            write_json(tmp / "spec.json", spec)
+            torch.save(reg.network.state_dict(), tmp / "weights.pt")
 
     @classmethod
     def load(cls, path: Path) -> "TabNetEstimator":
         from pytorch_tabnet.tab_model import TabNetRegressor
 
         path = Path(path)
-        spec = json.loads((path / "spec.json").read_text())
+        spec = read_json(path / "spec.json")
+        if not isinstance(spec, dict) or spec.get("kind") != "tabnet_regressor":
+            raise ValueError(f"{path / 'spec.json'}: not a TabNet estimator's spec")
+        if spec.get("format") is None and (path / "tabnet.zip").exists():
+            return cls._load_legacy(path, spec)
+        if spec.get("format") != cls.FORMAT:
+            raise ValueError(f"{path / 'spec.json'}: TabNet estimator format {spec.get('format')!r}, "
+                             f"this moakit reads {cls.FORMAT}")
+        try:
+            params = dict(spec["init_params"])
+            with _quiet():
+                reg = TabNetRegressor(**{**params, "device_name": _device_name(), "verbose": 0})
+                reg._set_network()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path / 'spec.json'}: unusable TabNet parameters ({type(exc).__name__}: {exc})") \
+                from None
+        state = torch.load(path / "weights.pt", map_location=reg.device, weights_only=True)
+        reg.network.load_state_dict(state)
+        reg.network.eval()
+        reg.load_class_attrs(dict(spec.get("class_attrs") or {}))
+        reg.batch_size = int(spec.get("batch_size", reg.batch_size))
+        return cls(reg, spec.get("info"))
+
+    @classmethod
+    def _load_legacy(cls, path: Path, spec: dict) -> "TabNetEstimator":
+        """pytorch-tabnet's zip of an older moakit (its loader unpickles): trusted pickles only."""
+        from pytorch_tabnet.tab_model import TabNetRegressor
+
+        refuse_pickle(path / "tabnet.zip")
         with _quiet():
             reg = TabNetRegressor(device_name=_device_name(), verbose=0)
             reg.load_model(str(path / "tabnet.zip"))
