@@ -27,6 +27,10 @@ def test_full_profile_is_the_winners_script():
     assert kinds == [("factor_analysis", ["g"], 90), ("umap", ["g"], 45), ("factor_analysis", ["c"], 50),
                      ("umap", ["c"], 25), ("quantile", ["g", "c"], None)]
     assert s1["steps"][-1]["n_quantiles"] == 100
+    # the script's fixed random states, the same for every training seed
+    assert [s.get("random_state") for s in s1["steps"]] == [1903, 1903, 1903, 1903, 123]
+    assert [s.get("transform_seed") for s in s1["steps"] if s["kind"] == "umap"] == [42, 42]
+    assert [p[st]["features"]["steps"][0]["random_state"] for st in ("stage2", "stage3")] == [0, 0]
     assert set(s1["output"]) == {"cp", "g", "c", "fa_g", "umap_g", "fa_c", "umap_c"}
     for stage, hidden, epochs, clip in (("stage1", 2048, 15, [0.0005, 0.9995]), ("stage2", 2048, 25, None),
                                         ("stage3", 1024, 25, [0.0005, 0.9995])):
