@@ -236,6 +236,35 @@ def _bce_eval(module, X, Y, p: TrainParams, transform, device) -> float:
     return float(nn.functional.binary_cross_entropy_with_logits(logits, _as_tensor(Y).float()))
 
 
+def _training_loss(pos_weight, n_targets: int, device: torch.device) -> nn.Module:
+    if pos_weight is not None:
+        pos_weight = _as_tensor(pos_weight).float().reshape(-1).to(device)
+        if pos_weight.numel() != n_targets:
+            raise ValueError(f"pos_weight has {pos_weight.numel()} values for {n_targets} targets")
+    return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+
+def _train_epoch(module, Xp, Yp, steps: int, p: TrainParams, opt, batch_sched, loss_fn, precision, trainable,
+                 batch_transform, rng, device) -> float:
+    """One pass over the (already permuted) training rows; returns the summed batch loss x
+    batch rows. ``batch_sched``: a scheduler stepped after every batch, or None."""
+    total = 0.0
+    for b in range(steps):
+        xb = Xp[b * p.batch_size : (b + 1) * p.batch_size]
+        yb = Yp[b * p.batch_size : (b + 1) * p.batch_size]
+        if batch_transform is not None:
+            xb = batch_transform(xb, True, rng)
+        opt.zero_grad(set_to_none=True)
+        with precision.autocast():
+            logits = module(xb.to(device, non_blocking=True))
+        loss = loss_fn(logits.float(), yb.to(device, non_blocking=True))
+        precision.backward_step(loss, opt, trainable, p.grad_clip)
+        if batch_sched is not None:
+            batch_sched.step()
+        total += float(loss.detach()) * len(xb)
+    return total
+
+
 def fit_network(
     module: nn.Module,
     X_train,
@@ -284,11 +313,7 @@ def fit_network(
         raise ValueError("no trainable parameters (every layer is frozen)")
     opt = _optimizer(trainable, p)
     sched, per_batch = _scheduler(opt, p, steps)
-    if pos_weight is not None:
-        pos_weight = _as_tensor(pos_weight).float().reshape(-1).to(device)
-        if pos_weight.numel() != Y.shape[1]:
-            raise ValueError(f"pos_weight has {pos_weight.numel()} values for {Y.shape[1]} targets")
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    loss_fn = _training_loss(pos_weight, Y.shape[1], device)
     precision = MixedPrecision(p.amp, device, p.amp_dtype)
 
     best_loss, best_epoch, best_state, waited = math.inf, -1, None, 0
@@ -296,21 +321,8 @@ def fit_network(
     for epoch in range(p.epochs):
         module.train()
         perm = torch.randperm(n, generator=gen)
-        Xp, Yp = X[perm], Y_fit[perm]
-        total = 0.0
-        for b in range(steps):
-            xb = Xp[b * p.batch_size : (b + 1) * p.batch_size]
-            yb = Yp[b * p.batch_size : (b + 1) * p.batch_size]
-            if batch_transform is not None:
-                xb = batch_transform(xb, True, rng)
-            opt.zero_grad(set_to_none=True)
-            with precision.autocast():
-                logits = module(xb.to(device, non_blocking=True))
-            loss = loss_fn(logits.float(), yb.to(device, non_blocking=True))
-            precision.backward_step(loss, opt, trainable, p.grad_clip)
-            if per_batch:
-                sched.step()
-            total += float(loss.detach()) * len(xb)
+        total = _train_epoch(module, X[perm], Y_fit[perm], steps, p, opt, sched if per_batch else None, loss_fn,
+                             precision, trainable, batch_transform, rng, device)
         train_loss = total / min(n, steps * p.batch_size)
         val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device) if judged else None
         if sched is not None and not per_batch:
