@@ -65,3 +65,34 @@ class RunProgress:
     def log(self, message: str) -> None:
         if self.enabled:
             console.print(message, soft_wrap=True)
+
+
+class GraphProgress:
+    """A :class:`moakit.graph.Observer` that keeps one bar per model (its fold jobs, those
+    finished before this run included) and an overall one, fed by the graph's events."""
+
+    def __init__(self, progress: RunProgress, graph) -> None:
+        self.progress = progress
+        self.model_bars: dict[str, Callable[[], None]] = {}
+        total = sum(t for _, t, _ in graph.models.values())
+        done = sum(d for _, _, d in graph.models.values())
+        self.overall = progress.jobs(f"all {len(graph.models)} model(s): fold jobs", total) if len(graph.models) > 1 \
+            else (lambda: None)
+        for _ in range(done):
+            self.overall()
+        for name, (label, model_total, model_done) in graph.models.items():
+            self.model_bars[name] = progress.jobs(label, model_total)
+            for _ in range(model_done):
+                self.model_bars[name]()
+
+    def on_start(self, node) -> None: ...
+
+    def on_done(self, node, value) -> None:
+        if node.kind == "fold":
+            self.model_bars.get(node.model, lambda: None)()
+            self.overall()
+
+    def on_failed(self, node, error: str) -> None:
+        self.progress.log(f"[red]failed[/red] {node.describe()} ({node.kind}): {error}")
+
+    def on_skipped(self, node) -> None: ...

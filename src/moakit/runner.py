@@ -14,12 +14,19 @@ Run layout (one model)::
       test_predictions.csv   the same for the test rows: a submission
       metrics.json           OOF log loss per seed and overall (all rows / treated rows); for a
                              model with several stages on the scored targets, per stage too
+      graph.json             the task graph's nodes and what each run took (start, seconds, host)
 
-A fold whose ``done.json`` exists is not trained again, so an interrupted run resumes.
+The work is a task graph (:mod:`moakit.graph`): per stage and seed a ``features`` node,
+its ``fold`` nodes and a ``gather`` node; a stacked model's next stage depends on the
+gathers it reads; a ``model`` node writes the predictions and metrics. A fold whose
+``done.json`` (and artifacts) exist is not trained again and a stage-seed whose oof.npy /
+test.npy exist is only read, so an interrupted run resumes node by node; ``graph.json``
+records which nodes ran, where and for how long.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import platform
@@ -41,8 +48,10 @@ from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
+from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
 from moakit.models.base import Blocks, Model, StageSpec, get_model_class
-from moakit.progress import RunProgress
+from moakit.progress import GraphProgress, RunProgress
+from moakit.registry import Registry
 from moakit.registry import Registry
 
 
@@ -146,15 +155,15 @@ def training_rows(stage: StageSpec, ds: Dataset) -> np.ndarray:
     return np.ones(len(ds), bool) if stage.keep_controls else ~ds.is_control
 
 
-# --------------------------------------------------------------------------- executors
+# --------------------------------------------------------------------------- fold jobs
 
 
 @dataclass
 class StageArrays:
     """The matrices of one (stage, seed): every training row, its targets, the test rows.
 
-    Built once per stage-seed and shared by its fold jobs (the Ray executor puts it in the
-    object store once and sends each task only its row indices)."""
+    Built once per stage-seed by its ``features`` node and shared by its fold jobs (on Ray
+    it is that node's result in the object store; each fold task gets only row indices)."""
 
     X: np.ndarray  # (n_train, n_features) float32, all training rows (controls included)
     Y: np.ndarray  # (n_train, n_targets) the stage's target columns
@@ -214,6 +223,14 @@ class FoldJob:
         return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.judge_rows]
 
 
+FOLD_FILES = ("done.json", "valid_pred.npy", "test_pred.npy", "estimator")
+
+
+def fold_done(fold_dir: str | Path) -> bool:
+    """A fold is done when its done.json and every artifact it vouches for exist."""
+    return all((Path(fold_dir) / name).exists() for name in FOLD_FILES)
+
+
 def epoch_records(history: list[dict]) -> list[dict]:
     """Epoch records as plain JSON: numbers as floats, NaN/inf (nothing judged) as null."""
     def clean(v):
@@ -230,7 +247,7 @@ def epoch_records(history: list[dict]) -> list[dict]:
 def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
     """Train one fold, save estimator and predictions, mark it done. Idempotent."""
     out = Path(job.out_dir)
-    if (out / "done.json").exists():
+    if fold_done(out):
         return str(out)
     # Without done.json nothing in the fold folder is trusted: a killed run may have left
     # an estimator or temporary files there; start the fold afresh.
@@ -260,18 +277,45 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
     return str(out)
 
 
+# --------------------------------------------------------------------------- executors
+
+
 class Executor(Protocol):
-    def run(self, jobs: list[FoldJob], progress: RunProgress) -> None: ...
+    """Runs a :class:`moakit.graph.TaskGraph`, telling ``observer`` what happens."""
+
+    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None: ...
 
 
 class LocalExecutor:
-    """Runs fold jobs one after another in this process (the default)."""
+    """Runs the graph in this process, node after node in the order they were added (the
+    order of the sequential runner: results are the same), with a bar over each fold's epochs."""
 
-    def run(self, jobs: list[FoldJob], progress: RunProgress) -> None:
-        for job in jobs:
-            desc = f"{job.stage.name} seed {job.seed} fold {job.fold}"
-            with progress.epochs(desc, None) as on_epoch:
-                run_fold_job(job, on_epoch)
+    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None:
+        def call(node: Node, values: list):
+            if node.kind != "fold":
+                return node.call(values)
+            with progress.epochs(f"{node.model}: {node.stage} seed {node.seed} fold {node.fold}", None) as on_epoch:
+                return node.call(values, on_epoch=on_epoch)
+
+        run_local(graph, observer, call)
+
+
+class _FoldJobExecutor:
+    """An object with only ``run(jobs, progress)`` (the executor interface before the task
+    graph): the graph runs locally and each fold job is handed to it."""
+
+    def __init__(self, executor) -> None:
+        self.executor = executor
+
+    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None:
+        def call(node: Node, values: list):
+            if node.kind != "fold":
+                return node.call(values)
+            job = dataclasses.replace(node.kwargs["job"], arrays=values[0])
+            self.executor.run([job], progress)
+            return job.out_dir
+
+        run_local(graph, observer, call)
 
 
 def _ray_executor(**kwargs) -> Executor:
@@ -287,6 +331,80 @@ EXECUTORS.add("ray", _ray_executor)
 
 def make_executor(name: str, **kwargs) -> Executor:
     return EXECUTORS.get(name)(**kwargs)
+
+
+def as_executor(executor: str | Executor) -> Executor:
+    if isinstance(executor, str):
+        return make_executor(executor)
+    return executor if hasattr(executor, "run_graph") else _FoldJobExecutor(executor)
+
+
+def execute(graph: TaskGraph, executor: Executor, show_progress: bool, observer: Observer | None = None,
+            trace_path: Path | None = None) -> None:
+    """Run ``graph`` with progress bars (one per model and an overall one); write what ran,
+    where and when to ``trace_path`` (graph.json) even when nodes failed."""
+    try:
+        with RunProgress(show_progress) as progress:
+            as_executor(executor).run_graph(graph, Observers(GraphProgress(progress, graph), observer), progress)
+    finally:
+        if trace_path is not None:
+            write_trace(graph, trace_path, executor)
+
+
+def write_trace(graph: TaskGraph, path: Path, executor) -> None:
+    t0 = min((t["start"] for t in graph.trace.values()), default=0.0)
+    nodes = []
+    for node in graph:
+        row = {"id": node.id, "kind": node.kind, "model": node.model, "stage": node.stage, "seed": node.seed,
+               "fold": node.fold, "deps": node.deps, "cpu_share": node.cpu_share, "gpu_share": node.gpu_share}
+        t = graph.trace.get(node.id)
+        if t is not None:
+            row.update(start=round(t["start"] - t0, 3), host=t.get("host"), pid=t.get("pid"))
+            if "end" in t:
+                row.update(seconds=round(t["end"] - t["start"], 3))
+        nodes.append(row)
+    write_json(path, {"executor": type(executor).__name__, **graph.summary(), "node_list": nodes})
+
+
+# --------------------------------------------------------------------------- the stage chain
+
+
+class StageChain:
+    """A model's stages over its seeds, and which stage outputs feed which stage-seed.
+
+    Stage i of seed s reads a ``meta`` block made of stage i-1's predictions: seed s's
+    own, or the mean over ALL seeds when the model's ``meta_from_seed_mean`` is set. Training
+    (the task graph's dependencies and inputs) and :func:`predict_run` both follow it."""
+
+    def __init__(self, model: Model, seeds: list[int]) -> None:
+        self.model = model
+        self.stages = model.stages()
+        self.seeds = list(seeds)
+        self.seed_mean = bool(model.meta_from_seed_mean)
+
+    def upstream(self, index: int, seed: int) -> list[tuple[int, int]]:
+        """The (stage index, seed) outputs that stage ``index`` of ``seed`` reads."""
+        if index == 0:
+            return []
+        return [(index - 1, s) for s in self.seeds] if self.seed_mean else [(index - 1, seed)]
+
+    def meta(self, index: int, seed: int, outputs: dict[tuple[int, int], np.ndarray]) -> np.ndarray | None:
+        """Stage ``index``'s meta block for ``seed`` from the upstream outputs (None: none)."""
+        keys = self.upstream(index, seed)
+        if not keys:
+            return None
+        if self.seed_mean:
+            return np.mean([outputs[k] for k in keys], axis=0).astype(np.float32)
+        return outputs[keys[0]]
+
+    def final(self, outputs: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+        """The model's predictions: its last stage's, averaged over seeds."""
+        last = len(self.stages) - 1
+        return np.mean([outputs[(last, s)] for s in self.seeds], axis=0)
+
+
+def stage_dir(run_dir: str | Path, stage: StageSpec, seed: int) -> Path:
+    return Path(run_dir) / "stages" / stage.name / f"seed_{seed}"
 
 
 # --------------------------------------------------------------------------- training
@@ -362,99 +480,129 @@ def train(
     show_progress: bool = True,
     label: str | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``data``: every stage x seed x fold, resuming finished folds.
-    ``label`` names the progress bar (a blend entry's name; default: the model's).
+    """Train ``config`` on ``data``: every stage x seed x fold as one task graph, resuming
+    finished folds and stage outputs. ``label`` names the progress bar (default: the model).
 
-    The run folder is locked meanwhile: a second run into it fails fast (RunLockedError)."""
+    The run folder is locked meanwhile: a second run into it fails fast (RunLockedError).
+    A failed fold (or feature fit) raises :class:`moakit.graph.GraphFailed` naming its
+    stage / seed / fold, after every node that did not depend on it has finished."""
     out = check_out_dir(out)
     model = check_config(config, data)
-    executor = make_executor(executor) if isinstance(executor, str) else executor
+    executor = as_executor(executor)
     fingerprint = data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        _check_resume(out, config, fingerprint)
-        return _train(config, model, data, out, executor, fingerprint, show_progress, label)
+        graph = TaskGraph()
+        model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint)
+        results: dict[str, TrainResult] = {}
+        execute(graph, executor, show_progress, _Collect(results), out / "graph.json")
+        return results[model_node]
 
 
-def _train(config, model, data, out, executor, fingerprint, show_progress, label) -> TrainResult:
-    train_ds, test_ds = data.train, data.test
+class _Collect(Observer):
+    """Keeps the values of the ``model`` nodes (TrainResult) by node id."""
+
+    def __init__(self, into: dict) -> None:
+        self.into = into
+
+    def on_done(self, node: Node, value) -> None:
+        if node.kind == "model":
+            self.into[node.id] = value
+
+
+def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -> tuple[dict, np.ndarray]:
+    """Before any node runs: refuse a run folder of another config / data / version, write
+    config.json, columns.json, the manifest (running) and the folds; returns (manifest, folds)."""
+    _check_resume(out, config, fingerprint)
+    train_ds = data.train
     write_json(out / "config.json", config.model_dump(mode="json"))
     # What inference checks new data against: the input columns and the output targets.
     write_json(out / "columns.json", {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
                                       "scored": list(train_ds.scored_names)})
     manifest = _manifest(config, fingerprint, data, out)
     write_json(out / "manifest.json", {**manifest, "status": "running"})
-
     if (out / "folds.npy").exists():
         folds = read_npy(out / "folds.npy")
     else:
         folds = assign_folds(train_ds, config.cv.scheme, config.cv.n_folds, config.cv.seed, config.cv.max_replicates)
         write_npy(out / "folds.npy", folds)
-    judge = judge_masks(config, train_ds, folds)
+    return manifest, folds
+
+
+def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data: MoAData, out: Path,
+              fingerprint: str, label: str | None = None) -> str:
+    """Add the nodes of one model (run folder ``out``) to ``graph``; returns its ``model``
+    node's id. What is already done in ``out`` becomes no node (finished folds) or a node
+    that only reads it (a finished stage-seed's gather)."""
+    manifest, folds = prepare_run(config, data, out, fingerprint)
+    judge = judge_masks(config, data.train, folds)
     if config.selection.policy == "holdout" and not (out / "holdout.npy").exists():
         write_npy(out / "holdout.npy", np.stack([judge[k] for k in range(config.cv.n_folds)]).astype(np.int8))
-
-    timings: dict[str, float] = {}
-    stage_metrics: dict[str, dict] = {}
-    upstream: dict[int, tuple[np.ndarray, np.ndarray] | None] = {s: None for s in config.seeds}
-    stages = model.stages()
-    total_jobs = len(stages) * len(config.seeds) * config.cv.n_folds
-    with RunProgress(show_progress) as progress:
-        advance = progress.jobs(f"{label or config.model} ({config.profile})", total_jobs)
-        for stage in stages:
-            t0 = time.perf_counter()
-            per_seed = {seed: _train_stage_seed(
-                model, config, stage, seed, train_ds, test_ds, folds, judge, upstream[seed],
-                out / "stages" / stage.name / f"seed_{seed}", executor, progress, advance,
-            ) for seed in config.seeds}
-            upstream = dict(per_seed)
-            timings[f"stage_{stage.name}_seconds"] = round(time.perf_counter() - t0, 3)
-            oof = np.mean([upstream[s][0] for s in config.seeds], axis=0)  # this stage's, over seeds
-            if model.meta_from_seed_mean:
-                # the next stage of every seed reads this stage's predictions averaged over seeds
-                test_mean = np.mean([upstream[s][1] for s in config.seeds], axis=0).astype(np.float32)
-                upstream = {s: (oof.astype(np.float32), test_mean) for s in config.seeds}
-            if stage.targets == "scored" and oof.shape[1] == train_ds.scored.shape[1]:
-                # every stage on the scored targets, so a stacked model shows what each stage adds
-                stage_metrics[stage.name] = metrics.score(
-                    train_ds.scored, metrics.zero_controls(oof, train_ds.is_control), train_ds.is_control)
-
-    # the model's predictions are its last stage's
-    test = np.mean([upstream[s][1] for s in config.seeds], axis=0)
-    oof = metrics.zero_controls(oof, train_ds.is_control)
-    test = metrics.zero_controls(test, test_ds.is_control)
-    result_metrics = {"model": config.model, "profile": config.profile, "cv": config.cv.model_dump(),
-                      "selection": selection_summary(config),
-                      "seeds": {}, **metrics.score(train_ds.scored, oof, train_ds.is_control)}
-    for s in config.seeds:  # the last stage of each seed alone
-        result_metrics["seeds"][str(s)] = metrics.score(train_ds.scored, per_seed[s][0], train_ds.is_control)
-    if len(stage_metrics) > 1:
-        result_metrics["stages"] = stage_metrics
-    prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
-    result_metrics["prior"] = metrics.score(train_ds.scored, prior, train_ds.is_control)
-    write_predictions(out / "oof_predictions.csv", train_ds.sig_id, oof, train_ds.scored_names)
-    write_predictions(out / "test_predictions.csv", test_ds.sig_id, test, train_ds.scored_names)
-    write_json(out / "metrics.json", result_metrics)
-    timings["total_seconds"] = round(sum(timings.values()), 3)
-    write_json(out / "manifest.json", {**manifest, "status": "complete", "timings": timings})
-    return TrainResult(out, oof, test, result_metrics, timings)
+    chain = StageChain(model, config.seeds)
+    gathers: dict[tuple[int, int], str] = {}
+    n_jobs = n_pending = 0
+    for index, stage in enumerate(chain.stages):
+        for seed in config.seeds:
+            upstream = [gathers[key] for key in chain.upstream(index, seed)]
+            gathers[(index, seed)], pending = _add_stage_seed(
+                graph, name, config, model, data, out, folds, judge, index, seed, upstream)
+            n_jobs += config.cv.n_folds
+            n_pending += pending
+    finish = ModelFinish(name, config, chain, data, out, manifest, graph)
+    keys = [(i, s) for i in range(len(chain.stages)) for s in config.seeds]
+    graph.models[name] = (f"{label or name} ({config.profile})", n_jobs, n_jobs - n_pending)
+    return graph.add(Node(f"{name}/model", "model", finish, deps=[gathers[k] for k in keys],
+                          kwargs={"keys": keys}, model=name, on_driver=True, cpu_share=0))
 
 
-def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, judge, upstream, stage_dir,
-                      executor, progress, advance) -> tuple[np.ndarray, np.ndarray]:
-    if (stage_dir / "oof.npy").exists() and (stage_dir / "test.npy").exists():
-        for _ in range(config.cv.n_folds):
-            advance()
-        return read_npy(stage_dir / "oof.npy"), read_npy(stage_dir / "test.npy")
-    meta_train, meta_test = upstream if upstream is not None else (None, None)
-    train_blocks = _stage_blocks(train_ds, meta_train)
-    test_blocks = _stage_blocks(test_ds, meta_test)
-    feat_dir = stage_dir / "features"
+def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, seed, upstream) -> tuple[str, int]:
+    """The nodes of one stage-seed: features -> folds -> gather (only the gather, reading
+    oof.npy / test.npy, when it finished before). Returns (gather id, fold jobs added)."""
+    stage = model.stages()[index]
+    sdir = stage_dir(out, stage, seed)
+    prefix = f"{name}/{stage.name}/seed_{seed}"
+    where = {"model": name, "stage": stage.name, "seed": seed}
+    shared_folds = {"folds": folds}
+    gather = Node(f"{prefix}/gather", "gather", gather_stage_seed, shared=shared_folds,
+                  kwargs={"stage_dir": str(sdir), "n_folds": config.cv.n_folds}, cpu_share=0, **where)
+    if (sdir / "oof.npy").exists() and (sdir / "test.npy").exists():
+        return graph.add(gather), 0
+    pending = [k for k in range(config.cv.n_folds) if not fold_done(sdir / f"fold_{k}")]
+    if pending:
+        feat = graph.add(Node(f"{prefix}/features", "features", fit_stage_seed, deps=upstream, shared={"data": data},
+                              kwargs={"model": model, "index": index, "seed": seed, "seeds": list(config.seeds),
+                                      "run_dir": str(out)}, **where))
+        rows = training_rows(stage, data.train)
+        for k in pending:
+            job = FoldJob(model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
+                          out_dir=str(sdir / f"fold_{k}"), arrays=None,
+                          fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]),
+                          judge_rows=np.flatnonzero(rows & judge[k]), oof_rows=np.flatnonzero(folds == k))
+            gather.deps.append(graph.add(Node(f"{prefix}/fold_{k}", "fold", train_fold, deps=[feat],
+                                              kwargs={"job": job}, fold=k, gpu_share=model.fold_gpu_share, **where)))
+    return graph.add(gather), len(pending)
+
+
+def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], model: Model, index: int, seed: int,
+                   seeds: list[int], run_dir: str) -> StageArrays:
+    """A ``features`` node: fit (or reload) the stage-seed's feature transform on the
+    stage's inputs (the upstream stage outputs become its ``meta`` block) and return its
+    matrices. Runs anywhere: it reads the data it is given and writes to ``run_dir``."""
+    chain = StageChain(model, seeds)
+    stage = chain.stages[index]
+    keys = chain.upstream(index, seed)
+    meta_train = chain.meta(index, seed, {k: v[0] for k, v in zip(keys, upstream)})
+    meta_test = chain.meta(index, seed, {k: v[1] for k, v in zip(keys, upstream)})
+    train_ds, test_ds = data.train, data.test
+    train_blocks, test_blocks = _stage_blocks(train_ds, meta_train), _stage_blocks(test_ds, meta_test)
+    sdir = stage_dir(run_dir, stage, seed)
+    feat_dir = sdir / "features"
     if feat_dir.exists():
         features = model.load_features(stage, feat_dir)
     else:
-        features = model.fit_features(stage, _fit_blocks(stage, train_ds, train_blocks),
-                                      _fit_blocks(stage, test_ds, test_blocks), seed)
+        fit_train, fit_test = _fit_blocks(stage, train_ds, train_blocks), _fit_blocks(stage, test_ds, test_blocks)
+        _adopt_reused_features(model, chain, stage, seed, run_dir, fit_train, fit_test)
+        features = model.fit_features(stage, fit_train, fit_test, seed)
         features.save(feat_dir)
     X_all = features.transform(train_blocks)
     X_test = features.transform(test_blocks)
@@ -464,39 +612,105 @@ def _train_stage_seed(model, config, stage, seed, train_ds, test_ds, folds, judg
     columns = np.arange(Y_all.shape[1])
     if stage.drop_empty_targets:
         columns = np.flatnonzero(Y_all[rows].sum(axis=0) > 0)
-    write_json(stage_dir / "targets.json", {"names": [names[j] for j in columns], "columns": columns.tolist()})
-    Y = Y_all[:, columns]
-
+    write_json(sdir / "targets.json", {"names": [names[j] for j in columns], "columns": columns.tolist()})
     Y_aux = None
     if stage.aux_targets:  # e.g. the non-scored labels a scored stage pre-trains on
         Y_aux, _ = stage_targets(StageSpec(stage.name, targets=stage.aux_targets), train_ds)
-    arrays = StageArrays(X=X_all, Y=Y, X_test=X_test, Y_aux=Y_aux)
-    jobs = []
-    for k in range(config.cv.n_folds):
-        jobs.append(FoldJob(
-            model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
-            out_dir=str(stage_dir / f"fold_{k}"), arrays=arrays,
-            fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]), judge_rows=np.flatnonzero(rows & judge[k]),
-            oof_rows=np.flatnonzero(folds == k),
-        ))
-    pending = [j for j in jobs if not (Path(j.out_dir) / "done.json").exists()]
-    for _ in range(len(jobs) - len(pending)):
-        advance()
-    if pending:
-        executor.run(pending, progress)
-        for _ in pending:
-            advance()
+    return StageArrays(X=X_all, Y=Y_all[:, columns], X_test=X_test, Y_aux=Y_aux)
 
-    oof = np.zeros((len(train_ds), len(columns)), np.float32)
-    tests = []
-    for k in range(config.cv.n_folds):
-        fold_dir = stage_dir / f"fold_{k}"
-        oof[folds == k] = read_npy(fold_dir / "valid_pred.npy")
-        tests.append(read_npy(fold_dir / "test_pred.npy"))
-    test = np.mean(tests, axis=0).astype(np.float32)
-    write_npy(stage_dir / "oof.npy", oof)
-    write_npy(stage_dir / "test.npy", test)
+
+def _adopt_reused_features(model: Model, chain: StageChain, stage: StageSpec, seed: int, run_dir: str,
+                           fit_train: Blocks, fit_test: Blocks) -> None:
+    """A stage that reuses an earlier stage's fitted features (a stacked model's stage 2
+    reads stage 1's UMAP) gets them from that stage's saved folder, so a feature fit in
+    another process (Ray) does not fit them again."""
+    earlier = model.reuses_features_of(stage)
+    if earlier is None:
+        return
+    spec = next((s for s in chain.stages if s.name == earlier), None)
+    saved = stage_dir(run_dir, spec, seed) / "features" if spec is not None else None
+    if saved is not None and saved.exists():
+        model.adopt_features(spec, seed, model.load_features(spec, saved), fit_train, fit_test)
+
+
+def train_fold(arrays: StageArrays, job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
+    """A ``fold`` node: train one fold on its stage-seed's matrices."""
+    return run_fold_job(dataclasses.replace(job, arrays=arrays), on_epoch)
+
+
+def gather_stage_seed(folds: np.ndarray, *fold_dirs: str, stage_dir: str, n_folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """A ``gather`` node: the stage-seed's out-of-fold predictions (each row from the fold
+    that held it out) and its test predictions (mean over folds), saved as oof.npy /
+    test.npy; read back when they exist."""
+    sdir = Path(stage_dir)
+    if (sdir / "oof.npy").exists() and (sdir / "test.npy").exists():
+        return read_npy(sdir / "oof.npy"), read_npy(sdir / "test.npy")
+    valid = [read_npy(sdir / f"fold_{k}" / "valid_pred.npy") for k in range(n_folds)]
+    oof = np.zeros((len(folds), valid[0].shape[1]), np.float32)
+    for k in range(n_folds):
+        oof[folds == k] = valid[k]
+    test = np.mean([read_npy(sdir / f"fold_{k}" / "test_pred.npy") for k in range(n_folds)], axis=0).astype(np.float32)
+    write_npy(sdir / "oof.npy", oof)
+    write_npy(sdir / "test.npy", test)
     return oof, test
+
+
+@dataclass
+class ModelFinish:
+    """A model's ``model`` node (in the driver): its predictions (last stage, mean over
+    seeds, controls 0), metrics.json with per-seed and per-stage scores, the manifest."""
+
+    name: str
+    config: RunConfig
+    chain: StageChain
+    data: MoAData
+    out: Path
+    manifest: dict
+    graph: TaskGraph
+
+    def __call__(self, *outputs: tuple[np.ndarray, np.ndarray], keys: list[tuple[int, int]]) -> TrainResult:
+        train_ds, test_ds = self.data.train, self.data.test
+        oofs = {k: v[0] for k, v in zip(keys, outputs)}
+        tests = {k: v[1] for k, v in zip(keys, outputs)}
+        oof = metrics.zero_controls(self.chain.final(oofs), train_ds.is_control)
+        test = metrics.zero_controls(self.chain.final(tests), test_ds.is_control)
+        result = {"model": self.config.model, "profile": self.config.profile, "cv": self.config.cv.model_dump(),
+                  "selection": selection_summary(self.config), "seeds": {},
+                  **metrics.score(train_ds.scored, oof, train_ds.is_control)}
+        last = len(self.chain.stages) - 1
+        for s in self.config.seeds:  # the last stage of each seed alone
+            result["seeds"][str(s)] = metrics.score(train_ds.scored, oofs[(last, s)], train_ds.is_control)
+        stage_scores = {}
+        for i, stage in enumerate(self.chain.stages):
+            stage_oof = np.mean([oofs[(i, s)] for s in self.config.seeds], axis=0)
+            if stage.targets == "scored" and stage_oof.shape[1] == train_ds.scored.shape[1]:
+                # every stage on the scored targets, so a stacked model shows what each stage adds
+                stage_scores[stage.name] = metrics.score(
+                    train_ds.scored, metrics.zero_controls(stage_oof, train_ds.is_control), train_ds.is_control)
+        if len(stage_scores) > 1:
+            result["stages"] = stage_scores
+        prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
+        result["prior"] = metrics.score(train_ds.scored, prior, train_ds.is_control)
+        write_predictions(self.out / "oof_predictions.csv", train_ds.sig_id, oof, train_ds.scored_names)
+        write_predictions(self.out / "test_predictions.csv", test_ds.sig_id, test, train_ds.scored_names)
+        write_json(self.out / "metrics.json", result)
+        timings = self.timings()
+        write_json(self.out / "manifest.json", {**self.manifest, "status": "complete", "timings": timings})
+        return TrainResult(self.out, oof, test, result, timings)
+
+    def timings(self) -> dict[str, float]:
+        """Wall seconds (first start to last end) of each stage's nodes run now, and of all."""
+        out: dict[str, float] = {}
+        spans = []
+        for stage in self.chain.stages:
+            trace = [self.graph.trace[n.id] for n in self.graph.of_model(self.name)
+                     if n.stage == stage.name and "end" in self.graph.trace.get(n.id, {})]
+            if trace:
+                spans += trace
+                out[f"stage_{stage.name}_seconds"] = round(max(t["end"] for t in trace) - min(t["start"] for t in trace), 3)
+        out["total_seconds"] = round(max(t["end"] for t in spans) - min(t["start"] for t in spans), 3) if spans else 0.0
+        out["node_seconds"] = round(sum(t["end"] - t["start"] for t in spans), 3)
+        return out
 
 
 def write_predictions(path: Path, sig_id: np.ndarray, pred: np.ndarray, names: list[str]) -> None:
@@ -556,29 +770,27 @@ def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
 def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None) -> np.ndarray:
     """Scored-target probabilities for ``ds`` from a trained run's saved artifacts only.
 
-    Replays the stage chain exactly as training produced its test predictions: each
-    stage's saved transform, then the mean over folds of its saved estimators, per seed;
-    then the mean over seeds, with control rows set to 0. Nothing is refitted.
-    ``batch_size`` overrides the estimators' saved inference batch size (throughput only).
+    Replays the stage chain (:class:`StageChain`, as training) on ``ds``: each stage's saved
+    transform, then the mean over folds of its saved estimators, per seed; the model's
+    predictions are the last stage's averaged over seeds, with control rows set to 0.
+    Nothing is refitted. ``batch_size`` overrides the estimators' saved inference batch
+    size (throughput only).
     """
     run_dir = Path(run_dir)
     config = RunConfig(**read_json(run_dir / "config.json"))
     model = build_model(config)
-    meta: dict[int, np.ndarray | None] = {seed: None for seed in config.seeds}
-    for stage in model.stages():
+    chain = StageChain(model, config.seeds)
+    outputs: dict[tuple[int, int], np.ndarray] = {}
+    for index, stage in enumerate(chain.stages):
         for seed in config.seeds:
-            stage_dir = run_dir / "stages" / stage.name / f"seed_{seed}"
-            features = model.load_features(stage, stage_dir / "features")
-            X = features.transform(_stage_blocks(ds, meta[seed]))
+            sdir = stage_dir(run_dir, stage, seed)
+            features = model.load_features(stage, sdir / "features")
+            X = features.transform(_stage_blocks(ds, chain.meta(index, seed, outputs)))
             preds = []
             for k in range(config.cv.n_folds):
-                est = model.load_estimator(stage, stage_dir / f"fold_{k}" / "estimator")
+                est = model.load_estimator(stage, sdir / f"fold_{k}" / "estimator")
                 if batch_size is not None and hasattr(est, "eval_batch_size"):
                     est.eval_batch_size = int(batch_size)
                 preds.append(est.predict_proba(X))
-            meta[seed] = np.mean(preds, axis=0).astype(np.float32)
-        if model.meta_from_seed_mean:  # as in training: every seed's next stage reads the seed mean
-            mean = np.mean([meta[s] for s in config.seeds], axis=0).astype(np.float32)
-            meta = {seed: mean for seed in config.seeds}
-    return metrics.zero_controls(np.mean([meta[s] for s in config.seeds], axis=0), ds.is_control)
-
+            outputs[(index, seed)] = np.mean(preds, axis=0).astype(np.float32)
+    return metrics.zero_controls(chain.final(outputs), ds.is_control)

@@ -23,19 +23,23 @@ Run layout::
     RUN/
       workflow.json          the resolved blend config and every resolved model config
       manifest.json          versions, data fingerprint, per-model status/timings/scores
+      graph.json             the run's task graph: every node, when and where it ran
       models/<name>/         one runner run per entry (see moakit.runner)
       blend/                 blend.json (weights), oof_predictions.csv, submission.csv, ...
       submission.csv         copy of blend/submission.csv
       report/index.html      moakit.report
 
-A rerun into the same RUN resumes: finished folds (and a finished blend whose inputs and
-settings did not change) are not computed again, and the result is the same. The blend
+The whole run is one task graph (models x stages x seeds x folds, then the blend; see
+:mod:`moakit.graph`). A rerun into the same RUN resumes node by node: finished folds and
+stage outputs (and a finished blend whose inputs and settings did not change) are not
+computed again, and the result is the same. The blend
 settings may change between runs (the blend is then redone); a model entry whose resolved
 config changed, or other data, is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import re
@@ -53,6 +57,7 @@ from moakit import runner
 from moakit.artifacts import atomic_dir, atomic_file, read_json, run_lock, write_json
 from moakit.config import ConfigError, RunConfig, deep_merge, load_config, read_yaml, resolve_config_path
 from moakit.data.dataset import MoAData
+from moakit.graph import GraphFailed, Node, Observer, Observers, TaskGraph
 
 WORKFLOW_FILE = "workflow.json"
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -288,7 +293,7 @@ def _check_resume(out: Path, fingerprint: str) -> None:
 
 def _make_executor(executor, ray_address):
     if not isinstance(executor, str):
-        return executor
+        return runner.as_executor(executor)
     if executor == "ray":
         return runner.make_executor("ray", address=ray_address)
     if ray_address:
@@ -307,7 +312,13 @@ def run_workflow(
 ) -> WorkflowResult:
     """Train every model of ``config`` into ``out/models/<name>``, blend them into
     ``out/blend``, copy the blended submission to ``out/submission.csv`` and write the
-    report. Resumes an interrupted run in ``out``."""
+    report. Resumes an interrupted run in ``out``.
+
+    All of it is one task graph (:mod:`moakit.graph`): every model's feature fits, fold jobs
+    and stage outputs, then the blend, which depends on every model. The local executor runs
+    it in order; the Ray executor runs whatever is ready at once, across models. A failed
+    node is reported with its model / stage / seed / fold; the nodes that do not depend on it
+    finish, and a rerun does the rest."""
     from moakit.data.io import load
 
     if isinstance(config, BlendConfig):
@@ -325,110 +336,178 @@ def run_workflow(
     fingerprint = runner.data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # a second run into ``out`` fails fast
-        return _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress)
+        return _WorkflowRun(blend_config, model_configs, data, out, exec_obj, fingerprint).run(show_progress)
 
 
-def _run_locked(blend_config, model_configs, data, out, exec_obj, fingerprint, show_progress) -> WorkflowResult:
-    from moakit import blend as blend_mod
-    from moakit import report as report_mod
+class WorkflowManifest(Observer):
+    """``manifest.json`` of a workflow run, kept current from the task graph's events."""
 
-    resolved = {"blend_config": blend_config.model_dump(mode="json"),
-                "model_configs": {n: c.model_dump(mode="json") for n, c in model_configs.items()}}
-    _check_resume(out, fingerprint)
-    write_json(out / WORKFLOW_FILE, resolved)
+    def __init__(self, out: Path, content: dict[str, Any]) -> None:
+        self.path = out / "manifest.json"
+        self.content = content
+        self.graph: TaskGraph | None = None
 
-    previous = read_json(out / "manifest.json") if (out / "manifest.json").exists() else {}
-    manifest: dict[str, Any] = {
-        "kind": "workflow",
-        "status": "running",
-        "versions": versions(),
-        "config_source": blend_config.source,
-        "profile": blend_config.profile,
-        "config": resolved,
-        "data_fingerprint": fingerprint,
-        "data_source": runner.data_source(data, out),
-        "n_train": len(data.train),
-        "n_test": len(data.test),
-        "executor": exec_obj.__class__.__name__,
-        "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
-        "models": {e.name: {"status": "pending", "model": model_configs[e.name].model,
-                            "profile": model_configs[e.name].profile, "run_dir": f"models/{e.name}",
-                            "seeds": model_configs[e.name].seeds, "folds": model_configs[e.name].cv.n_folds,
-                            "cv": model_configs[e.name].cv.scheme}
-                   for e in blend_config.models},
-        "blend": previous.get("blend", {"status": "pending"}),
-    }
+    def save(self, **changes) -> None:
+        self.content.update(changes)
+        self.content["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        write_json(self.path, self.content)
 
-    def save_manifest(**changes) -> None:
-        manifest.update(changes)
-        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(out / "manifest.json", manifest)
+    def model(self, name: str) -> dict:
+        return self.content["models"][name]
 
-    save_manifest()
-    start = time.perf_counter()
-    results: dict[str, runner.TrainResult] = {}
-    for entry in blend_config.models:
-        info = manifest["models"][entry.name]
-        info["status"] = "running"
-        save_manifest()
+    def on_start(self, node) -> None:
+        if node.model in self.content["models"] and self.model(node.model)["status"] == "pending":
+            self.model(node.model)["status"] = "running"
+            self.save()
+
+    def on_done(self, node, value) -> None:
+        if node.kind != "model":
+            return
+        m = value.metrics
+        self.model(node.model).update(status="complete", seconds=self._seconds(node.model),
+                                      training_seconds=value.timings.get("total_seconds"),
+                                      log_loss=m["log_loss"], log_loss_treated=m["log_loss_treated"])
+        self.save()
+
+    def on_failed(self, node, error: str) -> None:
+        if node.model in self.content["models"]:
+            self.model(node.model).update(status="failed", error=f"{node.describe()} ({node.kind}): {error}",
+                                          seconds=self._seconds(node.model))
+            self.save()
+
+    def _seconds(self, name: str) -> float:
+        """Wall seconds of the model's nodes that ran now (first start to last end)."""
+        spans = [self.graph.trace[n.id] for n in self.graph.of_model(name) if "end" in self.graph.trace.get(n.id, {})]
+        return round(max(t["end"] for t in spans) - min(t["start"] for t in spans), 3) if spans else 0.0
+
+
+class _WorkflowRun:
+    """One locked run of a workflow: build the graph (models, blend), run it, write the
+    submission and the report."""
+
+    def __init__(self, blend_config: BlendConfig, model_configs: dict[str, RunConfig], data: MoAData, out: Path,
+                 executor, fingerprint: str) -> None:
+        self.blend_config, self.model_configs, self.data = blend_config, model_configs, data
+        self.out, self.executor, self.fingerprint = out, executor, fingerprint
+        self.names = [e.name for e in blend_config.models]
+        self.manifest: WorkflowManifest | None = None
+
+    def run(self, show_progress: bool) -> WorkflowResult:
+        _check_resume(self.out, self.fingerprint)
+        resolved = {"blend_config": self.blend_config.model_dump(mode="json"),
+                    "model_configs": {n: c.model_dump(mode="json") for n, c in self.model_configs.items()}}
+        write_json(self.out / WORKFLOW_FILE, resolved)
+        self.manifest = WorkflowManifest(self.out, self._initial_manifest(resolved))
+        self.manifest.save()
+        start = time.perf_counter()
+        with contextlib.ExitStack() as locks:
+            graph = self._graph(locks)
+            self.manifest.graph = graph
+            collected: dict[str, Any] = {}
+            try:
+                runner.execute(graph, self.executor, show_progress, Observers(self.manifest, _Values(collected)),
+                               self.out / "graph.json")
+            except GraphFailed as exc:
+                self.manifest.save(status="failed")
+                raise WorkflowError(str(exc)) from exc
+        results = {n: collected[f"{n}/model"] for n in self.names}
+        blend_result, summary = collected["blend"]
+        return self._finish(results, blend_result, summary, start)
+
+    def _initial_manifest(self, resolved: dict) -> dict:
+        previous = read_json(self.out / "manifest.json") if (self.out / "manifest.json").exists() else {}
+        cfgs = self.model_configs
+        return {
+            "kind": "workflow", "status": "running", "versions": versions(),
+            "config_source": self.blend_config.source, "profile": self.blend_config.profile, "config": resolved,
+            "data_fingerprint": self.fingerprint, "data_source": runner.data_source(self.data, self.out),
+            "n_train": len(self.data.train), "n_test": len(self.data.test),
+            "executor": type(getattr(self.executor, "executor", self.executor)).__name__,
+            "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
+            "models": {n: {"status": "pending", "model": cfgs[n].model, "profile": cfgs[n].profile,
+                           "run_dir": f"models/{n}", "seeds": cfgs[n].seeds, "folds": cfgs[n].cv.n_folds,
+                           "cv": cfgs[n].cv.scheme} for n in self.names},
+            "blend": previous.get("blend", {"status": "pending"}),
+        }
+
+    def _graph(self, locks: contextlib.ExitStack) -> TaskGraph:
+        """Every model's nodes (each run folder locked and checked), then the blend."""
+        graph = TaskGraph()
+        model_nodes = []
+        for name in self.names:
+            cfg = self.model_configs[name]
+            model_dir = self.out / "models" / name
+            try:
+                model_dir.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(run_lock(model_dir))
+                model_nodes.append(runner.add_model(graph, name, cfg, runner.build_model(cfg), self.data, model_dir,
+                                                    self.fingerprint))
+            except Exception as exc:
+                self.manifest.model(name).update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                self.manifest.save(status="failed")
+                raise WorkflowError(f"model entry {name!r} ({cfg.model}) failed: {exc}") from exc
+        graph.add(Node("blend", "blend", self._blend, deps=model_nodes, on_driver=True, cpu_share=0))
+        return graph
+
+    def _blend(self, *results: runner.TrainResult):
+        """The blend node (skipped when a finished blend of the same inputs exists):
+        returns (BlendResult or None, blend.json)."""
+        from moakit import blend as blend_mod
+
+        settings_obj = self.blend_config.blend
+        run_dirs = [self.out / "models" / n for n in self.names]
+        inputs = _file_digest([p for d in run_dirs for p in (d / "oof_predictions.csv", d / "test_predictions.csv")])
+        settings = settings_obj.model_dump(mode="json")
+        blend_dir = self.out / "blend"
+        prev = self.manifest.content.get("blend") or {}
+        blend_result = None
         t0 = time.perf_counter()
+        if not (prev.get("status") == "complete" and prev.get("inputs") == inputs and prev.get("settings") == settings
+                and (blend_dir / "blend.json").exists() and (blend_dir / "submission.csv").exists()):
+            self.manifest.save(blend={"status": "running"})
+            try:
+                with atomic_dir(blend_dir) as tmp:  # a killed blend leaves no half-written blend/
+                    blend_result = blend_mod.blend_runs(
+                        [str(d) for d in run_dirs], tmp, names=self.names, methods=tuple(settings_obj.methods),
+                        n_trials=settings_obj.optuna_trials, storage=settings_obj.storage, preset=settings_obj.preset,
+                        data=self.data, seed=settings_obj.seed)
+            except Exception as exc:
+                self.manifest.save(status="failed", blend={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+                raise
+            blend_result.out_dir = blend_dir  # it was written to a temporary folder, now renamed
+        summary = read_json(blend_dir / "blend.json")
+        seconds = round(time.perf_counter() - t0, 3) if blend_result is not None else prev.get("seconds")
+        self.manifest.save(blend={"status": "complete", "inputs": inputs, "settings": settings, "seconds": seconds,
+                                  **_blend_scores(summary)})
+        return blend_result, summary
+
+    def _finish(self, results, blend_result, summary, start: float) -> WorkflowResult:
+        from moakit import report as report_mod
+
+        submission = self.out / "submission.csv"
+        with atomic_file(submission, "wb") as fh, open(self.out / "blend" / "submission.csv", "rb") as src:
+            shutil.copyfileobj(src, fh)
+        # the manifest is complete before the report is written, so the report shows it so
+        self.manifest.content.pop("report_error", None)
+        self.manifest.save(status="complete", total_seconds=round(time.perf_counter() - start, 3))
         try:
-            results[entry.name] = runner.train(model_configs[entry.name], data, out / "models" / entry.name,
-                                               executor=exec_obj, show_progress=show_progress, label=entry.name)
+            report_path = Path(report_mod.write_report(self.out))
         except Exception as exc:
-            info.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                        seconds=round(time.perf_counter() - t0, 3))
-            save_manifest(status="failed")
-            raise WorkflowError(f"model entry {entry.name!r} ({model_configs[entry.name].model}) failed: {exc}") from exc
-        m = results[entry.name].metrics
-        info.update(status="complete", seconds=round(time.perf_counter() - t0, 3),
-                    training_seconds=results[entry.name].timings.get("total_seconds"),
-                    log_loss=m["log_loss"], log_loss_treated=m["log_loss_treated"])
-        save_manifest()
+            self.manifest.save(status="failed", report_error=f"{type(exc).__name__}: {exc}")
+            raise WorkflowError(f"report failed (models and blend are complete): {exc}") from exc
+        return WorkflowResult(self.out, results, blend_result, summary, submission, report_path,
+                              self.manifest.content)
 
-    # ---- blend (skipped when a finished blend of the same inputs exists)
-    names = [e.name for e in blend_config.models]
-    run_dirs = [out / "models" / n for n in names]
-    inputs = _file_digest([p for d in run_dirs for p in (d / "oof_predictions.csv", d / "test_predictions.csv")])
-    settings = blend_config.blend.model_dump(mode="json")
-    blend_dir = out / "blend"
-    prev_blend = manifest.get("blend") or {}
-    blend_result = None
-    t0 = time.perf_counter()
-    if not (prev_blend.get("status") == "complete" and prev_blend.get("inputs") == inputs
-            and prev_blend.get("settings") == settings and (blend_dir / "blend.json").exists()
-            and (blend_dir / "submission.csv").exists()):
-        save_manifest(blend={"status": "running"})
-        try:
-            with atomic_dir(blend_dir) as tmp:  # a killed blend leaves no half-written blend/
-                blend_result = blend_mod.blend_runs(
-                    [str(d) for d in run_dirs], tmp, names=names, methods=tuple(blend_config.blend.methods),
-                    n_trials=blend_config.blend.optuna_trials, storage=blend_config.blend.storage,
-                    preset=blend_config.blend.preset, data=data, seed=blend_config.blend.seed)
-        except Exception as exc:
-            save_manifest(status="failed", blend={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-            raise WorkflowError(f"blend failed: {exc}") from exc
-        blend_result.out_dir = blend_dir  # it was written to a temporary folder, now renamed
-    summary = read_json(blend_dir / "blend.json")
-    manifest["blend"] = {"status": "complete", "inputs": inputs, "settings": settings,
-                         "seconds": round(time.perf_counter() - t0, 3) if blend_result is not None
-                         else prev_blend.get("seconds"),
-                         **_blend_scores(summary)}
-    save_manifest()
 
-    submission = out / "submission.csv"
-    with atomic_file(submission, "wb") as fh, open(blend_dir / "submission.csv", "rb") as src:
-        shutil.copyfileobj(src, fh)
+class _Values(Observer):
+    """Keeps the values of the model and blend nodes by node id."""
 
-    # the manifest is complete before the report is written, so the report shows it so
-    manifest.pop("report_error", None)
-    save_manifest(status="complete", total_seconds=round(time.perf_counter() - start, 3))
-    try:
-        report_path = Path(report_mod.write_report(out))
-    except Exception as exc:
-        save_manifest(status="failed", report_error=f"{type(exc).__name__}: {exc}")
-        raise WorkflowError(f"report failed (models and blend are complete): {exc}") from exc
-    return WorkflowResult(out, results, blend_result, summary, submission, report_path, manifest)
+    def __init__(self, into: dict) -> None:
+        self.into = into
+
+    def on_done(self, node, value) -> None:
+        if node.kind in ("model", "blend"):
+            self.into[node.id] = value
 
 
 def _blend_scores(summary: dict) -> dict:

@@ -81,6 +81,9 @@ class Model(ABC):
     # True when fit_fold needs the stage's fitted feature state (keyword ``features``), as
     # the DeepInsight CNNs do to render images from the feature map.
     needs_features_in_fit: ClassVar[bool] = False
+    # The share of one job's GPUs (``--job-gpus``) a fold job of this model asks a cluster
+    # for: the small MLPs share a GPU; an image CNN sets 1.0 (a whole one).
+    fold_gpu_share: ClassVar[float] = 0.25
 
     def __init__(self, params: dict | ModelParams | None = None) -> None:
         if isinstance(params, ModelParams):
@@ -122,6 +125,17 @@ class Model(ABC):
         """True when a stage's ``meta`` block is the previous stage's predictions averaged
         over ALL seeds (fed to every seed), False when each seed has its own chain."""
         return False
+
+    def reuses_features_of(self, stage: StageSpec) -> str | None:
+        """The earlier stage whose fitted feature state :meth:`fit_features` of ``stage``
+        reuses (None: none). When the stages are fitted in different processes, the runner
+        reloads that stage's saved state and hands it over with :meth:`adopt_features`."""
+        return None
+
+    def adopt_features(self, stage: StageSpec, seed: int, features: FeatureState, train: Blocks,
+                       test: Blocks) -> None:
+        """Take ``features`` (``stage``'s fitted state for ``seed``, reloaded; ``train`` /
+        ``test`` the blocks it was fitted on) as if this object had fitted it."""
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params.model_dump(mode="json")}

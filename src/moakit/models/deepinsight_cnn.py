@@ -509,6 +509,7 @@ class DeepInsightModel(Model):
     Params: ClassVar[type[DeepInsightParams]] = DeepInsightParams
     params: DeepInsightParams
     needs_features_in_fit = True
+    fold_gpu_share = 1.0  # a fold job asks a cluster for a whole GPU (--job-gpus)
 
     def stages(self) -> list[StageSpec]:
         return [StageSpec("scored", targets="scored", keep_controls=True)]
