@@ -40,6 +40,10 @@ def moakit_predictions(run: Path, stage: str) -> tuple[np.ndarray, np.ndarray]:
     return oof.astype(np.float64), test.astype(np.float64)
 
 
+def _seconds(wall, cpu) -> str:
+    return " / ".join("" if x is None else f"{x:.0f}" for x in (wall, cpu))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", choices=sorted(STAGES))
@@ -73,26 +77,29 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"### {args.model}: moakit vs the winners' script, same data",
              "",
              f"Winners: `{run_info['script']}`, {run_info['seeds']} seed(s), size `{run_info.get('size', 'full')}`, "
-             f"{run_info['threads']} torch thread(s), {run_info['seconds']:.0f} s wall.",
+             f"{run_info['threads']} torch thread(s), {run_info['seconds']:.0f} s wall"
+             + (f", {run_info['cpu_seconds']:.0f} CPU s." if run_info.get("cpu_seconds") else "."),
              "",
              "| stage | code | test log loss (all / treated) | vs winners (test, treated) | OOF log loss (all / treated) "
-             "| OOF-to-test gap | training s |",
+             "| OOF-to-test gap | wall s / CPU s |",
              "|---|---|---|---|---|---|---|"]
     summary = {}
     for stage in STAGES[args.model]:
         them = scores(theirs[f"{stage}_oof"], theirs[f"{stage}_test"])
         summary[stage] = {"winners": them}
-        rows = [("winners' script", them, run_info["seconds"])]
+        rows = [("winners' script", them, (run_info["seconds"], run_info.get("cpu_seconds")))]
         for path, label in runs:
             mine = scores(*moakit_predictions(path, stage))
             summary[stage][label] = mine
             seconds = json.loads((path / "manifest.json").read_text()).get("timings", {}).get("total_seconds")
-            rows.append((f"moakit: {label}", mine, seconds))
+            cpu = path / "parity_cpu.json"
+            rows.append((f"moakit: {label}", mine,
+                         (seconds, json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None)))
         for who, sc, seconds in rows:
             ratio = sc["test_treated"] / them["test_treated"]
             lines.append(f"| {stage} | {who} | {sc['test']:.5f} / {sc['test_treated']:.5f} | {ratio:.4f}x | "
                          f"{sc['oof']:.5f} / {sc['oof_treated']:.5f} | {sc['test'] / sc['oof'] - 1:+.1%} | "
-                         f"{'' if seconds is None else f'{seconds:.0f}'} |")
+                         f"{_seconds(*seconds)} |")
     if args.report:
         write_report(args.report, lines)
         args.report.with_suffix(".json").write_text(json.dumps(summary, indent=1))

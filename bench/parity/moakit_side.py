@@ -18,6 +18,8 @@ rows, which the scripts drop, keep moakit's). The run folder is a normal ``moaki
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import shutil
 import sys
 from pathlib import Path
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reuse", type=Path, default=None, metavar="RUN",
                     help="start from RUN's folds and finished first stage (an ablation of the later stages)")
     ap.add_argument("--folds-from", type=Path, default=None, metavar="WINNERS_OUT",
-                    help="the fold assignment of a winners.py run (its parity_folds.csv)")
+                    help="the fold assignment of a winners.py run (its parity_folds.csv), or such a CSV file "
+                         "(winners.py --folds-only)")
     ap.add_argument("--selection", choices=["oof", "holdout", "last"], default="oof",
                     help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -123,8 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(args.reuse / "stages" / first, args.out / "stages" / first)
     data = load(args.data)
     if args.folds_from is not None and not (args.out / "folds.npy").exists():
-        write_script_folds(args.folds_from / "parity_folds.csv", data, config, args.out)
+        csv = args.folds_from if args.folds_from.is_file() else args.folds_from / "parity_folds.csv"
+        write_script_folds(csv, data, config, args.out)
     result = runner.train(config, data, args.out, show_progress=False)
+    # CPU time of the whole run (on a shared machine a fairer cost than the wall time)
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    (args.out / "parity_cpu.json").write_text(json.dumps(
+        {"cpu_seconds": round(sum(u.ru_utime + u.ru_stime for u in usage), 1)}))
     print({k: result.metrics[k] for k in ("log_loss", "log_loss_treated")}, result.timings)
     return 0
 

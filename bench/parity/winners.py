@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -52,6 +53,9 @@ class Spec:
     config: str | None = None  # the moakit config whose profile (--size) gives the sizes, if not in SIZES
     framework: str = "torch"  # what the prologue fixes the thread count of: torch or tensorflow
     extra_files: list[str] = field(default_factory=list)  # repository files the script reads, copied to --out
+    # the script's fold assignment, computed as the script does (--folds-only), so that the
+    # moakit side can start before the script has finished; None where not reproduced here
+    folds: Callable[[argparse.Namespace, Path], pd.DataFrame] | None = None
 
 
 def read_script(winners: Path, rel: str) -> str:
@@ -338,6 +342,44 @@ def two_stage_collect(out: Path, data: Path) -> dict[str, np.ndarray]:
             "scored_test": _aligned(pd.read_pickle(out / "interim" / "503_test.pkl"), test_ids, targets)}
 
 
+# --------------------------------------------------------------------------- folds as the scripts draw them
+
+
+def _treated(data: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The treated training rows (as the scripts keep them, in file order) and their targets with sig_id."""
+    feats = pd.read_csv(data / "train_features.csv", usecols=["sig_id", "cp_type"])
+    targets = pd.read_csv(data / "train_targets_scored.csv")
+    keep = (feats["cp_type"] != "ctl_vehicle").to_numpy()
+    return feats[keep].reset_index(drop=True), targets[keep].reset_index(drop=True)
+
+
+def _mskf_folds(data: Path, n_splits: int, global_seed: int | None = None, **kw) -> pd.DataFrame:
+    """MultilabelStratifiedKFold over the treated rows, y = the targets frame WITH its sig_id
+    column (as the scripts passed it; the splitter reads it as an all-true column). Unseeded,
+    the splitter breaks ties with numpy's global generator: ``global_seed`` is the seed the
+    script gave it last (nothing between that and the split draws from it)."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    if global_seed is not None:
+        np.random.seed(global_seed)
+    feats, target = _treated(data)
+    folds = np.zeros(len(feats), dtype=int)
+    for k, (_, valid) in enumerate(MultilabelStratifiedKFold(n_splits=n_splits, **kw).split(X=feats, y=target)):
+        folds[valid] = k
+    return pd.DataFrame({"sig_id": feats["sig_id"], "kfold": folds})
+
+
+def resnet_folds(args, data: Path) -> pd.DataFrame:
+    from sklearn.model_selection import KFold
+
+    feats, _ = _treated(data)
+    seed = 23  # the script's first seed
+    folds = np.zeros(len(feats), dtype=int)
+    for k, (_, valid) in enumerate(KFold(n_splits=args.cfg["cv"]["n_folds"], shuffle=True, random_state=seed).split(feats)):
+        folds[valid] = k
+    return pd.DataFrame({"sig_id": feats["sig_id"], "kfold": folds})
+
+
 SPECS: dict[str, Spec] = {
     "three_stage_nn": Spec(
         script=f"{TRAINING}/3stage-nn-train.py", patches=three_stage_patches, collect=three_stage_collect,
@@ -345,7 +387,7 @@ SPECS: dict[str, Spec] = {
     ),
     "simple_nn": Spec(
         script=f"{TRAINING}/simple-nn-old-split-train.py", patches=lambda a: simple_nn_patches(a, drug_cv=False),
-        collect=collect_frames, config="simple_nn",
+        collect=collect_frames, config="simple_nn", folds=lambda a, d: _mskf_folds(d, 5, global_seed=42),
         notes=["folds: the script's unshuffled MultilabelStratifiedKFold (parity_folds.csv; moakit_side --folds-from)"],
     ),
     "simple_nn_drug_cv": Spec(
@@ -356,12 +398,14 @@ SPECS: dict[str, Spec] = {
     "resnet_2heads": Spec(
         script=f"{TRAINING}/2heads-ResNest-train.py", patches=resnet_patches, collect=collect_frames,
         config="resnet_2heads", framework="tensorflow", extra_files=[f"{TRAINING}/main_predictors.json"],
+        folds=resnet_folds,
         notes=["Keras: run with --python of a venv with TensorFlow 2.15 (pandas < 2)",
                "folds: the script's KFold(shuffle, random_state=first seed) (parity_folds.csv; moakit_side --folds-from)"],
     ),
     "two_stage_nn_tabnet": Spec(
         script=f"{TRAINING}/2stage-nn-tabnet-train.py", patches=two_stage_patches, collect=two_stage_collect,
         config="two_stage_nn_tabnet",
+        folds=lambda a, d: _mskf_folds(d, a.cfg["cv"]["n_folds"], shuffle=True, random_state=0),
         notes=["folds: TabNet's seed-0 MultilabelStratifiedKFold (parity_folds.csv; moakit_side --folds-from); "
                "the script's stage-1 folds are unseeded (RepeatedMultilabelStratifiedKFold, random_state=None)"],
     ),
@@ -382,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="override every EPOCHS (a quick check only)")
     ap.add_argument("--python", default=sys.executable,
                     help="the interpreter that runs the script (e.g. a venv with TensorFlow for a Keras script)")
+    ap.add_argument("--folds-only", type=Path, default=None, metavar="CSV",
+                    help="write the script's fold assignment (computed as the script does) to CSV and stop")
     args = ap.parse_args(argv)
 
     spec = SPECS[args.model]
@@ -391,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
 
         args.cfg = load_config(spec.config, profile=args.size).model_dump(mode="json")
         args.params = args.cfg["params"]
+    if args.folds_only is not None:
+        if spec.folds is None:
+            raise SystemExit(f"{args.model}: the script's folds are not reproduced here; run the script")
+        spec.folds(args, args.data).to_csv(args.folds_only, index=False)
+        print(f"{args.model}: the script's folds in {args.folds_only}")
+        return 0
     text = apply_patches(read_script(args.winners, spec.script), spec.patches(args), spec.script)
     args.out.mkdir(parents=True, exist_ok=True)
     for rel in spec.extra_files:
@@ -402,16 +454,21 @@ def main(argv: list[str] | None = None) -> int:
            "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
     with open(args.out / "script.log", "w") as log:
-        rc = subprocess.run([args.python, str(script.resolve()), str(args.data.resolve()), str(args.out.resolve())],
+        # (abspath, not resolve: a venv's python is a link whose target is outside the venv)
+        python = os.path.abspath(args.python) if os.sep in args.python else args.python
+        rc = subprocess.run([python, str(script.resolve()), str(args.data.resolve()), str(args.out.resolve())],
                             cwd=args.out, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the script's CPU time (this process waits for nothing else)
+    cpu_seconds = usage.ru_utime + usage.ru_stime
     if rc != 0:
         print(f"the winners' script failed (exit {rc}); see {args.out / 'script.log'}", file=sys.stderr)
         return 1
     np.savez_compressed(args.out / "predictions.npz", **spec.collect(args.out, args.data))
     (args.out / "run.json").write_text(json.dumps({
         "model": args.model, "script": spec.script, "seeds": args.seeds, "threads": args.threads, "size": args.size,
-        "epochs_override": args.epochs, "seconds": round(seconds, 1), "notes": spec.notes}, indent=1))
+        "epochs_override": args.epochs, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+        "notes": spec.notes}, indent=1))
     print(f"{args.model}: the winners' script ran in {seconds:.0f} s; predictions in {args.out / 'predictions.npz'}")
     return 0
 
