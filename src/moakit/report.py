@@ -179,7 +179,7 @@ def _model_row(name: str, d: Path, blend: dict, truth: Truth | None) -> dict:
     }
 
 
-def _fold_rows(d: Path, truth: Truth | None) -> list[dict]:
+def _fold_rows(d: Path, truth: Truth | None, curves: list[dict]) -> list[dict]:
     """Per fold: its rows, the model's OOF log loss on them, and the epochs its networks ran."""
     if truth is None or not (d / "folds.npy").exists() or not (d / "oof_predictions.csv").exists():
         return []
@@ -190,7 +190,6 @@ def _fold_rows(d: Path, truth: Truth | None) -> list[dict]:
         return []
     if len(folds) != len(oof):
         return []
-    curves = _histories(d)
     rows = []
     for k in sorted(int(v) for v in np.unique(folds)):
         rows_k = folds == k
@@ -376,14 +375,15 @@ def collect_report(run_dir: str | Path, data: str | Path | None = None) -> dict:
     rows = [_model_row(name, d, blend, truth) for name, d in models.items()]
     prior = _prior(rows, blend, truth)
     blend_section = _blend_section(run_dir, blend, truth)
+    curves = {name: _histories(d) for name, d in models.items()}
     return {
         "title": f"moakit report: {run_dir.name}", "run_dir": str(run_dir.resolve()), "multi": multi,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"), "status": top.get("status"),
         "data": {"source": truth.source if truth else None, "answers": bool(truth and truth.y_test is not None),
                  "note": data_note},
         "models": rows, "prior": prior, "blend": blend_section, "warnings": _warnings(rows, prior, blend_section),
-        "folds": {name: _fold_rows(d, truth) for name, d in models.items()},
-        "curves": {name: _histories(d) for name, d in models.items()},
+        "folds": {name: _fold_rows(d, truth, curves[name]) for name, d in models.items()},
+        "curves": curves,
         "per_target": _per_target(run_dir, models, multi, truth),
         "feature_maps": {name: [str(p) for p in _feature_maps(d)[:MAX_FEATURE_MAPS]] for name, d in models.items()},
         "heatmaps": [str(run_dir / "blend" / f) for f in ("correlation_oof.png", "correlation_test.png")
