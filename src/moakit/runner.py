@@ -52,7 +52,6 @@ from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
 from moakit.models.base import Blocks, Model, StageSpec, get_model_class
 from moakit.progress import GraphProgress, RunProgress
 from moakit.registry import Registry
-from moakit.registry import Registry
 
 
 def fold_seed(seed: int, fold: int) -> int:
