@@ -236,6 +236,9 @@ def test_train_and_predict_smoke(sim_data, tmp_path):
     np.testing.assert_allclose(again, result.test, atol=1e-6, rtol=0)
     done = json.loads((tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "done.json").read_text())
     assert done["info"]["n_inputs"] == 772 + 100 + 6 + 3 and done["info"]["best_epoch"] == 2  # last (policy last)
+    history = json.loads((tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "history.json").read_text())
+    phases = [r["phase"] for r in history["epochs"]]
+    assert phases == ["nonscored"] + ["scored"] * 3  # one auxiliary epoch (of a 3-epoch schedule), then 3
     # the fold's quantile + PCA live with its estimator
     assert (tmp_path / "run" / "stages" / "scored" / "seed_0" / "fold_0" / "estimator" / "features").is_dir()
 
