@@ -297,7 +297,11 @@ def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path, sqlite_url):
     assert summary["method"] in ("slsqp", "optuna") and summary["names"] == ["a", "b", "c"]
     assert set(summary["methods"]) == {"slsqp", "optuna"}
     assert sum(summary["weights"].values()) == pytest.approx(1.0)
-    assert summary["log_loss"] == min(s["log_loss"] for s in summary["methods"].values())
+    # chosen on the nested score (weights judged on rows they were not searched on)
+    assert summary["chosen_by"] == "nested"
+    nested = summary["nested"]["methods"]
+    assert summary["method"] == min(("slsqp", "optuna"), key=lambda m: nested[m]["log_loss"])
+    assert summary["log_loss"] == pytest.approx(summary["methods"][summary["method"]]["log_loss"])
     assert summary["log_loss"] <= min(m["log_loss"] for m in summary["models"].values()) + 1e-9
     assert summary["best_single"] == "a" and summary["weights"]["c"] < 0.05
     assert set(summary["timings"]) >= {"slsqp_seconds", "optuna_seconds", "total_seconds"}
@@ -434,3 +438,33 @@ def test_load_runs_resolves_a_data_source_recorded_relative_to_the_run(tiny_runs
         (run / "manifest.json").write_text(json.dumps(man))
     inputs = load_runs(runs)
     np.testing.assert_array_equal(inputs.y, data.train.scored)
+
+
+def test_per_target_weights_are_chosen_only_on_the_nested_score_and_reproduce_the_submission(tiny_runs, tmp_path):
+    runs, data, _ = tiny_runs
+    res = blend.blend_runs(runs, tmp_path / "both", methods=["slsqp", "per_target"], data=data)
+    summary = json.loads((tmp_path / "both" / "blend.json").read_text())
+    nested = summary["nested"]["methods"]
+    assert summary["method"] == min(("slsqp", "per_target"), key=lambda m: nested[m]["log_loss"])
+    # in-sample, the per-target weights (3x the parameters here) always look at least as good
+    assert summary["methods"]["per_target"]["log_loss"] <= summary["methods"]["slsqp"]["log_loss"] + 1e-9
+    assert res.method == summary["method"]
+
+    blend.blend_runs(runs, tmp_path / "pt", methods=["per_target"], data=data)
+    s2 = json.loads((tmp_path / "pt" / "blend.json").read_text())
+    assert s2["method"] == "per_target"
+    W = np.array([s2["weights_per_target"][n] for n in "abc"])
+    assert W.shape == (3, len(data.train.scored_names))
+    np.testing.assert_allclose(W.sum(axis=0), 1.0, atol=1e-9)
+    assert s2["weights"] == pytest.approx(dict(zip("abc", W.mean(axis=1))))
+    # prediction applies exactly these weights: the blended test predictions are the submission
+    weights = blend.prediction_weights(s2)
+    tests = [pd.read_csv(r / "test_predictions.csv").iloc[:, 1:].to_numpy() for r in runs]
+    again = metrics.zero_controls(blend_predictions(tests, [weights[n] for n in "abc"]), data.test.is_control)
+    sub = pd.read_csv(tmp_path / "pt" / "submission.csv").iloc[:, 1:].to_numpy()
+    np.testing.assert_allclose(again, sub, atol=1e-7)
+    # a model's column of per-target weights is applied target by target
+    one = blend_predictions([np.ones((2, 3)), np.zeros((2, 3))], np.array([[1.0, 0.5, 0.0], [0.0, 0.5, 1.0]]))
+    np.testing.assert_allclose(one, [[1.0, 0.5, 0.0]] * 2)
+    with pytest.raises(BlendError, match="targets"):
+        blend_predictions([np.ones((2, 3))], np.ones((1, 4)))

@@ -10,8 +10,10 @@ per target (treated rows only), averaged over the targets.
 A blend folder (``blend_runs``) holds::
 
     blend.json               per-model OOF log loss, per-method weights and log loss, the
-                             chosen weights, the blended OOF log loss (wall-clock times are
-                             kept apart under "timings", so the rest is reproducible)
+                             chosen weights (per model; "weights_per_target" too when the
+                             per-target search was chosen), the blended OOF log loss, the
+                             nested evaluation (wall-clock times are kept apart under
+                             "timings", so the rest is reproducible)
     oof_predictions.csv      blended OOF predictions (sig_id + scored targets, controls 0)
     submission.csv           blended test predictions (sig_id + scored targets, controls 0)
     per_target_log_loss.csv  OOF log loss per target: blend, prior, every model
@@ -36,7 +38,12 @@ from moakit.artifacts import atomic_file, read_json, resolve_recorded, write_jso
 from moakit.data import schema
 from moakit.data.dataset import MoAData
 
-METHODS = ("slsqp", "optuna")
+# Weight searches: one weight per model (``slsqp``, ``optuna``) or one per model and target
+# (``per_target``: SLSQP target by target, 206x the parameters). Without a preset the blend
+# keeps the method with the lowest NESTED log loss (weights scored only on rows they were
+# not searched on), so the many per-target weights win only where they generalise.
+METHODS = ("slsqp", "optuna", "per_target")
+DEFAULT_METHODS = ("slsqp", "optuna")
 
 # Fixed weights, keyed by the model entry names of the shipped blend configs
 # (src/moakit/configs/blend_*.yaml).
@@ -381,6 +388,11 @@ def search_weights(
     objective = BlendObjective(oofs, y, is_control)
     m = objective.m
     start = time.perf_counter()
+    if method == "per_target":  # weights: models x targets
+        W = search_weights_per_target(oofs, y, is_control)
+        loss = metrics.score(np.asarray(y), blend_predictions(oofs, W),
+                             np.zeros(len(y), bool) if is_control is None else np.asarray(is_control, bool))
+        return WeightSearch(W, loss["log_loss"], "per_target", time.perf_counter() - start, W.shape[1])
     if m == 1:
         w = np.ones(1)
         return WeightSearch(w, objective(w), method, time.perf_counter() - start, 1)
@@ -472,7 +484,7 @@ def nested_evaluation(
     oofs: Sequence[np.ndarray],
     y: np.ndarray,
     is_control: np.ndarray,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     n_trials: int = 300,
     n_folds: int = 5,
     seed: int = 0,
@@ -493,7 +505,8 @@ def nested_evaluation(
     ctl = np.asarray(is_control, bool)
     parts = multilabel_folds(y, n_folds, seed)
     oofs = [np.asarray(o, np.float32) for o in oofs]
-    candidates = ["best_single", *methods, *(["per_target"] if per_target else []),
+    searched = [m for m in methods if m != "per_target"]
+    candidates = ["best_single", *searched, *(["per_target"] if per_target or "per_target" in methods else []),
                   *(["preset"] if preset is not None else [])]
     held = {c: np.zeros(y.shape, np.float64) for c in candidates}
     picks: dict[str, list] = {c: [] for c in candidates}
@@ -542,16 +555,33 @@ def _optuna_warnings_only():
         optuna.logging.set_verbosity(before)
 
 
-def blend_predictions(preds: Sequence[np.ndarray], weights: Sequence[float] | np.ndarray) -> np.ndarray:
-    """The weighted average of the models' probabilities (weights as given, not normalised)."""
+def blend_predictions(preds: Sequence[np.ndarray], weights: Sequence | np.ndarray) -> np.ndarray:
+    """The weighted average of the models' probabilities (weights as given, not normalised):
+    one weight per model, or one row of per-target weights per model (models x targets)."""
     weights = np.asarray(weights, np.float64)
     if len(weights) != len(preds):
         raise BlendError(f"{len(weights)} weight(s) for {len(preds)} model(s)")
     out = np.zeros(np.shape(preds[0]), np.float64)
+    if weights.ndim == 2 and weights.shape[1] != out.shape[-1]:
+        raise BlendError(f"per-target weights for {weights.shape[1]} targets, predictions of {out.shape[-1]}")
     for w, p in zip(weights, preds):
-        if w != 0:
+        if np.any(w != 0):
             out += np.asarray(p, np.float64) * w
     return out
+
+
+def prediction_weights(summary: Mapping) -> dict[str, float | np.ndarray]:
+    """The chosen weights of a blend.json as prediction applies them: entry name -> weight,
+    or -> per-target weight array when the per-target search was chosen."""
+    per_target = summary.get("weights_per_target")
+    if isinstance(per_target, Mapping) and per_target:
+        return {str(k): np.asarray(v, np.float64) for k, v in per_target.items()}
+    weights = summary.get("weights")
+    if isinstance(weights, Mapping):
+        return {str(k): float(v) for k, v in weights.items()}
+    if isinstance(weights, list) and "names" in summary:
+        return {str(n): float(w) for n, w in zip(summary["names"], weights)}
+    return {}
 
 
 # --------------------------------------------------------------------------- diversity
@@ -698,14 +728,16 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def _as_dict(names: Sequence[str], w: np.ndarray) -> dict[str, float]:
-    return {n: float(v) for n, v in zip(names, w)}
+    """Per model its weight (per-target weights: their mean over the targets)."""
+    w = np.asarray(w, np.float64)
+    return {n: float(v) for n, v in zip(names, w.mean(axis=1) if w.ndim == 2 else w)}
 
 
 def blend_runs(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
     names: Sequence[str] | None = None,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     n_trials: int = 300,
     storage: str | None = None,
     preset: str | Mapping[str, float] | None = None,
@@ -715,7 +747,8 @@ def blend_runs(
     nested_folds: int = 5,
 ) -> BlendResult:
     """Blend single-model runs: search weights with every method in ``methods`` and keep
-    the lowest OOF log loss; with ``preset`` the preset's fixed weights are used instead
+    the one with the lowest nested log loss (the in-sample OOF log loss when
+    ``nested_folds`` is 0); with ``preset`` the preset's fixed weights are used instead
     (the searches, if any, are still run and recorded for comparison). ``nested_folds``
     (0: off) adds the nested evaluation of :func:`nested_evaluation` to blend.json: the
     honest score of the weight search, beside the in-sample one. Writes the blend
@@ -732,31 +765,35 @@ def blend_runs(
                                     names=names) for mth in methods}
     method_summary = {mth: {"weights": _as_dict(names, s.weights), **_blend_score(inputs, s.weights)[1],
                             "n_evals": s.n_evals, **s.info} for mth, s in searches.items()}
+    t_nested = time.perf_counter()
+    nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
+                                seed=seed, preset=preset_w) if nested_folds else None)
+    nested_seconds = time.perf_counter() - t_nested
     preset_summary = None
     if preset_w is not None:
         label = preset if isinstance(preset, str) else "custom"
         preset_summary = {"name": label, "weights": _as_dict(names, preset_w), **_blend_score(inputs, preset_w)[1]}
-        chosen_method, chosen_w = f"preset:{label}", preset_w
-    else:  # the lowest in-sample OOF log loss (the first method on a tie)
-        chosen_method = min(method_summary, key=lambda m: method_summary[m]["log_loss"])
+        chosen_method, chosen_w, chosen_by = f"preset:{label}", preset_w, "preset"
+    else:  # the lowest nested (else in-sample) OOF log loss; the first method on a tie
+        chosen_by = "nested" if nested else "in-sample"
+        judge = nested["methods"] if nested else method_summary
+        chosen_method = min(methods, key=lambda m: judge[m]["log_loss"])
         chosen_w = searches[chosen_method].weights
     blended_oof, chosen_score = _blend_score(inputs, chosen_w)
     blended_test = blend_predictions(inputs.test, chosen_w)
     if inputs.test_is_control is not None:
         blended_test = metrics.zero_controls(blended_test, inputs.test_is_control)
     model_summary, per_target = _model_scores(inputs, blended_oof, out_dir)
-
-    t_nested = time.perf_counter()
-    nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
-                                seed=seed, preset=preset_w) if nested_folds else None)
-    nested_seconds = time.perf_counter() - t_nested
     corr_oof = mean_target_correlation(inputs.oof, ctl)
     corr_test = mean_target_correlation(inputs.test, inputs.test_is_control)
     seconds = time.perf_counter() - t_start
 
     _write_blend_files(out_dir, inputs, blended_oof, blended_test, per_target, corr_oof, corr_test)
     summary = {
-        "names": names, "method": chosen_method, "weights": _as_dict(names, chosen_w), **chosen_score,
+        "names": names, "method": chosen_method, "chosen_by": chosen_by, "weights": _as_dict(names, chosen_w),
+        **({"weights_per_target": {n: w.tolist() for n, w in zip(names, chosen_w)}}
+           if np.ndim(chosen_w) == 2 else {}),
+        **chosen_score,
         "best_single": min(names, key=lambda n: model_summary[n]["log_loss"]),
         "models": model_summary,
         "prior": metrics.score(y, metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl), ctl),

@@ -92,7 +92,8 @@ class ModelEntry(BaseModel):
 class BlendSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    methods: list[Literal["slsqp", "optuna"]] = ["slsqp", "optuna"]
+    # per_target: one weight per model and target; kept only where it wins the nested score
+    methods: list[Literal["slsqp", "optuna", "per_target"]] = ["slsqp", "optuna"]
     optuna_trials: int = Field(3000, ge=1)
     storage: str | None = None  # Optuna storage URL (e.g. sqlite:///blend.db) to resume a search
     preset: str | None = None  # a named weight set of blend.PRESETS instead of a search
@@ -523,7 +524,8 @@ def _blend_scores(summary: dict) -> dict:
 
 
 def blend_weights(summary: dict) -> dict[str, float]:
-    """The chosen weights (entry name -> weight) recorded in a blend.json."""
+    """The chosen weights (entry name -> weight) recorded in a blend.json (per-target
+    weights: their mean per model; prediction applies them with blend.prediction_weights)."""
     weights = summary.get("weights")
     if isinstance(weights, dict):
         return {str(k): float(v) for k, v in weights.items()}
