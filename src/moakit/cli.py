@@ -81,6 +81,9 @@ JobCpusOption = Annotated[float, typer.Option("--job-cpus", help="Ray: CPUs each
 JobGpusOption = Annotated[float, typer.Option("--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5).")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
+TrustPicklesOption = Annotated[bool, typer.Option(
+    "--trust-pickles", help="Load the pickled artifacts of run folders made by older moakit versions (a pickle can "
+    "run any code: only for run folders from a source you trust). Without it they are refused.")]
 
 
 # --------------------------------------------------------------------------- output
@@ -117,6 +120,13 @@ def _usage(message: str, param: str, command: str) -> NoReturn:
                   highlight=False)
     console.print(f"Try 'moakit {command} --help' for help.", soft_wrap=True, highlight=False)
     raise typer.Exit(code=2)
+
+
+def _trust(trust_pickles: bool):
+    """The command's context: old pickled artifacts loaded only with --trust-pickles."""
+    from moakit.artifacts import trusting_pickles
+
+    return trusting_pickles(trust_pickles)
 
 
 def _p(path: Path | str) -> str:
@@ -272,6 +282,7 @@ def train(
     job_gpus: JobGpusOption = 0.0,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
+    trust_pickles: TrustPicklesOption = False,
 ) -> None:
     """Train one model over seeds x folds; write OOF/test predictions, artifacts, metrics.json."""
     from moakit import runner
@@ -291,7 +302,8 @@ def train(
         from moakit.workflow import check_models
 
         check_models({config: cfg}, moa)  # the whole config (feature blocks too) before any work
-        result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
+        with _trust(trust_pickles):
+            result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
     except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     m = result.metrics
@@ -412,13 +424,14 @@ def _check_blend_config(config: str, profile: str, command: str) -> None:
 
 
 def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, quiet: bool, as_json: bool,
-                  answers: Path) -> None:
+                  answers: Path, trust_pickles: bool = False) -> None:
     from moakit.config import ConfigError
     from moakit.data.io import DataError
     from moakit.workflow import run_workflow
 
     try:
-        result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet)
+        with _trust(trust_pickles):
+            result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet)
     except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     summary = _workflow_summary(result, answers)
@@ -441,13 +454,14 @@ def run(
     job_gpus: JobGpusOption = 0.0,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
+    trust_pickles: TrustPicklesOption = False,
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
     _check_blend_config(config, profile.value, "run")
     _check_out(out, "run")
     exec_obj = _executor(executor, address, job_cpus, job_gpus, "run")
     _run_workflow(config, data, out, profile.value, exec_obj, quiet, as_json,
-                  Path(data) / "answers" / "test_targets_scored.csv")
+                  Path(data) / "answers" / "test_targets_scored.csv", trust_pickles)
 
 
 @app.command()
@@ -456,18 +470,25 @@ def predict(
                                  help="A run folder of `moakit train` or `moakit run`, or a blend folder of `moakit blend`."),
     features: Path = typer.Option(..., "--features", exists=True, dir_okay=False,
                                   help="Features file (test_features layout: .csv, .csv.zip, .parquet)."),
-    out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
+    out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission to write: CSV, or Parquet when "
+                             "it ends in .parquet (.csv.gz / .csv.zip: compressed CSV)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
                                              help="Inference batch size (default: the saved one; 2048 NN, 512 CNN)."),
     as_json: JsonOption = False,
+    trust_pickles: TrustPicklesOption = False,
 ) -> None:
     """Predict new rows from a run's saved artifacts (nothing is refitted); controls get 0."""
     from moakit.data.io import DataError
     from moakit.inference import InferenceError, predict_to_file
 
+    if out.is_dir():
+        _usage(f"{out} is a folder; give the submission file to write", "--out", "predict")
+    if out.resolve() == features.resolve() or (out.exists() and out.samefile(features)):
+        _usage(f"{out} is the --features file; the submission would overwrite its input", "--out", "predict")
     start = time.perf_counter()
     try:
-        path, frame = predict_to_file(run_dir, features, out, batch_size=batch_size)
+        with _trust(trust_pickles):
+            path, frame = predict_to_file(run_dir, features, out, batch_size=batch_size)
     except (DataError, InferenceError, ValueError, OSError) as exc:
         _fail(str(exc))
     seconds = time.perf_counter() - start

@@ -47,20 +47,121 @@ def _dataset(features: str | Path | Dataset) -> Dataset:
 def _scored_names(model_dir: Path) -> list[str]:
     columns = model_dir / "columns.json"
     if columns.exists():
-        return list(read_json(columns)["scored"])
+        return list(_columns(model_dir)["scored"])
     oof = model_dir / "oof_predictions.csv"
     if oof.exists():  # runs made before columns.json existed
         return [c for c in pd.read_csv(oof, nrows=0).columns if c != schema.ID_COLUMN]
     raise InferenceError(f"{model_dir}: no columns.json or oof_predictions.csv; is the run complete?")
 
 
+def _read(path: Path):
+    try:
+        return read_json(path)
+    except (OSError, ValueError) as exc:
+        raise InferenceError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+
+
+def _columns(model_dir: Path) -> dict:
+    path = model_dir / "columns.json"
+    saved = _read(path)
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), list) for k in ("genes", "cells", "scored")):
+        raise InferenceError(f"{path}: damaged (it must list the genes, cells and scored targets)")
+    return saved
+
+
 def _check_model_dir(model_dir: Path) -> None:
+    """A complete run folder whose config can be read and whose artifacts are all there
+    (each stage and seed's features/, each fold's estimator/), checked before any work."""
     if not (model_dir / "config.json").exists():
         raise InferenceError(f"{model_dir}: not a moakit run folder (no config.json)")
     manifest = model_dir / "manifest.json"
-    if manifest.exists() and read_json(manifest).get("status") != "complete":
-        raise InferenceError(f"{model_dir}: the run is not complete (status "
-                             f"{read_json(manifest).get('status')!r}); finish it with the same command first")
+    if manifest.exists():
+        info = _read(manifest)
+        status = info.get("status") if isinstance(info, dict) else None
+        if status != "complete":
+            raise InferenceError(f"{model_dir}: the run is not complete (status {status!r}); finish it with the "
+                                 "same command first")
+    config = _config(model_dir)
+    try:
+        stages = runner.build_model(config).stages()
+    except ValueError as exc:
+        raise InferenceError(f"{model_dir / 'config.json'}: {exc}") from None
+    for stage in stages:
+        for seed in config.seeds:
+            stage_dir = model_dir / "stages" / stage.name / f"seed_{seed}"
+            needed = [stage_dir / "features"] + [stage_dir / f"fold_{k}" / "estimator" for k in range(config.cv.n_folds)]
+            for path in needed:
+                if not path.is_dir():
+                    raise InferenceError(f"{path}: missing; the run folder is incomplete or damaged (retrain it, or "
+                                         "copy the whole run folder again)")
+
+
+def _config(model_dir: Path):
+    from pydantic import ValidationError
+
+    from moakit.config import RunConfig
+
+    raw = _read(model_dir / "config.json")
+    try:
+        if not isinstance(raw, dict):
+            raise ValueError("not a JSON object")
+        return RunConfig(**raw)
+    except (ValidationError, ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise InferenceError(f"{model_dir / 'config.json'}: not a valid run config ({' '.join(first[:3])})") from None
+
+
+def _damaged_file(model_dir: Path) -> tuple[Path, str] | None:
+    """After a failed prediction: the first saved artifact that cannot be read (JSON,
+    arrays, weights; read as data only), and why, or None when all can."""
+    import torch
+
+    for path in sorted((model_dir / "stages").rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            if path.suffix == ".json":
+                read_json(path)
+            elif path.suffix == ".npy":
+                np.load(path, allow_pickle=False)
+            elif path.suffix == ".npz":
+                with np.load(path, allow_pickle=False) as z:
+                    for key in z.files:
+                        z[key]
+            elif path.suffix == ".pt":
+                torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # damaged or crafted: reading it as data fails, nothing runs
+            return path, f"{type(exc).__name__}: {_first_line(exc)}"
+    return None
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _predict_model(model_dir: Path, ds: Dataset, batch_size: int | None) -> np.ndarray:
+    """runner.predict_run, with any failure of the saved artifacts as an InferenceError
+    naming the file (a run folder is data: it may be damaged, never trusted to run code)."""
+    from moakit.artifacts import PickleFormatError
+    from moakit.features.safe_state import StateError
+
+    try:
+        return runner.predict_run(model_dir, ds, batch_size=batch_size)
+    except (PickleFormatError, StateError) as exc:
+        raise InferenceError(str(exc)) from None
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        damaged = _damaged_file(model_dir)
+        if damaged is not None:
+            path, why = damaged
+            raise InferenceError(f"{path}: cannot be read ({why}); the run folder is damaged: retrain it, or copy "
+                                 "the whole run folder again") from None
+        if isinstance(exc, FileNotFoundError) and exc.filename:
+            raise InferenceError(f"{exc.filename}: missing; the run folder is incomplete or damaged") from None
+        raise InferenceError(f"{model_dir}: its saved artifacts do not fit its config.json (was the folder edited?): "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
@@ -71,7 +172,7 @@ def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
             raise InferenceError(f"{where}: {len(ds.gene_names)} gene / {len(ds.cell_names)} cell columns; "
                                  f"the run cannot tell which it was trained on (no columns.json)")
         return
-    saved = read_json(columns)
+    saved = _columns(model_dir)
     for key, have, kind in (("genes", ds.gene_names, "gene"), ("cells", ds.cell_names, "cell")):
         want = list(saved[key])
         if list(have) != want:
@@ -89,7 +190,7 @@ def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float] 
         blend_json = run_dir / "blend" / "blend.json"
         if not blend_json.exists():
             raise InferenceError(f"{run_dir}: the workflow has no blend/blend.json yet; finish it with `moakit run` first")
-        weights = blend_weights(read_json(blend_json))
+        weights = blend_weights(_read(blend_json))
         if not weights:
             raise InferenceError(f"{blend_json}: no blend weights found")
         names = list(weights)
@@ -101,7 +202,7 @@ def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float] 
     if (run_dir / "config.json").exists():
         return [run_dir.name], [run_dir], None
     if (run_dir / "blend.json").exists():  # a folder of `moakit blend RUN... --out DIR`
-        summary = read_json(run_dir / "blend.json")
+        summary = _read(run_dir / "blend.json")
         weights = blend_weights(summary)
         if not weights:
             raise InferenceError(f"{run_dir / 'blend.json'}: no blend weights found")
@@ -140,7 +241,7 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
             scored = model_scored
         elif model_scored != scored:
             raise InferenceError(f"{model_dir}: predicts other targets than {dirs[0]}")
-        preds[name] = runner.predict_run(model_dir, ds, batch_size=batch_size).astype(np.float64)
+        preds[name] = _predict_model(model_dir, ds, batch_size).astype(np.float64)
     if scored is None:
         raise InferenceError(f"{run_dir}: every blend weight is (nearly) 0")
     if weights is None:
@@ -192,13 +293,36 @@ def validate_submission(frame: pd.DataFrame, sig_id: np.ndarray, names: list[str
                              f"outside [0, 1]")
 
 
+# file name endings of a compressed CSV, as pandas names the compression
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip", ".zst": "zstd"}
+
+
+def output_format(out: str | Path) -> str:
+    """How a submission named ``out`` is written: "parquet" (``.parquet``), a compressed CSV
+    ("gzip", "zip" ... for ``.csv.gz``, ``.csv.zip`` ...) or "csv" (any other name)."""
+    suffix = Path(out).suffix.lower()
+    if suffix == ".parquet":
+        return "parquet"
+    return _COMPRESSION.get(suffix, "csv")
+
+
 def write_submission(frame: pd.DataFrame, out: str | Path, sig_id: np.ndarray | None = None) -> Path:
-    """Validate and write a submission atomically (nothing is written if it is invalid)."""
+    """Validate and write a submission atomically (nothing is written if it is invalid), in
+    the format its name says (:func:`output_format`): CSV, compressed CSV or Parquet."""
     names = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
     validate_submission(frame, frame[schema.ID_COLUMN].to_numpy() if sig_id is None else sig_id, names)
     out = Path(out)
-    with atomic_file(out, "w") as fh:
-        frame.to_csv(fh, index=False, float_format="%.8g")
+    fmt = output_format(out)
+    with atomic_file(out, "wb") as fh:
+        if fmt == "parquet":
+            frame.to_parquet(fh, index=False)
+        elif fmt == "csv":
+            frame.to_csv(fh, index=False, float_format="%.8g")
+        else:
+            compression = {"method": fmt}
+            if fmt == "zip":  # the CSV's name inside the archive
+                compression["archive_name"] = Path(out.stem).name
+            frame.to_csv(fh, index=False, float_format="%.8g", compression=compression)
     return out
 
 

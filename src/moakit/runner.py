@@ -256,7 +256,7 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
     start = time.perf_counter()
     extra = {"Y_aux_train": job.Y_aux_train, "Y_aux_valid": job.Y_aux_valid} if job.stage.aux_targets else {}
     if model.needs_features_in_fit:  # saved before the fold jobs start; readable from any worker
-        extra["features"] = model.load_features(job.stage, out.parent / "features")
+        extra["features"] = load_saved_features(model, job.stage, out.parent / "features")
     history: list[dict] = []  # every epoch record the model reports: the fold's learning curve
 
     def record_epoch(record: dict) -> None:
@@ -597,7 +597,7 @@ def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], mode
     sdir = stage_dir(run_dir, stage, seed)
     feat_dir = sdir / "features"
     if feat_dir.exists():
-        features = model.load_features(stage, feat_dir)
+        features = load_saved_features(model, stage, feat_dir)
     else:
         fit_train, fit_test = _fit_blocks(stage, train_ds, train_blocks), _fit_blocks(stage, test_ds, test_blocks)
         _adopt_reused_features(model, chain, stage, seed, run_dir, fit_train, fit_test)
@@ -618,6 +618,21 @@ def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], mode
     return StageArrays(X=X_all, Y=Y_all[:, columns], X_test=X_test, Y_aux=Y_aux)
 
 
+def load_saved_features(model: Model, stage: StageSpec, path: Path):
+    """A stage-seed's saved features (when resuming); a damaged or tampered folder gives a
+    ValueError naming it (a run folder is data: its loaders never run code from it)."""
+    from moakit.artifacts import PickleFormatError
+    from moakit.features.safe_state import StateError
+
+    try:
+        return model.load_features(stage, path)
+    except (PickleFormatError, StateError):
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: the saved features cannot be read ({type(exc).__name__}: {exc}); the run folder "
+                         f"is damaged: use another --out, or delete {path.parent} to redo that stage and seed") from None
+
+
 def _adopt_reused_features(model: Model, chain: StageChain, stage: StageSpec, seed: int, run_dir: str,
                            fit_train: Blocks, fit_test: Blocks) -> None:
     """A stage that reuses an earlier stage's fitted features (a stacked model's stage 2
@@ -629,7 +644,7 @@ def _adopt_reused_features(model: Model, chain: StageChain, stage: StageSpec, se
     spec = next((s for s in chain.stages if s.name == earlier), None)
     saved = stage_dir(run_dir, spec, seed) / "features" if spec is not None else None
     if saved is not None and saved.exists():
-        model.adopt_features(spec, seed, model.load_features(spec, saved), fit_train, fit_test)
+        model.adopt_features(spec, seed, load_saved_features(model, spec, saved), fit_train, fit_test)
 
 
 def train_fold(arrays: StageArrays, job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:

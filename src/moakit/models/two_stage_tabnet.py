@@ -199,6 +199,7 @@ class TabNetEstimator:
         if spec.get("format") != cls.FORMAT:
             raise ValueError(f"{path / 'spec.json'}: TabNet estimator format {spec.get('format')!r}, "
                              f"this moakit reads {cls.FORMAT}")
+        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)  # first: building is slow
         try:
             params = dict(spec["init_params"])
             with _quiet():
@@ -207,7 +208,6 @@ class TabNetEstimator:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path / 'spec.json'}: unusable TabNet parameters ({type(exc).__name__}: {exc})") \
                 from None
-        state = torch.load(path / "weights.pt", map_location=reg.device, weights_only=True)
         reg.network.load_state_dict(state)
         reg.network.eval()
         reg.load_class_attrs(dict(spec.get("class_attrs") or {}))
