@@ -49,7 +49,7 @@ def test_help_lists_choices():
     for choice in ("full|cpu|demo|smoke", "old|drug", "local|ray"):
         assert choice in out, choice
     assert "csv|parquet" in invoke("simulate", "--help").stdout
-    assert "slsqp|optuna|none" in invoke("blend", "--help").stdout
+    assert "slsqp|optuna|per_tar" in invoke("blend", "--help").stdout  # (the column wraps "per_target")
 
 
 def test_usage_errors_exit_2_without_traceback(sim_folder, tmp_path):

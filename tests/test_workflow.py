@@ -271,6 +271,19 @@ def test_predict_from_a_blend_folder_of_separate_runs(reference_run, wf_data, tm
         inference.predict(Path(moved) / "blend", wf_data / "test_features.csv")
 
 
+def test_predict_applies_per_target_blend_weights(reference_run, wf_data, tmp_path):
+    """A blend that keeps per-target weights (models x targets): predict applies them
+    target by target and reproduces the blend's submission."""
+    from moakit.blend import blend_runs
+
+    runs = [reference_run.run_dir / "models" / n for n in MODELS]
+    res = blend_runs(runs, tmp_path / "blend", methods=["per_target"], nested_folds=0)
+    assert res.method == "per_target" and np.ndim(res.weights) == 2
+    frame = inference.predict(tmp_path / "blend", wf_data / "test_features.csv")
+    expected = _frame(tmp_path / "blend" / "submission.csv")
+    np.testing.assert_allclose(frame.iloc[:, 1:].to_numpy(), expected.iloc[:, 1:].to_numpy(), atol=1e-6, rtol=0)
+
+
 def test_predict_keeps_input_order_and_zeroes_controls(reference_run, wf_data, tmp_path):
     features = pd.read_csv(wf_data / "test_features.csv")
     shuffled = features.sample(frac=1.0, random_state=0).iloc[:50]

@@ -69,6 +69,7 @@ class FileFormat(str, Enum):
 class BlendMethod(str, Enum):
     slsqp = "slsqp"
     optuna = "optuna"
+    per_target = "per_target"
     none = "none"
 
 
@@ -534,7 +535,9 @@ def blend(
                                       help="Single-model run folders (of `moakit train`, or RUN/models/<name>)."),
     out: Path = typer.Option(..., "--out", help="Blend folder to write (blend.json, submission.csv, heatmaps ...)."),
     method: Optional[list[BlendMethod]] = typer.Option(None, "--method", help="Weight search (repeat the option; "
-                                                       "default slsqp and optuna; none: only --preset)."),
+                                                       "default slsqp and optuna; per_target: weights per model and "
+                                                       "target; the method with the best nested score is kept; none: "
+                                                       "only --preset)."),
     trials: int = typer.Option(300, "--trials", min=1, help="Optuna trials."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (sqlite:///blend.db, "
                                           "postgresql://...): keep / resume / share the study."),

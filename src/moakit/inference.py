@@ -19,9 +19,10 @@ import pandas as pd
 
 from moakit import metrics, runner
 from moakit.artifacts import atomic_file, read_json
+from moakit.blend import prediction_weights
 from moakit.data import schema
 from moakit.data.dataset import Dataset
-from moakit.workflow import WORKFLOW_FILE, blend_weights
+from moakit.workflow import WORKFLOW_FILE
 
 # Throughput sweet spots from the write-up ("Inference Efficiency"): larger batches do
 # not help once CPU / GPU / I/O saturate.
@@ -184,13 +185,13 @@ def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
                                  f"({len(have)} vs {len(want)}; {detail})")
 
 
-def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float] | None]:
+def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float | np.ndarray] | None]:
     """(names, model run folders, blend weights or None for a single-model run)."""
     if (run_dir / WORKFLOW_FILE).exists():
         blend_json = run_dir / "blend" / "blend.json"
         if not blend_json.exists():
             raise InferenceError(f"{run_dir}: the workflow has no blend/blend.json yet; finish it with `moakit run` first")
-        weights = blend_weights(_read(blend_json))
+        weights = prediction_weights(_read(blend_json))
         if not weights:
             raise InferenceError(f"{blend_json}: no blend weights found")
         names = list(weights)
@@ -203,7 +204,7 @@ def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float] 
         return [run_dir.name], [run_dir], None
     if (run_dir / "blend.json").exists():  # a folder of `moakit blend RUN... --out DIR`
         summary = _read(run_dir / "blend.json")
-        weights = blend_weights(summary)
+        weights = prediction_weights(summary)
         if not weights:
             raise InferenceError(f"{run_dir / 'blend.json'}: no blend weights found")
         names, dirs = list(weights), []
@@ -232,7 +233,7 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
     scored = None
     preds: dict[str, np.ndarray] = {}
     for name, model_dir in zip(names, dirs):
-        if weights is not None and abs(weights[name]) < NEGLIGIBLE_WEIGHT:
+        if weights is not None and np.max(np.abs(weights[name])) < NEGLIGIBLE_WEIGHT:
             continue  # a model the blend dropped (SLSQP leaves ~1e-16) is not run at all
         _check_model_dir(model_dir)
         _check_inputs(model_dir, ds, where)
