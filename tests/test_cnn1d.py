@@ -249,6 +249,6 @@ def test_blend_moakit_is_best_lb_plus_cnn1d_searched():
     best_lb = load_blend_config("blend_best_lb", "cpu")
     ours = load_blend_config("blend_moakit", "cpu")
     assert [m.name for m in ours.models] == [m.name for m in best_lb.models] + ["cnn1d"]
-    assert ours.blend.preset is None and set(ours.blend.methods) == {"slsqp", "optuna"}
+    assert ours.blend.preset is None and set(ours.blend.methods) == {"slsqp", "optuna", "per_target"}
     resolved = resolve_models(ours)  # every model config resolves for the profile
     assert len(resolved) == 8
