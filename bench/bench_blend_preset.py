@@ -52,7 +52,9 @@ def main() -> int:
         return text + f"{test['log_loss']:.6f} / {test['log_loss_treated']:.6f} |"
 
     def weights(w: np.ndarray) -> str:
-        return ", ".join(f"{n} {v:.3f}" for n, v in zip(names, w) if v >= 0.0005)
+        w = np.asarray(w)
+        mean = w.mean(axis=1) if w.ndim == 2 else w  # per-target weights: their mean per model
+        return ("mean " if w.ndim == 2 else "") + ", ".join(f"{n} {v:.3f}" for n, v in zip(names, mean) if v >= 0.0005)
 
     command = " ".join([".venv/bin/python bench/bench_blend_preset.py", *sys.argv[1:]])
     lines = [f"# best_lb preset vs searched blend weights: {args.run}", "", f"Command: `{command}`", "",
