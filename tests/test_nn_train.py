@@ -217,3 +217,24 @@ def test_amp_dtypes_and_the_fp16_training_loop_on_cpu():
     fp32 = fit_network(_net(), X[:300], Y[:300], X[300:], Y[300:], params.model_copy(update={"amp": False}), seed=0)
     assert fp32.precision == {"dtype": "float32", "loss_scaling": False}
     assert result.best_loss == pytest.approx(fp32.best_loss, rel=0.05)  # fp16 + scaling trains as fp32 does
+
+
+def test_device_auto_is_the_cpu_without_cuda_and_prediction_follows_the_module():
+    """Every network trains where TrainParams.device says ("auto": CUDA when available),
+    and predicts where its parameters are."""
+    import torch
+    from torch import nn
+
+    from moakit.nn.train import TrainParams, fit_network, module_device, predict_logits, resolve_device
+
+    assert TrainParams().device == "auto"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, 5)).astype(np.float32), (rng.random((64, 3)) < 0.3).astype(np.float32)
+    module = nn.Linear(5, 3)
+    fit_network(module, X, Y, None, None, TrainParams(epochs=1, batch_size=16, device="cpu"))
+    assert module_device(module).type == "cpu"
+    assert predict_logits(module, X).shape == (64, 3)

@@ -62,7 +62,7 @@ from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
 from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
 from moakit.nn.blocks import register_network
-from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba
+from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba, resolve_device
 from moakit.registry import Registry
 
 NETWORK_NAME = "deepinsight_cnn"
@@ -319,14 +319,6 @@ class ResNeStParams(DeepInsightParams):
     backbone: str = RESNEST_FAST
     image_size: int = Field(224, ge=8)
     train_defaults: ClassVar[dict] = {**CNN_TRAIN, "batch_size": 128, "patience": 16}
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: cuda requested but CUDA is not available")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def resolve_amp(setting: str, device: torch.device) -> bool:

@@ -57,6 +57,8 @@ class TrainParams(BaseModel):
     # Adadelta rho 0.95 and eps 1e-7, which the Keras-born 2-heads ResNet sets)
     optimizer_eps: float | None = Field(None, gt=0)
     adadelta_rho: float | None = Field(None, gt=0, lt=1)
+    # where the network trains: "auto" = a CUDA GPU when one is available, else the CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False  # 16-bit autocast (see MixedPrecision); measured, not assumed, faster
     # autocast type with amp: "auto" = bf16 on CPU and on GPUs that support it, else fp16;
     # fp16 always trains with GradScaler loss scaling
@@ -208,12 +210,13 @@ def predict_logits(
     X,
     batch_size: int = 2048,
     transform: BatchTransform | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     amp: bool = False,
     amp_dtype: str = "auto",
 ) -> np.ndarray:
-    """Logits for all rows of X, in eval mode, batch by batch."""
-    device = torch.device(device)
+    """Logits for all rows of X, in eval mode, batch by batch, on ``device`` (default: where
+    the module's parameters are)."""
+    device = module_device(module) if device is None else torch.device(device)
     module.eval()
     X = _as_tensor(X)
     rng = np.random.default_rng(0)  # unused by eval transforms, required by the signature
@@ -224,6 +227,21 @@ def predict_logits(
         with _autocast(amp, device, amp_dtype):
             out.append(module(xb.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def resolve_device(setting: torch.device | str) -> torch.device:
+    """"auto": a CUDA GPU when one is available, else the CPU; else the device named."""
+    if str(setting) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA GPU (use device: auto or cpu)")
+    return device
+
+
+def module_device(module: nn.Module) -> torch.device:
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def predict_proba(module: nn.Module, X, **kwargs) -> np.ndarray:
@@ -276,7 +294,7 @@ def fit_network(
     batch_transform: BatchTransform | None = None,
     eval_transform: BatchTransform | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
     pos_weight=None,
 ) -> FitResult:
     """Train ``module`` on (X_train, Y_train), judging epochs on (X_valid, Y_valid).
@@ -292,8 +310,11 @@ def fit_network(
 
     ``pos_weight`` (one value per target) weighs the positive term of the TRAINING loss
     (``BCEWithLogitsLoss(pos_weight=...)``); epochs are still judged on the plain loss.
+
+    ``device`` (default: ``params.device``) is where the module trains and stays; the data
+    stay on the CPU and go to the device batch by batch.
     """
-    device = torch.device(device)
+    device = resolve_device(params.device if device is None else device)
     p = params
     judged = X_valid is not None and len(X_valid) > 0
     torch.manual_seed(seed)
