@@ -529,8 +529,8 @@ class MoAModel(_RunEstimator):
     def fit(self, X, Y, Y_nonscored=None, drug_id=None, X_test=None) -> "MoAModel":
         """Train on the rows of ``X`` with scored targets ``Y``.
 
-        ``Y_nonscored`` is needed by the models with a non-scored stage (3-stage NN, 2-stage
-        NN + TabNet, 2-heads ResNet), ``drug_id`` by the drug-aware CV. ``X_test`` (optional)
+        ``Y_nonscored`` is needed by the models with a non-scored stage or phase (3-stage NN,
+        2-stage NN + TabNet, 2-heads ResNet, 1D-CNN), ``drug_id`` by the drug-aware CV. ``X_test`` (optional)
         joins the fit of the unsupervised transforms, as the winners fitted them on train +
         test, and gets predictions in ``test_predictions_``."""
         from moakit import runner
