@@ -576,6 +576,12 @@ def prediction_weights(summary: Mapping) -> dict[str, float | np.ndarray]:
     per_target = summary.get("weights_per_target")
     if isinstance(per_target, Mapping) and per_target:
         return {str(k): np.asarray(v, np.float64) for k, v in per_target.items()}
+    return recorded_weights(summary)
+
+
+def recorded_weights(summary: Mapping) -> dict[str, float]:
+    """The chosen weights (entry name -> weight) recorded in a blend.json (per-target
+    weights: their mean per model)."""
     weights = summary.get("weights")
     if isinstance(weights, Mapping):
         return {str(k): float(v) for k, v in weights.items()}

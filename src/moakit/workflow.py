@@ -526,12 +526,9 @@ def _blend_scores(summary: dict) -> dict:
 def blend_weights(summary: dict) -> dict[str, float]:
     """The chosen weights (entry name -> weight) recorded in a blend.json (per-target
     weights: their mean per model; prediction applies them with blend.prediction_weights)."""
-    weights = summary.get("weights")
-    if isinstance(weights, dict):
-        return {str(k): float(v) for k, v in weights.items()}
-    if isinstance(weights, list) and "names" in summary:
-        return {str(n): float(w) for n, w in zip(summary["names"], weights)}
-    return {}
+    from moakit.blend import recorded_weights
+
+    return recorded_weights(summary)
 
 
 def is_workflow_run(run_dir: str | Path) -> bool:
