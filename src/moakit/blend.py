@@ -397,55 +397,70 @@ def search_weights(
         w = np.ones(1)
         return WeightSearch(w, objective(w), method, time.perf_counter() - start, 1)
     if method == "slsqp":
-        from scipy.optimize import minimize
+        w, loss, n_evals, info = _search_slsqp(objective)
+    elif method == "optuna":
+        w, loss, n_evals, info = _search_optuna(objective, n_trials, storage, study_name, seed, names)
+    else:
+        raise BlendError(f"unknown weight search method {method!r} (use one of {', '.join(METHODS)})")
+    return WeightSearch(w, loss, method, time.perf_counter() - start, n_evals, info)
 
-        res = minimize(objective.value_and_grad, np.full(m, 1.0 / m), jac=True, method="SLSQP",
-                       bounds=[(0.0, 1.0)] * m,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
-                       options={"maxiter": 500, "ftol": 1e-12})
-        w = _normalise(res.x)
-        info = {"success": bool(res.success), "message": str(res.message), "iterations": int(res.nit)}
-        loss = objective(w)
-        # SLSQP may stop early on a flat objective: never return worse than its start.
-        w0 = np.full(m, 1.0 / m)
-        l0 = objective(w0)
-        if l0 < loss:
-            w, loss = w0, l0
-        return WeightSearch(w, loss, "slsqp", time.perf_counter() - start, objective.n_evals, info)
-    if method == "optuna":
-        import optuna
 
-        keys = [f"w{k}" for k in range(m)] if names is None else [f"w_{n}" for n in names]
-        if len(set(keys)) != m:
-            raise BlendError("model names must be distinct")
-        sampler = optuna.samplers.TPESampler(seed=seed)
-        with _optuna_warnings_only():
-            study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
-                                        direction="minimize", load_if_exists=True)
-        before = len(study.trials)
-        done = [t for t in study.trials if t.params]
-        if done and set(done[0].params) != set(keys):
-            raise BlendError(f"Optuna study {study.study_name!r} in {storage} holds trials over other models "
-                             f"({', '.join(sorted(done[0].params))}); use another study name")
-        if not study.trials and n_trials > 0:
-            starts = [np.ones(m)] + [np.eye(m)[k] for k in range(m)]
-            for raw in starts[:n_trials]:
-                study.enqueue_trial({key: float(v) for key, v in zip(keys, raw)})
+def _search_slsqp(objective: BlendObjective) -> tuple[np.ndarray, float, int, dict]:
+    """(weights, log loss, objective evaluations, info) of SciPy SLSQP from equal weights."""
+    from scipy.optimize import minimize
 
-        def trial_loss(trial) -> float:
-            raw = np.array([trial.suggest_float(key, 0.0, 1.0) for key in keys])
-            w = _normalise(raw)
-            trial.set_user_attr("weights", w.tolist())
-            return objective(w)
+    m = objective.m
+    res = minimize(objective.value_and_grad, np.full(m, 1.0 / m), jac=True, method="SLSQP",
+                   bounds=[(0.0, 1.0)] * m,
+                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}],
+                   options={"maxiter": 500, "ftol": 1e-12})
+    w = _normalise(res.x)
+    info = {"success": bool(res.success), "message": str(res.message), "iterations": int(res.nit)}
+    loss = objective(w)
+    # SLSQP may stop early on a flat objective: never return worse than its start.
+    w0 = np.full(m, 1.0 / m)
+    l0 = objective(w0)
+    if l0 < loss:
+        w, loss = w0, l0
+    return w, loss, objective.n_evals, info
 
-        with _optuna_warnings_only():
-            study.optimize(trial_loss, n_trials=n_trials, gc_after_trial=False, show_progress_bar=False)
-        best = study.best_trial
-        w = _normalise(np.array([best.params[key] for key in keys]))
-        info = {"study_name": study.study_name, "n_trials_total": len(study.trials), "best_trial": best.number}
-        return WeightSearch(w, float(best.value), "optuna", time.perf_counter() - start,
-                            len(study.trials) - before, info)
-    raise BlendError(f"unknown weight search method {method!r} (use one of {', '.join(METHODS)})")
+
+def _search_optuna(objective: BlendObjective, n_trials: int, storage: str | None, study_name: str | None,
+                   seed: int, names: Sequence[str] | None) -> tuple[np.ndarray, float, int, dict]:
+    """(weights, log loss, trials run now, info) of a seeded TPE study over raw weights in
+    [0, 1] (see :func:`search_weights`)."""
+    import optuna
+
+    m = objective.m
+    keys = [f"w{k}" for k in range(m)] if names is None else [f"w_{n}" for n in names]
+    if len(set(keys)) != m:
+        raise BlendError("model names must be distinct")
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    with _optuna_warnings_only():
+        study = optuna.create_study(storage=storage, study_name=study_name, sampler=sampler,
+                                    direction="minimize", load_if_exists=True)
+    before = len(study.trials)
+    done = [t for t in study.trials if t.params]
+    if done and set(done[0].params) != set(keys):
+        raise BlendError(f"Optuna study {study.study_name!r} in {storage} holds trials over other models "
+                         f"({', '.join(sorted(done[0].params))}); use another study name")
+    if not study.trials and n_trials > 0:
+        starts = [np.ones(m)] + [np.eye(m)[k] for k in range(m)]
+        for raw in starts[:n_trials]:
+            study.enqueue_trial({key: float(v) for key, v in zip(keys, raw)})
+
+    def trial_loss(trial) -> float:
+        raw = np.array([trial.suggest_float(key, 0.0, 1.0) for key in keys])
+        w = _normalise(raw)
+        trial.set_user_attr("weights", w.tolist())
+        return objective(w)
+
+    with _optuna_warnings_only():
+        study.optimize(trial_loss, n_trials=n_trials, gc_after_trial=False, show_progress_bar=False)
+    best = study.best_trial
+    w = _normalise(np.array([best.params[key] for key in keys]))
+    info = {"study_name": study.study_name, "n_trials_total": len(study.trials), "best_trial": best.number}
+    return w, float(best.value), len(study.trials) - before, info
 
 
 def search_weights_per_target(oofs: Sequence[np.ndarray], y: np.ndarray,
@@ -775,18 +790,9 @@ def blend_runs(
     nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
                                 seed=seed, preset=preset_w) if nested_folds else None)
     nested_seconds = time.perf_counter() - t_nested
-    preset_summary = None
-    if preset_w is not None:
-        label = preset if isinstance(preset, str) else "custom"
-        preset_summary = {"name": label, "weights": _as_dict(names, preset_w), **_blend_score(inputs, preset_w)[1]}
-        chosen_method, chosen_w, chosen_by = f"preset:{label}", preset_w, "preset"
-    else:  # the lowest nested (else in-sample) OOF log loss; the first method on a tie
-        chosen_by = "nested" if nested else "in-sample"
-        judge = nested["methods"] if nested else method_summary
-        chosen_method = min(methods, key=lambda m: judge[m]["log_loss"])
-        chosen_w = searches[chosen_method].weights
-    blended_oof, chosen_score = _blend_score(inputs, chosen_w)
-    blended_test = blend_predictions(inputs.test, chosen_w)
+    chosen = _choose_weights(inputs, methods, searches, method_summary, nested, preset, preset_w)
+    blended_oof, chosen_score = _blend_score(inputs, chosen.weights)
+    blended_test = blend_predictions(inputs.test, chosen.weights)
     if inputs.test_is_control is not None:
         blended_test = metrics.zero_controls(blended_test, inputs.test_is_control)
     model_summary, per_target = _model_scores(inputs, blended_oof, out_dir)
@@ -796,14 +802,8 @@ def blend_runs(
 
     _write_blend_files(out_dir, inputs, blended_oof, blended_test, per_target, corr_oof, corr_test)
     summary = {
-        "names": names, "method": chosen_method, "chosen_by": chosen_by, "weights": _as_dict(names, chosen_w),
-        **({"weights_per_target": {n: w.tolist() for n, w in zip(names, chosen_w)}}
-           if np.ndim(chosen_w) == 2 else {}),
-        **chosen_score,
-        "best_single": min(names, key=lambda n: model_summary[n]["log_loss"]),
-        "models": model_summary,
-        "prior": metrics.score(y, metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl), ctl),
-        "methods": method_summary, "preset": preset_summary,
+        **_chosen_summary(inputs, chosen, chosen_score, model_summary),
+        "methods": method_summary, "preset": chosen.preset_summary,
         # the in-sample numbers above score weights on the rows they were searched on; these
         # score them only on rows they were not searched on
         "nested": nested,
@@ -817,10 +817,48 @@ def blend_runs(
                     "nested_seconds": round(nested_seconds, 3), "total_seconds": round(seconds, 3)},
     }
     write_json(out_dir / "blend.json", summary)
-    return BlendResult(names=names, weights=chosen_w, method=chosen_method, log_loss=chosen_score["log_loss"],
+    return BlendResult(names=names, weights=chosen.weights, method=chosen.method, log_loss=chosen_score["log_loss"],
                        log_loss_treated=chosen_score["log_loss_treated"], searches=searches,
                        preset_weights=preset_w, oof=blended_oof, test=blended_test, correlation_oof=corr_oof,
                        correlation_test=corr_test, out_dir=out_dir, summary=summary)
+
+
+@dataclass
+class _Choice:
+    """The weights a blend uses: how they were chosen, and the preset's summary if any."""
+
+    method: str
+    weights: np.ndarray
+    by: str  # "preset", "nested" or "in-sample"
+    preset_summary: dict | None = None
+
+
+def _choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str, WeightSearch],
+                    method_summary: dict, nested: dict | None, preset, preset_w: np.ndarray | None) -> _Choice:
+    """The preset's weights when there is one; else the search of the lowest nested (else
+    in-sample) OOF log loss, the first method on a tie."""
+    if preset_w is not None:
+        label = preset if isinstance(preset, str) else "custom"
+        preset_summary = {"name": label, "weights": _as_dict(inputs.names, preset_w),
+                          **_blend_score(inputs, preset_w)[1]}
+        return _Choice(f"preset:{label}", preset_w, "preset", preset_summary)
+    judge = nested["methods"] if nested else method_summary
+    chosen_method = min(methods, key=lambda m: judge[m]["log_loss"])
+    return _Choice(chosen_method, searches[chosen_method].weights, "nested" if nested else "in-sample")
+
+
+def _chosen_summary(inputs: BlendInputs, chosen: _Choice, chosen_score: dict, model_summary: dict) -> dict:
+    """blend.json's head: the chosen weights and their scores, beside every model's and the prior's."""
+    names, y, ctl = inputs.names, inputs.y, inputs.is_control
+    return {
+        "names": names, "method": chosen.method, "chosen_by": chosen.by, "weights": _as_dict(names, chosen.weights),
+        **({"weights_per_target": {n: w.tolist() for n, w in zip(names, chosen.weights)}}
+           if np.ndim(chosen.weights) == 2 else {}),
+        **chosen_score,
+        "best_single": min(names, key=lambda n: model_summary[n]["log_loss"]),
+        "models": model_summary,
+        "prior": metrics.score(y, metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl), ctl),
+    }
 
 
 def _check_methods(methods: Sequence[str], preset) -> list[str]:

@@ -232,10 +232,20 @@ def _families(names: list[str], rng: np.random.Generator) -> np.ndarray:
 
 
 def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
-    scored_names, nonscored_names = schema.scored_target_names(), schema.nonscored_target_names()
-    n_s, n_ns = len(scored_names), len(nonscored_names)
+    """Simulated drugs, replicates and per-drug labels for ``n_rows`` rows (drug 0: the
+    controls; drugs 1..n_heavy: the few with hundreds of rows)."""
+    sizes, n_heavy = _drug_sizes(n_rows, rng)
+    drug_scored, labelled, family = _scored_drug_labels(len(sizes), n_heavy, rng)
+    drug_nonscored, partner = _nonscored_drug_labels(drug_scored, labelled, rng)
+    drug_ids, drug_index, control, cp_time, cp_dose, sig_id = _simulated_rows(sizes, rng)
+    return _Labels(sig_id, drug_index, drug_ids, control, cp_time, cp_dose, drug_scored, drug_nonscored,
+                   family, partner)
 
-    # drugs and their replicate counts
+
+def _drug_sizes(n_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(rows per drug, number of heavy drugs): the controls first, then the heavy drugs,
+    then ordinary drugs with replicate counts drawn from the real set's, summing to
+    ``n_rows``."""
     n_ctrl = max(2, int(round(CONTROL_SHARE * n_rows)))
     n_heavy = int(np.clip(round(n_rows / 3000), 1, len(_HEAVY_SHARES)))
     heavy = [max(20, int(round(share * n_rows))) for share in _HEAVY_SHARES[:n_heavy]]
@@ -247,13 +257,21 @@ def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
     ordinary = draws[: k + 1].copy()
     ordinary[-1] -= int(cum[k] - remaining)
     ordinary = ordinary[ordinary > 0]
-    sizes = np.concatenate([[n_ctrl], heavy, ordinary]).astype(int)
-    n_drugs = len(sizes)
+    return np.concatenate([[n_ctrl], heavy, ordinary]).astype(int), n_heavy
 
-    # scored labels per drug
+
+def _scored_drug_labels(n_drugs: int, n_heavy: int,
+                        rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scored labels per drug, which drugs have a scored MoA, family of each target).
+
+    Target popularity is long-tailed; a labelled drug has 1-7 MoAs, its further MoAs
+    mostly from the family of its first. Every target gets at least one drug while there
+    are drugs enough; the heavy drugs take frequent targets."""
+    names = schema.scored_target_names()
+    n_s = len(names)
     weight = np.exp(1.2 * rng.standard_normal(n_s))
     weight /= weight.sum()
-    family = _families(scored_names, rng)
+    family = _families(names, rng)
     drug_scored = np.zeros((n_drugs, n_s), dtype=np.uint8)
     labelled = rng.random(n_drugs) < LABELLED_DRUG_SHARE
     labelled[0] = False  # controls
@@ -262,8 +280,6 @@ def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
     cardinality = rng.choice(_CARDINALITY, size=n_drugs, p=_CARDINALITY_P / _CARDINALITY_P.sum())
     cardinality[1:1 + n_heavy] = np.minimum(cardinality[1:1 + n_heavy], 3)
     drugs = np.flatnonzero(labelled)
-    # every target gets at least one drug while there are drugs enough; the heavy drugs
-    # take frequent targets
     ordinary_drugs = drugs[drugs > n_heavy]
     rng.shuffle(ordinary_drugs)
     first = np.empty(n_drugs, dtype=int)
@@ -280,8 +296,16 @@ def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
             else:
                 t = rng.choice(n_s, p=weight)
             drug_scored[d, t] = 1
+    return drug_scored, labelled, family
 
-    # non-scored labels: sparser, mostly on drugs without a scored MoA
+
+def _nonscored_drug_labels(drug_scored: np.ndarray, labelled: np.ndarray,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(non-scored labels per drug, scored partner of each non-scored target): sparser than
+    the scored ones, mostly on drugs without a scored MoA, ``N_ZERO_NONSCORED`` targets
+    never positive, and a target with a partner co-occurring with it on some drugs."""
+    n_drugs, n_s = drug_scored.shape
+    n_ns = len(schema.nonscored_target_names())
     active = np.sort(rng.permutation(n_ns)[N_ZERO_NONSCORED:])
     ns_weight = np.zeros(n_ns)
     ns_weight[active] = np.exp(0.9 * rng.standard_normal(len(active)))
@@ -300,21 +324,24 @@ def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
         if extra > 0:
             p_free = ns_weight * (drug_nonscored[d] == 0)
             drug_nonscored[d, rng.choice(n_ns, size=extra, replace=False, p=p_free / p_free.sum())] = 1
-    # a non-scored target co-occurs with its scored partner on some drugs
     for j in np.flatnonzero(partner >= 0):
         carriers = np.flatnonzero(drug_scored[:, partner[j]] == 1)
         drug_nonscored[carriers[rng.random(len(carriers)) < 0.15], j] = 1
+    return drug_nonscored, partner
 
+
+def _simulated_rows(sizes: np.ndarray, rng: np.random.Generator):
+    """(drug ids, drug index per row, control mask, cp_time, cp_dose, sig_ids) for drugs of
+    ``sizes`` rows, drug 0 being the controls (random time and dose)."""
+    n_drugs = len(sizes)
     drug_ids = np.array([CONTROL_DRUG, *_hex_ids(rng, n_drugs - 1, {CONTROL_DRUG})])
     drug_index = np.repeat(np.arange(n_drugs), sizes)
     cp_time, cp_dose = _replicate_plan(sizes, rng)
     control = drug_index == 0
-    n = len(drug_index)
     cp_time[control] = rng.integers(0, 3, control.sum())
     cp_dose[control] = rng.integers(0, 2, control.sum())
-    sig_id = np.array(["id_" + s for s in _hex_ids(rng, n)])
-    return _Labels(sig_id, drug_index, drug_ids, control, cp_time, cp_dose, drug_scored, drug_nonscored,
-                   family, partner)
+    sig_id = np.array(["id_" + s for s in _hex_ids(rng, len(drug_index))])
+    return drug_ids, drug_index, control, cp_time, cp_dose, sig_id
 
 
 def _nonscored_partners(n_s: int, n_ns: int, active: np.ndarray, rng: np.random.Generator,
@@ -485,22 +512,44 @@ def _toxicities(names: list[str], rng: np.random.Generator) -> np.ndarray:
 
 def _profiles(labels: _Labels, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Gene expression (n x 772) and cell viability (n x 100), float64, 4 decimals."""
-    G, C, K = schema.N_GENES, schema.N_CELLS, N_PATHWAYS
-    n = len(labels.sig_id)
-    n_drugs = len(labels.drug_names)
-    scored_names, nonscored_names = schema.scored_target_names(), schema.nonscored_target_names()
-    n_s, n_ns = len(scored_names), len(nonscored_names)
+    loadings, gene_noise_sd = _pathway_loadings(rng)
+    effects = _drug_effects(labels, rng)
+    amp, tox = _row_amplitudes(labels, effects, rng)
+    genes = _gene_profiles(labels, effects, amp, tox, loadings, gene_noise_sd, rng)
+    cells = _cell_profiles(labels, effects, amp, tox, rng)
+    return _round4(genes), _round4(cells)
 
-    # gene loadings on pathways: each pathway touches 15-60 genes; some genes none
+
+@dataclass
+class _DrugEffects:
+    """What each drug does at full amplitude."""
+
+    path: np.ndarray  # (n_drugs, K) pathway activity: MoA signatures + an off-target part
+    gene: np.ndarray  # (n_drugs, 772) gene-level part of the MoA signatures
+    tox: np.ndarray  # (n_drugs,) toxicity
+    potency: np.ndarray  # (n_drugs,)
+
+
+def _pathway_loadings(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(gene loadings on the pathways (K x 772), per-gene noise sd): each pathway touches
+    15-60 genes, some genes none; a gene's loadings have unit norm."""
+    G, K = schema.N_GENES, N_PATHWAYS
     L = np.zeros((K, G))
     for k in range(K):
         idx = rng.choice(G, rng.integers(15, 61), replace=False)
         L[k, idx] = rng.standard_normal(len(idx))
     norms = np.linalg.norm(L, axis=0)
     L[:, norms > 0] /= norms[norms > 0]
-    gene_noise_sd = rng.uniform(0.35, 0.7, G)
+    return L, rng.uniform(0.35, 0.7, G)
 
-    # MoA signatures
+
+def _moa_signatures(labels: _Labels, rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """(pathway, gene-level, toxicity) signatures of the scored and of the non-scored
+    targets: related scored MoAs share a family part, and a non-scored target with a scored
+    partner takes after the partner's signature and toxicity."""
+    K = N_PATHWAYS
+    scored_names, nonscored_names = schema.scored_target_names(), schema.nonscored_target_names()
+    n_s, n_ns = len(scored_names), len(nonscored_names)
     family = labels.family
     family_part = rng.standard_normal((family.max() + 1, K)) * (rng.random((family.max() + 1, K)) < 0.08)
     family_part /= np.maximum(np.linalg.norm(family_part, axis=1, keepdims=True), 1e-9)
@@ -515,11 +564,17 @@ def _profiles(labels: _Labels, rng: np.random.Generator) -> tuple[np.ndarray, np
     s_tox = _toxicities(scored_names, rng)
     ns_tox = _toxicities(nonscored_names, rng) * 0.7
     ns_tox[linked] = np.maximum(ns_tox[linked], 0.8 * s_tox[partner[linked]])
+    return (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox)
 
-    # drug effects: MoA signatures plus an idiosyncratic off-target part
+
+def _drug_effects(labels: _Labels, rng: np.random.Generator) -> _DrugEffects:
+    """Per drug: the sum of its MoAs' signatures plus an idiosyncratic off-target part, its
+    toxicity (some drugs toxic off-target) and its potency (a few treated drugs inert)."""
+    (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox) = _moa_signatures(labels, rng)
+    n_drugs = len(labels.drug_names)
     Ys = labels.drug_scored.astype(float)
     Yn = labels.drug_nonscored.astype(float)
-    idio = rng.standard_normal((n_drugs, K)) * (rng.random((n_drugs, K)) < 0.06) * 0.9
+    idio = rng.standard_normal((n_drugs, N_PATHWAYS)) * (rng.random((n_drugs, N_PATHWAYS)) < 0.06) * 0.9
     drug_path = SIGNAL * (Ys @ s_path + Yn @ ns_path) + idio
     drug_gene = SIGNAL * (Ys @ s_gene + Yn @ ns_gene)
     drug_tox = Ys @ s_tox + Yn @ ns_tox
@@ -529,38 +584,58 @@ def _profiles(labels: _Labels, rng: np.random.Generator) -> tuple[np.ndarray, np
     potency = np.exp(0.6 * rng.standard_normal(n_drugs))
     inert = rng.random(n_drugs) < 0.12  # treated drugs that do next to nothing here
     potency[inert] *= 0.1
+    return _DrugEffects(drug_path, drug_gene, drug_tox, potency)
 
-    # row amplitude: potency x dose x time x replicate jitter; controls nothing
+
+def _row_amplitudes(labels: _Labels, effects: _DrugEffects,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(amplitude, toxicity) per row: the drug's potency x dose x time x replicate jitter
+    (toxicity: times the drug's toxicity, with its own time course); controls nothing."""
+    n = len(labels.sig_id)
     d = labels.drug_index
-    amp = potency[d] * _DOSE_FACTOR[labels.cp_dose] * _TIME_FACTOR[labels.cp_time]
+    amp = effects.potency[d] * _DOSE_FACTOR[labels.cp_dose] * _TIME_FACTOR[labels.cp_time]
     amp *= np.exp(0.25 * rng.standard_normal(n))
     amp[labels.control] = 0.0
-    tox = drug_tox[d] * potency[d] * _DOSE_FACTOR[labels.cp_dose] * _TIME_TOX[labels.cp_time]
+    tox = effects.tox[d] * effects.potency[d] * _DOSE_FACTOR[labels.cp_dose] * _TIME_TOX[labels.cp_time]
     tox *= np.exp(0.3 * rng.standard_normal(n))
     tox[labels.control] = 0.0
+    return amp, tox
 
-    # genes
+
+def _gene_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray, loadings: np.ndarray,
+                   noise_sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gene expression: baseline + drug pathway activity mapped to genes, the gene-level
+    drug effect, a stress response to toxicity, time and dose shifts, Student-t noise."""
+    G, K = schema.N_GENES, N_PATHWAYS
+    n = len(labels.sig_id)
+    d = labels.drug_index
     time_shift = rng.standard_normal((3, G)) * 0.12
     dose_shift = rng.standard_normal((2, G)) * 0.05
     stress = rng.standard_normal(G) * (rng.random(G) < 0.25) * 0.6
-    latent = 0.6 * rng.standard_normal((n, K)) + amp[:, None] * drug_path[d]
-    genes = latent @ L
-    genes += amp[:, None] * drug_gene[d]
+    latent = 0.6 * rng.standard_normal((n, K)) + amp[:, None] * effects.path[d]
+    genes = latent @ loadings
+    genes += amp[:, None] * effects.gene[d]
     genes += tox[:, None] * stress
     genes += time_shift[labels.cp_time] + dose_shift[labels.cp_dose]
-    genes += rng.standard_t(4, size=(n, G)) * gene_noise_sd
+    genes += rng.standard_t(4, size=(n, G)) * noise_sd
     np.clip(genes, *GENE_CLIP, out=genes)
+    return genes
 
-    # cells: a shared per-row toxicity lowers viability across cell lines (lines differ in
-    # sensitivity), plus a little pathway-specific selectivity and noise
+
+def _cell_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Cell viability: a shared per-row toxicity lowers viability across cell lines (lines
+    differ in sensitivity), plus a little pathway-specific selectivity and noise."""
+    C = schema.N_CELLS
+    n = len(labels.sig_id)
     sensitivity = rng.uniform(0.5, 1.5, C)
-    selectivity = rng.standard_normal((K, C)) * 0.08
+    selectivity = rng.standard_normal((N_PATHWAYS, C)) * 0.08
     kill = tox[:, None] * sensitivity * np.exp(0.25 * rng.standard_normal((n, C)))
     cells = -2.2 * kill - 0.12 * kill**2
-    cells += (amp[:, None] * drug_path[d]) @ selectivity
+    cells += (amp[:, None] * effects.path[labels.drug_index]) @ selectivity
     cells += rng.standard_t(5, size=(n, C)) * 0.45
     np.clip(cells, *CELL_CLIP, out=cells)
-    return _round4(genes), _round4(cells)
+    return cells
 
 
 def _round4(x: np.ndarray) -> np.ndarray:

@@ -262,25 +262,94 @@ def _training_loss(pos_weight, n_targets: int, device: torch.device) -> nn.Modul
     return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
 
-def _train_epoch(module, Xp, Yp, steps: int, p: TrainParams, opt, batch_sched, loss_fn, precision, trainable,
-                 batch_transform, rng, device) -> float:
+@dataclass
+class _Optimisation:
+    """What one training run steps: the trainable parameters, their optimiser, the schedule
+    (stepped per batch or per epoch), the training loss and the mixed precision."""
+
+    trainable: list
+    opt: torch.optim.Optimizer
+    sched: object | None
+    per_batch: bool
+    loss_fn: nn.Module
+    precision: MixedPrecision
+
+
+def _optimisation(module: nn.Module, p: TrainParams, steps: int, n_targets: int, pos_weight,
+                  device: torch.device) -> _Optimisation:
+    trainable = [q for q in module.parameters() if q.requires_grad]
+    if not trainable:
+        raise ValueError("no trainable parameters (every layer is frozen)")
+    opt = _optimizer(trainable, p)
+    sched, per_batch = _scheduler(opt, p, steps)
+    return _Optimisation(trainable, opt, sched, per_batch, _training_loss(pos_weight, n_targets, device),
+                         MixedPrecision(p.amp, device, p.amp_dtype))
+
+
+def _steps_per_epoch(n: int, batch_size: int) -> int:
+    """Batches per epoch; dropping a last batch of one row keeps BatchNorm defined."""
+    if n == 0:
+        raise ValueError("no training rows")
+    return math.ceil(n / batch_size) - (1 if n % batch_size == 1 and n > 1 else 0)
+
+
+def _train_epoch(module, Xp, Yp, steps: int, p: TrainParams, o: _Optimisation, batch_transform, rng,
+                 device) -> float:
     """One pass over the (already permuted) training rows; returns the summed batch loss x
-    batch rows. ``batch_sched``: a scheduler stepped after every batch, or None."""
+    batch rows. A per-batch schedule steps after every batch."""
     total = 0.0
     for b in range(steps):
         xb = Xp[b * p.batch_size : (b + 1) * p.batch_size]
         yb = Yp[b * p.batch_size : (b + 1) * p.batch_size]
         if batch_transform is not None:
             xb = batch_transform(xb, True, rng)
-        opt.zero_grad(set_to_none=True)
-        with precision.autocast():
+        o.opt.zero_grad(set_to_none=True)
+        with o.precision.autocast():
             logits = module(xb.to(device, non_blocking=True))
-        loss = loss_fn(logits.float(), yb.to(device, non_blocking=True))
-        precision.backward_step(loss, opt, trainable, p.grad_clip)
-        if batch_sched is not None:
-            batch_sched.step()
+        loss = o.loss_fn(logits.float(), yb.to(device, non_blocking=True))
+        o.precision.backward_step(loss, o.opt, o.trainable, p.grad_clip)
+        if o.per_batch and o.sched is not None:
+            o.sched.step()
         total += float(loss.detach()) * len(xb)
     return total
+
+
+def _step_epoch_schedule(o: _Optimisation, p: TrainParams, train_loss: float, valid_loss: float | None) -> None:
+    """The end-of-epoch step of a per-epoch schedule; with no judge rows a plateau schedule
+    follows the training loss."""
+    if o.sched is None or o.per_batch:
+        return
+    if p.scheduler == "plateau":
+        o.sched.step(train_loss if valid_loss is None else valid_loss)
+    else:
+        o.sched.step()
+
+
+class _BestEpoch:
+    """The stopping rule: the epoch of lowest validation loss (an improvement must beat the
+    best by ``min_delta``), its weights with ``restore_best``, and early stopping after
+    ``patience`` epochs without improvement. With no judge rows the last epoch counts."""
+
+    def __init__(self, p: TrainParams) -> None:
+        self.p = p
+        self.loss, self.epoch, self.state, self.waited = math.inf, -1, None, 0
+
+    def update(self, module: nn.Module, epoch: int, valid_loss: float | None) -> bool:
+        """Record an epoch; True when training should stop."""
+        if valid_loss is None:  # nothing to judge by: the schedule's last epoch is kept
+            self.epoch = epoch
+            return False
+        if valid_loss < self.loss - self.p.min_delta:
+            self.loss, self.epoch, self.waited = valid_loss, epoch, 0
+            if self.p.restore_best:
+                self.state = copy.deepcopy(module.state_dict())
+            return False
+        self.waited += 1
+        return self.p.patience is not None and self.waited >= self.p.patience
+
+    def restore(self, module: nn.Module) -> None:
+        if self.p.restore_best and self.state is not None:
+            module.load_state_dict(self.state)
 
 
 def fit_network(
@@ -325,49 +394,27 @@ def fit_network(
     Y = _as_tensor(Y_train).float()
     Y_fit = smooth_targets(Y, p.smoothing, p.clip_targets)
     n = len(X)
-    if n == 0:
-        raise ValueError("no training rows")
-    # Dropping a last batch of one row keeps BatchNorm defined.
-    steps = math.ceil(n / p.batch_size) - (1 if n % p.batch_size == 1 and n > 1 else 0)
-    trainable = [q for q in module.parameters() if q.requires_grad]
-    if not trainable:
-        raise ValueError("no trainable parameters (every layer is frozen)")
-    opt = _optimizer(trainable, p)
-    sched, per_batch = _scheduler(opt, p, steps)
-    loss_fn = _training_loss(pos_weight, Y.shape[1], device)
-    precision = MixedPrecision(p.amp, device, p.amp_dtype)
+    steps = _steps_per_epoch(n, p.batch_size)
+    o = _optimisation(module, p, steps, Y.shape[1], pos_weight, device)
 
-    best_loss, best_epoch, best_state, waited = math.inf, -1, None, 0
+    best = _BestEpoch(p)
     history: list[dict] = []
     for epoch in range(p.epochs):
         module.train()
         perm = torch.randperm(n, generator=gen)
-        total = _train_epoch(module, X[perm], Y_fit[perm], steps, p, opt, sched if per_batch else None, loss_fn,
-                             precision, trainable, batch_transform, rng, device)
+        total = _train_epoch(module, X[perm], Y_fit[perm], steps, p, o, batch_transform, rng, device)
         train_loss = total / min(n, steps * p.batch_size)
         val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device) if judged else None
-        if sched is not None and not per_batch:
-            # with no judge rows a plateau schedule follows the training loss
-            sched.step(train_loss if val is None else val) if p.scheduler == "plateau" else sched.step()
+        _step_epoch_schedule(o, p, train_loss, val)
         record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": val}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
-        if val is None:  # nothing to judge by: the schedule's last epoch is kept
-            best_epoch = epoch
-            continue
-        if val < best_loss - p.min_delta:
-            best_loss, best_epoch, waited = val, epoch, 0
-            if p.restore_best:
-                best_state = copy.deepcopy(module.state_dict())
-        else:
-            waited += 1
-            if p.patience is not None and waited >= p.patience:
-                break
-    if p.restore_best and best_state is not None:
-        module.load_state_dict(best_state)
-    return FitResult(best_epoch=best_epoch, best_loss=best_loss if judged else None, history=history,
-                     precision=precision.summary())
+        if best.update(module, epoch, val):
+            break
+    best.restore(module)
+    return FitResult(best_epoch=best.epoch, best_loss=best.loss if judged else None, history=history,
+                     precision=o.precision.summary())
 
 
 @torch.no_grad()
