@@ -57,7 +57,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -403,6 +403,90 @@ def loop_pass(module: nn.Module, X_fit, Y_fit, X_hold, Y_hold, p: TrainParams, s
     return {"best": state["best"], "improved": state["improved"], "epochs": state["epochs"]}
 
 
+class _Rows(NamedTuple):
+    """The rows one fold trains on (fit) and judges by (hold), float32."""
+
+    X_fit: np.ndarray
+    Y_fit: np.ndarray
+    Y_aux_fit: np.ndarray | None
+    X_hold: np.ndarray
+    Y_hold: np.ndarray
+    Y_aux_hold: np.ndarray | None
+
+
+def _fit_and_judge_rows(params: ResNet2HeadsParams, X_train: np.ndarray, Y_train: np.ndarray,
+                        Y_aux_train: np.ndarray | None, judge, seed: int) -> _Rows:
+    """The judge rows given by the runner, or a seeded ``holdout_fraction`` of the training
+    rows carved here (the rest are then the fit rows)."""
+    if judge is None:
+        fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
+        return _Rows(X_train[fit], Y_train[fit], None if Y_aux_train is None else Y_aux_train[fit],
+                     X_train[hold], Y_train[hold], None if Y_aux_train is None else Y_aux_train[hold])
+    X_hold, Y_hold, Y_aux_hold = judge
+    if len(X_hold) == 0:
+        raise ValueError("the 2-heads ResNet judges its early stopping and freeze/unfreeze loops on held-out "
+                         "rows: use the selection policy holdout (or oof), not last")
+    return _Rows(X_train, Y_train, Y_aux_train, np.ascontiguousarray(X_hold, dtype=np.float32),
+                 np.ascontiguousarray(Y_hold, dtype=np.float32), Y_aux_hold)
+
+
+def _network_kwargs(params: ResNet2HeadsParams, n_in: int, n_extra: int, selected: np.ndarray, n_out: int) -> dict:
+    """The network's constructor kwargs, saved with it (the selected columns included)."""
+    net = params.network
+    return {"n_in": int(n_in), "n_extra": n_extra, "selected": [int(i) for i in selected],
+            "n_out": int(n_out), "head_a": list(net.head_a), "r1": net.r1, "r2": list(net.r2),
+            "r3": net.r3, "r3b": net.r3b, "r4": list(net.r4), "dropout_a": net.dropout_a,
+            "dropout_r1": net.dropout_r1, "candidates_first": True, **KERAS_BN}
+
+
+def _train_transfer_phases(params: ResNet2HeadsParams, kwargs: dict, rows: _Rows, seed: int,
+                           on_epoch: EpochCallback | None, info: dict) -> ResNet2Heads:
+    """Phase 1: the network on every non-scored target (the scripts' Y0 kept the all-zero
+    columns too); phase 2: a new output layer and the whole net on the scored targets."""
+    n_aux = 0 if rows.Y_aux_fit is None else int(rows.Y_aux_fit.shape[1])
+    torch.manual_seed(seed)
+    module: ResNet2Heads = build_network(NETWORK_NAME, {**kwargs, "n_out": max(n_aux, 1)})
+    info["n_nonscored_targets"] = n_aux
+    if n_aux:
+        Y_aux = np.ascontiguousarray(rows.Y_aux_fit, dtype=np.float32)
+        Y_aux_hold = np.ascontiguousarray(rows.Y_aux_hold, dtype=np.float32)
+        init_output_bias(module.output[1], Y_aux)
+        r = fit_network(module, rows.X_fit, Y_aux, rows.X_hold, Y_aux_hold, params.nonscored, seed=seed,
+                        on_epoch=_with_phase(on_epoch, "nonscored"))
+        info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
+                    nonscored_best_loss=r.best_loss)
+    torch.manual_seed(seed + 1)
+    module.replace_output(kwargs["n_out"])  # transfer: a new output layer for the scored targets
+    init_output_bias(module.output[1], rows.Y_fit)
+    r = fit_network(module, rows.X_fit, rows.Y_fit, rows.X_hold, rows.Y_hold, params.scored, seed=seed + 1,
+                    on_epoch=_with_phase(on_epoch, "scored"))
+    info.update(scored_epochs=len(r.history), scored_best_epoch=r.best_epoch, scored_best_loss=r.best_loss)
+    return module
+
+
+def _freeze_unfreeze_loop(module: ResNet2Heads, params: ResNet2HeadsParams, rows: _Rows, seed: int,
+                          on_epoch: EpochCallback | None, info: dict) -> None:
+    """The scripts' outer loop: a frozen pass, then an unfrozen pass, again while the
+    unfrozen pass improves (all judged on the judge rows); ends unfrozen, in eval mode."""
+    best = _holdout_loss(module, rows.X_hold, rows.Y_hold, params.scored.eval_batch_size)
+    info.update(loops=0, frozen_epochs=0, unfrozen_epochs=0, frozen_improved=0, unfrozen_improved=0)
+    for loop in range(params.max_loops):
+        info["loops"] = loop + 1
+        unfrozen_improved = 0
+        for phase, frozen, p, offset in (("frozen", True, params.frozen, 2), ("unfrozen", False, params.unfrozen, 3)):
+            module.set_frozen(frozen)
+            out = loop_pass(module, rows.X_fit, rows.Y_fit, rows.X_hold, rows.Y_hold, p, seed + offset + 2 * loop,
+                            best, _with_phase(on_epoch, phase))
+            best = out["best"]
+            info[f"{phase}_epochs"] += out["epochs"]
+            info[f"{phase}_improved"] += out["improved"]
+            unfrozen_improved = out["improved"]
+        if unfrozen_improved == 0:
+            break
+    module.set_frozen(False)
+    module.eval()
+
+
 def fit_resnet_2heads(
     params: ResNet2HeadsParams,
     X_train: np.ndarray,
@@ -424,75 +508,16 @@ def fit_resnet_2heads(
     n_cand = X_train.shape[1] - n_extra
     if n_cand <= 0:
         raise ValueError(f"X has {X_train.shape[1]} columns; the 2-heads layout needs more than {n_extra}")
-    if judge is None:
-        fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
-        X_fit, X_hold = X_train[fit], X_train[hold]
-        Y_fit, Y_hold = Y_train[fit], Y_train[hold]
-        Y_aux_hold = None if Y_aux_train is None else Y_aux_train[hold]
-        Y_aux_train = None if Y_aux_train is None else Y_aux_train[fit]
-    else:
-        X_hold, Y_hold, Y_aux_hold = judge
-        if len(X_hold) == 0:
-            raise ValueError("the 2-heads ResNet judges its early stopping and freeze/unfreeze loops on held-out "
-                             "rows: use the selection policy holdout (or oof), not last")
-        X_fit, Y_fit = X_train, Y_train
-        X_hold = np.ascontiguousarray(X_hold, dtype=np.float32)
-        Y_hold = np.ascontiguousarray(Y_hold, dtype=np.float32)
-    fit, hold = np.arange(len(X_fit)), np.arange(len(X_hold))
+    rows = _fit_and_judge_rows(params, X_train, Y_train, Y_aux_train, judge, seed)
 
     # Input B: supervised selection on the fit rows of the training folds only.
-    selected = ttest_select(X_fit[:, :n_cand], Y_fit.sum(axis=1) > 0,
+    selected = ttest_select(rows.X_fit[:, :n_cand], rows.Y_fit.sum(axis=1) > 0,
                             params.selection.quantile, params.selection.equal_var)
-
-    net = params.network
-    kwargs = {"n_in": int(X_train.shape[1]), "n_extra": n_extra, "selected": [int(i) for i in selected],
-              "n_out": int(Y_train.shape[1]), "head_a": list(net.head_a), "r1": net.r1, "r2": list(net.r2),
-              "r3": net.r3, "r3b": net.r3b, "r4": list(net.r4), "dropout_a": net.dropout_a,
-              "dropout_r1": net.dropout_r1, "candidates_first": True, **KERAS_BN}
-    info: dict = {"n_selected": len(selected), "n_fit_rows": len(fit), "n_holdout_rows": len(hold)}
-
-    # Phase 1: every non-scored target (the scripts' Y0 kept the all-zero columns too).
-    n_aux = 0 if Y_aux_train is None else int(Y_aux_train.shape[1])
-    torch.manual_seed(seed)
-    module: ResNet2Heads = build_network(NETWORK_NAME, {**kwargs, "n_out": max(n_aux, 1)})
-    info["n_nonscored_targets"] = n_aux
-    if n_aux:
-        Y_aux = np.ascontiguousarray(Y_aux_train, dtype=np.float32)
-        Y_aux_hold = np.ascontiguousarray(Y_aux_hold, dtype=np.float32)
-        init_output_bias(module.output[1], Y_aux)
-        r = fit_network(module, X_fit, Y_aux, X_hold, Y_aux_hold, params.nonscored, seed=seed,
-                        on_epoch=_with_phase(on_epoch, "nonscored"))
-        info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
-                    nonscored_best_loss=r.best_loss)
-    torch.manual_seed(seed + 1)
-    module.replace_output(Y_train.shape[1])  # transfer: a new output layer for the scored targets
-    init_output_bias(module.output[1], Y_fit)
-
-    # Phase 2: the whole net on the scored targets.
-    r = fit_network(module, X_fit, Y_fit, X_hold, Y_hold, params.scored, seed=seed + 1,
-                    on_epoch=_with_phase(on_epoch, "scored"))
-    info.update(scored_epochs=len(r.history), scored_best_epoch=r.best_epoch, scored_best_loss=r.best_loss)
-
-    # The scripts' outer loop: a frozen pass, then an unfrozen pass, again while the
-    # unfrozen pass improves (all judged on the holdout of the training folds).
-    best = _holdout_loss(module, X_hold, Y_hold, params.scored.eval_batch_size)
-    info.update(loops=0, frozen_epochs=0, unfrozen_epochs=0, frozen_improved=0, unfrozen_improved=0)
-    for loop in range(params.max_loops):
-        info["loops"] = loop + 1
-        unfrozen_improved = 0
-        for phase, frozen, p, offset in (("frozen", True, params.frozen, 2), ("unfrozen", False, params.unfrozen, 3)):
-            module.set_frozen(frozen)
-            out = loop_pass(module, X_fit, Y_fit, X_hold, Y_hold, p, seed + offset + 2 * loop, best,
-                            _with_phase(on_epoch, phase))
-            best = out["best"]
-            info[f"{phase}_epochs"] += out["epochs"]
-            info[f"{phase}_improved"] += out["improved"]
-            unfrozen_improved = out["improved"]
-        if unfrozen_improved == 0:
-            break
-    module.set_frozen(False)
-    module.eval()
-    info["holdout_loss"] = _holdout_loss(module, X_hold, Y_hold, params.scored.eval_batch_size)
+    kwargs = _network_kwargs(params, X_train.shape[1], n_extra, selected, Y_train.shape[1])
+    info: dict = {"n_selected": len(selected), "n_fit_rows": len(rows.X_fit), "n_holdout_rows": len(rows.X_hold)}
+    module = _train_transfer_phases(params, kwargs, rows, seed, on_epoch, info)
+    _freeze_unfreeze_loop(module, params, rows, seed, on_epoch, info)
+    info["holdout_loss"] = _holdout_loss(module, rows.X_hold, rows.Y_hold, params.scored.eval_batch_size)
     return TorchEstimator(NETWORK_NAME, kwargs, module, eval_batch_size=params.scored.eval_batch_size, info=info)
 
 
