@@ -1,5 +1,6 @@
-"""Shared fixtures: tiny hand-made lish-moa folders for the data-layer tests, and small
-simulated datasets (moakit's own simulator) for everything that trains."""
+"""Shared fixtures: tiny hand-made lish-moa folders for the data-layer tests, small
+simulated datasets (moakit's own simulator) for everything that trains, one torch thread
+for tests of tiny networks, and the CLI helpers (``from conftest import invoke, clean_exit``)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,38 @@ def sim_data(sim_folder):
     from moakit.data.io import load
 
     return load(sim_folder)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks: one torch thread is faster, and steady when the machine is busy (on a
+    contended 2-core machine several threads spin against each other). Use as
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args):
+    """Run the ``moakit`` CLI in-process with ``args`` (str() of each); stdout and stderr apart."""
+    from typer.testing import CliRunner
+
+    from moakit.cli import app
+
+    try:
+        cli = CliRunner(mix_stderr=False)  # click < 8.2: keep stderr apart
+    except TypeError:
+        cli = CliRunner()  # click >= 8.2: result.stdout and result.stderr are apart already
+    return cli.invoke(app, [str(a) for a in args])
+
+
+def clean_exit(res, codes=(1, 2)) -> str:
+    """The command ended with a handled error: exit code 1/2, no traceback; its text."""
+    text = res.stdout + res.stderr
+    assert res.exit_code in codes, text
+    assert isinstance(res.exception, SystemExit), res.exception
+    assert "Traceback" not in text
+    return text

@@ -19,13 +19,7 @@ from moakit.nn.train import TrainParams, fit_network
 from moakit.runner import build_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one torch thread (several spin against each other on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
 
 
 # --------------------------------------------------------------------------- network

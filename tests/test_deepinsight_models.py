@@ -21,13 +21,7 @@ from moakit.models.deepinsight_cnn import (
 from moakit.runner import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Contended 2-core machine: one torch thread is faster and steadier for tiny images."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from moakit.config import load_config
 from moakit.models.base import StageSpec, TorchEstimator
 from moakit.models.resnet_2heads import ResNet2Heads, ResNet2HeadsParams, fit_resnet_2heads, ttest_select
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread is faster, and steady when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
 
 
 SMALL_NET = {"head_a": [24, 16], "r1": 24, "r2": [24, 16], "r3": 16, "r3b": 16, "r4": [16, 12]}

@@ -18,29 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from moakit import artifacts, runner
 from moakit.artifacts import LOCK_FILE, RunLockedError, run_lock
-from moakit.cli import app
 from moakit.config import ConfigError, RunConfig, load_config, packaged_configs
 
-
-def invoke(*args):
-    try:
-        cli = CliRunner(mix_stderr=False)  # click < 8.2: keep stderr apart
-    except TypeError:
-        cli = CliRunner()
-    return cli.invoke(app, [str(a) for a in args])
-
-
-def clean_exit(res, codes=(1, 2)) -> str:
-    """The command ended with a handled error: exit code 1/2, no traceback; its text."""
-    text = res.stdout + res.stderr
-    assert res.exit_code in codes, text
-    assert isinstance(res.exception, SystemExit), res.exception
-    assert "Traceback" not in text
-    return text
+from conftest import clean_exit, invoke
 
 
 class NoTraining:

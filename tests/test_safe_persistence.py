@@ -18,32 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from moakit import artifacts, runner
-from moakit.cli import app
 from moakit.config import load_config
 from moakit.features import STEP_KINDS, Pipeline, safe_state
 from moakit.features.safe_state import StateError, Trusted
 from moakit.inference import InferenceError, predict_arrays
 
+from conftest import clean_exit, invoke
+
 FAMILIES = ["simple_nn", "three_stage_nn", "two_stage_nn_tabnet", "resnet_2heads", "deepinsight_efficientnet"]
-
-
-def invoke(*args):
-    try:
-        cli = CliRunner(mix_stderr=False)  # click < 8.2: keep stderr apart
-    except TypeError:
-        cli = CliRunner()
-    return cli.invoke(app, [str(a) for a in args])
-
-
-def clean_exit(res, codes=(1, 2)) -> str:
-    text = res.stdout + res.stderr
-    assert res.exit_code in codes, text
-    assert isinstance(res.exception, SystemExit), res.exception
-    assert "Traceback" not in text
-    return text
 
 
 # --------------------------------------------------------------------------- crafted files
