@@ -12,6 +12,7 @@ import torch
 
 from moakit.config import load_config
 from moakit.features import Pipeline
+from moakit.models.base import FitContext
 from moakit.models.cnn1d import (
     Cnn1dNet, WeightNormConv1d, positive_weights, select_aux_targets, stage_layout,
 )
@@ -149,8 +150,8 @@ def test_aux_targets_and_fold_features_never_see_held_out_rows(sim_data):
     rng = np.random.default_rng(5)
 
     def fold(X_held, Y_held, Y_aux_held):
-        return model.fit_fold(model.stages()[0], X[fit], tr.scored[fit], X_held, Y_held, 0,
-                              Y_aux_train=tr.nonscored[fit], Y_aux_valid=Y_aux_held, features=features)
+        ctx = FitContext(seed=0, Y_aux_train=tr.nonscored[fit], Y_aux_valid=Y_aux_held, features=features)
+        return model.fit_fold(model.stages()[0], X[fit], tr.scored[fit], X_held, Y_held, ctx)
 
     a = fold(X[held], tr.scored[held], tr.nonscored[held])
     garbage = fold(rng.normal(size=X[held].shape) * 50, (rng.random(tr.scored[held].shape) < 0.5) * 1.0,

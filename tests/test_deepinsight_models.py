@@ -11,7 +11,7 @@ import torch
 from moakit import runner
 from moakit.config import load_config
 from moakit.data.dataset import MoAData
-from moakit.models.base import StageSpec, make_model
+from moakit.models.base import FitContext, StageSpec, make_model
 from moakit.deepinsight import FeatureMap, LogNormScaler
 from moakit.features import blocks_from_dataset
 from moakit.models.deepinsight_cnn import (
@@ -195,7 +195,7 @@ def test_pretrained_weights_from_a_local_file(small_data, tmp_path):
     features = _quick_features(blocks)
     X, Y = features.transform(blocks), small_data.train.scored.astype(np.float32)
     with pytest.raises(PretrainedWeightsError, match="conv_stem.weight"):
-        model.fit_fold(model.stages()[0], X[:50], Y[:50], X[50:60], Y[50:60], seed=0, features=features)
+        model.fit_fold(model.stages()[0], X[:50], Y[:50], X[50:60], Y[50:60], FitContext(seed=0, features=features))
     # a ResNeSt checkpoint does not fit EfficientNet; the shape check catches same-name keys
     torch.save(create_backbone("resnest50d_fast_2s2x40d").state_dict(), tmp_path / "resnest.pth")
     with pytest.raises(PretrainedWeightsError, match="missing keys"):
@@ -232,7 +232,7 @@ def test_swap_noise_training_leaves_x_train_untouched(small_data):
         return r
 
     features.renderer = spy_renderer
-    est = model.fit_fold(stage, X_train, Y[:150], X_valid, Y[150:], seed=0, features=features)
+    est = model.fit_fold(stage, X_train, Y[:150], X_valid, Y[150:], FitContext(seed=0, features=features))
     assert X_train.tobytes() == before.tobytes()
     assert est.info["epochs"] == 2
     # training batches (32 and 22 rows) were noised (p = 1: every row; a donor may be the

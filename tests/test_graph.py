@@ -155,12 +155,12 @@ def test_failed_fold_is_reported_the_rest_kept_and_a_rerun_finishes(graph_data, 
     real_fit = SimpleNN.fit_fold
     calls = []
 
-    def failing_fit(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, **kw):
-        calls.append(seed)
+    def failing_fit(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
+        calls.append(ctx.seed)
         if len(calls) == 5:  # the second model's fold 1 (the local executor's order)
-            assert seed == runner.fold_seed(0, 1)
+            assert ctx.seed == runner.fold_seed(0, 1)
             raise RuntimeError("the GPU fell off the bus")
-        return real_fit(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch, **kw)
+        return real_fit(self, stage, X_train, Y_train, X_valid, Y_valid, ctx)
 
     monkeypatch.setattr(SimpleNN, "fit_fold", failing_fit)
     out = tmp_path / "run"
@@ -174,6 +174,8 @@ def test_failed_fold_is_reported_the_rest_kept_and_a_rerun_finishes(graph_data, 
     assert manifest["models"]["simple_nn"]["status"] == "complete"
     drug = manifest["models"]["simple_nn_drug_cv"]
     assert drug["status"] == "failed" and "fold 1" in drug["error"]
+    own = json.loads((out / "models" / "simple_nn_drug_cv" / "manifest.json").read_text())
+    assert own["kind"] == "model" and own["status"] == "failed" and "the GPU fell off the bus" in own["error"]
     done = sorted(str(p.relative_to(out)) for p in out.glob("models/*/stages/*/seed_*/fold_*/done.json"))
     assert len(done) == 5 and "models/simple_nn_drug_cv/stages/scored/seed_0/fold_1/done.json" not in done
     trace = json.loads((out / "graph.json").read_text())
@@ -186,6 +188,8 @@ def test_failed_fold_is_reported_the_rest_kept_and_a_rerun_finishes(graph_data, 
     rerun = json.loads((out / "graph.json").read_text())
     assert rerun["by_kind"]["fold"] == 1  # only the failed fold was left to do
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    own = json.loads((out / "models" / "simple_nn_drug_cv" / "manifest.json").read_text())
+    assert own["status"] == "complete" and "error" not in own
     for name in ("simple_nn", "simple_nn_drug_cv"):
         np.testing.assert_allclose(result.models[name].oof, reference.models[name].oof, atol=1e-6, rtol=0)
         np.testing.assert_allclose(result.models[name].test, reference.models[name].test, atol=1e-6, rtol=0)

@@ -8,7 +8,7 @@ import torch
 
 import moakit.models.resnet_2heads as r2h
 from moakit.config import load_config
-from moakit.models.base import StageSpec, TorchEstimator
+from moakit.models.base import FitContext, StageSpec, TorchEstimator
 from moakit.models.resnet_2heads import ResNet2Heads, ResNet2HeadsParams, fit_resnet_2heads, ttest_select
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
@@ -175,13 +175,13 @@ def test_fit_fold_judges_on_the_runners_judge_rows():
     X, Y, Y_aux = _toy(n=600)
     Xtr, Ytr, Yaux_tr = X[:450], Y[:450], Y_aux[:450]
     Xj, Yj, Yaux_j = X[450:], Y[450:], Y_aux[450:]
-    est = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j)
+    est = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, FitContext(seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j))
     assert est.info["n_fit_rows"] == 450 and est.info["n_holdout_rows"] == 150
-    again = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j)
+    again = model.fit_fold(stage, Xtr, Ytr, Xj, Yj, FitContext(seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j))
     a, b = est.module.state_dict(), again.module.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # seeded
     with pytest.raises(ValueError, match="selection policy holdout"):
-        model.fit_fold(stage, Xtr, Ytr, Xj[:0], Yj[:0], seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j[:0])
+        model.fit_fold(stage, Xtr, Ytr, Xj[:0], Yj[:0], FitContext(seed=11, Y_aux_train=Yaux_tr, Y_aux_valid=Yaux_j[:0]))
 
 
 def test_reload_gives_identical_predictions(tmp_path):

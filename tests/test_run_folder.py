@@ -95,7 +95,8 @@ def test_resume_identity_still_refuses_other_config_and_version(finished_run, rf
     with pytest.raises(ValueError, match="different config"):
         runner.train(other, data, moved, executor=NoTraining(), show_progress=False)
     manifest = json.loads((moved / "manifest.json").read_text())
-    (moved / "manifest.json").write_text(json.dumps({**manifest, "moakit_version": "0.0.1"}))
+    manifest["versions"]["moakit"] = "0.0.1"
+    (moved / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match=r"moakit 0\.0\.1"):
         runner.train(load_config("simple_nn", "smoke"), data, moved, executor=NoTraining(), show_progress=False)
     assert not (moved / LOCK_FILE).exists()  # released after the refusal

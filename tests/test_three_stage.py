@@ -20,6 +20,9 @@ def test_full_profile_is_the_winners_script():
     p = config.params
     assert (len(config.seeds), config.cv.n_folds, config.cv.scheme) == (5, 5, "old")
     assert p["meta_features"] == "seed_mean"
+    # every stage keeps its schedule's last epoch: what the script's choice amounted to
+    # (its logs: the last epoch at stage 1, 10-11 of 12 at stages 2-3), without the OOF rows
+    assert config.selection.policy == "last"
     s1 = p["stage1"]["features"]
     assert (s1["fit_on"], s1["fit_controls"]) == ("train+test", True)
     kinds = [(s["kind"], s["inputs"], s.get("n_components")) for s in s1["steps"]]

@@ -21,6 +21,7 @@ import yaml
 
 from moakit import inference, runner
 from moakit.config import ConfigError
+from moakit.manifest import read_manifest
 from moakit.workflow import WorkflowError, load_blend_config, resolve_models, run_workflow
 
 MODELS = ("simple_nn", "simple_nn_drug_cv")
@@ -89,10 +90,14 @@ def test_workflow_end_to_end(reference_run, wf_data):
         info = manifest["models"][name]
         assert info["status"] == "complete" and info["seconds"] > 0 and info["log_loss"] > 0
         model_dir = out / "models" / name
-        assert runner.read_json(model_dir / "manifest.json")["status"] == "complete"
+        own = read_manifest(model_dir)  # one schema: a model's run folder and the workflow's
+        assert own.kind == "model" and own.status == "complete" and own.model == info["model"]
+        assert own.versions == manifest["versions"] and own.data_fingerprint == manifest["data_fingerprint"]
+        assert own.timings["total_seconds"] > 0
         assert len(list(model_dir.glob("stages/*/seed_*/fold_*/done.json"))) == 3
     assert manifest["models"]["simple_nn_drug_cv"]["cv"] == "drug"
     assert manifest["blend"]["status"] == "complete"
+    assert read_manifest(out).timings["total_seconds"] > 0
     assert (out / "blend" / "blend.json").exists()
     assert (out / "submission.csv").read_bytes() == (out / "blend" / "submission.csv").read_bytes()
     assert reference_run.report is not None and Path(reference_run.report).exists()

@@ -491,6 +491,8 @@ class MoAModel(_RunEstimator):
     run_dir : folder to train into (kept; a rerun there resumes finished folds); None: a
         temporary folder deleted with the estimator (``save`` keeps a copy).
     executor : ``local`` or ``ray``.
+    device : where the networks train, ``cpu`` or ``cuda``; None: as the config says (a
+        CUDA GPU when one is available).
     verbose : show progress bars (on stderr).
 
     Attributes after ``fit`` (or ``load``)
@@ -506,7 +508,8 @@ class MoAModel(_RunEstimator):
 
     def __init__(self, config: str = "simple_nn", profile: str = "full", seeds: int | list[int] | None = None,
                  folds: int | None = None, cv: str | None = None, params: dict | None = None,
-                 run_dir: str | Path | None = None, executor: str = "local", verbose: bool = False) -> None:
+                 run_dir: str | Path | None = None, executor: str = "local", device: str | None = None,
+                 verbose: bool = False) -> None:
         self.config = config
         self.profile = profile
         self.seeds = seeds
@@ -515,6 +518,7 @@ class MoAModel(_RunEstimator):
         self.params = params
         self.run_dir = run_dir
         self.executor = executor
+        self.device = device
         self.verbose = verbose
 
     def resolved_config(self):
@@ -541,7 +545,8 @@ class MoAModel(_RunEstimator):
         check_models({self.config if isinstance(self.config, str) else str(self.config): cfg}, data)
         run_dir = self._new_run_dir()
         with _global_state_kept():
-            result = runner.train(cfg, data, run_dir, executor=self.executor, show_progress=self.verbose)
+            result = runner.train(cfg, data, run_dir, executor=self.executor, show_progress=self.verbose,
+                                  device=self.device)
         self._write_estimator_file(run_dir)
         self._set_fitted(run_dir, cfg)
         self.oof_ = pd.DataFrame(np.asarray(result.oof, np.float64), index=train_index, columns=self.target_names_)
@@ -628,7 +633,7 @@ class MoABlend(_RunEstimator):
     profile : applied to the blend config and to every model config.
     methods : weight searches (``slsqp``, ``optuna``); None: the blend config's (both).
     optuna_trials, preset, seed : None: the blend config's.
-    run_dir, executor, verbose : as for :class:`MoAModel`.
+    run_dir, executor, device, verbose : as for :class:`MoAModel`.
 
     Attributes after ``fit`` (or ``load``)
     --------------------------------------
@@ -643,7 +648,7 @@ class MoABlend(_RunEstimator):
     def __init__(self, models: str | Sequence = "blend_best_lb", profile: str = "full",
                  methods: Sequence[str] | None = None, optuna_trials: int | None = None,
                  preset: str | None = None, seed: int | None = None, run_dir: str | Path | None = None,
-                 executor: str = "local", verbose: bool = False) -> None:
+                 executor: str = "local", device: str | None = None, verbose: bool = False) -> None:
         self.models = models
         self.profile = profile
         self.methods = methods
@@ -652,6 +657,7 @@ class MoABlend(_RunEstimator):
         self.seed = seed
         self.run_dir = run_dir
         self.executor = executor
+        self.device = device
         self.verbose = verbose
 
     def resolved_config(self):
@@ -689,7 +695,7 @@ class MoABlend(_RunEstimator):
         run_dir = self._new_run_dir()
         with _global_state_kept():
             run_workflow(cfg, data, run_dir, profile=cfg.profile, executor=self.executor,
-                         show_progress=self.verbose)
+                         show_progress=self.verbose, device=self.device)
         self._write_estimator_file(run_dir)
         self._set_fitted(run_dir, cfg)
         self.oof_.index = train_index

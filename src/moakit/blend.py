@@ -34,9 +34,10 @@ import numpy as np
 import pandas as pd
 
 from moakit import metrics
-from moakit.artifacts import atomic_file, read_json, resolve_recorded, write_json
+from moakit.artifacts import atomic_file, resolve_recorded, write_json
 from moakit.data import schema
 from moakit.data.dataset import MoAData
+from moakit.manifest import MANIFEST_FILE, read_manifest
 
 # Weight searches: one weight per model (``slsqp``, ``optuna``) or one per model and target
 # (``per_target``: SLSQP target by target, 206x the parameters). Without a preset the blend
@@ -157,10 +158,13 @@ def _data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
 
     tried = []
     for d, name in zip(run_dirs, names):
-        man = d / "manifest.json"
-        if not man.exists():
+        if not (d / MANIFEST_FILE).exists():
             continue
-        source = resolve_recorded(read_json(man).get("data_source"), d)  # relative: inside the run folder
+        try:
+            recorded = read_manifest(d).data_source
+        except ValueError as exc:
+            raise BlendError(str(exc)) from None
+        source = resolve_recorded(recorded, d)  # relative: inside the run folder
         if source and Path(source).exists():
             return load(source)
         if source:

@@ -61,6 +61,12 @@ class ExecutorName(str, Enum):
     ray = "ray"
 
 
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class FileFormat(str, Enum):
     csv = "csv"
     parquet = "parquet"
@@ -80,6 +86,10 @@ AddressOption = Annotated[Optional[str], typer.Option(
     "Only with --executor ray.")]
 JobCpusOption = Annotated[float, typer.Option("--job-cpus", help="Ray: CPUs each fold task reserves.")]
 JobGpusOption = Annotated[float, typer.Option("--job-gpus", help="Ray: GPUs each fold task reserves (e.g. 1 or 0.5).")]
+DeviceOption = Annotated[Device, typer.Option(
+    "--device", help="Where the networks train: auto (as each config says; by default a CUDA GPU when one is "
+    "available), cpu, or cuda (an error when torch sees no GPU). Not part of the run's identity: a run resumes "
+    "on another device.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
 TrustPicklesOption = Annotated[bool, typer.Option(
@@ -281,6 +291,7 @@ def train(
     address: AddressOption = None,
     job_cpus: JobCpusOption = 1.0,
     job_gpus: JobGpusOption = 0.0,
+    device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     trust_pickles: TrustPicklesOption = False,
@@ -304,7 +315,8 @@ def train(
 
         check_models({config: cfg}, moa)  # the whole config (feature blocks too) before any work
         with _trust(trust_pickles):
-            result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet)
+            result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet,
+                                  device=_device(device))
     except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     m = result.metrics
@@ -424,15 +436,20 @@ def _check_blend_config(config: str, profile: str, command: str) -> None:
         _usage(str(exc), "CONFIG", command)
 
 
+def _device(device: Device) -> str | None:
+    return None if device is Device.auto else device.value
+
+
 def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, quiet: bool, as_json: bool,
-                  answers: Path, trust_pickles: bool = False) -> None:
+                  answers: Path, trust_pickles: bool = False, device: Device = Device.auto) -> None:
     from moakit.config import ConfigError
     from moakit.data.io import DataError
     from moakit.workflow import run_workflow
 
     try:
         with _trust(trust_pickles):
-            result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet)
+            result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet,
+                                  device=_device(device))
     except (ConfigError, DataError, ValueError, ImportError, OSError) as exc:
         _fail(str(exc))
     summary = _workflow_summary(result, answers)
@@ -453,6 +470,7 @@ def run(
     address: AddressOption = None,
     job_cpus: JobCpusOption = 1.0,
     job_gpus: JobGpusOption = 0.0,
+    device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     trust_pickles: TrustPicklesOption = False,
@@ -462,7 +480,7 @@ def run(
     _check_out(out, "run")
     exec_obj = _executor(executor, address, job_cpus, job_gpus, "run")
     _run_workflow(config, data, out, profile.value, exec_obj, quiet, as_json,
-                  Path(data) / "answers" / "test_targets_scored.csv", trust_pickles)
+                  Path(data) / "answers" / "test_targets_scored.csv", trust_pickles, device)
 
 
 @app.command()

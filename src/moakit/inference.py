@@ -22,6 +22,7 @@ from moakit.artifacts import atomic_file, read_json
 from moakit.blend import prediction_weights
 from moakit.data import schema
 from moakit.data.dataset import Dataset
+from moakit.manifest import MANIFEST_FILE, read_manifest
 from moakit.workflow import WORKFLOW_FILE
 
 # Throughput sweet spots from the write-up ("Inference Efficiency"): larger batches do
@@ -75,10 +76,11 @@ def _check_model_dir(model_dir: Path) -> None:
     (each stage and seed's features/, each fold's estimator/), checked before any work."""
     if not (model_dir / "config.json").exists():
         raise InferenceError(f"{model_dir}: not a moakit run folder (no config.json)")
-    manifest = model_dir / "manifest.json"
-    if manifest.exists():
-        info = _read(manifest)
-        status = info.get("status") if isinstance(info, dict) else None
+    if (model_dir / MANIFEST_FILE).exists():
+        try:
+            status = read_manifest(model_dir).status
+        except ValueError as exc:
+            raise InferenceError(str(exc)) from None
         if status != "complete":
             raise InferenceError(f"{model_dir}: the run is not complete (status {status!r}); finish it with the "
                                  "same command first")

@@ -31,6 +31,7 @@ import pandas as pd
 
 from moakit import metrics
 from moakit.artifacts import atomic_dir, read_json, resolve_recorded
+from moakit.manifest import read_manifest
 
 FEATURE_MAP_GLOB = "feature_map*.png"
 MAX_FEATURE_MAPS = 4  # per model
@@ -50,6 +51,15 @@ def _json(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _manifest(run_dir: Path) -> dict:
+    """A run folder's manifest in the current layout (older ones upgraded) as a dict;
+    {} when it is missing or unreadable (the report shows what it can)."""
+    try:
+        return read_manifest(run_dir).to_json()
+    except (OSError, ValueError):
+        return {}
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -61,7 +71,7 @@ def _models(run_dir: Path) -> tuple[dict[str, Path], bool]:
     """(model name -> single-model run folder, whether the run is multi-model)."""
     models_dir = run_dir / "models"
     if models_dir.is_dir():
-        manifest = _json(run_dir / "manifest.json")
+        manifest = _manifest(run_dir)
         order = list((manifest.get("models") or {}).keys()) or list(_json(run_dir / "blend" / "blend.json").get("names") or [])
         found = {p.name: p for p in sorted(models_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
         names = [n for n in order if n in found] + [n for n in found if n not in order]
@@ -119,7 +129,7 @@ def _find_truth(run_dir: Path, models: dict[str, Path], multi: bool,
         source = str(data)
     else:
         base = run_dir if multi else next(iter(models.values()))
-        source = resolve_recorded(_json(base / "manifest.json").get("data_source"), base)
+        source = resolve_recorded(_manifest(base).get("data_source"), base)
     if not source or not Path(source).is_dir():
         return None, (f"the run's data folder ({source!r}) is not available, so per-target, per-fold and test "
                       "losses are not shown (give its new place with --data)")
@@ -206,7 +216,7 @@ def _histories(d: Path) -> list[dict]:
     stages = d / "stages"
     if not stages.is_dir():
         return out
-    timings = _json(d / "manifest.json").get("timings") or {}  # stage_<name>_seconds, in training order
+    timings = _manifest(d).get("timings") or {}  # stage_<name>_seconds, in training order
     order = [k.removeprefix("stage_").removesuffix("_seconds") for k in timings if k.startswith("stage_")]
     for path in sorted(stages.glob("*/seed_*/fold_*/history.json")):
         if not _visible(path, stages):
@@ -326,7 +336,7 @@ def _timings(models: dict[str, Path], multi: bool, top: dict, blend: dict) -> di
     rows = []
     wf_models = top.get("models") if multi and isinstance(top.get("models"), dict) else {}
     for name, d in models.items():
-        t = _json(d / "manifest.json").get("timings") or {}
+        t = _manifest(d).get("timings") or {}
         stages = ", ".join(f"{k.removeprefix('stage_').removesuffix('_seconds')} {v:.1f}"
                            for k, v in t.items() if k.startswith("stage_") and isinstance(v, (int, float)))
         rows.append({"name": name, "stages": stages or "-", "total": t.get("total_seconds"),
@@ -336,25 +346,24 @@ def _timings(models: dict[str, Path], multi: bool, top: dict, blend: dict) -> di
         rows.append({"name": "blend", "stages": ", ".join(f"{k.removesuffix('_seconds')} {v:.1f}" for k, v in bt.items()
                                                           if k != "total_seconds"),
                      "total": bt.get("total_seconds"), "wall": None})
-    return {"rows": rows, "workflow_seconds": top.get("total_seconds") if multi else None}
+    return {"rows": rows, "workflow_seconds": (top.get("timings") or {}).get("total_seconds") if multi else None}
 
 
 def _provenance(models: dict[str, Path], multi: bool, top: dict) -> dict:
-    base = top if top else _json(next(iter(models.values())) / "manifest.json")
-    facts = [{"key": k, "value": base[k]} for k in ("kind", "status", "config_source", "profile", "model",
+    base = top if top else _manifest(next(iter(models.values())))
+    facts = [{"key": k, "value": base[k]} for k in ("kind", "status", "error", "config_source", "profile", "model",
                                                     "data_source", "data_fingerprint", "n_train", "n_test",
                                                     "executor", "created", "updated") if k in base]
-    versions = dict(base.get("versions") or {})
-    for key in ("moakit_version", "python", "torch", "numpy", "scikit_learn"):
-        if key in base:
-            versions.setdefault(key.removesuffix("_version"), base[key])
-    facts += [{"key": f"version: {k}", "value": v} for k, v in versions.items()]
+    facts += [{"key": f"version: {k}", "value": v} for k, v in (base.get("versions") or {}).items()]
     per_model = []
     if multi:
         for name, d in models.items():
-            man = _json(d / "manifest.json")
-            per_model.append({"name": name, **{k: man.get(k, "-") for k in ("status", "data_fingerprint",
-                                                                           "moakit_version", "torch", "created")}})
+            man = _manifest(d)
+            vers = man.get("versions") or {}
+            per_model.append({"name": name, "status": man.get("status", "-"),
+                              "data_fingerprint": man.get("data_fingerprint", "-"),
+                              "moakit_version": vers.get("moakit", "-"), "torch": vers.get("torch", "-"),
+                              "created": man.get("created", "-")})
     return {"facts": facts, "models": per_model}
 
 
@@ -369,7 +378,7 @@ def collect_report(run_dir: str | Path, data: str | Path | None = None) -> dict:
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run folder")
     models, multi = _models(run_dir)
-    top = _json(run_dir / "manifest.json")
+    top = _manifest(run_dir)
     blend = _json(run_dir / "blend" / "blend.json") if multi else {}
     truth, data_note = _find_truth(run_dir, models, multi, data)
     rows = [_model_row(name, d, blend, truth) for name, d in models.items()]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -48,8 +47,9 @@ from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
-from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
-from moakit.models.base import Blocks, Model, StageSpec, get_model_class
+from moakit.graph import GraphFailed, Node, Observer, Observers, TaskGraph, run_local
+from moakit.manifest import MANIFEST_FILE, Manifest, new_manifest, read_manifest
+from moakit.models.base import Blocks, FitContext, Model, StageSpec, get_model_class
 from moakit.progress import GraphProgress, RunProgress
 from moakit.registry import Registry
 
@@ -188,6 +188,7 @@ class FoldJob:
     fit_rows: np.ndarray  # row indices the network trains on
     judge_rows: np.ndarray  # held-out rows it is judged on (early stopping)
     oof_rows: np.ndarray  # every row of the fold (controls included): its OOF predictions
+    device: str | None = None  # FitContext.device: None = as the params say
 
     @property
     def X_train(self) -> np.ndarray:
@@ -254,9 +255,6 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
         shutil.rmtree(out)
     model = get_model_class(job.model_name)(job.params)
     start = time.perf_counter()
-    extra = {"Y_aux_train": job.Y_aux_train, "Y_aux_valid": job.Y_aux_valid} if job.stage.aux_targets else {}
-    if model.needs_features_in_fit:  # saved before the fold jobs start; readable from any worker
-        extra["features"] = load_saved_features(model, job.stage, out.parent / "features")
     history: list[dict] = []  # every epoch record the model reports: the fold's learning curve
 
     def record_epoch(record: dict) -> None:
@@ -264,8 +262,11 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
         if on_epoch is not None:
             on_epoch(record)
 
-    est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid,
-                         fold_seed(job.seed, job.fold), record_epoch, **extra)
+    ctx = FitContext(seed=fold_seed(job.seed, job.fold), on_epoch=record_epoch, device=job.device,
+                     Y_aux_train=job.Y_aux_train, Y_aux_valid=job.Y_aux_valid,
+                     # saved before the fold jobs start, readable from any worker; loaded only if asked
+                     load_features=lambda: load_saved_features(model, job.stage, out.parent / "features"))
+    est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid, ctx)
     fit_seconds = time.perf_counter() - start
     write_json(out / "history.json", {"epochs": epoch_records(history)})
     est.save(out / "estimator")
@@ -478,9 +479,11 @@ def train(
     executor: str | Executor = "local",
     show_progress: bool = True,
     label: str | None = None,
+    device: str | None = None,
 ) -> TrainResult:
     """Train ``config`` on ``data``: every stage x seed x fold as one task graph, resuming
-    finished folds and stage outputs. ``label`` names the progress bar (default: the model).
+    finished folds and stage outputs. ``label`` names the progress bar (default: the model);
+    ``device`` (cpu / cuda) overrides where the networks train (None: as the config says).
 
     The run folder is locked meanwhile: a second run into it fails fast (RunLockedError).
     A failed fold (or feature fit) raises :class:`moakit.graph.GraphFailed` naming its
@@ -492,10 +495,20 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         graph = TaskGraph()
-        model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint)
+        model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint, device=device)
         results: dict[str, TrainResult] = {}
-        execute(graph, executor, show_progress, _Collect(results), out / "graph.json")
+        try:
+            execute(graph, executor, show_progress, _Collect(results), out / "graph.json")
+        except GraphFailed as exc:
+            mark_failed(out, str(exc))
+            raise
         return results[model_node]
+
+
+def mark_failed(out: Path, error: str) -> None:
+    """Record in ``out``'s manifest that its run failed (and why); a rerun resumes it."""
+    manifest = read_manifest(out)
+    manifest.model_copy(update={"status": "failed", "error": error}).write(out)
 
 
 class _Collect(Observer):
@@ -509,7 +522,7 @@ class _Collect(Observer):
             self.into[node.id] = value
 
 
-def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -> tuple[dict, np.ndarray]:
+def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -> tuple[Manifest, np.ndarray]:
     """Before any node runs: refuse a run folder of another config / data / version, write
     config.json, columns.json, the manifest (running) and the folds; returns (manifest, folds)."""
     _check_resume(out, config, fingerprint)
@@ -519,7 +532,7 @@ def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -
     write_json(out / "columns.json", {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
                                       "scored": list(train_ds.scored_names)})
     manifest = _manifest(config, fingerprint, data, out)
-    write_json(out / "manifest.json", {**manifest, "status": "running"})
+    manifest.write(out)
     if (out / "folds.npy").exists():
         folds = read_npy(out / "folds.npy")
     else:
@@ -529,7 +542,7 @@ def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -
 
 
 def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data: MoAData, out: Path,
-              fingerprint: str, label: str | None = None) -> str:
+              fingerprint: str, label: str | None = None, device: str | None = None) -> str:
     """Add the nodes of one model (run folder ``out``) to ``graph``; returns its ``model``
     node's id. What is already done in ``out`` becomes no node (finished folds) or a node
     that only reads it (a finished stage-seed's gather)."""
@@ -544,7 +557,7 @@ def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data
         for seed in config.seeds:
             upstream = [gathers[key] for key in chain.upstream(index, seed)]
             gathers[(index, seed)], pending = _add_stage_seed(
-                graph, name, config, model, data, out, folds, judge, index, seed, upstream)
+                graph, name, config, model, data, out, folds, judge, index, seed, upstream, device)
             n_jobs += config.cv.n_folds
             n_pending += pending
     finish = ModelFinish(name, config, chain, data, out, manifest, graph)
@@ -554,7 +567,8 @@ def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data
                           kwargs={"keys": keys}, model=name, on_driver=True, cpu_share=0))
 
 
-def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, seed, upstream) -> tuple[str, int]:
+def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, seed, upstream,
+                    device=None) -> tuple[str, int]:
     """The nodes of one stage-seed: features -> folds -> gather (only the gather, reading
     oof.npy / test.npy, when it finished before). Returns (gather id, fold jobs added)."""
     stage = model.stages()[index]
@@ -576,7 +590,8 @@ def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, 
             job = FoldJob(model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
                           out_dir=str(sdir / f"fold_{k}"), arrays=None,
                           fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]),
-                          judge_rows=np.flatnonzero(rows & judge[k]), oof_rows=np.flatnonzero(folds == k))
+                          judge_rows=np.flatnonzero(rows & judge[k]), oof_rows=np.flatnonzero(folds == k),
+                          device=device)
             gather.deps.append(graph.add(Node(f"{prefix}/fold_{k}", "fold", train_fold, deps=[feat],
                                               kwargs={"job": job}, fold=k, gpu_share=model.fold_gpu_share, **where)))
     return graph.add(gather), len(pending)
@@ -679,7 +694,7 @@ class ModelFinish:
     chain: StageChain
     data: MoAData
     out: Path
-    manifest: dict
+    manifest: Manifest
     graph: TaskGraph
 
     def __call__(self, *outputs: tuple[np.ndarray, np.ndarray], keys: list[tuple[int, int]]) -> TrainResult:
@@ -709,7 +724,7 @@ class ModelFinish:
         write_predictions(self.out / "test_predictions.csv", test_ds.sig_id, test, train_ds.scored_names)
         write_json(self.out / "metrics.json", result)
         timings = self.timings()
-        write_json(self.out / "manifest.json", {**self.manifest, "status": "complete", "timings": timings})
+        self.manifest.model_copy(update={"status": "complete", "timings": timings}).write(self.out)
         return TrainResult(self.out, oof, test, result, timings)
 
     def timings(self) -> dict[str, float]:
@@ -734,24 +749,13 @@ def write_predictions(path: Path, sig_id: np.ndarray, pred: np.ndarray, names: l
         frame.to_csv(fh, index=False, float_format="%.8g")
 
 
-def _manifest(config: RunConfig, fingerprint: str, data: MoAData, out: Path) -> dict:
-    import sklearn
-    import torch
-
-    return {
-        "moakit_version": moakit.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scikit_learn": sklearn.__version__,
-        "model": config.model,
-        "profile": config.profile,
-        "data_fingerprint": fingerprint,
-        "data_source": data_source(data, out),
-        "n_train": len(data.train),
-        "n_test": len(data.test),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+def _manifest(config: RunConfig, fingerprint: str, data: MoAData, out: Path) -> Manifest:
+    created = None
+    if (out / MANIFEST_FILE).exists():  # a resumed run keeps when it was created
+        created = read_manifest(out).created
+    return new_manifest("model", model=config.model, profile=config.profile, config_source=config.source,
+                        data_fingerprint=fingerprint, data_source=data_source(data, out), n_train=len(data.train),
+                        n_test=len(data.test), created=created)
 
 
 def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
@@ -763,15 +767,19 @@ def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
         return
     try:
         previous = read_json(cfg_path)
-        manifest = read_json(man_path) if man_path.exists() else {}
+        manifest = read_manifest(out) if man_path.exists() else None
     except ValueError as exc:
-        raise ValueError(f"{out}: its config.json or manifest.json is not valid JSON ({exc}); "
+        raise ValueError(f"{out}: its config.json or manifest.json cannot be read ({exc}); "
                          "use another --out or delete it") from None
     if not isinstance(previous, dict) or resume_identity(previous) != resume_identity(config):
         raise ValueError(f"{out}: holds a run of a different config; use another --out or delete it")
-    if manifest.get("data_fingerprint") not in (None, fingerprint):
+    if manifest is None:
+        return
+    if manifest.kind != "model":
+        raise ValueError(f"{out}: holds a {manifest.kind} run, not a model's; use another --out")
+    if manifest.data_fingerprint != fingerprint:
         raise ValueError(f"{out}: holds a run on different data; use another --out or delete it")
-    version = manifest.get("moakit_version")
+    version = manifest.moakit_version
     if version is not None and version != moakit.__version__:
         raise ValueError(f"{out}: holds a run of moakit {version} (this is {moakit.__version__}); its "
                          "artifacts may not match: use another --out, delete it, or resume it with moakit "

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import platform
 import re
 import shutil
 import time
@@ -49,15 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-import moakit
 from moakit import runner
 from moakit.artifacts import atomic_dir, atomic_file, read_json, run_lock, write_json
 from moakit.config import ConfigError, RunConfig, deep_merge, load_config, read_yaml, resolve_config_path
 from moakit.data.dataset import MoAData
 from moakit.graph import GraphFailed, Node, Observer, Observers, TaskGraph
+from moakit.manifest import MANIFEST_FILE, Manifest, new_manifest, read_manifest
+from moakit.manifest import ModelEntry as ManifestEntry
 
 WORKFLOW_FILE = "workflow.json"
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -255,23 +254,6 @@ class WorkflowResult:
         return {name: float(r.metrics["log_loss"]) for name, r in self.models.items()}
 
 
-def versions() -> dict[str, str]:
-    import optuna
-    import sklearn
-    import torch
-
-    out = {"moakit": moakit.__version__, "python": platform.python_version(), "torch": torch.__version__,
-           "numpy": np.__version__, "scikit_learn": sklearn.__version__, "optuna": optuna.__version__,
-           "platform": platform.platform()}
-    try:
-        import ray
-
-        out["ray"] = ray.__version__
-    except ImportError:
-        pass
-    return out
-
-
 def _file_digest(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -288,7 +270,13 @@ def _check_resume(out: Path, fingerprint: str) -> None:
         return
     # The blend settings may change between runs (the blend is redone); a model entry whose
     # config changed is refused by runner.train (the error names the entry).
-    if man_path.exists() and read_json(man_path).get("data_fingerprint") != fingerprint:
+    if not man_path.exists():
+        return
+    try:
+        manifest = read_manifest(out)
+    except ValueError as exc:
+        raise WorkflowError(f"{exc}; use another --out or delete it") from None
+    if manifest.data_fingerprint != fingerprint:
         raise WorkflowError(f"{out}: holds a workflow run on different data; use another --out or delete it")
 
 
@@ -310,10 +298,12 @@ def run_workflow(
     executor: str | runner.Executor = "local",
     ray_address: str | None = None,
     show_progress: bool = True,
+    device: str | None = None,
 ) -> WorkflowResult:
     """Train every model of ``config`` into ``out/models/<name>``, blend them into
     ``out/blend``, copy the blended submission to ``out/submission.csv`` and write the
-    report. Resumes an interrupted run in ``out``.
+    report. Resumes an interrupted run in ``out``. ``device`` (cpu / cuda) overrides where
+    every network trains (None: as each config says).
 
     All of it is one task graph (:mod:`moakit.graph`): every model's feature fits, fold jobs
     and stage outputs, then the blend, which depends on every model. The local executor runs
@@ -337,44 +327,49 @@ def run_workflow(
     fingerprint = runner.data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # a second run into ``out`` fails fast
-        return _WorkflowRun(blend_config, model_configs, data, out, exec_obj, fingerprint).run(show_progress)
+        return _WorkflowRun(blend_config, model_configs, data, out, exec_obj, fingerprint, device).run(show_progress)
 
 
 class WorkflowManifest(Observer):
-    """``manifest.json`` of a workflow run, kept current from the task graph's events."""
+    """``manifest.json`` of a workflow run (:class:`moakit.manifest.Manifest`, kind
+    workflow), kept current from the task graph's events."""
 
-    def __init__(self, out: Path, content: dict[str, Any]) -> None:
-        self.path = out / "manifest.json"
+    def __init__(self, out: Path, content: Manifest) -> None:
+        self.out = out
         self.content = content
         self.graph: TaskGraph | None = None
 
     def save(self, **changes) -> None:
-        self.content.update(changes)
-        self.content["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(self.path, self.content)
+        for key, value in changes.items():
+            setattr(self.content, key, value)
+        self.content.write(self.out)
 
-    def model(self, name: str) -> dict:
-        return self.content["models"][name]
+    def model(self, name: str) -> ManifestEntry:
+        return self.content.models[name]
+
+    def set_model(self, name: str, **changes) -> None:
+        self.content.models[name] = self.model(name).model_copy(update=changes)
+        self.save()
 
     def on_start(self, node) -> None:
-        if node.model in self.content["models"] and self.model(node.model)["status"] == "pending":
-            self.model(node.model)["status"] = "running"
-            self.save()
+        if node.model in self.content.models and self.model(node.model).status == "pending":
+            self.set_model(node.model, status="running")
 
     def on_done(self, node, value) -> None:
         if node.kind != "model":
             return
         m = value.metrics
-        self.model(node.model).update(status="complete", seconds=self._seconds(node.model),
-                                      training_seconds=value.timings.get("total_seconds"),
-                                      log_loss=m["log_loss"], log_loss_treated=m["log_loss_treated"])
-        self.save()
+        self.set_model(node.model, status="complete", seconds=self._seconds(node.model),
+                       training_seconds=value.timings.get("total_seconds"), log_loss=m["log_loss"],
+                       log_loss_treated=m["log_loss_treated"])
 
     def on_failed(self, node, error: str) -> None:
-        if node.model in self.content["models"]:
-            self.model(node.model).update(status="failed", error=f"{node.describe()} ({node.kind}): {error}",
-                                          seconds=self._seconds(node.model))
-            self.save()
+        if node.model in self.content.models:
+            where = f"{node.describe()} ({node.kind}): {error}"
+            self.set_model(node.model, status="failed", error=where, seconds=self._seconds(node.model))
+            model_dir = self.out / "models" / node.model
+            if (model_dir / MANIFEST_FILE).exists():
+                runner.mark_failed(model_dir, where)
 
     def _seconds(self, name: str) -> float:
         """Wall seconds of the model's nodes that ran now (first start to last end)."""
@@ -387,9 +382,9 @@ class _WorkflowRun:
     submission and the report."""
 
     def __init__(self, blend_config: BlendConfig, model_configs: dict[str, RunConfig], data: MoAData, out: Path,
-                 executor, fingerprint: str) -> None:
+                 executor, fingerprint: str, device: str | None = None) -> None:
         self.blend_config, self.model_configs, self.data = blend_config, model_configs, data
-        self.out, self.executor, self.fingerprint = out, executor, fingerprint
+        self.out, self.executor, self.fingerprint, self.device = out, executor, fingerprint, device
         self.names = [e.name for e in blend_config.models]
         self.manifest: WorkflowManifest | None = None
 
@@ -415,21 +410,19 @@ class _WorkflowRun:
         blend_result, summary = collected["blend"]
         return self._finish(results, blend_result, summary, start)
 
-    def _initial_manifest(self, resolved: dict) -> dict:
-        previous = read_json(self.out / "manifest.json") if (self.out / "manifest.json").exists() else {}
+    def _initial_manifest(self, resolved: dict) -> Manifest:
+        previous = read_manifest(self.out) if (self.out / MANIFEST_FILE).exists() else None
         cfgs = self.model_configs
-        return {
-            "kind": "workflow", "status": "running", "versions": versions(),
-            "config_source": self.blend_config.source, "profile": self.blend_config.profile, "config": resolved,
-            "data_fingerprint": self.fingerprint, "data_source": runner.data_source(self.data, self.out),
-            "n_train": len(self.data.train), "n_test": len(self.data.test),
-            "executor": type(getattr(self.executor, "executor", self.executor)).__name__,
-            "created": previous.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")),
-            "models": {n: {"status": "pending", "model": cfgs[n].model, "profile": cfgs[n].profile,
-                           "run_dir": f"models/{n}", "seeds": cfgs[n].seeds, "folds": cfgs[n].cv.n_folds,
-                           "cv": cfgs[n].cv.scheme} for n in self.names},
-            "blend": previous.get("blend", {"status": "pending"}),
-        }
+        return new_manifest(
+            "workflow", config_source=self.blend_config.source, profile=self.blend_config.profile, config=resolved,
+            data_fingerprint=self.fingerprint, data_source=runner.data_source(self.data, self.out),
+            n_train=len(self.data.train), n_test=len(self.data.test),
+            executor=type(getattr(self.executor, "executor", self.executor)).__name__,
+            created=previous.created if previous else None,
+            models={n: ManifestEntry(model=cfgs[n].model, profile=cfgs[n].profile, run_dir=f"models/{n}",
+                                     seeds=cfgs[n].seeds, folds=cfgs[n].cv.n_folds, cv=cfgs[n].cv.scheme)
+                    for n in self.names},
+            blend=(previous.blend if previous and previous.blend else {"status": "pending"}))
 
     def _graph(self, locks: contextlib.ExitStack) -> TaskGraph:
         """Every model's nodes (each run folder locked and checked), then the blend."""
@@ -442,10 +435,10 @@ class _WorkflowRun:
                 model_dir.mkdir(parents=True, exist_ok=True)
                 locks.enter_context(run_lock(model_dir))
                 model_nodes.append(runner.add_model(graph, name, cfg, runner.build_model(cfg), self.data, model_dir,
-                                                    self.fingerprint))
+                                                    self.fingerprint, device=self.device))
             except Exception as exc:
-                self.manifest.model(name).update(status="failed", error=f"{type(exc).__name__}: {exc}")
-                self.manifest.save(status="failed")
+                self.manifest.content.status = "failed"
+                self.manifest.set_model(name, status="failed", error=f"{type(exc).__name__}: {exc}")
                 raise WorkflowError(f"model entry {name!r} ({cfg.model}) failed: {exc}") from exc
         graph.add(Node("blend", "blend", self._blend, deps=model_nodes, on_driver=True, cpu_share=0))
         return graph
@@ -460,7 +453,7 @@ class _WorkflowRun:
         inputs = _file_digest([p for d in run_dirs for p in (d / "oof_predictions.csv", d / "test_predictions.csv")])
         settings = settings_obj.model_dump(mode="json")
         blend_dir = self.out / "blend"
-        prev = self.manifest.content.get("blend") or {}
+        prev = self.manifest.content.blend or {}
         blend_result = None
         t0 = time.perf_counter()
         if not (prev.get("status") == "complete" and prev.get("inputs") == inputs and prev.get("settings") == settings
@@ -489,15 +482,15 @@ class _WorkflowRun:
         with atomic_file(submission, "wb") as fh, open(self.out / "blend" / "submission.csv", "rb") as src:
             shutil.copyfileobj(src, fh)
         # the manifest is complete before the report is written, so the report shows it so
-        self.manifest.content.pop("report_error", None)
-        self.manifest.save(status="complete", total_seconds=round(time.perf_counter() - start, 3))
+        self.manifest.save(status="complete", error=None,
+                           timings={"total_seconds": round(time.perf_counter() - start, 3)})
         try:
             report_path = Path(report_mod.write_report(self.out))
         except Exception as exc:
-            self.manifest.save(status="failed", report_error=f"{type(exc).__name__}: {exc}")
+            self.manifest.save(status="failed", error=f"report: {type(exc).__name__}: {exc}")
             raise WorkflowError(f"report failed (models and blend are complete): {exc}") from exc
         return WorkflowResult(self.out, results, blend_result, summary, submission, report_path,
-                              self.manifest.content)
+                              self.manifest.content.to_json())
 
 
 class _Values(Observer):

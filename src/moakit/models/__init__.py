@@ -6,4 +6,5 @@ from moakit.models import two_stage_tabnet  # noqa: F401
 from moakit.models import resnet_2heads  # noqa: F401
 from moakit.models import deepinsight_cnn  # noqa: F401
 from moakit.models import cnn1d  # noqa: F401
-from moakit.models.base import MODELS, Model, StageSpec, get_model_class, make_model, register  # noqa: F401
+from moakit.models.base import (  # noqa: F401
+    MODELS, FitContext, Model, StageSpec, get_model_class, make_model, register)

@@ -7,6 +7,8 @@ fold-averaged test predictions) become the ``meta`` block of the next stage's in
 row's meta-features never come from a network that was trained on that row.
 
 Every fitted thing can be saved and reloaded, which is what inference on new data uses.
+What a fold's training needs besides its rows (seed, epoch callback, auxiliary targets,
+the stage's fitted features, the device) comes in one :class:`FitContext`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, Protocol
 
@@ -55,9 +57,9 @@ class StageSpec:
     with no positive training row (the non-scored stage: 331 of 402 on real data);
     ``keep_controls`` trains on control rows too (DeepInsight CNNs only);
     ``aux_targets`` asks the runner for a second label matrix of the training rows, passed
-    to :meth:`Model.fit_fold` as the keywords ``Y_aux_train`` and ``Y_aux_valid`` (only
-    when set; all its columns, aligned with ``Y_train`` / ``Y_valid``): the 2-heads ResNet
-    pre-trains on the non-scored targets before its scored stage.
+    to :meth:`Model.fit_fold` in the :class:`FitContext` (``Y_aux_train`` / ``Y_aux_valid``,
+    all its columns, aligned with ``Y_train`` / ``Y_valid``): the 2-heads ResNet and the
+    1D-CNN pre-train on the non-scored targets before their scored stage.
     """
 
     name: str
@@ -65,6 +67,64 @@ class StageSpec:
     keep_controls: bool = False
     drop_empty_targets: bool = False
     aux_targets: Literal["scored", "nonscored"] | None = None
+
+
+@dataclass
+class FitContext:
+    """What one fold's training receives besides its rows.
+
+    ``seed``: the fold's torch/numpy seed. ``on_epoch``: called with each epoch's record
+    (the fold's learning curve). ``Y_aux_train`` / ``Y_aux_valid``: the stage's auxiliary
+    targets (:attr:`StageSpec.aux_targets`), None when the stage has none. ``device``:
+    where the networks train (``cpu`` / ``cuda``), overriding every ``device`` setting in the
+    model's params; None leaves them as configured (``auto`` by default). The stage-seed's
+    fitted feature state is :meth:`stage_features`: given as ``features``, or loaded on
+    first use by ``load_features`` (the runner passes a loader, so models that never ask
+    load nothing).
+    """
+
+    seed: int
+    on_epoch: EpochCallback | None = None
+    Y_aux_train: np.ndarray | None = None
+    Y_aux_valid: np.ndarray | None = None
+    device: Literal["cpu", "cuda"] | None = None
+    features: FeatureState | None = None
+    load_features: Callable[[], FeatureState] | None = field(default=None, repr=False)
+
+    def epoch(self, record: dict) -> None:
+        """Report one epoch's record."""
+        if self.on_epoch is not None:
+            self.on_epoch(record)
+
+    def stage_features(self, who: str) -> FeatureState:
+        """The stage-seed's fitted feature state (``who`` names the model in the error)."""
+        if self.features is None and self.load_features is not None:
+            self.features = self.load_features()
+        if self.features is None:
+            raise ValueError(f"{who}: fit_fold needs the stage's fitted features (FitContext.features)")
+        return self.features
+
+    def aux_targets(self, who: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(Y_aux_train, Y_aux_valid); an error naming ``who`` when the stage gave none."""
+        if self.Y_aux_train is None:
+            raise ValueError(f"{who}: fit_fold needs the auxiliary (non-scored) targets of the training rows "
+                             "(FitContext.Y_aux_train)")
+        return self.Y_aux_train, self.Y_aux_valid
+
+
+def on_device(params: BaseModel, device: str | None) -> BaseModel:
+    """``params`` with every field named ``device`` (at any depth) set to ``device``;
+    ``params`` itself when ``device`` is None."""
+    if device is None:
+        return params
+    update = {}
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if name == "device":
+            update[name] = device
+        elif isinstance(value, BaseModel):
+            update[name] = on_device(value, device)
+    return params.model_copy(update=update)
 
 
 class ModelParams(BaseModel):
@@ -78,9 +138,6 @@ class Model(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[ModelParams]]
-    # True when fit_fold needs the stage's fitted feature state (keyword ``features``), as
-    # the DeepInsight CNNs do to render images from the feature map.
-    needs_features_in_fit: ClassVar[bool] = False
     # The share of one job's GPUs (``--job-gpus``) a fold job of this model asks a cluster
     # for: the small MLPs share a GPU; an image CNN sets 1.0 (a whole one).
     fold_gpu_share: ClassVar[float] = 0.25
@@ -111,10 +168,11 @@ class Model(ABC):
         Y_train: np.ndarray,
         X_valid: np.ndarray,
         Y_valid: np.ndarray,
-        seed: int,
-        on_epoch: EpochCallback | None = None,
+        ctx: FitContext,
     ) -> Estimator:
-        """Train on the training folds; (X_valid, Y_valid) is the held-out fold."""
+        """Train on (X_train, Y_train); (X_valid, Y_valid) are the rows that judge epochs
+        and early stopping under the run's selection policy (none under ``last``). The rest
+        (seed, epoch callback, auxiliary targets, fitted features, device) is in ``ctx``."""
 
     @abstractmethod
     def load_estimator(self, stage: StageSpec, path: Path) -> Estimator:
@@ -136,6 +194,10 @@ class Model(ABC):
                        test: Blocks) -> None:
         """Take ``features`` (``stage``'s fitted state for ``seed``, reloaded; ``train`` /
         ``test`` the blocks it was fitted on) as if this object had fitted it."""
+
+    def fit_params(self, ctx: FitContext):
+        """The params a fold trains with: ``self.params`` on the context's device."""
+        return on_device(self.params, ctx.device)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params.model_dump(mode="json")}

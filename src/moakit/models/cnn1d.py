@@ -406,7 +406,6 @@ class Cnn1dModel(Model):
 
     name = "cnn1d"
     Params = Cnn1dParams
-    needs_features_in_fit = True  # the stage layout, to split X into the fold features' blocks
 
     def stages(self):
         return [StageSpec("scored", targets="scored", aux_targets="nonscored")]
@@ -417,12 +416,11 @@ class Cnn1dModel(Model):
     def load_features(self, stage, path: Path):
         return Pipeline.load(path)
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, Y_aux_train=None,
-                 Y_aux_valid=None, features=None):
-        if features is None:
-            raise ValueError(f"{self.name}: fit_fold needs the stage's fitted features (features=...)")
-        return fit_cnn1d(self.params, stage_layout(features), X_train, Y_train, X_valid, Y_valid, seed,
-                         Y_aux_train, on_epoch)
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
+        # the stage's fitted features give the layout that splits X into the fold features' blocks
+        layout = stage_layout(ctx.stage_features(self.name))
+        return fit_cnn1d(self.fit_params(ctx), layout, X_train, Y_train, X_valid, Y_valid, ctx.seed,
+                         ctx.Y_aux_train, ctx.on_epoch)
 
     def load_estimator(self, stage, path: Path):
         return Cnn1dEstimator.load(path)

@@ -40,9 +40,9 @@ the head's weights initialised as the scripts did (uniform +-1/sqrt(fan_out)).
 A fold estimator (:class:`DeepInsightEstimator`) saves its renderer's pixel coordinates
 with its weights, so ``runner.predict_run`` rebuilds everything from the fold folder.
 
-``fit_fold`` needs the stage's feature map (to render images): the model declares
-``needs_features_in_fit``, and the runner hands each fold job the stage-seed's saved feature
-state as ``features=`` (loaded from the run folder, so it works in Ray worker processes too).
+``fit_fold`` needs the stage's feature map (to render images): it asks its
+:class:`~moakit.models.base.FitContext` for it, which the runner lets load the stage-seed's
+saved feature state from the run folder (so it works in Ray worker processes too).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ from torch import nn
 
 from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
-from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
+from moakit.models.base import (Blocks, FitContext, Model, ModelParams, StageSpec, TorchEstimator,
+                               register)
 from moakit.nn.blocks import register_network
 from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_proba, resolve_device
 from moakit.registry import Registry
@@ -500,7 +501,6 @@ class DeepInsightModel(Model):
 
     Params: ClassVar[type[DeepInsightParams]] = DeepInsightParams
     params: DeepInsightParams
-    needs_features_in_fit = True
     fold_gpu_share = 1.0  # a fold job asks a cluster for a whole GPU (--job-gpus)
 
     def stages(self) -> list[StageSpec]:
@@ -525,11 +525,10 @@ class DeepInsightModel(Model):
         return DeepInsightFeatures.load(path)
 
     def fit_fold(self, stage: StageSpec, X_train: np.ndarray, Y_train: np.ndarray, X_valid: np.ndarray,
-                 Y_valid: np.ndarray, seed: int, on_epoch: EpochCallback | None = None,
-                 features: DeepInsightFeatures | None = None) -> DeepInsightEstimator:
-        p = self.params
-        if features is None:
-            raise ValueError(f"{self.name}: fit_fold needs the stage's fitted feature map (features=...)")
+                 Y_valid: np.ndarray, ctx: FitContext) -> DeepInsightEstimator:
+        p = self.fit_params(ctx)
+        seed, on_epoch = ctx.seed, ctx.on_epoch
+        features: DeepInsightFeatures = ctx.stage_features(self.name)  # the feature map renders the images
         if features.n_features != X_train.shape[1]:
             raise ValueError(f"feature map has {features.n_features} features, X_train {X_train.shape[1]}")
         if (features.resolution, features.image_size) != (p.grid, p.image_size):
@@ -558,7 +557,7 @@ class DeepInsightModel(Model):
                   "resolution": renderer.resolution, "image_size": renderer.image_size}
         net.eval()
         return DeepInsightEstimator(NETWORK_NAME, kwargs, render, module=net, eval_batch_size=p.train.eval_batch_size,
-                                    info=info, device=p.device, amp=p.amp)
+                                    info=info, device=self.params.device, amp=p.amp)
 
     def load_estimator(self, stage: StageSpec, path: Path) -> DeepInsightEstimator:
         return DeepInsightEstimator.load(path)

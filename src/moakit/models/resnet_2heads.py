@@ -545,10 +545,10 @@ class ResNet2HeadsModel(Model):
     def load_features(self, stage, path: Path):
         return Pipeline.load(path)
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None, Y_aux_train=None,
-                 Y_aux_valid=None):
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         # (X_valid, Y_valid, Y_aux_valid): the judge rows of the runner's selection policy
-        return fit_resnet_2heads(self.params, X_train, Y_train, seed, Y_aux_train, on_epoch,
+        Y_aux_train, Y_aux_valid = ctx.aux_targets(self.name)
+        return fit_resnet_2heads(self.fit_params(ctx), X_train, Y_train, ctx.seed, Y_aux_train, ctx.on_epoch,
                                  judge=(X_valid, Y_valid, Y_aux_valid))
 
     def load_estimator(self, stage, path: Path):

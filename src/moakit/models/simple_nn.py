@@ -26,8 +26,8 @@ class SimpleNN(Model):
     def load_features(self, stage, path: Path):
         return load_pipeline(path)
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None):
-        return fit_mlp(self.params, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
+        return fit_mlp(self.fit_params(ctx), X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
 
     def load_estimator(self, stage, path: Path):
         return TorchEstimator.load(path)

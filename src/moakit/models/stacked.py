@@ -16,7 +16,7 @@ import numpy as np
 
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
-from moakit.models.base import Blocks, Model, StageSpec, TorchEstimator
+from moakit.models.base import Blocks, Model, StageSpec, TorchEstimator, on_device
 from moakit.models.mlp import MLPStageParams, fit_mlp, fit_pipeline, load_pipeline
 
 
@@ -135,8 +135,9 @@ class StackedModel(Model):
     def load_features(self, stage, path: Path):
         return StackedFeatures.load(path)
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None):
-        return fit_mlp(self.stage_params(stage), X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
+        params = on_device(self.stage_params(stage), ctx.device)
+        return fit_mlp(params, X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
 
     def load_estimator(self, stage, path: Path):
         return TorchEstimator.load(path)

@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moakit.artifacts import atomic_dir, read_json, refuse_pickle, write_json
 from moakit.features import PipelineConfig
 from moakit.metrics import mean_log_loss, sigmoid
-from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, register
+from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, on_device, register
 from moakit.models.three_stage_nn import StackedModel, StackStageParams
-from moakit.nn.train import smooth_targets
+from moakit.nn.train import resolve_device, smooth_targets
 
 
 class TabNetConfig(BaseModel):
@@ -64,6 +64,7 @@ class TabNetConfig(BaseModel):
     # much (the script's last eval metric, which pytorch-tabnet stops on); 0 = raw targets
     stop_smoothing: float = Field(0.001, ge=0, lt=1)
     eval_batch_size: int = Field(4096, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available
 
     @model_validator(mode="after")
     def _categoricals(self) -> "TabNetConfig":
@@ -87,8 +88,8 @@ class TwoStageParams(ModelParams):
     stage2: TabNetStageParams
 
 
-def _device_name() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def _device_name(setting: str = "auto") -> str:
+    return resolve_device(setting).type
 
 
 # pytorch-tabnet finds metrics by name among the subclasses of its Metric class (built
@@ -260,7 +261,7 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
         optimizer_fn=torch.optim.Adam, optimizer_params={"lr": cfg.lr, "weight_decay": cfg.weight_decay},
         scheduler_fn=torch.optim.lr_scheduler.MultiStepLR,
         scheduler_params={"milestones": list(cfg.milestones), "gamma": cfg.scheduler_gamma},
-        device_name=_device_name(),
+        device_name=_device_name(cfg.device),
     )
     n = len(X_train)
     batch = min(cfg.batch_size, n)
@@ -306,10 +307,11 @@ class TwoStageNNTabNet(StackedModel):
     def stage_params(self, stage: StageSpec):
         return {"nonscored": self.params.stage1, "scored": self.params.stage2}[stage.name]
 
-    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch=None):
+    def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         if stage.name == "scored":
-            return fit_tabnet(self.params.stage2.tabnet, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
-        return super().fit_fold(stage, X_train, Y_train, X_valid, Y_valid, seed, on_epoch)
+            tabnet = on_device(self.params.stage2.tabnet, ctx.device)
+            return fit_tabnet(tabnet, X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
+        return super().fit_fold(stage, X_train, Y_train, X_valid, Y_valid, ctx)
 
     def load_estimator(self, stage, path: Path):
         if stage.name == "scored":
