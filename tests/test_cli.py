@@ -10,18 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import moakit
-from moakit.cli import app
-
-
-def invoke(*args: str):
-    try:
-        runner = CliRunner(mix_stderr=False)  # click < 8.2: keep stderr apart
-    except TypeError:
-        runner = CliRunner()  # click >= 8.2: result.stdout and result.stderr are apart already
-    return runner.invoke(app, [str(a) for a in args])
+from conftest import invoke
 
 
 def both(res) -> str:
@@ -58,6 +49,7 @@ def test_usage_errors_exit_2_without_traceback(sim_folder, tmp_path):
         ("train", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r", "--profile", "bogus"),
         ("train", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r", "--cv", "new"),
         ("train", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r", "--executor", "dask"),
+        ("train", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r", "--device", "tpu"),
         ("train", "no_such_config", "--data", sim_folder, "--out", tmp_path / "r"),
         ("train", "simple_nn", "--data", tmp_path / "missing", "--out", tmp_path / "r"),
         ("run", "simple_nn", "--data", sim_folder, "--out", tmp_path / "r"),  # a model config, not a blend
@@ -87,6 +79,14 @@ def test_runtime_errors_exit_1_with_one_line(tiny_folder, tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     res = invoke("simulate", tmp_path / "full", "--rows", "200")
     assert res.exit_code == 1 and "already exists" in res.stderr and "Traceback" not in both(res)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the error on a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_a_clean_error(tiny_folder, tmp_path):
+    res = invoke("train", "simple_nn", "--data", tiny_folder, "--out", tmp_path / "r", "--profile", "smoke",
+                 "--device", "cuda", "--quiet")
+    assert res.exit_code == 1 and "Traceback" not in both(res), both(res)
+    assert "torch sees no CUDA GPU" in res.stderr
 
 
 def test_train_json_and_streams(trained):
