@@ -294,13 +294,13 @@ def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path, sqlite_url):
         assert (out / f).exists(), f
     assert (out / "correlation_oof.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "blend.json").read_text())
-    assert summary["method"] in ("slsqp", "optuna") and summary["names"] == ["a", "b", "c"]
-    assert set(summary["methods"]) == {"slsqp", "optuna"}
+    assert summary["method"] in blend.METHODS and summary["names"] == ["a", "b", "c"]
+    assert set(summary["methods"]) == {"slsqp", "optuna", "per_target"}  # the default: all three
     assert sum(summary["weights"].values()) == pytest.approx(1.0)
     # chosen on the nested score (weights judged on rows they were not searched on)
     assert summary["chosen_by"] == "nested"
     nested = summary["nested"]["methods"]
-    assert summary["method"] == min(("slsqp", "optuna"), key=lambda m: nested[m]["log_loss"])
+    assert summary["method"] == min(blend.METHODS, key=lambda m: nested[m]["log_loss"])
     assert summary["log_loss"] == pytest.approx(summary["methods"][summary["method"]]["log_loss"])
     assert summary["log_loss"] <= min(m["log_loss"] for m in summary["models"].values()) + 1e-9
     assert summary["best_single"] == "a" and summary["weights"]["c"] < 0.05
@@ -331,8 +331,8 @@ def test_blend_runs_writes_the_blend_folder(tiny_runs, tmp_path, sqlite_url):
 
 
 def test_best_lb_preset_chosen_and_searches_reported(tiny_runs, tmp_path):
-    """blend_best_lb's default: the preset's weights make the submission; SLSQP and Optuna
-    still run and are reported beside it (blend.json, CLI table)."""
+    """blend_best_lb's default: the preset's weights make the submission; the searches still
+    run and are reported beside it (blend.json, CLI table)."""
     from typer.testing import CliRunner
 
     from moakit.cli import app
@@ -346,7 +346,7 @@ def test_best_lb_preset_chosen_and_searches_reported(tiny_runs, tmp_path):
     assert summary["weights"] == pytest.approx(blend.PRESETS["best_lb"], abs=1e-12)
     assert summary["preset"]["weights"] == summary["weights"]
     assert summary["log_loss"] == pytest.approx(summary["preset"]["log_loss"])
-    assert set(summary["methods"]) == {"slsqp", "optuna"}
+    assert set(summary["methods"]) == set(blend.METHODS)  # the default searches, reported beside the preset
     for m in summary["methods"].values():
         assert sum(m["weights"].values()) == pytest.approx(1.0) and m["log_loss"] <= summary["log_loss"] + 1e-9
     result = CliRunner().invoke(app, ["blend", *map(str, runs7), "--out", str(tmp_path / "cli"), "--preset", "best_lb",

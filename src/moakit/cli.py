@@ -553,7 +553,7 @@ def blend(
                                       help="Single-model run folders (of `moakit train`, or RUN/models/<name>)."),
     out: Path = typer.Option(..., "--out", help="Blend folder to write (blend.json, submission.csv, heatmaps ...)."),
     method: Optional[list[BlendMethod]] = typer.Option(None, "--method", help="Weight search (repeat the option; "
-                                                       "default slsqp and optuna; per_target: weights per model and "
+                                                       "default: slsqp, optuna and per_target, weights per model and "
                                                        "target; the method with the best nested score is kept; none: "
                                                        "only --preset)."),
     trials: int = typer.Option(300, "--trials", min=1, help="Optuna trials."),

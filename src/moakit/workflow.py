@@ -92,7 +92,7 @@ class BlendSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # per_target: one weight per model and target; kept only where it wins the nested score
-    methods: list[Literal["slsqp", "optuna", "per_target"]] = ["slsqp", "optuna"]
+    methods: list[Literal["slsqp", "optuna", "per_target"]] = ["slsqp", "optuna", "per_target"]
     optuna_trials: int = Field(3000, ge=1)
     storage: str | None = None  # Optuna storage URL (e.g. sqlite:///blend.db) to resume a search
     preset: str | None = None  # a named weight set of blend.PRESETS instead of a search
