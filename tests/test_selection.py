@@ -6,6 +6,7 @@ Under ``holdout`` the rows of fold k decide nothing for fold k's network, so its
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,14 +31,18 @@ def _shuffled_fold_labels(data: MoAData, folds: np.ndarray, k: int) -> MoAData:
 
 
 def _weights(path) -> dict:
-    return torch.load(path / "estimator" / "weights.pt", weights_only=True)
+    est = path / "estimator"
+    if (est / "network").is_dir():  # the 1D-CNN: its network beside its fold features
+        est = est / "network"
+    return torch.load(est / "weights.pt", weights_only=True)
 
 
+# For a stacked model its first stage: a later stage reads the earlier stage's OOF predictions
+# of every fold, which by design carry every fold's labels (the TabNet stage: the next test).
 @pytest.mark.parametrize("name,stage", [("simple_nn", "scored"), ("three_stage_nn", "nonscored"),
-                                        ("resnet_2heads", "scored"), ("deepinsight_efficientnet", "scored")])
+                                        ("resnet_2heads", "scored"), ("deepinsight_efficientnet", "scored"),
+                                        ("cnn1d", "scored")])
 def test_holdout_weights_ignore_the_oof_folds_labels(name, stage, sim_data, tmp_path):
-    # (for a stacked model its first stage: a later stage reads the earlier stage's OOF
-    # predictions of every fold, which by design carry every fold's labels)
     config = load_config(name, profile="smoke", selection="holdout")
     first = runner.train(config, sim_data, tmp_path / "a", show_progress=False)
     folds = np.load(first.run_dir / "folds.npy")
@@ -57,6 +62,37 @@ def test_holdout_weights_ignore_the_oof_folds_labels(name, stage, sim_data, tmp_
     w1a = _weights(first.run_dir / "stages" / stage / "seed_0" / "fold_1")
     w1b = _weights(second.run_dir / "stages" / stage / "seed_0" / "fold_1")
     assert any(not torch.equal(w1a[key], w1b[key]) for key in w1a)
+
+
+def test_holdout_tabnet_fold_ignores_its_oof_rows_labels(sim_data, tmp_path):
+    """The 2-stage NN's TabNet stage: a fold job of the runner, on the stage's matrices, gives
+    bit-identical weights whatever scored labels its OOF rows carry."""
+    config = load_config("two_stage_nn_tabnet", profile="smoke", selection="holdout")
+    run = runner.train(config, sim_data, tmp_path / "run", show_progress=False).run_dir
+    model, seeds = runner.build_model(config), config.seeds
+    upstream = [(np.load(run / "stages" / "nonscored" / f"seed_{s}" / "oof.npy"),
+                 np.load(run / "stages" / "nonscored" / f"seed_{s}" / "test.npy")) for s in seeds]
+    arrays = runner.fit_stage_seed(sim_data, *upstream, model=model, index=1, seed=seeds[0], seeds=seeds,
+                                   run_dir=str(run))  # the saved stage-2 features, reloaded
+    folds, judge = np.load(run / "folds.npy"), np.load(run / "holdout.npy").astype(bool)
+    k, treated = 0, ~sim_data.train.is_control
+    oof_rows = np.flatnonzero(folds == k)
+    garbage = dataclasses.replace(arrays, Y=arrays.Y.copy())
+    garbage.Y[oof_rows] = np.random.default_rng(1).permutation(arrays.Y[oof_rows])
+    assert not np.array_equal(garbage.Y, arrays.Y)
+    weights = []
+    for name, arr in (("a", arrays), ("b", garbage)):
+        job = runner.FoldJob(model_name=config.model, params=config.params, stage=model.stages()[1], seed=seeds[0],
+                             fold=k, out_dir=str(tmp_path / name / f"fold_{k}"), arrays=arr,
+                             fit_rows=np.flatnonzero(treated & (folds != k) & ~judge[k]),
+                             judge_rows=np.flatnonzero(treated & judge[k]), oof_rows=oof_rows)
+        weights.append(_weights(Path(runner.run_fold_job(job))))
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+    # the same fold as the run trained it
+    trained = _weights(run / "stages" / "scored" / f"seed_{seeds[0]}" / f"fold_{k}")
+    assert all(torch.equal(trained[key], weights[0][key]) for key in trained)
 
 
 def test_judge_masks_per_policy(sim_data):
