@@ -94,3 +94,16 @@ def test_sigmoid_is_stable_float32_and_matches_torch():
     assert p.dtype == np.float32 and p.shape == z.shape
     np.testing.assert_allclose(p, torch.sigmoid(torch.from_numpy(z).double()).numpy(), rtol=1e-6, atol=1e-30)
     assert p[0, 0] == 0.0 and p[0, -1] == 1.0 and p[0, 3] == 0.5
+
+
+def test_drug_cv_treated_folds_ignore_the_control_rows():
+    """As the winners' new-CV scripts, which drop the controls before splitting: the control
+    rows change no treated row's fold and get an even seeded split of their own."""
+    targets, drug_id = _labels()
+    treated_only = drug_aware_folds(targets, drug_id, n_folds=5, seed=34)
+    n_ctl = 37
+    with_ctl = drug_aware_folds(np.vstack([np.zeros((n_ctl, targets.shape[1]), targets.dtype), targets]),
+                                np.concatenate([np.full(n_ctl, "ctl_drug"), drug_id]), n_folds=5, seed=34,
+                                is_control=np.arange(n_ctl + len(targets)) < n_ctl)
+    np.testing.assert_array_equal(with_ctl[n_ctl:], treated_only)
+    assert sorted(np.bincount(with_ctl[:n_ctl], minlength=5)) == [7, 7, 7, 8, 8]

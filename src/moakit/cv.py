@@ -31,36 +31,46 @@ def multilabel_folds(targets: np.ndarray, n_folds: int, seed: int) -> np.ndarray
 
 
 def drug_aware_folds(
-    targets: np.ndarray, drug_id: np.ndarray, n_folds: int, seed: int, max_replicates: int = 18
+    targets: np.ndarray, drug_id: np.ndarray, n_folds: int, seed: int, max_replicates: int = 18,
+    is_control: np.ndarray | None = None,
 ) -> np.ndarray:
     """New CV ("double stratified"): whole drugs per fold, except very frequent drugs.
 
     Drugs with at most ``max_replicates`` rows are assigned to folds as whole drugs,
-    stratified on drug-level targets, so a model is never validated on a drug it has
-    seen. The few drugs with more rows (in lish-moa: controls and a handful of reference
-    compounds) are split row-wise with multilabel stratification, since holding each out
-    whole would unbalance the folds.
+    stratified on drug-level targets (the mean over the drug's rows), so a model is never
+    validated on a drug it has seen. The few drugs with more rows (a handful of reference
+    compounds in lish-moa) are split row-wise with multilabel stratification, since holding
+    each out whole would unbalance the folds.
+
+    As the winners' new-CV scripts (``simple-nn-new-split-train.py``): only treated rows
+    take part (``is_control``: the control rows, which the scripts drop, get folds of their
+    own, a seeded even split); drugs are counted on the treated rows and enter the split in
+    pandas ``value_counts`` order; the frequent drugs' rows in data order; both splits use
+    ``seed``. On the same data the fold of every treated row equals the script's.
     """
+    import pandas as pd
+
     targets = np.asarray(targets)
     drug_id = np.asarray(drug_id).astype(str)
     if len(drug_id) != len(targets):
         raise ValueError(f"drug_id has {len(drug_id)} rows, targets have {len(targets)}")
-    drugs, inverse, counts = np.unique(drug_id, return_inverse=True, return_counts=True)
+    control = np.zeros(len(targets), bool) if is_control is None else np.asarray(is_control, bool)
     folds = np.full(len(targets), -1, dtype=np.int64)
-
-    few = counts[inverse] <= max_replicates
-    if few.any():
-        few_drugs = np.flatnonzero(counts <= max_replicates)
-        # Drug-level targets: a drug's rows share its labels, so the max over its rows is
-        # its label vector (robust to an odd replicate).
-        drug_targets = np.zeros((len(drugs), targets.shape[1]), dtype=targets.dtype)
-        np.maximum.at(drug_targets, inverse[few], targets[few])
-        drug_fold = np.full(len(drugs), -1, dtype=np.int64)
-        drug_fold[few_drugs] = multilabel_folds(drug_targets[few_drugs], n_folds, seed)
-        folds[few] = drug_fold[inverse[few]]
-    many = ~few
-    if many.any():
-        folds[many] = multilabel_folds(targets[many], n_folds, seed)
+    treated = np.flatnonzero(~control)
+    counts = pd.Series(drug_id[treated]).value_counts()  # the scripts' order (most rows first)
+    few_drugs = counts.index[counts <= max_replicates]
+    if len(few_drugs):
+        drug_targets = (pd.DataFrame(targets[treated]).groupby(drug_id[treated]).mean()
+                        .loc[few_drugs].to_numpy())
+        drug_fold = dict(zip(few_drugs, multilabel_folds(drug_targets, n_folds, seed)))
+        few_rows = treated[np.isin(drug_id[treated], few_drugs)]
+        folds[few_rows] = [drug_fold[d] for d in drug_id[few_rows]]
+    many_rows = treated[~np.isin(drug_id[treated], few_drugs)]
+    if len(many_rows):
+        folds[many_rows] = multilabel_folds(targets[many_rows], n_folds, seed)
+    ctl_rows = np.flatnonzero(control)
+    if len(ctl_rows):
+        folds[ctl_rows] = np.random.default_rng(seed).permutation(len(ctl_rows)) % n_folds
     return folds
 
 
@@ -75,7 +85,7 @@ def assign_folds(
     if scheme == "drug":
         if data.drug_id is None:
             raise ValueError("the drug-aware CV needs drug ids: add train_drug.csv to the data folder")
-        return drug_aware_folds(data.scored, data.drug_id, n_folds, seed, max_replicates)
+        return drug_aware_folds(data.scored, data.drug_id, n_folds, seed, max_replicates, data.is_control)
     raise ValueError(f"unknown CV scheme {scheme!r} (use 'old' or 'drug')")
 
 
