@@ -449,3 +449,23 @@ def test_tabnet_stage_inputs_and_fit_rows(tabnet, sim_data):
     assert rows["quantile_meta"] == int((~tr.is_control).sum())
     s1 = StackedFeatures.load(run / "stages/nonscored/seed_0/features").own.step_fit_rows_
     assert s1["quantile_gc"] == len(tr) + len(te) and s1["pca_g"] == s1["vt"] == len(tr)
+
+
+def test_mlp_output_bias_log_odds_or_torch_default():
+    """network.output_bias: moakit's log-odds start (default) or PyTorch's own initialisation,
+    as the winners' scripts (an ablation switch)."""
+    from moakit.models.mlp import MLPConfig, MLPStageParams, fit_mlp
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    Y = (rng.random((64, 3)) < 0.25).astype(np.float32)
+    Y[:, 2] = 0.0
+    features = load_config("simple_nn", profile="smoke").params["features"]
+    for bias, expect_log_odds in (("log_odds", True), ("torch", False)):
+        params = MLPStageParams(features=features, network=MLPConfig(hidden=[8], dropouts=[0.0, 0.0],
+                                                                      weight_norm=[False, False], output_bias=bias),
+                                train={"epochs": 1, "lr": 1e-12, "max_lr": 1e-12, "batch_size": 64})
+        est = fit_mlp(params, X, Y, X[:0], Y[:0], seed=0)
+        start = est.module.net[-1].bias.detach().numpy()
+        rate = np.clip(Y.mean(axis=0), 1e-4, 1 - 1e-4)
+        assert np.allclose(start, np.log(rate / (1 - rate)), atol=1e-5) == expect_log_odds, bias

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from moakit.features import Pipeline, PipelineConfig
@@ -22,6 +24,9 @@ class MLPConfig(BaseModel):
     dropouts: list[float] = [0.0, 0.25, 0.25]
     weight_norm: list[bool] = [True, False, True]
     activation: str = "leaky_relu"
+    # log_odds: the output layer's bias starts at each target's training log-odds (moakit's
+    # initialisation); torch: PyTorch's default uniform initialisation (the winners' scripts)
+    output_bias: Literal["log_odds", "torch"] = "log_odds"
 
     @model_validator(mode="after")
     def _lengths(self) -> "MLPConfig":
@@ -60,7 +65,8 @@ def fit_mlp(
     kwargs = {"n_in": int(X_train.shape[1]), "n_out": int(Y_train.shape[1]), "hidden": net.hidden,
               "dropouts": net.dropouts, "weight_norm_layers": net.weight_norm, "activation_name": net.activation}
     module = build_network("mlp", kwargs)
-    init_output_bias(module.net[-1], Y_train)
+    if net.output_bias == "log_odds":
+        init_output_bias(module.net[-1], Y_train)
     result = fit_network(module, X_train, Y_train, X_valid, Y_valid, stage_params.train, seed=seed, on_epoch=on_epoch)
     return TorchEstimator("mlp", kwargs, module, eval_batch_size=stage_params.train.eval_batch_size,
                           info={"best_epoch": result.best_epoch, "best_valid_loss": result.best_loss})
