@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     truth = pd.read_csv(answers).set_index("sig_id").loc[inputs.test_sig_id, inputs.target_names].to_numpy(np.float64)
 
     def score(preds, w, y, ctl) -> float:
-        W = np.asarray(w)
-        blended = (np.einsum("mnt,mt->nt", np.stack(preds), W) if W.ndim == 2
-                   else blend.blend_predictions(preds, W))
+        blended = blend.blend_predictions(preds, w)  # one weight per model, or per model and target
         return metrics.score(y, metrics.zero_controls(np.clip(blended, 0, 1), ctl), ctl)["log_loss"]
 
     weights = {}

@@ -11,6 +11,7 @@ import torch
 
 from moakit import runner
 from moakit.config import load_config
+from moakit.manifest import read_manifest
 from moakit.models.base import FitContext, on_device
 from moakit.nn.train import TrainParams
 
@@ -79,6 +80,8 @@ def test_device_reaches_the_fold_jobs(sim_data, tmp_path):
     config = load_config("simple_nn", profile="smoke", seeds=1)
     with pytest.raises(Exception, match="torch sees no CUDA GPU"):
         runner.train(config, sim_data, tmp_path / "cuda", show_progress=False, device="cuda")
+    failed = read_manifest(tmp_path / "cuda")  # the run folder says so, naming the node
+    assert failed.status == "failed" and "(fold): ValueError" in failed.error and "no CUDA GPU" in failed.error
     result = runner.train(config, sim_data, tmp_path / "cpu", show_progress=False, device="cpu")
     auto = runner.train(config, sim_data, tmp_path / "auto", show_progress=False)
     np.testing.assert_array_equal(result.oof, auto.oof)  # cpu is what auto picks here

@@ -539,15 +539,13 @@ def nested_evaluation(
                 losses = [metrics.score(y[fit], o, ctl[fit])["log_loss"] for o in fit_oofs]
                 w = np.eye(len(oofs))[int(np.argmin(losses))]
             elif c == "per_target":
-                W = search_weights_per_target(fit_oofs, y[fit], ctl[fit])
-                held[c][out] = np.einsum("mnt,mt->nt", np.stack([o[out] for o in oofs]), W)
-                picks[c].append(None)
-                continue
+                w = search_weights_per_target(fit_oofs, y[fit], ctl[fit])
             elif c == "preset":
                 w = preset
             else:
                 w = search_weights(fit_oofs, y[fit], ctl[fit], method=c, n_trials=n_trials, seed=seed).weights
-            picks[c].append(np.round(w, 4).tolist())
+            if c != "per_target":  # per-target weights (models x targets) are not recorded per part
+                picks[c].append(np.round(w, 4).tolist())
             held[c][out] = blend_predictions([o[out] for o in oofs], w)
     result = {"n_folds": n_folds, "seed": seed, "methods": {}}
     for c in candidates:

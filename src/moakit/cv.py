@@ -59,13 +59,13 @@ def drug_aware_folds(
     treated = np.flatnonzero(~control)
     counts = pd.Series(drug_id[treated]).value_counts()  # the scripts' order (most rows first)
     few_drugs = counts.index[counts <= max_replicates]
-    if len(few_drugs):
+    few = np.isin(drug_id[treated], few_drugs)  # treated rows of those drugs
+    if few.any():
         drug_targets = (pd.DataFrame(targets[treated]).groupby(drug_id[treated]).mean()
                         .loc[few_drugs].to_numpy())
-        drug_fold = dict(zip(few_drugs, multilabel_folds(drug_targets, n_folds, seed)))
-        few_rows = treated[np.isin(drug_id[treated], few_drugs)]
-        folds[few_rows] = [drug_fold[d] for d in drug_id[few_rows]]
-    many_rows = treated[~np.isin(drug_id[treated], few_drugs)]
+        drug_fold = pd.Series(multilabel_folds(drug_targets, n_folds, seed), index=few_drugs)
+        folds[treated[few]] = drug_fold.loc[drug_id[treated[few]]].to_numpy()
+    many_rows = treated[~few]
     if len(many_rows):
         folds[many_rows] = multilabel_folds(targets[many_rows], n_folds, seed)
     ctl_rows = np.flatnonzero(control)

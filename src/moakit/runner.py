@@ -47,7 +47,7 @@ from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
-from moakit.graph import GraphFailed, Node, Observer, Observers, TaskGraph, run_local
+from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
 from moakit.manifest import MANIFEST_FILE, Manifest, new_manifest, read_manifest
 from moakit.models.base import Blocks, FitContext, Model, StageSpec, get_model_class
 from moakit.progress import GraphProgress, RunProgress
@@ -497,18 +497,28 @@ def train(
         graph = TaskGraph()
         model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint, device=device)
         results: dict[str, TrainResult] = {}
-        try:
-            execute(graph, executor, show_progress, _Collect(results), out / "graph.json")
-        except GraphFailed as exc:
-            mark_failed(out, str(exc))
-            raise
+        observers = Observers(_Collect(results), FailureRecorder({label or config.model: out}))
+        execute(graph, executor, show_progress, observers, out / "graph.json")
         return results[model_node]
 
 
-def mark_failed(out: Path, error: str) -> None:
-    """Record in ``out``'s manifest that its run failed (and why); a rerun resumes it."""
-    manifest = read_manifest(out)
-    manifest.model_copy(update={"status": "failed", "error": error}).write(out)
+def node_error(node: Node, error: str) -> str:
+    """A failed node's error as the manifests record it: which node, then what went wrong."""
+    return f"{node.describe()} ({node.kind}): {error}"
+
+
+class FailureRecorder(Observer):
+    """Marks a model's run folder failed (its manifest's status, and the node's error) as
+    soon as one of its nodes fails; a rerun resumes it (training and ``moakit run`` alike)."""
+
+    def __init__(self, run_dirs: dict[str, Path]) -> None:
+        self.run_dirs = run_dirs  # model (node) name -> its run folder
+
+    def on_failed(self, node: Node, error: str) -> None:
+        run_dir = self.run_dirs.get(node.model)
+        if run_dir is not None and (run_dir / MANIFEST_FILE).exists():
+            manifest = read_manifest(run_dir)
+            manifest.model_copy(update={"status": "failed", "error": node_error(node, error)}).write(run_dir)
 
 
 class _Collect(Observer):

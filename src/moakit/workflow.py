@@ -365,11 +365,8 @@ class WorkflowManifest(Observer):
 
     def on_failed(self, node, error: str) -> None:
         if node.model in self.content.models:
-            where = f"{node.describe()} ({node.kind}): {error}"
-            self.set_model(node.model, status="failed", error=where, seconds=self._seconds(node.model))
-            model_dir = self.out / "models" / node.model
-            if (model_dir / MANIFEST_FILE).exists():
-                runner.mark_failed(model_dir, where)
+            self.set_model(node.model, status="failed", error=runner.node_error(node, error),
+                           seconds=self._seconds(node.model))
 
     def _seconds(self, name: str) -> float:
         """Wall seconds of the model's nodes that ran now (first start to last end)."""
@@ -401,8 +398,9 @@ class _WorkflowRun:
             self.manifest.graph = graph
             collected: dict[str, Any] = {}
             try:
-                runner.execute(graph, self.executor, show_progress, Observers(self.manifest, _Values(collected)),
-                               self.out / "graph.json")
+                failures = runner.FailureRecorder({n: self.out / "models" / n for n in self.names})
+                runner.execute(graph, self.executor, show_progress,
+                               Observers(self.manifest, failures, _Values(collected)), self.out / "graph.json")
             except GraphFailed as exc:
                 self.manifest.save(status="failed")
                 raise WorkflowError(str(exc)) from exc
