@@ -152,9 +152,9 @@ def main() -> None:
     weights = {}
     for blend_json in (run / "blend" / "blend.json", run / "blend.json"):
         if blend_json.exists():
-            from moakit.workflow import blend_weights
+            from moakit.blend import recorded_weights
 
-            weights = blend_weights(json.loads(blend_json.read_text()))
+            weights = recorded_weights(json.loads(blend_json.read_text()))
             break
 
     def label(bs):

@@ -194,7 +194,8 @@ def write_fake_run(folder: Path, train_ids, test_ids, oof, test, targets, model=
     (folder / "config.json").write_text(json.dumps({"model": model, "profile": "smoke", "seeds": list(seeds),
                                                     "cv": {"scheme": "old", "n_folds": 3, "seed": 0}}))
     (folder / "manifest.json").write_text(json.dumps({
-        "moakit_version": "0.0-test", "python": "3.11", "torch": "x", "numpy": np.__version__,
+        "schema_version": 1, "kind": "model",
+        "versions": {"moakit": "0.0-test", "python": "3.11", "torch": "x", "numpy": np.__version__},
         "model": model, "profile": "smoke", "data_fingerprint": "abc123", "data_source": data_source,
         "n_train": len(train_ids), "n_test": len(test_ids), "created": "2024-01-01T00:00:00",
         "status": "complete", "timings": timings or {"stage_scored_seconds": 1.5, "total_seconds": 1.5}}))

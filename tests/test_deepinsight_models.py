@@ -15,7 +15,7 @@ from moakit.models.base import FitContext, StageSpec, make_model
 from moakit.deepinsight import FeatureMap, LogNormScaler
 from moakit.features import blocks_from_dataset
 from moakit.models.deepinsight_cnn import (
-    INPUT_BLOCKS, LEGACY_BLOCKS, DeepInsightCNN, DeepInsightEstimator, DeepInsightFeatures, PretrainedWeightsError,
+    INPUT_BLOCKS, DeepInsightCNN, DeepInsightEstimator, DeepInsightFeatures, PretrainedWeightsError,
     build_cnn, create_backbone, feature_groups, raw_matrix,
 )
 from moakit.runner import build_model
@@ -253,7 +253,7 @@ def test_swap_noise_training_leaves_x_train_untouched(small_data):
 
 def test_feature_state_records_its_input_blocks(small_data, tmp_path):
     """The feature state saves its input blocks; a state saved before cp_codes (no "blocks"
-    entry) still reads g, c and the one-hot cp, so older runs keep predicting."""
+    entry) is refused: unsupported format, retrain."""
     import json
 
     blocks = blocks_from_dataset(small_data.train)
@@ -263,15 +263,8 @@ def test_feature_state_records_its_input_blocks(small_data, tmp_path):
     assert again.blocks == INPUT_BLOCKS
     np.testing.assert_array_equal(again.transform(blocks), features.transform(blocks))
 
-    old = raw_matrix(blocks, LEGACY_BLOCKS)
-    scaler = LogNormScaler().fit(old)
-    layout = np.random.default_rng(0).normal(size=(old.shape[1], 2))
-    legacy = DeepInsightFeatures(scaler, FeatureMap.from_embedding(layout), 16, 16, feature_groups(blocks, LEGACY_BLOCKS),
-                                 blocks=LEGACY_BLOCKS)
-    legacy.save(tmp_path / "old")
-    spec = json.loads((tmp_path / "old" / "deepinsight.json").read_text())
+    spec = json.loads((tmp_path / "new" / "deepinsight.json").read_text())
     del spec["blocks"]
-    (tmp_path / "old" / "deepinsight.json").write_text(json.dumps(spec))
-    loaded = DeepInsightFeatures.load(tmp_path / "old")
-    assert loaded.blocks == LEGACY_BLOCKS and loaded.transform(blocks).shape == old.shape
-    assert list(loaded.noise_columns()) == list(range(old.shape[1] - 5))  # g and c, not the 5 one-hots
+    (tmp_path / "new" / "deepinsight.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="unsupported format.*retrain"):
+        DeepInsightFeatures.load(tmp_path / "new")

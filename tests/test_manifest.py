@@ -1,5 +1,5 @@
 """manifest.json: one schema for a model's run folder and a workflow's (issue: one way to do
-each thing); older layouts still open."""
+each thing); older layouts are refused with one clear error (unsupported format, retrain)."""
 
 from __future__ import annotations
 
@@ -31,15 +31,17 @@ def _write(folder, content):
     return folder
 
 
-def test_older_layouts_are_read_in_the_current_schema(tmp_path):
-    model = read_manifest(_write(tmp_path / "m", LEGACY_MODEL))
-    assert model.kind == "model" and model.model == "simple_nn" and model.status == "complete"
-    assert model.versions == {"moakit": "0.1.0", "python": "3.11.7", "torch": "2.14.1", "numpy": "2.4.6",
-                              "scikit_learn": "1.9.1"}
-    assert model.moakit_version == "0.1.0" and model.timings["total_seconds"] == 3.5
-    wf = read_manifest(_write(tmp_path / "w", LEGACY_WORKFLOW))
-    assert wf.kind == "workflow" and wf.timings == {"total_seconds": 12.5} and wf.error == "OSError: disk full"
-    assert wf.models["simple_nn"].log_loss == 0.02 and wf.blend["weights"] == {"simple_nn": 1.0}
+CURRENT_MODEL = {"schema_version": 1, "kind": "model", "versions": {"moakit": "0.1.0"}, "model": "simple_nn",
+                 "profile": "cpu", "data_fingerprint": "e041b18524288149", "data_source": "data", "n_train": 100,
+                 "n_test": 20, "status": "complete"}
+
+
+def test_older_layouts_and_schema_versions_are_refused(tmp_path):
+    for name, content in (("m", LEGACY_MODEL), ("w", LEGACY_WORKFLOW), ("v", {**CURRENT_MODEL, "schema_version": 2})):
+        with pytest.raises(ValueError, match="unsupported format.*retrain") as info:
+            read_manifest(_write(tmp_path / name, content))
+        assert str(tmp_path / name / "manifest.json") in str(info.value)
+    assert read_manifest(_write(tmp_path / "c", CURRENT_MODEL)).model == "simple_nn"
 
 
 def test_written_manifest_round_trips(tmp_path):
@@ -56,9 +58,9 @@ def test_written_manifest_round_trips(tmp_path):
 @pytest.mark.parametrize("content,match", [
     ("{not json", "invalid JSON"),
     ("[1, 2]", "a JSON object was expected"),
-    (json.dumps({**LEGACY_MODEL, "status": "half-done"}), r"status"),
-    (json.dumps({k: v for k, v in LEGACY_MODEL.items() if k != "n_train"}), r"n_train"),
-    (json.dumps({**LEGACY_MODEL, "surprise": 1}), r"surprise"),
+    (json.dumps({**CURRENT_MODEL, "status": "half-done"}), r"status"),
+    (json.dumps({k: v for k, v in CURRENT_MODEL.items() if k != "n_train"}), r"n_train"),
+    (json.dumps({**CURRENT_MODEL, "surprise": 1}), r"surprise"),
 ])
 def test_a_damaged_manifest_is_named(tmp_path, content, match):
     (tmp_path / "manifest.json").write_text(content)

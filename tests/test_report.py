@@ -50,11 +50,13 @@ def workflow_run(tiny_runs, tmp_path):
         shutil.copytree(src, run / "models" / name)
     _png(run / "models" / "deepinsight_efficientnet" / "report" / "feature_map.png")
     blend.blend_runs([run / "models" / n for n in names], run / "blend", names=names, n_trials=15, data=data)
+    (run / "workflow.json").write_text(json.dumps({"blend_config": {"models": [{"name": n} for n in names]},
+                                                   "model_configs": {}}))
     (run / "manifest.json").write_text(json.dumps({
-        "kind": "workflow", "status": "complete", "versions": {"moakit": "0.1", "optuna": "5.0"},
+        "schema_version": 1, "kind": "workflow", "status": "complete", "versions": {"moakit": "0.1", "optuna": "5.0"},
         "profile": "smoke", "data_fingerprint": "feedbeef", "data_source": data.source, "n_train": len(data.train),
         "n_test": len(data.test), "models": {n: {"status": "complete", "seconds": 2.0} for n in names},
-        "total_seconds": 12.5}))
+        "timings": {"total_seconds": 12.5}}))
     return run, names
 
 
@@ -113,6 +115,30 @@ def test_report_without_data_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReportError, match="not a moakit run"):
         write_report(tmp_path / "empty")
+
+
+def test_report_of_a_blend_folder_shows_the_blend(tiny_runs, tmp_path):
+    """A folder of `moakit blend RUN... --out DIR` is reported as a blend (its models, the
+    blend section, heatmaps, the test loss of the blended submission), not as one model."""
+    from moakit.report import collect_report
+
+    runs, data, _ = tiny_runs
+    y_test = _answers(Path(data.source), data)
+    out = tmp_path / "blended"
+    res = blend.blend_runs(runs, out, names=["a", "b", "c"], methods=("slsqp",), nested_folds=0, data=data)
+    report = collect_report(out)
+    assert report["multi"] and [r["name"] for r in report["models"]] == ["a", "b", "c"]
+    assert report["blend"]["log_loss"] == pytest.approx(res.log_loss)
+    from moakit import metrics
+
+    want = metrics.score(y_test, res.test, data.test.is_control)["log_loss"]
+    assert report["blend"]["test_log_loss"] == pytest.approx(want, rel=1e-6)
+    assert len(report["heatmaps"]) == 2
+    index = write_report(out)
+    assert index == out / "report" / "index.html"
+    text = index.read_text()
+    assert "slsqp" in text and f"{res.log_loss:.6f}" in text
+    assert "correlation_oof.png" in _images(index)
 
 
 def test_cli_report(workflow_run):

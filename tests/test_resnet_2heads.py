@@ -278,7 +278,7 @@ def test_outer_loop_repeats_while_the_unfrozen_pass_improves(monkeypatch):
 
     def fake_pass(module, X, Y, Xv, Yv, p, seed, best, on_epoch=None):
         passes.append(("frozen" if module.frozen else "unfrozen", p.lr))
-        return {"best": best, "improved": 1 if module.frozen else next(unfrozen), "epochs": 4}
+        return {"best": best, "improved": 1 if module.frozen else next(unfrozen), "epochs": 4, "kept": 4}
 
     monkeypatch.setattr(r2h, "loop_pass", fake_pass)
     X, Y, Y_aux = _toy()

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,14 @@ from moakit.config import ConfigError, RunConfig, load_config, packaged_configs
 from conftest import clean_exit, invoke
 
 
-class NoTraining:
+class NoTraining(runner.LocalExecutor):
     """An executor that fails the test if any fold job would be trained."""
 
-    def run(self, jobs, progress):
-        raise AssertionError(f"{len(jobs)} fold job(s) would be retrained")
+    def run_graph(self, graph, observer, progress):
+        folds = [n for n in graph.nodes.values() if n.kind == "fold"]
+        if folds:
+            raise AssertionError(f"{len(folds)} fold job(s) would be retrained")
+        super().run_graph(graph, observer, progress)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +150,8 @@ def test_workflow_report_written_after_manifest_complete(rf_data, tmp_path, monk
 def _fake_lock(folder: Path, pid: int, host: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    path.write_text(json.dumps({"pid": pid, "host": host, "started": "2026-01-01T00:00:00"}))
+    # taken now: a lock older than its live pid's process would be stale (the pid reused)
+    path.write_text(json.dumps({"pid": pid, "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
     return path
 
 

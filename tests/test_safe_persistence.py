@@ -2,7 +2,7 @@
 as a state dict, and nothing a run folder holds is unpickled. A tampered run folder (a
 crafted pickle where the old format lived, or in place of any file the loaders read) gives a
 clear error and executes nothing, for predict, blend and resume and every model family; old
-pickled run folders load only with --trust-pickles. Damaged run folders give clean errors.
+pickled run folders are refused (unsupported format, retrain). Damaged run folders give clean errors.
 
 Small simulated data and the `smoke` profile."""
 
@@ -191,17 +191,14 @@ def _legacy(path: Path) -> None:
     (path / "steps.npz").unlink()
 
 
-def test_old_pickled_pipeline_refused_unless_trusted(tmp_path):
+def test_old_pickled_pipeline_refused(tmp_path):
     spec = {"fit_on": "train", "steps": [{"kind": "quantile", "inputs": ["g"]}], "output": ["g"]}
     pipe = Pipeline.from_config(spec).fit(_blocks(N, 0))
     path = pipe.save(tmp_path / "features")
     _legacy(path)
-    with pytest.raises(artifacts.PickleFormatError, match="--trust-pickles") as err:
+    with pytest.raises(artifacts.PickleFormatError, match="unsupported format") as err:
         Pipeline.load(path)
-    assert "steps.joblib" in str(err.value) and "Retrain" in str(err.value)
-    with artifacts.trusting_pickles():
-        np.testing.assert_array_equal(Pipeline.load(path).transform(_blocks(20, 3)), pipe.transform(_blocks(20, 3)))
-    assert not artifacts.pickles_trusted()  # only within the block
+    assert "steps.joblib" in str(err.value) and "retrain" in str(err.value)
     marker = tmp_path / "marker"
     craft(path / "steps.joblib", marker)
     with pytest.raises(artifacts.PickleFormatError):
@@ -279,12 +276,12 @@ def test_tampered_run_folder_executes_nothing(family, runs, sp_data, tmp_path):
         if not legacy:
             pytest.fail("the 2-stage model has feature pipelines")
     if legacy or family == "two_stage_nn_tabnet":
-        with pytest.raises(InferenceError, match="--trust-pickles"):
+        with pytest.raises(InferenceError, match="unsupported format"):
             predict_arrays(run, test)
         assert not marker.exists()
         text = clean_exit(invoke("predict", "--run", run, "--features", sp_data / "test_features.csv",
                                  "--out", tmp_path / "sub.csv"))
-        assert "--trust-pickles" in text and not marker.exists() and not (tmp_path / "sub.csv").exists()
+        assert "unsupported format" in text and not marker.exists() and not (tmp_path / "sub.csv").exists()
 
 
 def test_tampered_resume_and_blend_execute_nothing(runs, sp_data, tmp_path):
@@ -318,26 +315,22 @@ def test_tampered_resume_and_blend_execute_nothing(runs, sp_data, tmp_path):
     assert not marker.exists()
     text = clean_exit(invoke("predict", "--run", tmp_path / "blend", "--features", sp_data / "test_features.csv",
                              "--out", tmp_path / "sub.csv"))
-    assert "--trust-pickles" in text and not marker.exists()
+    assert "unsupported format" in text and not marker.exists()
 
 
-def test_old_run_folder_predicts_with_trust_pickles(runs, sp_data, tmp_path):
-    """A genuine old-format run (pickled feature steps) predicts as before when trusted."""
+def test_old_run_folder_is_refused_naming_the_file(runs, sp_data, tmp_path):
+    """A genuine old-format run (pickled feature steps): one clear error, nothing written."""
     run = _copy(runs["simple_nn"], tmp_path / "old")
     for manifest in run.glob("stages/*/seed_*/features/**/manifest.json"):
         _legacy(manifest.parent)
     sub = tmp_path / "sub.csv"
     text = clean_exit(invoke("predict", "--run", run, "--features", sp_data / "test_features.csv", "--out", sub))
-    assert "--trust-pickles" in text and "steps.joblib" in text and not sub.exists()
-    res = invoke("predict", "--run", run, "--features", sp_data / "test_features.csv", "--out", sub, "--trust-pickles")
-    assert res.exit_code == 0, res.stdout + res.stderr
-    expected = pd.read_csv(runs["simple_nn"] / "test_predictions.csv")
-    np.testing.assert_allclose(pd.read_csv(sub).iloc[:, 1:].to_numpy(), expected.iloc[:, 1:].to_numpy(), atol=1e-6)
+    assert "unsupported format" in text and "steps.joblib" in text and "retrain" in text and not sub.exists()
 
 
 def test_tabnet_state_dict_and_old_zip(tmp_path):
     """TabNet: spec.json + weights.pt (weights_only) reload bit-identical; pytorch-tabnet's
-    zip of older moakit versions only with trusted pickles, a crafted one runs nothing."""
+    zip of older moakit versions is refused (unsupported format), a crafted one runs nothing."""
     import contextlib
     import io
 
@@ -357,10 +350,8 @@ def test_tabnet_state_dict_and_old_zip(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         est.regressor.save_model(str(old / "tabnet"))
     (old / "spec.json").write_text(json.dumps({"kind": "tabnet_regressor", "info": est.info}))
-    with pytest.raises(artifacts.PickleFormatError, match="tabnet.zip.*--trust-pickles"):
+    with pytest.raises(artifacts.PickleFormatError, match="tabnet.zip.*unsupported format"):
         TabNetEstimator.load(old)
-    with artifacts.trusting_pickles():
-        np.testing.assert_allclose(TabNetEstimator.load(old).predict_proba(X), est.predict_proba(X), atol=1e-6)
     marker = tmp_path / "marker"
     craft(old / "tabnet.zip", marker)
     with pytest.raises(artifacts.PickleFormatError):
@@ -414,11 +405,11 @@ def test_damaged_run_folder_is_a_clean_error_naming_the_file(damage, runs, sp_da
     elif damage == "missing_fold":
         shutil.rmtree(seed_dir / "fold_1")
         named = seed_dir / "fold_1" / "estimator"
-    elif damage == "edited_config":  # a fold that was never trained
+    elif damage == "edited_config":  # a fold that was never trained: the edit itself is named
         config = json.loads((run / "config.json").read_text())
         config["cv"]["n_folds"] = 3
         (run / "config.json").write_text(json.dumps(config))
-        named = seed_dir / "fold_2" / "estimator"
+        named = run / "config.json"
     elif damage == "invalid_config_json":
         (run / "config.json").write_text("{not json")
         named = run / "config.json"
@@ -436,7 +427,7 @@ def test_damaged_run_folder_is_a_clean_error_naming_the_file(damage, runs, sp_da
 
 @pytest.mark.parametrize("edit, message", [
     ({"model": "three_stage_nn"}, "config.json"),  # another model: its params do not fit
-    ({"seeds": [0, 5]}, "seed_5"),
+    ({"seeds": [0, 5]}, "config.json: edited after training"),
     ({"cv": {"scheme": "old", "n_folds": 1}}, "config.json"),  # invalid value
 ])
 def test_edited_config_is_a_clean_error(edit, message, runs, sp_data, tmp_path):

@@ -6,6 +6,7 @@ Under ``holdout`` the rows of fold k decide nothing for fold k's network, so its
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ def test_holdout_tabnet_fold_ignores_its_oof_rows_labels(sim_data, tmp_path):
     assert not np.array_equal(garbage.Y, arrays.Y)
     weights = []
     for name, arr in (("a", arrays), ("b", garbage)):
+        # the fold job reads its stage's fitted features (TabNet's categorical sizes) beside its folder
+        shutil.copytree(run / "stages" / "scored" / f"seed_{seeds[0]}" / "features", tmp_path / name / "features")
         job = runner.FoldJob(model_name=config.model, params=config.params, stage=model.stages()[1], seed=seeds[0],
                              fold=k, out_dir=str(tmp_path / name / f"fold_{k}"), arrays=arr,
                              fit_rows=np.flatnonzero(treated & (folds != k) & ~judge[k]),

@@ -178,7 +178,7 @@ def test_parquet(tmp_path):
 
     folder = simulate(tmp_path / "pq", n_rows=600, seed=2, file_format="parquet")
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    assert names == sorted(f.replace(".csv", ".parquet") for f in FILES)
+    assert names == sorted([*(f.replace(".csv", ".parquet") for f in FILES), "answers/signatures.npz"])
     data = load(folder)
     csv = simulate(tmp_path / "csv", n_rows=600, seed=2)
     train = pd.read_csv(csv / "train_features.csv")

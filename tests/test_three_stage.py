@@ -12,7 +12,7 @@ from sklearn.preprocessing import QuantileTransformer
 from moakit import runner
 from moakit.config import load_config
 from moakit.features import Pipeline, PipelineConfig
-from moakit.models.three_stage_nn import StackedFeatures
+from moakit.models.stacked import StackedFeatures
 
 
 def test_full_profile_is_the_winners_script():

@@ -228,7 +228,14 @@ def simple_nn_patches(args, drug_cv: bool) -> list[tuple[str, str, int | None]]:
             raise SystemExit("the script's two KMeans are patched alike")
         patches += [get_dummies_uint8(5),
                     (r"KMeans\(n_clusters = n_clusters, random_state = SEED\)",
-                     f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {n_init['km_g']})", 2)]
+                     f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {n_init['km_g']})", 2),
+                    # small data (bench/parity/grid.py): a cluster without a test row gives the
+                    # test table one dummy column fewer than the training table (KeyError);
+                    # with every cluster as a category both get all columns (the same table
+                    # whenever every cluster has rows in both, as on lish-moa's sizes)
+                    (r"pd\.get_dummies\((train|test), dtype=np\.uint8, columns = \[f'clusters_\{kind\}'\]\)",
+                     r"pd.get_dummies(\1.astype({f'clusters_{kind}': pd.CategoricalDtype(range(n_clusters))}), "
+                     r"dtype=np.uint8, columns = [f'clusters_{kind}'])", 4)]
     return patches
 
 

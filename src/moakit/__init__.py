@@ -10,7 +10,7 @@ stays light and changes nothing global::
     model.predict_proba(data.X_test)
 """
 
-__version__ = "0.1.0"
+from moakit._version import __version__
 
 _API = ("MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "list_networks", "list_feature_steps",
         "list_backbones", "list_executors", "load_dataset", "simulate")

@@ -14,8 +14,11 @@
 
 Inputs are the lish-moa tables as pandas reads them (``train_features``: ``sig_id``,
 ``cp_type``, ``cp_time``, ``cp_dose``, ``g-*``, ``c-*``; targets: ``sig_id`` + one 0/1
-column per target) or arrays in the same column order (without ``sig_id``). Targets with a
-``sig_id`` column are matched to the features by ``sig_id``, otherwise by position.
+column per target) or arrays in the same column order (without ``sig_id``). Rows are
+matched by ``sig_id``, carried as a column or as an index named ``sig_id`` (as
+``read_csv(..., index_col="sig_id")`` gives): ids that do not match are refused; pandas
+objects without sig_ids are matched by their index as pandas does, arrays by position
+(:mod:`moakit.validate`). Training sees the rows in sig_id order, whatever their order.
 
 Training writes exactly what ``moakit train`` / ``moakit run`` write, into ``run_dir`` when
 given (a rerun there resumes) or into a temporary folder that is deleted with the
@@ -32,7 +35,7 @@ import tarfile
 import tempfile
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +45,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from moakit.artifacts import read_json, write_json
+from moakit.runs import layout
 from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.data.io import DataError
@@ -49,7 +53,7 @@ from moakit.data.io import DataError
 __all__ = ["MoADataset", "MoAModel", "MoABlend", "list_models", "list_configs", "list_networks",
            "list_feature_steps", "list_backbones", "list_executors", "load_dataset", "simulate"]
 
-ESTIMATOR_FILE = "estimator.json"  # the estimator's constructor arguments, beside the CLI's files
+ESTIMATOR_FILE = layout.ESTIMATOR  # the estimator's constructor arguments, beside the CLI's files
 _FEATURE_COLUMNS_HINT = "cp_type, cp_time, cp_dose, then the g-* and c-* columns"
 
 
@@ -124,7 +128,12 @@ class MoADataset:
     ``X`` / ``X_test``: train / test features; ``Y`` / ``Y_nonscored``: scored / non-scored
     training targets; ``drug_id``: a Series of drug ids aligned with ``X`` (None if the
     folder has no train_drug); ``Y_test``: the test answers where known (a simulated
-    folder's ``answers/``), else None."""
+    folder's ``answers/``), else None. Any panel (a moakit dataset folder): ``X`` holds the
+    columns the data has (genes, cells if any, cp_* if any; ``X_test`` has 0 rows when the
+    folder has no test_features); ``test_drug_id``: the test rows' compounds where known
+    (``answers/test_drug``, for ``predict_proba(..., by="compound", groups=...)``);
+    ``genes``: column, entrez_id, symbol of each gene column where known; ``info``: the
+    folder's dataset.json."""
 
     X: pd.DataFrame
     Y: pd.DataFrame
@@ -133,12 +142,15 @@ class MoADataset:
     drug_id: pd.Series | None = None
     Y_test: pd.DataFrame | None = None
     source: str = ""
+    test_drug_id: pd.Series | None = None
+    genes: pd.DataFrame | None = None
+    info: dict = field(default_factory=dict)
 
     @property
     def fit_args(self) -> dict[str, Any]:
         """Keyword arguments for ``estimator.fit(**data.fit_args)``."""
         return {"X": self.X, "Y": self.Y, "Y_nonscored": self.Y_nonscored, "drug_id": self.drug_id,
-                "X_test": self.X_test}
+                "X_test": self.X_test if len(self.X_test) else None}
 
     def __repr__(self) -> str:
         parts = [f"X={self.X.shape}", f"Y={self.Y.shape}", f"X_test={self.X_test.shape}"]
@@ -155,10 +167,10 @@ def _features_frame(ds: Dataset) -> pd.DataFrame:
     columns: dict[str, Any] = {
         schema.ID_COLUMN: ds.sig_id,
         "cp_type": np.asarray(schema.CP_TYPES, dtype=object)[ds.cp_type.astype(np.int64)],
-        "cp_time": np.asarray(schema.CP_TIMES)[ds.cp_time.astype(np.int64)],
-        "cp_dose": np.asarray(schema.CP_DOSES, dtype=object)[ds.cp_dose.astype(np.int64)],
+        "cp_time": np.asarray(ds.vocab.get("cp_time") or (0,))[ds.cp_time.astype(np.int64)],
+        "cp_dose": np.asarray(ds.vocab.get("cp_dose") or ("",), dtype=object)[ds.cp_dose.astype(np.int64)],
     }
-    frame = pd.DataFrame(columns)
+    frame = pd.DataFrame({k: v for k, v in columns.items() if k == schema.ID_COLUMN or k in ds.meta})
     numbers = pd.DataFrame(np.concatenate([ds.genes, ds.cells], axis=1).astype(np.float64),
                            columns=[*ds.gene_names, *ds.cell_names])
     return pd.concat([frame, numbers], axis=1)
@@ -171,25 +183,40 @@ def _targets_frame(sig_id: np.ndarray, values: np.ndarray, names: Sequence[str])
 
 
 def _dataset_from_folder(folder: Path) -> MoADataset:
-    from moakit.data.io import find_file, load, read_answers
+    from moakit.data.io import load, read_answers
+    from moakit.runs import records
 
     data = load(folder)
     tr, te = data.train, data.test
     y_test = None
-    answers = folder / "answers"
-    if answers.is_dir():
-        path = find_file(answers, "test_targets_scored", required=False)
-        if path is not None:
-            y_test = _targets_frame(te.sig_id, read_answers(path, te.sig_id, tr.scored_names), tr.scored_names)
+    path = records.find_test_answers(folder)
+    if path is not None:
+        y_test = _targets_frame(te.sig_id, read_answers(path, te.sig_id, tr.scored_names), tr.scored_names)
+    test_drugs = _answer_drugs(layout.answers_dir(folder), te)
     return MoADataset(
         X=_features_frame(tr),
         Y=_targets_frame(tr.sig_id, tr.scored, tr.scored_names),
         X_test=_features_frame(te),
         Y_nonscored=None if tr.nonscored is None else _targets_frame(tr.sig_id, tr.nonscored, tr.nonscored_names),
-        drug_id=None if tr.drug_id is None else pd.Series(tr.drug_id, name=schema.DRUG_COLUMN),
+        drug_id=None if tr.drug_id is None else pd.Series(tr.drug_id, name=schema.DRUG_COLUMN,
+                                                          index=pd.Index(tr.sig_id, name=schema.ID_COLUMN)),
         Y_test=y_test,
         source=str(folder),
+        test_drug_id=test_drugs,
+        genes=data.genes,
+        info=dict(data.info),
     )
+
+
+def _answer_drugs(answers: Path, te: Dataset) -> pd.Series | None:
+    """The test rows' drug ids (answers/test_drug), a Series indexed by sig_id, or None."""
+    from moakit.data.io import find_file, read_drugs
+
+    path = find_file(answers, layout.TEST_DRUG_STEM, required=False) if answers.is_dir() else None
+    if path is None or len(te) == 0:
+        return None
+    return pd.Series(read_drugs(path, te.sig_id, "test_features"), name=schema.DRUG_COLUMN,
+                     index=pd.Index(te.sig_id, name=schema.ID_COLUMN))
 
 
 def load_dataset(folder: str | Path) -> MoADataset:
@@ -199,19 +226,38 @@ def load_dataset(folder: str | Path) -> MoADataset:
 
 
 def simulate(n_rows: int = 2000, seed: int = 0, test_fraction: float = 0.2,
-             labels_from: str | Path | None = None, out_dir: str | Path | None = None) -> MoADataset:
+             labels_from: str | Path | None = None, out_dir: str | Path | None = None,
+             generator: str = "pathway", effect_scale: float = 1.0, layout: str = "lish-moa") -> MoADataset:
     """Simulated MoA-like lish-moa data as DataFrames (see :mod:`moakit.data.simulate`);
     ``Y_test`` holds the test answers. The files are written to ``out_dir`` when given
-    (it must not exist or be empty), otherwise to a temporary folder that is removed."""
+    (it must not exist or be empty), otherwise to a temporary folder that is removed.
+    ``generator`` (``"pathway"`` or ``"factor"``, :mod:`moakit.data.generators`) chooses how
+    the profiles are made and ``effect_scale`` how strong the MoA effects are; the labels,
+    drugs and split are the same for every generator. ``layout="l1000"``: a simulated LINCS
+    folder (:mod:`moakit.data.simulate_l1000`, ``n_rows`` signatures) through ``moakit dataset
+    l1000``'s defaults (978 landmark genes, its own MoAs, compounds held out); ``out_dir``
+    then receives ``lincs/`` and ``dataset/``."""
     from moakit.data.simulate import simulate as write_simulation
 
+    if layout == "l1000":
+        from moakit.data.l1000 import simulate_l1000_dataset
+
+        if out_dir is not None:
+            return _dataset_from_folder(simulate_l1000_dataset(out_dir, n_rows, seed, test_fraction))
+        with tempfile.TemporaryDirectory(prefix="moakit-sim-") as tmp:
+            data = _dataset_from_folder(simulate_l1000_dataset(Path(tmp) / "sim", n_rows, seed, test_fraction))
+        data.source = ""
+        return data
+    if layout != "lish-moa":
+        raise ValueError(f"layout must be 'lish-moa' or 'l1000', not {layout!r}")
+
+    options = dict(n_rows=n_rows, seed=seed, labels_from=labels_from, test_fraction=test_fraction,
+                   generator=generator, effect_scale=effect_scale)
     if out_dir is not None:
-        path = write_simulation(out_dir, n_rows=n_rows, seed=seed, labels_from=labels_from,
-                                test_fraction=test_fraction)
+        path = write_simulation(out_dir, **options)
         return _dataset_from_folder(Path(path))
     with tempfile.TemporaryDirectory(prefix="moakit-sim-") as tmp:
-        path = write_simulation(Path(tmp) / "data", n_rows=n_rows, seed=seed, labels_from=labels_from,
-                                test_fraction=test_fraction)
+        path = write_simulation(Path(tmp) / "data", **options)
         data = _dataset_from_folder(Path(path))
     data.source = ""
     return data
@@ -240,12 +286,18 @@ def _as_frame(X, what: str) -> pd.DataFrame:
 
 def _features(X, what: str, prefix: str) -> tuple[Dataset, pd.Index]:
     """(Dataset, output index). Rows keep their order; the output index is the sig_id
-    column when there is one, else the DataFrame's own index (or 0..n-1 for an array)."""
+    column (or an index named sig_id) when there is one, else the DataFrame's own index
+    (or 0..n-1 for an array)."""
     from moakit.data.io import parse_features
+    from moakit.validate import sig_ids_of
 
     frame = _as_frame(X, what)
-    if schema.ID_COLUMN in frame.columns:
-        index = pd.Index(frame[schema.ID_COLUMN].astype(str).to_numpy(), name=schema.ID_COLUMN)
+    ids = sig_ids_of(X)
+    if ids is not None:  # a sig_id column, or an index named sig_id
+        index = pd.Index(ids, name=schema.ID_COLUMN)
+        if schema.ID_COLUMN not in frame.columns:
+            frame = frame.copy()
+            frame.insert(0, schema.ID_COLUMN, ids)
     else:
         index = frame.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(frame))
         frame = frame.copy()
@@ -290,45 +342,52 @@ def _targets(Y, ds: Dataset, has_ids: bool, what: str, default_names: list[str])
     return values.astype(np.float32), names
 
 
-def _drug_ids(drug_id, ds: Dataset, has_ids: bool) -> np.ndarray:
-    if isinstance(drug_id, pd.DataFrame):  # a train_drug table: sig_id + drug_id
-        from moakit.data.io import _align
-
-        missing = [c for c in (schema.ID_COLUMN, schema.DRUG_COLUMN) if c not in drug_id.columns]
-        if missing:
-            raise DataError(f"drug_id: a table needs the columns sig_id and drug_id (missing {', '.join(missing)})")
-        if not has_ids:
-            raise DataError("drug_id: a sig_id + drug_id table needs a sig_id column in X to be matched; "
-                            "pass the drug ids as a list or Series in X's row order instead")
-        values = drug_id[schema.DRUG_COLUMN].astype(str).to_numpy()
-        return _align("drug_id", drug_id[schema.ID_COLUMN].astype(str).to_numpy(), values, ds.sig_id, Path("X"))
+def _drug_ids(drug_id, ds: Dataset) -> np.ndarray:
+    """Drug ids in X's row order (``drug_id`` was matched to X's rows by sig_id before)."""
+    if isinstance(drug_id, pd.DataFrame):  # a train_drug table: sig_id (column or index) + drug_id
+        if schema.DRUG_COLUMN not in drug_id.columns:
+            raise DataError("drug_id: a table needs a drug_id column (and its sig_ids as a sig_id column or index)")
+        drug_id = drug_id[schema.DRUG_COLUMN]
     values = np.asarray(drug_id, dtype=object).astype(str)
     if values.ndim != 1 or len(values) != len(ds):
         raise DataError(f"drug_id: expected one drug id per row of X ({len(ds)}), got shape {values.shape}")
     return values
 
 
-def _training_data(X, Y, Y_nonscored, drug_id, X_test) -> tuple[MoAData, pd.Index, pd.Index | None]:
+def _training_data(X, Y, Y_nonscored, drug_id, X_test) -> tuple[MoAData, pd.Index, pd.Index | None, tuple]:
+    """(data, X's output index, X_test's, (train_back, test_back)). Every argument's rows
+    are matched to X's by sig_id (moakit.validate.align_rows); rows carrying sig_ids are
+    then put in sig_id order (``train_back[i]``: where input row i is in ``data.train``), so
+    the fit does not depend on the order the rows come in."""
+    from moakit.validate import align_rows, canonical_order, same_columns, sig_ids_of
+
     train, train_index = _features(X, "X", "train")
-    has_ids = isinstance(X, pd.DataFrame) and schema.ID_COLUMN in X.columns
+    has_ids = sig_ids_of(X) is not None
+    Y, Y_nonscored, drug_id = (align_rows(what, arg, X) for what, arg in
+                               (("Y", Y), ("Y_nonscored", Y_nonscored), ("drug_id", drug_id)))
     train.scored, train.scored_names = _targets(Y, train, has_ids, "Y", schema.scored_target_names())
     if Y_nonscored is not None:
         train.nonscored, train.nonscored_names = _targets(Y_nonscored, train, has_ids, "Y_nonscored",
                                                           schema.nonscored_target_names())
     if drug_id is not None:
-        train.drug_id = _drug_ids(drug_id, train, has_ids)
+        train.drug_id = _drug_ids(drug_id, train)
     test_index = None
     if X_test is not None:
         test, test_index = _features(X_test, "X_test", "test")
-        for attr, kind in (("gene_names", "gene"), ("cell_names", "cell")):
-            if getattr(test, attr) != getattr(train, attr):
-                raise DataError(f"X_test: {kind} columns differ from those of X")
+        test = same_columns(test, train, "X_test", "X")  # matched by name; names the columns one lacks
+        from moakit.data.io import unify_panels
+
+        train, test = unify_panels(train, test, "X_test")
     else:  # no test rows: the transforms are fitted on the training rows only
         test = train.subset(np.zeros(len(train), bool))
         test.scored = test.nonscored = test.drug_id = None
     test.scored_names = list(train.scored_names)
     test.nonscored_names = list(train.nonscored_names)
-    return MoAData(train=train, test=test), train_index, test_index
+    orders = [canonical_order(ds.sig_id) if ids else np.arange(len(ds))
+              for ds, ids in ((train, has_ids), (test, X_test is not None and sig_ids_of(X_test) is not None))]
+    data = MoAData(train=train.subset(orders[0]), test=test.subset(orders[1]))
+    back = tuple(np.argsort(order) for order in orders)  # input row -> its position in data
+    return data, train_index, test_index, back
 
 
 # --------------------------------------------------------------------------- shared machinery
@@ -353,8 +412,9 @@ def _global_state_kept():
 
 
 def _read_predictions(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype={schema.ID_COLUMN: str})
-    return frame.set_index(schema.ID_COLUMN)
+    from moakit.runs.records import read_predictions
+
+    return read_predictions(path)
 
 
 def _json_params(params: dict) -> dict:
@@ -407,20 +467,50 @@ class _RunEstimator(BaseEstimator):
         return list(self.target_names_)
 
     # ---- prediction
-    def predict_proba(self, X, batch_size: int | None = None) -> pd.DataFrame:
+    def predict_proba(self, X, batch_size: int | None = None, by: str = "signature", groups=None) -> pd.DataFrame:
         """Probabilities of the scored targets for the rows of ``X`` (controls get 0), from
         the saved artifacts: a DataFrame with one column per target, indexed by ``sig_id``
-        (or by X's own index when X has no sig_id column)."""
+        (or by X's own index when X has no sig_id column).
+
+        ``by="compound"``: one row per compound, the mean of its signatures' probabilities,
+        indexed by the compound id: ``groups`` (a Series matched to the rows by sig_id, or a
+        list in X's row order), else X's ``drug_id`` / ``pert_id`` column."""
         from moakit.inference import predict_arrays
 
+        if by not in ("signature", "compound"):
+            raise ValueError(f"by must be 'signature' or 'compound', not {by!r}")
         self._check_fitted()
         ds, index = _features(X, "X", "row")
         _, pred, names = predict_arrays(self.run_dir_, ds, batch_size=batch_size)
-        return pd.DataFrame(np.asarray(pred, np.float64), index=index, columns=names)
+        proba = pd.DataFrame(np.asarray(pred, np.float64), index=index, columns=names)
+        if by == "signature":
+            return proba
+        from moakit.data.groups import group_ids, mean_by_group
+
+        ids, name = group_ids(X, groups, proba.index)
+        return mean_by_group(proba, ids, name)
 
     def predict(self, X, threshold: float = 0.5) -> pd.DataFrame:
         """0/1 labels: ``predict_proba(X) >= threshold``."""
         return (self.predict_proba(X) >= threshold).astype(np.int8)
+
+    def explain(self, X, target: str, y=None, method: str = "ig", X_reference=None, top: int = 50,
+                **options) -> dict:
+        """Which raw columns of ``X`` (genes, cell lines, cp_time / cp_dose) drive the call of
+        ``target``: ``method="ig"`` (Integrated Gradients, networks) or ``"permutation"``
+        (any model; needs ``y``, the 0/1 labels of the target or of all targets for rows the
+        model never saw). Baseline: the control rows of ``X_reference`` (default ``X``), else
+        its mean. ``options``: max_rows, n_steps, n_repeats, negatives, seed, deletion. A
+        JSON-ready dict (``top``: ranked columns with Entrez ids / cell line names; stability;
+        deletion curve); :mod:`moakit.explain` documents it."""
+        from moakit import explain as ex
+
+        self._check_fitted()
+        ds, _ = _features(X, "X", "row")
+        ref = _features(X_reference, "X_reference", "ref")[0] if X_reference is not None else ds
+        labels = None if y is None else np.asarray(y.drop(columns=schema.ID_COLUMN, errors="ignore")
+                                                   if isinstance(y, pd.DataFrame) else y, np.float64)
+        return ex.explain(ex.open_run(self.run_dir_), target, ds, labels, ref, method=method, top=top, **options)
 
     # ---- persistence
     def save(self, path: str | Path) -> Path:
@@ -500,11 +590,23 @@ class MoAModel(_RunEstimator):
     run_dir_ : the run folder; config_ : the resolved :class:`moakit.config.RunConfig`;
     target_names_ : the scored targets; feature_names_in_, n_features_in_ : gene and cell
     columns; oof_ : out-of-fold probabilities of the training rows (DataFrame); metrics_ :
-    OOF log loss overall, treated rows, per seed (and per stage), the prior's;
-    test_predictions_ : probabilities for ``X_test`` (None when fit without it).
+    OOF log loss overall, treated rows, per seed (and per stage), the prior's (``prior``:
+    in sample, for test numbers; ``prior_oof``: out of fold on the model's folds, for OOF);
+    test_predictions_ : probabilities for ``X_test`` (None when fit without it); history_ :
+    every fold's epoch records, one row per epoch (stage, seed, fold, epoch, train_loss,
+    valid_loss, ...), read from the run folder.
     """
 
     _kind = "model"
+
+    @property
+    def history_(self) -> pd.DataFrame:
+        """The learning curves of every fold (a DataFrame view of the fold histories)."""
+        from moakit.runs import ModelRun
+
+        if not hasattr(self, "run_dir_"):
+            raise AttributeError("history_: the model is not fitted")
+        return ModelRun(self.run_dir_).histories
 
     def __init__(self, config: str = "simple_nn", profile: str = "full", seeds: int | list[int] | None = None,
                  folds: int | None = None, cv: str | None = None, params: dict | None = None,
@@ -538,10 +640,12 @@ class MoAModel(_RunEstimator):
         joins the fit of the unsupervised transforms, as the winners fitted them on train +
         test, and gets predictions in ``test_predictions_``."""
         from moakit import runner
+        from moakit.validate import check_fit_arguments
         from moakit.workflow import check_models
 
         cfg = self.resolved_config()
-        data, train_index, test_index = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        data, train_index, test_index, back = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        check_fit_arguments({f"config {self.config!r}": cfg}, data, "MoAModel.fit")
         check_models({self.config if isinstance(self.config, str) else str(self.config): cfg}, data)
         run_dir = self._new_run_dir()
         with _global_state_kept():
@@ -549,9 +653,10 @@ class MoAModel(_RunEstimator):
                                   device=self.device)
         self._write_estimator_file(run_dir)
         self._set_fitted(run_dir, cfg)
-        self.oof_ = pd.DataFrame(np.asarray(result.oof, np.float64), index=train_index, columns=self.target_names_)
+        self.oof_ = pd.DataFrame(np.asarray(result.oof, np.float64)[back[0]], index=train_index,
+                                 columns=self.target_names_)
         self.test_predictions_ = (None if test_index is None else
-                                  pd.DataFrame(np.asarray(result.test, np.float64), index=test_index,
+                                  pd.DataFrame(np.asarray(result.test, np.float64)[back[1]], index=test_index,
                                                columns=self.target_names_))
         return self
 
@@ -559,12 +664,12 @@ class MoAModel(_RunEstimator):
         from moakit.config import RunConfig
 
         self.run_dir_ = Path(run_dir)
-        self.config_ = cfg if cfg is not None else RunConfig(**read_json(run_dir / "config.json"))
-        columns = read_json(run_dir / "columns.json")
+        self.config_ = cfg if cfg is not None else RunConfig(**read_json(run_dir / layout.CONFIG))
+        columns = read_json(run_dir / layout.COLUMNS)
         self.target_names_ = list(columns["scored"])
         self.feature_names_in_ = np.asarray([*columns["genes"], *columns["cells"]], dtype=object)
         self.n_features_in_ = len(self.feature_names_in_)
-        self.metrics_ = read_json(run_dir / "metrics.json")
+        self.metrics_ = read_json(run_dir / layout.METRICS)
 
     @classmethod
     def load(cls, path: str | Path) -> "MoAModel":
@@ -576,8 +681,9 @@ class MoAModel(_RunEstimator):
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: run folder not found")
+        _not_a_workflow(path)
         _check_model_dir(path)
-        cfg = RunConfig(**read_json(path / "config.json"))
+        cfg = RunConfig(**read_json(path / layout.CONFIG))
         params = cls._saved_params(path)
         if params is None:  # a `moakit train` folder: its resolved config says it all
             source = Path(cfg.source) if cfg.source else None
@@ -585,12 +691,28 @@ class MoAModel(_RunEstimator):
                       "profile": cfg.profile, "seeds": list(cfg.seeds), "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme}
         est = cls(**params)
         est._set_fitted(path, cfg)
-        est.oof_ = _read_predictions(path / "oof_predictions.csv")
-        test = path / "test_predictions.csv"
+        est.oof_ = _read_predictions(path / layout.OOF_PREDICTIONS)
+        test = path / layout.TEST_PREDICTIONS
         est.test_predictions_ = _read_predictions(test) if test.exists() else None
         if est.test_predictions_ is not None and est.test_predictions_.empty:
             est.test_predictions_ = None
         return est
+
+
+def _not_a_workflow(path: Path) -> None:
+    """MoAModel.load of a workflow or blend folder says what to call instead."""
+    from moakit.validate import folder_kind
+
+    kind = folder_kind(path)
+    if kind == "workflow":
+        models_dir = path / layout.MODELS_DIR
+        models = sorted(p.name for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []
+        raise ValueError(f"{path}: a workflow run (moakit run / MoABlend), not one model's: load it with "
+                         f"moakit.MoABlend.load(path), or one of its models with MoAModel.load(path / 'models' / NAME)"
+                         f"{' (models: ' + ', '.join(models) + ')' if models else ''}")
+    if kind == "blend":
+        raise ValueError(f"{path}: a blend folder (moakit blend), not a model run: predict with it through "
+                         "`moakit predict --run`, or load the workflow run it belongs to with moakit.MoABlend.load")
 
 
 def _is_shipped(path: Path) -> bool:
@@ -681,40 +803,45 @@ class MoABlend(_RunEstimator):
         try:
             return BlendConfig(**raw)
         except ValidationError as exc:
-            from moakit.workflow import _format_errors
+            from moakit.config import format_errors
 
-            raise ConfigError(f"MoABlend: {_format_errors(exc)}") from None
+            raise ConfigError(f"MoABlend: {format_errors(exc)}") from None
 
     def fit(self, X, Y, Y_nonscored=None, drug_id=None, X_test=None) -> "MoABlend":
         """Train every model, search the blend weights on their OOF predictions; the
         arguments are those of :meth:`MoAModel.fit`."""
-        from moakit.workflow import run_workflow
+        from moakit.validate import check_fit_arguments
+        from moakit.workflow import resolve_models, run_workflow
 
         cfg = self.resolved_config()
-        data, train_index, test_index = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        data, train_index, test_index, back = _training_data(X, Y, Y_nonscored, drug_id, X_test)
+        check_fit_arguments({f"model entry {name!r}": c for name, c in resolve_models(cfg).items()}, data,
+                            "MoABlend.fit")
         run_dir = self._new_run_dir()
         with _global_state_kept():
             run_workflow(cfg, data, run_dir, profile=cfg.profile, executor=self.executor,
                          show_progress=self.verbose, device=self.device)
         self._write_estimator_file(run_dir)
         self._set_fitted(run_dir, cfg)
-        self.oof_.index = train_index
+        # the blend's files are keyed by the sig_ids training saw: back to the caller's rows
+        self.oof_ = self.oof_.loc[data.train.sig_id[back[0]]].set_axis(train_index)
         if test_index is None:
             self.test_predictions_ = None
         else:
-            self.test_predictions_.index = test_index
+            self.test_predictions_ = self.test_predictions_.loc[data.test.sig_id[back[1]]].set_axis(test_index)
         return self
 
     def _set_fitted(self, run_dir: Path, cfg=None) -> None:
-        from moakit.workflow import BlendConfig, blend_weights
+        from moakit.blend import recorded_weights
+        from moakit.workflow import BlendConfig
 
         run_dir = Path(run_dir)
         self.run_dir_ = run_dir
-        self.config_ = cfg if cfg is not None else BlendConfig(**read_json(run_dir / "workflow.json")["blend_config"])
-        summary = read_json(run_dir / "blend" / "blend.json")
-        self.weights_ = blend_weights(summary)
+        self.config_ = cfg if cfg is not None else BlendConfig(**read_json(run_dir / layout.WORKFLOW)["blend_config"])
+        summary = read_json(layout.blend_dir(run_dir) / layout.BLEND)
+        self.weights_ = recorded_weights(summary)
         self.method_ = summary.get("method")
-        self.models_ = {e.name: MoAModel.load(run_dir / "models" / e.name) for e in self.config_.models}
+        self.models_ = {e.name: MoAModel.load(layout.model_dir(run_dir, e.name)) for e in self.config_.models}
         first = next(iter(self.models_.values()))
         self.target_names_ = list(first.target_names_)
         self.feature_names_in_ = first.feature_names_in_
@@ -725,8 +852,8 @@ class MoABlend(_RunEstimator):
         rows.append({"model": "blend", "oof_log_loss": float(summary["log_loss"]),
                      "oof_log_loss_treated": float(summary["log_loss_treated"]), "weight": 1.0})
         self.scores_ = pd.DataFrame(rows).set_index("model")
-        self.oof_ = _read_predictions(run_dir / "blend" / "oof_predictions.csv")
-        test = _read_predictions(run_dir / "blend" / "submission.csv")
+        self.oof_ = _read_predictions(layout.blend_dir(run_dir) / layout.BLEND_OOF)
+        test = _read_predictions(layout.blend_dir(run_dir) / layout.BLEND_TEST)
         self.test_predictions_ = None if test.empty else test
 
     @classmethod
@@ -738,10 +865,10 @@ class MoABlend(_RunEstimator):
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: run folder not found")
         if not is_workflow_run(path):
-            raise ValueError(f"{path}: not a `moakit run` / MoABlend folder (no workflow.json)")
-        if not (path / "blend" / "blend.json").exists():
-            raise ValueError(f"{path}: the run has no blend/blend.json; finish it first")
-        cfg = BlendConfig(**read_json(path / "workflow.json")["blend_config"])
+            raise ValueError(f"{path}: not a `moakit run` / MoABlend folder (no {layout.WORKFLOW})")
+        if not (layout.blend_dir(path) / layout.BLEND).exists():
+            raise ValueError(f"{path}: the run has no {layout.BLEND_DIR}/{layout.BLEND}; finish it first")
+        cfg = BlendConfig(**read_json(path / layout.WORKFLOW)["blend_config"])
         params = cls._saved_params(path)
         if params is None:
             source = Path(cfg.source) if cfg.source else None
@@ -754,4 +881,4 @@ class MoABlend(_RunEstimator):
     def _relocate(self, run_dir: Path) -> None:
         self.run_dir_ = run_dir
         for name, model in getattr(self, "models_", {}).items():
-            model.run_dir_ = run_dir / "models" / name
+            model.run_dir_ = layout.model_dir(run_dir, name)

@@ -140,43 +140,17 @@ def resolve_recorded(value: str | None, run_dir: str | Path) -> str:
 
 # --------------------------------------------------------------------------- pickles
 
-TRUST_PICKLES_ENV = "MOAKIT_TRUST_PICKLES"
-
-
 class PickleFormatError(ValueError):
-    """A run folder artifact in an old format that is a pickle (it can run code when
-    loaded), refused unless pickles are trusted (``--trust-pickles``)."""
-
-
-def pickles_trusted() -> bool:
-    """True when the user said the run folders at hand come from a trusted source
-    (``--trust-pickles``, or :func:`trusting_pickles`): old pickled artifacts may be loaded.
-    An environment variable, so that worker processes (Ray) started meanwhile see it too."""
-    return os.environ.get(TRUST_PICKLES_ENV, "") == "1"
-
-
-@contextlib.contextmanager
-def trusting_pickles(trust: bool = True) -> Iterator[None]:
-    """Within the block, old pickled artifacts are loaded (``trust``) or refused."""
-    before = os.environ.get(TRUST_PICKLES_ENV)
-    os.environ[TRUST_PICKLES_ENV] = "1" if trust else "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(TRUST_PICKLES_ENV, None)
-        else:
-            os.environ[TRUST_PICKLES_ENV] = before
+    """A run folder artifact in an old format that is a pickle (it could run code when
+    loaded): never loaded; unsupported format, retrain."""
 
 
 def refuse_pickle(path: str | Path) -> None:
-    """Raise :class:`PickleFormatError` for the pickled artifact ``path`` unless pickles are trusted."""
-    if pickles_trusted():
-        return
+    """Raise :class:`PickleFormatError` for the pickled artifact ``path`` of an older moakit."""
     raise PickleFormatError(
-        f"{path}: saved by an older moakit as a pickle, which can run any code when it is loaded, so it is "
-        "not loaded. Retrain the run with this moakit (the same command into a new --out), or, only if you "
-        "trust whoever made this run folder, pass --trust-pickles (Python: moakit.artifacts.trusting_pickles())")
+        f"{path}: unsupported format (saved by an older moakit as a pickle, which could run any code when it is "
+        "loaded, so it is never loaded); retrain the run with this moakit version (the same command into a new "
+        "--out)")
 
 
 # --------------------------------------------------------------------------- run lock
@@ -265,9 +239,10 @@ def run_lock(run_dir: str | Path, log=_log) -> Iterator[Path]:
                         f"{owner.get('started', '?')}); wait for it, use another --out, or delete {path} "
                         "if that run is gone")
             elif _pid_alive(pid):
-                raise RunLockedError(
-                    f"{run_dir}: another moakit run works in this folder ({where}, since "
-                    f"{owner.get('started', '?')}); wait for it or use another --out")
+                from moakit.validate import lock_held_message, pid_reused
+
+                if not pid_reused(pid, owner.get("started")):  # else: stale, its pid given to another process
+                    raise RunLockedError(lock_held_message(run_dir, path, pid, owner))
             # stale: its process is gone (or the file is unreadable): take it over, unless it
             # changed meanwhile (another process took it over first)
             if _read_lock(path) == owner:

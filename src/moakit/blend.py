@@ -16,7 +16,9 @@ A blend folder (``blend_runs``) holds::
                              "timings", so the rest is reproducible)
     oof_predictions.csv      blended OOF predictions (sig_id + scored targets, controls 0)
     submission.csv           blended test predictions (sig_id + scored targets, controls 0)
-    per_target_log_loss.csv  OOF log loss per target: blend, prior, every model
+    per_target_log_loss.csv  OOF log loss per target: blend, prior (in sample), prior_oof (the
+                             models' out-of-fold priors blended: what the blend's OOF must beat),
+                             every model
     correlation_oof.csv/.png, correlation_test.csv/.png   mean target-wise correlations
 """
 
@@ -34,10 +36,12 @@ import numpy as np
 import pandas as pd
 
 from moakit import metrics
-from moakit.artifacts import atomic_file, resolve_recorded, write_json
+from moakit.choices import BLEND_METHODS, DEFAULT_BLEND_METHODS
+from moakit.artifacts import atomic_file, resolve_recorded
 from moakit.data import schema
 from moakit.data.dataset import MoAData
-from moakit.manifest import MANIFEST_FILE, read_manifest
+from moakit.manifest import read_manifest
+from moakit.runs import layout, records
 
 # Weight searches: one weight per model (``slsqp``, ``optuna``) or one per model and target
 # (``per_target``: SLSQP target by target, 206x the parameters). Without a preset the blend
@@ -45,8 +49,8 @@ from moakit.manifest import MANIFEST_FILE, read_manifest
 # not searched on), so the many per-target weights win only where they generalise. All three
 # are the default: on the realistic data per-target weights won the nested score for every
 # split seed tried and the unseen-drug test (BENCHMARKS.md, blend methods).
-METHODS = ("slsqp", "optuna", "per_target")
-DEFAULT_METHODS = METHODS
+METHODS = BLEND_METHODS
+DEFAULT_METHODS = DEFAULT_BLEND_METHODS
 
 # Fixed weights, keyed by the model entry names of the shipped blend configs
 # (src/moakit/configs/blend_*.yaml).
@@ -100,20 +104,15 @@ class BlendInputs:
     target_names: list[str]
     run_dirs: list[Path] = field(default_factory=list)
     test_is_control: np.ndarray | None = None  # (n_test,) bool when known (from the data)
+    folds: list = field(default_factory=list)  # per model its CV folds (train rows) or None
 
 
 def _read_predictions(path: Path, name: str) -> pd.DataFrame:
-    if not path.exists():
-        raise BlendError(f"run {name!r}: missing {path}")
-    frame = pd.read_csv(path)
-    if frame.columns[0] != schema.ID_COLUMN:
-        raise BlendError(f"run {name!r}: {path} does not start with a {schema.ID_COLUMN!r} column")
-    ids = frame[schema.ID_COLUMN].astype(str)
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise BlendError(f"run {name!r}: {path} lists sig_id {dup.iloc[0]!r} more than once")
-    frame[schema.ID_COLUMN] = ids
-    return frame
+    """A run's prediction file as a frame: sig_id (str) then the targets."""
+    try:
+        return records.read_predictions(path).reset_index()
+    except records.RunFileError as exc:
+        raise BlendError(f"run {name!r}: {exc}") from None
 
 
 def _align(frame: pd.DataFrame, order: np.ndarray, name: str, path: Path, ref_name: str) -> np.ndarray:
@@ -160,7 +159,7 @@ def _data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
 
     tried = []
     for d, name in zip(run_dirs, names):
-        if not (d / MANIFEST_FILE).exists():
+        if not (d / layout.MANIFEST).exists():
             continue
         try:
             recorded = read_manifest(d).data_source
@@ -210,7 +209,33 @@ def load_runs(
         test_is_control = _infer_controls(tests)
     return BlendInputs(names=names, oof=oofs, test=tests, y=y, is_control=is_control,
                        train_sig_id=ref_oof, test_sig_id=ref_test, target_names=target_names,
-                       run_dirs=run_dirs, test_is_control=test_is_control)
+                       run_dirs=run_dirs, test_is_control=test_is_control, folds=_read_folds(run_dirs, ref_oof))
+
+
+def _read_folds(run_dirs: list[Path], ref_oof: np.ndarray) -> list[np.ndarray | None]:
+    """Each run's CV folds (folds.npy: a fold id per row of its oof_predictions.csv, in that
+    file's row order) in the first run's row order; None for a run without usable folds."""
+    out: list[np.ndarray | None] = []
+    for d in run_dirs:
+        try:
+            folds = np.load(d / layout.FOLDS, allow_pickle=False)
+            ids = pd.read_csv(d / layout.OOF_PREDICTIONS, usecols=[0], dtype=str).iloc[:, 0]
+        except (OSError, ValueError):
+            out.append(None)
+            continue
+        pos = pd.Index(ids).get_indexer(np.asarray(ref_oof).astype(str))
+        out.append(folds[pos] if folds.shape == (len(ids),) and (pos >= 0).all() else None)
+    return out
+
+
+def oof_prior(inputs: BlendInputs, weights) -> np.ndarray | None:
+    """The blend's out-of-fold prior: each model's per-target prior out of fold on its own
+    folds, blended with the blend's weights, so no row's prior has seen that row (the
+    prior the blend's OOF predictions are compared with). None when a run has no folds.npy."""
+    if len(inputs.folds) != len(inputs.oof) or any(f is None for f in inputs.folds):
+        return None
+    priors = [metrics.oof_prior_predictions(inputs.y, inputs.is_control, f) for f in inputs.folds]
+    return metrics.zero_controls(np.clip(blend_predictions(priors, weights), 0.0, 1.0), inputs.is_control)
 
 
 def _run_names(run_dirs: list[Path], names: Sequence[str] | None) -> list[str]:
@@ -232,16 +257,17 @@ def _read_runs(run_dirs: list[Path], names: list[str]):
     ref_oof = ref_test = None
     target_names: list[str] = []
     for d, name in zip(run_dirs, names):
-        f_oof = _read_predictions(d / "oof_predictions.csv", name)
-        f_test = _read_predictions(d / "test_predictions.csv", name)
+        oof_path, test_path = d / layout.OOF_PREDICTIONS, d / layout.TEST_PREDICTIONS
+        f_oof = _read_predictions(oof_path, name)
+        f_test = _read_predictions(test_path, name)
         if ref_oof is None:
             ref_oof = f_oof[schema.ID_COLUMN].to_numpy()
             ref_test = f_test[schema.ID_COLUMN].to_numpy()
             target_names = [str(c) for c in f_oof.columns[1:]]
-        for frame, path in ((f_oof, d / "oof_predictions.csv"), (f_test, d / "test_predictions.csv")):
+        for frame, path in ((f_oof, oof_path), (f_test, test_path)):
             _check_targets([str(c) for c in frame.columns[1:]], target_names, name, path, names[0])
-        oofs.append(_align(f_oof, ref_oof, name, d / "oof_predictions.csv", names[0]))
-        tests.append(_align(f_test, ref_test, name, d / "test_predictions.csv", names[0]))
+        oofs.append(_align(f_oof, ref_oof, name, oof_path, names[0]))
+        tests.append(_align(f_test, ref_test, name, test_path, names[0]))
     return oofs, tests, ref_oof, ref_test, target_names
 
 
@@ -511,6 +537,7 @@ def nested_evaluation(
     seed: int = 0,
     per_target: bool = True,
     preset: np.ndarray | None = None,
+    calibrate: str | None = None,
 ) -> dict:
     """The blend validated like a model: the OOF rows are split into ``n_folds`` parts
     (multilabel-stratified on the targets); for each part k the weights are searched on the
@@ -519,7 +546,12 @@ def nested_evaluation(
 
     Reported per method (each search method; ``per_target`` SLSQP weights; ``best_single``,
     the model with the lowest log loss on the other parts: the honest reference a weight
-    search must beat; ``preset`` fixed weights, which are searched on nothing)."""
+    search must beat; ``preset`` fixed weights, which are searched on nothing).
+
+    ``calibrate`` (platt / isotonic, :mod:`moakit.calibration`): each method's blend is also
+    calibrated inside the scheme, per target, by calibrators fitted on the other parts'
+    blended rows only (``calibrated`` beside each method's score)."""
+    from moakit import calibration
     from moakit.cv import multilabel_folds
 
     y = np.asarray(y)
@@ -530,6 +562,7 @@ def nested_evaluation(
     candidates = ["best_single", *searched, *(["per_target"] if per_target or "per_target" in methods else []),
                   *(["preset"] if preset is not None else [])]
     held = {c: np.zeros(y.shape, np.float64) for c in candidates}
+    held_cal = {c: np.zeros(y.shape, np.float64) for c in candidates if c != "best_single"} if calibrate else {}
     picks: dict[str, list] = {c: [] for c in candidates}
     for k in range(n_folds):
         fit, out = parts != k, parts == k
@@ -547,10 +580,15 @@ def nested_evaluation(
             if c != "per_target":  # per-target weights (models x targets) are not recorded per part
                 picks[c].append(np.round(w, 4).tolist())
             held[c][out] = blend_predictions([o[out] for o in oofs], w)
-    result = {"n_folds": n_folds, "seed": seed, "methods": {}}
+            if c in held_cal:  # calibrators fitted on the other parts' rows, applied to part k only
+                cals = calibration.fit(np.clip(blend_predictions(fit_oofs, w), 0.0, 1.0), y[fit], ~ctl[fit], calibrate)
+                held_cal[c][out] = calibration.apply(cals, np.clip(held[c][out], 0.0, 1.0), ctl[out])
+    result = {"n_folds": n_folds, "seed": seed, "methods": {}, **({"calibrate": calibrate} if calibrate else {})}
     for c in candidates:
         sc = metrics.score(y, metrics.zero_controls(np.clip(held[c], 0.0, 1.0), ctl), ctl)
         result["methods"][c] = {**sc, **({"weights_per_part": picks[c]} if c not in ("per_target",) else {})}
+        if c in held_cal:
+            result["methods"][c]["calibrated"] = metrics.score(y, metrics.zero_controls(held_cal[c], ctl), ctl)
     single = result["methods"]["best_single"]["log_loss"]
     searched = [c for c in candidates if c not in ("best_single", "preset")]
     if searched:
@@ -676,16 +714,18 @@ def plot_correlation(matrix: np.ndarray, names: Sequence[str], path: str | Path,
 # --------------------------------------------------------------------------- presets
 
 
-def apply_preset(names: Sequence[str], preset: str | Mapping[str, float]) -> np.ndarray:
+def apply_preset(names: Sequence[str], preset: str | Mapping[str, float], skipped: Sequence[str] = ()) -> np.ndarray:
     """The weight vector of ``preset`` (a name in PRESETS or a name -> weight mapping) for
-    the models ``names``: every model of the preset must be there; a model the preset does
-    not name gets 0. Normalised to sum 1."""
+    the models ``names``: every model of the preset must be there, but for those in
+    ``skipped`` (left out by the blend config's profile: their weights are dropped); a model
+    the preset does not name gets 0. Normalised to sum 1."""
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise BlendError(f"unknown blend preset {preset!r}; known: {', '.join(sorted(PRESETS))}")
         label, table = preset, PRESETS[preset]
     else:
         label, table = "preset", dict(preset)
+    table = {n: w for n, w in table.items() if n not in set(skipped)}
     missing = [n for n in table if n not in names]
     if missing:
         raise BlendError(f"blend preset {label!r} weighs model {missing[0]!r}, which is not among the runs "
@@ -714,13 +754,6 @@ class BlendResult:
     correlation_test: np.ndarray
     out_dir: Path
     summary: dict
-
-
-def _write_frame(path: Path, sig_id: np.ndarray, values: np.ndarray, names: list[str]) -> None:
-    frame = pd.DataFrame(np.asarray(values, np.float64), columns=names)
-    frame.insert(0, schema.ID_COLUMN, sig_id)
-    with atomic_file(path, "w") as fh:
-        frame.to_csv(fh, index=False, float_format="%.8g")
 
 
 def _write_matrix(path: Path, matrix: np.ndarray, names: list[str]) -> None:
@@ -770,20 +803,45 @@ def blend_runs(
     seed: int = 0,
     targets: np.ndarray | pd.DataFrame | None = None,
     nested_folds: int = 5,
+    calibrate: str | None = None,
+    choose: str = "preset",
+    note: str | None = None,
+    skipped: Mapping | None = None,
 ) -> BlendResult:
     """Blend single-model runs: search weights with every method in ``methods`` and keep
     the one with the lowest nested log loss (the in-sample OOF log loss when
     ``nested_folds`` is 0); with ``preset`` the preset's fixed weights are used instead
     (the searches, if any, are still run and recorded for comparison). ``nested_folds``
     (0: off) adds the nested evaluation of :func:`nested_evaluation` to blend.json: the
-    honest score of the weight search, beside the in-sample one. Writes the blend
+    honest score of the weight search, beside the in-sample one. ``calibrate`` (platt /
+    isotonic, needs the nested evaluation): per-target calibration, kept only when it
+    lowers the chosen method's nested log loss (:func:`_calibrate`). Writes the blend
     folder described in the module docstring into ``out_dir`` (each file atomically;
-    blend.json last)."""
+    blend.json last). ``choose="nested"`` (with a preset and the nested evaluation): the
+    preset or the best search, whichever has the lower nested log loss (blend.json
+    "choice"). ``skipped`` ({models, reason}): entries the blend config's profile left out;
+    a preset's weights on them are dropped. ``note``: kept in blend.json and shown beside
+    the weights."""
     out_dir = Path(out_dir)
+    from moakit.validate import check_folder_kind
+
+    check_folder_kind(out_dir, "blend")  # never into a run or data folder
     methods = _check_methods(methods, preset)
+    if choose not in ("preset", "nested"):
+        raise BlendError(f"choose must be 'preset' or 'nested', not {choose!r}")
+    if choose == "nested" and preset is not None and not (methods and nested_folds):
+        raise BlendError("choose: nested compares the preset with the searches by the nested score: it needs a "
+                         "search method and nested_folds > 0")
+    if calibrate is not None:
+        from moakit.calibration import check_method
+
+        check_method(calibrate)
+        if not nested_folds:
+            raise BlendError("calibration is kept only when it improves the nested score: it needs nested_folds > 0")
     inputs = load_runs(run_dirs, names, data=data, targets=targets)
     names, y, ctl = inputs.names, inputs.y, inputs.is_control
-    preset_w = apply_preset(names, preset) if preset is not None else None
+    skipped_names = list((skipped or {}).get("models") or [])
+    preset_w = apply_preset(names, preset, skipped_names) if preset is not None else None
     t_start = time.perf_counter()
     searches = {mth: search_weights(inputs.oof, y, ctl, method=mth, n_trials=n_trials, storage=storage,
                                     study_name=_study_name(names, inputs) if storage else None, seed=seed,
@@ -792,14 +850,22 @@ def blend_runs(
                             "n_evals": s.n_evals, **s.info} for mth, s in searches.items()}
     t_nested = time.perf_counter()
     nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
-                                seed=seed, preset=preset_w) if nested_folds else None)
+                                seed=seed, preset=preset_w, calibrate=calibrate) if nested_folds else None)
     nested_seconds = time.perf_counter() - t_nested
-    chosen = _choose_weights(inputs, methods, searches, method_summary, nested, preset, preset_w)
+    chosen = _choose_weights(inputs, methods, searches, method_summary, nested, preset, preset_w, choose)
     blended_oof, chosen_score = _blend_score(inputs, chosen.weights)
     blended_test = blend_predictions(inputs.test, chosen.weights)
     if inputs.test_is_control is not None:
         blended_test = metrics.zero_controls(blended_test, inputs.test_is_control)
-    model_summary, per_target = _model_scores(inputs, blended_oof, out_dir)
+    calibration = None
+    if calibrate is not None:
+        blended_oof, blended_test, calibration = _calibrate(inputs, chosen, nested, blended_oof, blended_test,
+                                                            calibrate, out_dir)
+        chosen_score = metrics.score(y, blended_oof, ctl)
+    if not (calibration or {}).get("kept"):
+        (out_dir / CALIBRATION_FILE).unlink(missing_ok=True)  # none from an earlier blend into this folder
+    prior_oof = oof_prior(inputs, chosen.weights)
+    model_summary, per_target = _model_scores(inputs, blended_oof, out_dir, prior_oof)
     corr_oof = mean_target_correlation(inputs.oof, ctl)
     corr_test = mean_target_correlation(inputs.test, inputs.test_is_control)
     seconds = time.perf_counter() - t_start
@@ -807,11 +873,20 @@ def blend_runs(
     _write_blend_files(out_dir, inputs, blended_oof, blended_test, per_target, corr_oof, corr_test)
     summary = {
         **_chosen_summary(inputs, chosen, chosen_score, model_summary),
+        # what the blend's OOF numbers must beat: the prior out of fold (None: a run lacks folds.npy)
+        "prior_oof": (None if prior_oof is None else
+                      {**metrics.score(y, prior_oof, ctl), "how": "each model's out-of-fold prior (its own "
+                       "folds) blended with the chosen weights"}),
         "methods": method_summary, "preset": chosen.preset_summary,
+        # preset or search, and by which score (both nested scores when the nested score chose)
+        "choice": chosen.choice,
+        **({"note": note} if note else {}), **({"skipped": dict(skipped)} if skipped else {}),
         # the in-sample numbers above score weights on the rows they were searched on; these
         # score them only on rows they were not searched on
         "nested": nested,
-        "settings": {"methods": methods, "n_trials": n_trials, "storage": storage, "seed": seed},
+        "calibration": calibration,
+        "settings": {"methods": methods, "n_trials": n_trials, "storage": storage, "seed": seed,
+                     "calibrate": calibrate, "choose": choose},
         "mean_correlation": {"oof": dict(zip(names, _offdiag_mean(corr_oof))),
                              "test": dict(zip(names, _offdiag_mean(corr_test)))},
         "n_train": int(len(y)), "n_train_treated": int((~ctl).sum()), "n_test": int(len(inputs.test_sig_id)),
@@ -820,7 +895,7 @@ def blend_runs(
         "timings": {**{f"{m}_seconds": round(s.seconds, 3) for m, s in searches.items()},
                     "nested_seconds": round(nested_seconds, 3), "total_seconds": round(seconds, 3)},
     }
-    write_json(out_dir / "blend.json", summary)
+    records.write_blend_summary(out_dir, summary)
     return BlendResult(names=names, weights=chosen.weights, method=chosen.method, log_loss=chosen_score["log_loss"],
                        log_loss_treated=chosen_score["log_loss_treated"], searches=searches,
                        preset_weights=preset_w, oof=blended_oof, test=blended_test, correlation_oof=corr_oof,
@@ -835,20 +910,83 @@ class _Choice:
     weights: np.ndarray
     by: str  # "preset", "nested" or "in-sample"
     preset_summary: dict | None = None
+    choice: dict | None = None
 
 
 def _choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str, WeightSearch],
-                    method_summary: dict, nested: dict | None, preset, preset_w: np.ndarray | None) -> _Choice:
-    """The preset's weights when there is one; else the search of the lowest nested (else
-    in-sample) OOF log loss, the first method on a tie."""
-    if preset_w is not None:
-        label = preset if isinstance(preset, str) else "custom"
-        preset_summary = {"name": label, "weights": _as_dict(inputs.names, preset_w),
-                          **_blend_score(inputs, preset_w)[1]}
-        return _Choice(f"preset:{label}", preset_w, "preset", preset_summary)
+                    method_summary: dict, nested: dict | None, preset, preset_w: np.ndarray | None,
+                    choose: str = "preset") -> _Choice:
+    """The preset's weights when there is one (``choose="nested"``: unless the best search
+    has a lower nested log loss); else the search of the lowest nested (else in-sample) OOF
+    log loss, the first method on a tie."""
     judge = nested["methods"] if nested else method_summary
-    chosen_method = min(methods, key=lambda m: judge[m]["log_loss"])
-    return _Choice(chosen_method, searches[chosen_method].weights, "nested" if nested else "in-sample")
+    best = min(methods, key=lambda m: judge[m]["log_loss"]) if methods else None
+    if preset_w is None:
+        return _Choice(best, searches[best].weights, "nested" if nested else "in-sample",
+                       choice={"chosen": best, "by": "nested" if nested else "in-sample"})
+    label = preset if isinstance(preset, str) else "custom"
+    preset_summary = {"name": label, "weights": _as_dict(inputs.names, preset_w), **_blend_score(inputs, preset_w)[1]}
+    if choose != "nested":
+        return _Choice(f"preset:{label}", preset_w, "preset", preset_summary,
+                       choice={"chosen": "preset", "by": "config (choose: preset)"})
+    p_nested, s_nested = judge["preset"]["log_loss"], judge[best]["log_loss"]
+    keep_preset = p_nested <= s_nested  # a tie keeps the preset
+    choice = {"chosen": "preset" if keep_preset else best, "by": "nested",
+              "nested_log_loss": {"preset": p_nested, "search": s_nested}, "search_method": best}
+    if keep_preset:
+        return _Choice(f"preset:{label}", preset_w, "nested", preset_summary, choice)
+    return _Choice(best, searches[best].weights, "nested", preset_summary, choice)
+
+
+CALIBRATION_FILE = layout.CALIBRATION
+
+
+def _calibrate(inputs: BlendInputs, chosen: _Choice, nested: dict, oof: np.ndarray, test: np.ndarray, method: str,
+               out_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Per-target calibration of the chosen blend, kept only if it lowers the chosen method's
+    NESTED log loss (calibrators fitted inside the nested scheme, never on the rows they are
+    scored on). Kept: the test predictions are calibrated by calibrators fitted on all OOF
+    rows (saved in calibration.json, which prediction applies), and the OOF predictions
+    written are cross-fitted (each nested part calibrated by the other parts' calibrators),
+    so they stay honest. Returns (OOF, test, the decision with both scores)."""
+    from moakit import calibration
+    from moakit.cv import multilabel_folds
+
+    y, ctl = inputs.y, inputs.is_control
+    key = "preset" if chosen.method.startswith("preset:") else chosen.method
+    off = nested["methods"][key]["log_loss"]
+    on = nested["methods"][key]["calibrated"]["log_loss"]
+    summary = {"method": method, "kept": bool(on < off), "decided_by": f"nested log loss of {key!r}",
+               "nested_log_loss": {"off": off, "on": on}, "oof_uncalibrated": metrics.score(y, oof, ctl)}
+    if not summary["kept"]:
+        return oof, test, summary
+    parts = multilabel_folds(np.asarray(y), nested["n_folds"], nested["seed"])
+    oof_cal = calibration.cross_fit(np.clip(oof, 0.0, 1.0), y, ctl, parts, method)
+    cals = calibration.fit(np.clip(oof, 0.0, 1.0), y, ~ctl, method)
+    test_ctl = inputs.test_is_control if inputs.test_is_control is not None else _infer_controls([test])
+    test_cal = calibration.apply(cals, np.clip(test, 0.0, 1.0), test_ctl)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from moakit.artifacts import write_json
+
+    write_json(out_dir / CALIBRATION_FILE, {"method": method, "targets": inputs.target_names, "calibrators": cals})
+    summary.update({"file": CALIBRATION_FILE, "oof": "cross-fitted over the nested parts (honest)"})
+    return oof_cal, test_cal, summary
+
+
+def apply_saved_calibration(blend_dir: str | Path, pred: np.ndarray, target_names: Sequence[str],
+                            is_control: np.ndarray | None = None) -> np.ndarray:
+    """``pred`` (a blend's weighted average) calibrated as the blend kept it (its
+    calibration.json), or unchanged when the blend has no kept calibration."""
+    from moakit import calibration
+    from moakit.artifacts import read_json
+
+    path = Path(blend_dir) / CALIBRATION_FILE
+    if not path.exists():
+        return pred
+    saved = read_json(path)
+    if list(saved.get("targets") or []) != list(target_names):
+        raise BlendError(f"{path}: calibrates other targets than the blend predicts")
+    return calibration.apply(saved["calibrators"], np.clip(pred, 0.0, 1.0), is_control)
 
 
 def _chosen_summary(inputs: BlendInputs, chosen: _Choice, chosen_score: dict, model_summary: dict) -> dict:
@@ -881,12 +1019,15 @@ def _blend_score(inputs: BlendInputs, w: np.ndarray) -> tuple[np.ndarray, dict]:
     return blended, metrics.score(inputs.y, blended, inputs.is_control)
 
 
-def _model_scores(inputs: BlendInputs, blended_oof: np.ndarray, out_dir: Path) -> tuple[dict, dict]:
+def _model_scores(inputs: BlendInputs, blended_oof: np.ndarray, out_dir: Path,
+                  prior_oof: np.ndarray | None = None) -> tuple[dict, dict]:
     """(per model: run folder and OOF scores; per-target OOF log loss of the blend, the
-    prior and every model)."""
+    prior (in sample; out of fold as ``prior_oof`` when known) and every model)."""
     y, ctl = inputs.y, inputs.is_control
     prior = metrics.zero_controls(metrics.prior_predictions(y, ctl, len(y)), ctl)
     per_target = {"blend": metrics.per_target_log_loss(y, blended_oof), "prior": metrics.per_target_log_loss(y, prior)}
+    if prior_oof is not None:
+        per_target["prior_oof"] = metrics.per_target_log_loss(y, prior_oof)
     models = {}
     for name, d, p in zip(inputs.names, inputs.run_dirs, inputs.oof):
         models[name] = {"run_dir": _relative(d, out_dir), **metrics.score(y, p, ctl)}
@@ -899,16 +1040,16 @@ def _write_blend_files(out_dir: Path, inputs: BlendInputs, blended_oof: np.ndarr
     """Everything of the blend folder but blend.json (written last)."""
     names = inputs.names
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_frame(out_dir / "oof_predictions.csv", inputs.train_sig_id, blended_oof, inputs.target_names)
-    _write_frame(out_dir / "submission.csv", inputs.test_sig_id, blended_test, inputs.target_names)
+    records.write_predictions(out_dir / layout.BLEND_OOF, inputs.train_sig_id, blended_oof, inputs.target_names)
+    records.write_predictions(out_dir / layout.BLEND_TEST, inputs.test_sig_id, blended_test, inputs.target_names)
     frame = pd.DataFrame(per_target, index=pd.Index(inputs.target_names, name="target"))
-    with atomic_file(out_dir / "per_target_log_loss.csv", "w") as fh:
+    with atomic_file(out_dir / layout.PER_TARGET_LOSS, "w") as fh:
         frame.to_csv(fh, float_format="%.8g")
-    _write_matrix(out_dir / "correlation_oof.csv", corr_oof, names)
-    _write_matrix(out_dir / "correlation_test.csv", corr_test, names)
-    plot_correlation(corr_oof, names, out_dir / "correlation_oof.png",
+    _write_matrix(out_dir / layout.CORRELATION_CSV["oof"], corr_oof, names)
+    _write_matrix(out_dir / layout.CORRELATION_CSV["test"], corr_test, names)
+    plot_correlation(corr_oof, names, out_dir / layout.CORRELATION_PNG["oof"],
                      "Mean target-wise correlation of OOF predictions")
-    plot_correlation(corr_test, names, out_dir / "correlation_test.png",
+    plot_correlation(corr_test, names, out_dir / layout.CORRELATION_PNG["test"],
                      "Mean target-wise correlation of test predictions")
 
 

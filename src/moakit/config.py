@@ -17,10 +17,12 @@ from __future__ import annotations
 import copy
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from moakit.choices import DEFAULT_CV_SCHEME, DEFAULT_SELECTION_POLICY, CVScheme, SelectionPolicy
 
 
 class ConfigError(ValueError):
@@ -30,7 +32,7 @@ class ConfigError(ValueError):
 class CVConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    scheme: Literal["old", "drug"] = "old"
+    scheme: CVScheme = DEFAULT_CV_SCHEME
     n_folds: int = Field(5, ge=2)
     seed: int = 42
     max_replicates: int = Field(18, ge=1)  # drug CV: drugs with more rows are split row-wise
@@ -44,11 +46,18 @@ class SelectionConfig(BaseModel):
     nothing, so its out-of-fold predictions are honest. ``last``: nothing is judged; the
     schedule runs to its end and the last epoch is kept. ``oof``: the fold's own rows judge
     (what the winners' scripts did); its OOF scores are optimistic and flagged as such.
+    ``holdout_refit``: the schedule is chosen as under ``holdout``, then the network is
+    trained again on ALL the fold's training rows replaying it (the fold's rows still
+    decide nothing).
+
+    ``holdout_fraction`` is realised as one part of a ``round(1 / holdout_fraction)``-way
+    split of the training rows (:func:`moakit.cv.holdout_mask`), so it rounds to a unit
+    fraction: 0.1 -> 1/10, 0.15 -> 1/7 (0.143), 0.2 -> 1/5, 0.3 -> 1/3.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    policy: Literal["holdout", "last", "oof"] = "holdout"
+    policy: SelectionPolicy = DEFAULT_SELECTION_POLICY
     holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
 
 
@@ -147,15 +156,15 @@ def load_config(
     try:
         return RunConfig(**raw, profile=profile, source=str(path))
     except ValidationError as exc:
-        raise ConfigError(f"{path} (profile {profile}): {_format_errors(exc)}") from exc
+        raise ConfigError(f"{path} (profile {profile}): {format_errors(exc)}") from exc
 
 
-def _format_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+def format_errors(exc: ValidationError, limit: int | None = None) -> str:
+    """A pydantic validation error as one line, ``field.sub: message; ...`` (the first
+    ``limit`` problems): the one formatter of every config, record and manifest error."""
+    errors = exc.errors() if limit is None else exc.errors()[:limit]
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '(root)'}: {err['msg']}" for err in errors)
+
 
 
 def validate_params(params_cls: type[BaseModel], params: dict, where: str) -> BaseModel:
@@ -163,4 +172,4 @@ def validate_params(params_cls: type[BaseModel], params: dict, where: str) -> Ba
     try:
         return params_cls(**params)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: params: {_format_errors(exc)}") from exc
+        raise ConfigError(f"{where}: params: {format_errors(exc)}") from exc

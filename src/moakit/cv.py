@@ -6,14 +6,13 @@ fold k are the validation rows of fold k.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
+from moakit.choices import CVScheme
 from moakit.data.dataset import Dataset
 
-Scheme = Literal["old", "drug"]
+Scheme = CVScheme
 
 
 def multilabel_folds(targets: np.ndarray, n_folds: int, seed: int) -> np.ndarray:

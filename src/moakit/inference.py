@@ -22,8 +22,8 @@ from moakit.artifacts import atomic_file, read_json
 from moakit.blend import prediction_weights
 from moakit.data import schema
 from moakit.data.dataset import Dataset
-from moakit.manifest import MANIFEST_FILE, read_manifest
-from moakit.workflow import WORKFLOW_FILE
+from moakit.manifest import read_manifest
+from moakit.runs import layout
 
 # Throughput sweet spots from the write-up ("Inference Efficiency"): larger batches do
 # not help once CPU / GPU / I/O saturate.
@@ -32,6 +32,7 @@ CNN_BATCH_SIZE = 512
 # Blend weights below this are treated as 0 and their models not run: the predictions
 # change by less than the sum of the skipped weights (probabilities are <= 1).
 NEGLIGIBLE_WEIGHT = 1e-9
+DEFAULT_CHUNK_ROWS = 20_000  # rows predicted at a time (moakit predict --chunk-rows)
 
 
 class InferenceError(ValueError):
@@ -47,13 +48,7 @@ def _dataset(features: str | Path | Dataset) -> Dataset:
 
 
 def _scored_names(model_dir: Path) -> list[str]:
-    columns = model_dir / "columns.json"
-    if columns.exists():
-        return list(_columns(model_dir)["scored"])
-    oof = model_dir / "oof_predictions.csv"
-    if oof.exists():  # runs made before columns.json existed
-        return [c for c in pd.read_csv(oof, nrows=0).columns if c != schema.ID_COLUMN]
-    raise InferenceError(f"{model_dir}: no columns.json or oof_predictions.csv; is the run complete?")
+    return list(_columns(model_dir)["scored"])
 
 
 def _read(path: Path):
@@ -64,7 +59,11 @@ def _read(path: Path):
 
 
 def _columns(model_dir: Path) -> dict:
-    path = model_dir / "columns.json"
+    path = model_dir / layout.COLUMNS
+    if not path.exists():  # runs of a moakit before columns.json
+        from moakit.runs.records import unsupported
+
+        raise InferenceError(str(unsupported(model_dir, f"no {layout.COLUMNS}")))
     saved = _read(path)
     if not isinstance(saved, dict) or not all(isinstance(saved.get(k), list) for k in ("genes", "cells", "scored")):
         raise InferenceError(f"{path}: damaged (it must list the genes, cells and scored targets)")
@@ -74,25 +73,33 @@ def _columns(model_dir: Path) -> dict:
 def _check_model_dir(model_dir: Path) -> None:
     """A complete run folder whose config can be read and whose artifacts are all there
     (each stage and seed's features/, each fold's estimator/), checked before any work."""
-    if not (model_dir / "config.json").exists():
-        raise InferenceError(f"{model_dir}: not a moakit run folder (no config.json)")
-    if (model_dir / MANIFEST_FILE).exists():
+    if not (model_dir / layout.CONFIG).exists():
+        raise InferenceError(f"{model_dir}: not a moakit run folder (no {layout.CONFIG})")
+    if (model_dir / layout.MANIFEST).exists():
+        from moakit.validate import check_config_unchanged
+
         try:
-            status = read_manifest(model_dir).status
+            manifest = read_manifest(model_dir)
+            status = manifest.status
         except ValueError as exc:
             raise InferenceError(str(exc)) from None
         if status != "complete":
             raise InferenceError(f"{model_dir}: the run is not complete (status {status!r}); finish it with the "
                                  "same command first")
+        try:
+            check_config_unchanged(model_dir, manifest.config_digest)
+        except ValueError as exc:
+            raise InferenceError(str(exc)) from None
     config = _config(model_dir)
     try:
         stages = runner.build_model(config).stages()
     except ValueError as exc:
-        raise InferenceError(f"{model_dir / 'config.json'}: {exc}") from None
+        raise InferenceError(f"{model_dir / layout.CONFIG}: {exc}") from None
     for stage in stages:
         for seed in config.seeds:
-            stage_dir = model_dir / "stages" / stage.name / f"seed_{seed}"
-            needed = [stage_dir / "features"] + [stage_dir / f"fold_{k}" / "estimator" for k in range(config.cv.n_folds)]
+            stage_dir = layout.stage_dir(model_dir, stage.name, seed)
+            needed = [stage_dir / layout.FEATURES_DIR] + [layout.estimator_dir(stage_dir, k)
+                                                          for k in range(config.cv.n_folds)]
             for path in needed:
                 if not path.is_dir():
                     raise InferenceError(f"{path}: missing; the run folder is incomplete or damaged (retrain it, or "
@@ -104,14 +111,14 @@ def _config(model_dir: Path):
 
     from moakit.config import RunConfig
 
-    raw = _read(model_dir / "config.json")
+    raw = _read(model_dir / layout.CONFIG)
     try:
         if not isinstance(raw, dict):
             raise ValueError("not a JSON object")
         return RunConfig(**raw)
     except (ValidationError, ValueError, TypeError) as exc:
         first = str(exc).strip().splitlines()
-        raise InferenceError(f"{model_dir / 'config.json'}: not a valid run config ({' '.join(first[:3])})") from None
+        raise InferenceError(f"{model_dir / layout.CONFIG}: not a valid run config ({' '.join(first[:3])})") from None
 
 
 def _damaged_file(model_dir: Path) -> tuple[Path, str] | None:
@@ -119,7 +126,7 @@ def _damaged_file(model_dir: Path) -> tuple[Path, str] | None:
     arrays, weights; read as data only), and why, or None when all can."""
     import torch
 
-    for path in sorted((model_dir / "stages").rglob("*")):
+    for path in sorted((model_dir / layout.STAGES_DIR).rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
         try:
@@ -143,15 +150,38 @@ def _first_line(exc: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def _predict_model(model_dir: Path, ds: Dataset, batch_size: int | None) -> np.ndarray:
-    """runner.predict_run, with any failure of the saved artifacts as an InferenceError
-    naming the file (a run folder is data: it may be damaged, never trusted to run code)."""
+def _predict_chunks(model_dir: Path, ds: Dataset, batch_size: int | None, chunk_rows: int | None,
+                    advance=None) -> np.ndarray:
+    """runner.predict_run's result, computed ``chunk_rows`` rows at a time with the artifacts
+    loaded once (:class:`moakit.streaming.RunPredictor`): the same values bit for bit."""
+    from moakit.streaming import RunPredictor, chunks, umap_rows_hint
+
+    predictor = RunPredictor(model_dir, batch_size)
+    out = None
+    with umap_rows_hint(len(ds)):
+        for rows in chunks(len(ds), chunk_rows):
+            part = predictor.predict(ds.subset(rows))
+            if out is None:
+                out = np.empty((len(ds), part.shape[1]), part.dtype)
+            out[rows] = part
+            if advance is not None:
+                advance(rows.stop - rows.start)
+    return out
+
+
+def _predict_model(model_dir: Path, ds: Dataset, batch_size: int | None, chunk_rows: int | None = None,
+                   advance=None) -> np.ndarray:
+    """runner.predict_run (in chunks: :func:`_predict_chunks`), with any failure of the saved
+    artifacts as an InferenceError naming the file (a run folder is data: it may be damaged,
+    never trusted to run code)."""
     from moakit.artifacts import PickleFormatError
     from moakit.features.safe_state import StateError
+    from moakit.runs.records import RunFileError
+    from moakit.validate import ArtifactError
 
     try:
-        return runner.predict_run(model_dir, ds, batch_size=batch_size)
-    except (PickleFormatError, StateError) as exc:
+        return _predict_chunks(model_dir, ds, batch_size, chunk_rows, advance)
+    except (PickleFormatError, StateError, ArtifactError, RunFileError) as exc:  # RunFileError: unsupported format
         raise InferenceError(str(exc)) from None
     except (MemoryError, KeyboardInterrupt):
         raise
@@ -169,13 +199,10 @@ def _predict_model(model_dir: Path, ds: Dataset, batch_size: int | None) -> np.n
 
 def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
     """The new rows must have the gene / cell columns the run was trained on."""
-    columns = model_dir / "columns.json"
-    if not columns.exists():
-        if len(ds.gene_names) != len(schema.GENE_COLUMNS) or len(ds.cell_names) != len(schema.CELL_COLUMNS):
-            raise InferenceError(f"{where}: {len(ds.gene_names)} gene / {len(ds.cell_names)} cell columns; "
-                                 f"the run cannot tell which it was trained on (no columns.json)")
-        return
     saved = _columns(model_dir)
+    if not ds.cell_names and saved["cells"] and saved["genes"]:
+        raise InferenceError(f"{where}: has no cell (c-) columns; the run was trained with {len(saved['cells'])} "
+                             "cell columns and needs them")
     for key, have, kind in (("genes", ds.gene_names, "gene"), ("cells", ds.cell_names, "cell")):
         want = list(saved[key])
         if list(have) != want:
@@ -187,45 +214,62 @@ def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
                                  f"({len(have)} vs {len(want)}; {detail})")
 
 
+def run_panel(model_dir: Path) -> dict:
+    """The panel (meta columns, cp_time / cp_dose vocabularies) a run was trained on:
+    columns.json's ``panel``, lish-moa's when it has none (runs of lish-moa data)."""
+    saved = _columns(model_dir) if (model_dir / layout.COLUMNS).exists() else {}
+    return saved.get("panel") or {"meta": list(schema.META_COLUMNS),
+                                  "vocab": {k: list(v) for k, v in schema.LISH_MOA_VOCAB.items()}}
+
+
+def run_panel_dataset(model_dir: Path, ds: Dataset, where: str) -> Dataset:
+    """``ds`` encoded as the run's training rows were (:func:`moakit.data.io.apply_panel`)."""
+    from moakit.data.io import apply_panel
+
+    return apply_panel(ds, run_panel(model_dir), where)
+
+
 def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float | np.ndarray] | None]:
     """(names, model run folders, blend weights or None for a single-model run)."""
-    if (run_dir / WORKFLOW_FILE).exists():
-        blend_json = run_dir / "blend" / "blend.json"
-        if not blend_json.exists():
-            raise InferenceError(f"{run_dir}: the workflow has no blend/blend.json yet; finish it with `moakit run` first")
-        weights = prediction_weights(_read(blend_json))
-        if not weights:
-            raise InferenceError(f"{blend_json}: no blend weights found")
-        names = list(weights)
-        dirs = [run_dir / "models" / n for n in names]
-        for name, d in zip(names, dirs):
-            if not d.is_dir():
-                raise InferenceError(f"{run_dir}: blend.json weighs model {name!r}, but {d} does not exist")
-        return names, dirs, weights
-    if (run_dir / "config.json").exists():
+    kind = layout.kind_of(run_dir)
+    if kind == "model":
         return [run_dir.name], [run_dir], None
-    if (run_dir / "blend.json").exists():  # a folder of `moakit blend RUN... --out DIR`
-        summary = _read(run_dir / "blend.json")
-        weights = prediction_weights(summary)
-        if not weights:
-            raise InferenceError(f"{run_dir / 'blend.json'}: no blend weights found")
-        names, dirs = list(weights), []
-        for name in names:
+    if kind is None:
+        raise InferenceError(f"{run_dir}: not a moakit run folder (no {layout.WORKFLOW}, {layout.CONFIG} or "
+                             f"{layout.BLEND})")
+    blend_json = (layout.blend_dir(run_dir) if kind == "workflow" else run_dir) / layout.BLEND
+    if not blend_json.exists():
+        raise InferenceError(f"{run_dir}: the workflow has no {layout.BLEND_DIR}/{layout.BLEND} yet; finish it with "
+                             "`moakit run` first")
+    summary = _read(blend_json)
+    weights = prediction_weights(summary)
+    if not weights:
+        raise InferenceError(f"{blend_json}: no blend weights found")
+    names, dirs = list(weights), []
+    for name in names:
+        if kind == "workflow":
+            d = layout.model_dir(run_dir, name)
+            if not d.is_dir():
+                raise InferenceError(f"{run_dir}: {layout.BLEND} weighs model {name!r}, but {d} does not exist")
+        else:  # a folder of `moakit blend RUN... --out DIR`
             recorded = summary.get("models", {}).get(name, {}).get("run_dir")
             if not recorded:
-                raise InferenceError(f"{run_dir / 'blend.json'}: no run folder recorded for model {name!r}")
+                raise InferenceError(f"{blend_json}: no run folder recorded for model {name!r}")
             d = Path(recorded) if Path(recorded).is_absolute() else run_dir / recorded
             if not d.is_dir():
-                raise InferenceError(f"{run_dir / 'blend.json'}: the run folder of model {name!r} ({d}) "
-                                     "does not exist (blend.json records it relative to the blend folder)")
-            dirs.append(d)
-        return names, dirs, weights
-    raise InferenceError(f"{run_dir}: not a moakit run folder (no {WORKFLOW_FILE}, config.json or blend.json)")
+                raise InferenceError(f"{blend_json}: the run folder of model {name!r} ({d}) does not exist "
+                                     f"({layout.BLEND} records it relative to the blend folder)")
+        dirs.append(d)
+    return names, dirs, weights
 
 
 def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None,
-                   per_model: bool = False):
-    """(dataset, predictions, scored target names[, per-model predictions])."""
+                   per_model: bool = False, chunk_rows: int | None = DEFAULT_CHUNK_ROWS, progress: bool = False):
+    """(dataset, predictions, scored target names[, per-model predictions]). Each model
+    predicts ``chunk_rows`` rows at a time (None / 0: all at once; the values are the same),
+    with a progress bar on stderr when ``progress``."""
+    from moakit.streaming import row_progress
+
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InferenceError(f"{run_dir}: run folder not found")
@@ -234,17 +278,31 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
     where = str(features) if not isinstance(features, Dataset) else "features"
     scored = None
     preds: dict[str, np.ndarray] = {}
-    for name, model_dir in zip(names, dirs):
-        if weights is not None and np.max(np.abs(weights[name])) < NEGLIGIBLE_WEIGHT:
-            continue  # a model the blend dropped (SLSQP leaves ~1e-16) is not run at all
-        _check_model_dir(model_dir)
-        _check_inputs(model_dir, ds, where)
-        model_scored = _scored_names(model_dir)
-        if scored is None:
-            scored = model_scored
-        elif model_scored != scored:
-            raise InferenceError(f"{model_dir}: predicts other targets than {dirs[0]}")
-        preds[name] = _predict_model(model_dir, ds, batch_size).astype(np.float64)
+    running = [n for n in names if weights is None or np.max(np.abs(weights[n])) >= NEGLIGIBLE_WEIGHT]
+    with row_progress(len(ds) * len(running), progress) as advance:
+        for name, model_dir in zip(names, dirs):
+            if name in running:
+                scored = _predict_one(name, model_dir, ds, where, dirs[0], scored, preds, batch_size, chunk_rows,
+                                      advance)
+    return _combine(run_dir, ds, names, weights, scored, preds, per_model)
+
+
+def _predict_one(name, model_dir, ds, where, first_dir, scored, preds, batch_size, chunk_rows, advance):
+    """One model's checks and predictions (into ``preds``); returns the scored names."""
+    _check_model_dir(model_dir)
+    _check_inputs(model_dir, ds, where)
+    model_ds = run_panel_dataset(model_dir, ds, where)
+    model_scored = _scored_names(model_dir)
+    if scored is None:
+        scored = model_scored
+    elif model_scored != scored:
+        raise InferenceError(f"{model_dir}: predicts other targets than {first_dir}")
+    preds[name] = _predict_model(model_dir, model_ds, batch_size, chunk_rows, advance).astype(np.float64)
+    return scored
+
+
+def _combine(run_dir, ds, names, weights, scored, preds, per_model):
+    """The model's predictions, or the blend's weighted average of its models'."""
     if scored is None:
         raise InferenceError(f"{run_dir}: every blend weight is (nearly) 0")
     if weights is None:
@@ -252,16 +310,22 @@ def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_si
     else:  # the blend's own weighted average, as it made RUN/blend/submission.csv
         from moakit.blend import blend_predictions
 
+        from moakit.blend import apply_saved_calibration
+
         used = list(preds)
         out = blend_predictions([preds[n] for n in used], [weights[n] for n in used])
+        blend_dir = layout.blend_dir(run_dir) if layout.kind_of(run_dir) == "workflow" else run_dir
+        out = apply_saved_calibration(blend_dir, out, scored)  # when the blend kept a calibration
     out = metrics.zero_controls(out, ds.is_control)
     return (ds, out, scored, preds) if per_model else (ds, out, scored)
 
 
-def predict(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None) -> pd.DataFrame:
+def predict(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None,
+            chunk_rows: int | None = DEFAULT_CHUNK_ROWS, progress: bool = False) -> pd.DataFrame:
     """Predictions for ``features`` (a test_features file or a Dataset) as a validated
-    submission frame: sig_id + the scored targets, rows in the input's order."""
-    ds, pred, scored = predict_arrays(run_dir, features, batch_size)
+    submission frame: sig_id + the scored targets, rows in the input's order; computed
+    ``chunk_rows`` rows at a time (:func:`predict_arrays`)."""
+    ds, pred, scored = predict_arrays(run_dir, features, batch_size, chunk_rows=chunk_rows, progress=progress)
     frame = pd.DataFrame(pred.astype(np.float64), columns=scored)
     frame.insert(0, schema.ID_COLUMN, ds.sig_id)
     validate_submission(frame, ds.sig_id, scored)
@@ -330,6 +394,7 @@ def write_submission(frame: pd.DataFrame, out: str | Path, sig_id: np.ndarray | 
 
 
 def predict_to_file(run_dir: str | Path, features: str | Path | Dataset, out: str | Path,
-                    batch_size: int | None = None) -> tuple[Path, pd.DataFrame]:
-    frame = predict(run_dir, features, batch_size)
+                    batch_size: int | None = None, chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+                    progress: bool = False) -> tuple[Path, pd.DataFrame]:
+    frame = predict(run_dir, features, batch_size, chunk_rows=chunk_rows, progress=progress)
     return write_submission(frame, out), frame

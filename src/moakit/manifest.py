@@ -17,9 +17,8 @@ Both record the same facts in the same fields:
 * a workflow run: ``executor``, ``config`` (the resolved blend and model configs),
   ``models`` (entry name -> its status, run folder, sizes and scores) and ``blend``.
 
-:func:`read_manifest` reads the two older layouts as well (flat ``moakit_version`` / ``torch``
-/ ... keys; a workflow's top-level ``total_seconds``), so run folders made before keep
-opening.
+:func:`read_manifest` refuses a manifest of an older layout (no ``schema_version``) or of
+another schema version: unsupported format, retrain (nothing was ever released in it).
 """
 
 from __future__ import annotations
@@ -32,11 +31,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-import moakit
+from moakit._version import __version__
 from moakit.artifacts import read_json, write_json
+from moakit.runs import layout
+from moakit.runs.records import SCHEMA_VERSION, check_schema_version, unsupported
 
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
+MANIFEST_FILE = layout.MANIFEST
 Status = Literal["running", "complete", "failed"]
 
 
@@ -46,7 +46,7 @@ def versions() -> dict[str, str]:
     import sklearn
     import torch
 
-    out = {"moakit": moakit.__version__, "python": platform.python_version(), "torch": torch.__version__,
+    out = {"moakit": __version__, "python": platform.python_version(), "torch": torch.__version__,
            "numpy": np.__version__, "scikit_learn": sklearn.__version__, "optuna": optuna.__version__,
            "platform": platform.platform()}
     try:
@@ -102,6 +102,7 @@ class Manifest(BaseModel):
     timings: dict[str, float] = {}
     # kind: model
     model: str | None = None
+    config_digest: str | None = None  # of config.json's content at training (moakit.validate)
     # kind: workflow
     executor: str | None = None
     config: dict[str, Any] | None = None
@@ -126,37 +127,23 @@ def new_manifest(kind: Literal["model", "workflow"], **fields: Any) -> Manifest:
     return Manifest(kind=kind, versions=versions(), created=fields.pop("created", None) or now(), **fields)
 
 
-_LEGACY_VERSION_KEYS = {"moakit_version": "moakit", "python": "python", "torch": "torch", "numpy": "numpy",
-                        "scikit_learn": "scikit_learn"}
-
-
-def _upgrade(raw: dict[str, Any]) -> dict[str, Any]:
-    """An older manifest's content in the current layout."""
-    raw = dict(raw)
-    vers = dict(raw.pop("versions", None) or {})
-    for old, new in _LEGACY_VERSION_KEYS.items():
-        if old in raw:
-            vers.setdefault(new, str(raw.pop(old)))
-    raw["versions"] = vers
-    raw.setdefault("kind", "workflow" if "models" in raw else "model")
-    if "total_seconds" in raw:  # a workflow's wall time was a top-level key
-        raw["timings"] = {**(raw.get("timings") or {}), "total_seconds": raw.pop("total_seconds")}
-    if "report_error" in raw:
-        raw["error"] = raw.pop("report_error")
-    return raw
-
-
 def read_manifest(run_dir: str | Path) -> Manifest:
-    """The manifest of ``run_dir`` (older layouts upgraded). A missing, invalid or
-    unrecognisable file raises ValueError naming it."""
+    """The manifest of ``run_dir``. A missing, invalid or unrecognisable file raises
+    ValueError naming it; one of an older moakit (no ``schema_version``, or another),
+    RunFileError: unsupported format, retrain."""
     path = Path(run_dir) / MANIFEST_FILE
     if not path.exists():
         raise ValueError(f"{path}: missing (not a complete moakit run folder)")
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not a manifest (a JSON object was expected)")
+    if "schema_version" not in raw:
+        raise unsupported(path, "no schema_version: a manifest of an older moakit")
+    check_schema_version(raw, path)
     try:
-        return Manifest(**_upgrade(raw))
+        return Manifest(**raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        from moakit.config import format_errors
+
+        problems = format_errors(exc, limit=5)
         raise ValueError(f"{path}: not a valid moakit manifest ({problems})") from None

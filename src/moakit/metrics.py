@@ -54,3 +54,33 @@ def prior_predictions(y_train: np.ndarray, is_control_train: np.ndarray, n_rows:
     treated = ~np.asarray(is_control_train, dtype=bool)
     mean = np.asarray(y_train, dtype=np.float64)[treated].mean(axis=0)
     return np.repeat(mean[None, :].astype(np.float32), n_rows, axis=0)
+
+
+def oof_prior_predictions(y_train: np.ndarray, is_control_train: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """The per-target prior judged like the models it judges: each fold's rows predicted with
+    the target means of the OTHER folds' treated rows (a model's own folds), so the prior
+    never sees the rows it is scored on. A target whose positives all sit in fold k is
+    predicted 0 on fold k, which the metric clips to ``EPS`` as it clips any prediction.
+    Control rows are predicted 0."""
+    y = np.asarray(y_train, dtype=np.float64)
+    folds = np.asarray(folds)
+    treated = ~np.asarray(is_control_train, dtype=bool)
+    if folds.shape != (len(y),):
+        raise ValueError(f"folds have shape {folds.shape}, expected ({len(y)},)")
+    out = np.zeros(y.shape, dtype=np.float32)
+    for k in np.unique(folds):
+        rows, others = folds == k, (folds != k) & treated
+        if others.any():
+            out[rows] = y[others].mean(axis=0).astype(np.float32)
+    return zero_controls(out, ~treated)
+
+
+def prior_scores(y_train: np.ndarray, is_control_train: np.ndarray, folds: np.ndarray | None) -> dict:
+    """``{"in_sample": scores, "oof": scores or None}`` of the per-target prior on the
+    training rows (:func:`score`'s keys): in sample (the training means, which have seen
+    every row: the prior the test predictions are compared with) and out of fold on
+    ``folds`` (the prior the OOF predictions are compared with)."""
+    y, ctl = np.asarray(y_train), np.asarray(is_control_train, dtype=bool)
+    in_sample = score(y, prior_predictions(y, ctl, len(y)), ctl)
+    oof = None if folds is None else score(y, oof_prior_predictions(y, ctl, folds), ctl)
+    return {"in_sample": in_sample, "oof": oof}

@@ -20,7 +20,11 @@ class RunProgress:
         self._jobs = None
 
     def __enter__(self) -> "RunProgress":
-        if self.enabled:
+        if self.enabled and not console.is_terminal:  # a log file / pipe: one line per event, as it happens
+            from moakit.progress_lines import LineProgress
+
+            self._progress = LineProgress(console)
+        elif self.enabled:
             self._progress = Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False,

@@ -10,7 +10,8 @@ loss with the selection policy that produced it, the test log loss when the data
 has answers, per-seed and per-fold scores, learning curves (each fold's ``history.json``),
 the prior baseline, per-target OOF log loss, the blend's weights with their nested
 (honest) score, model-correlation heatmaps, DeepInsight feature maps, timings and the
-manifest facts; warnings for models no better than the prior and for ``oof``-selected
+manifest facts, the per-MoA trust section of ``moakit evaluate`` when RUN/evaluation/
+exists; warnings for models no better than the prior and for ``oof``-selected
 models. ``report.json`` beside index.html holds the collected dict. No external CSS or
 JavaScript; images are files beside index.html.
 """
@@ -32,6 +33,8 @@ import pandas as pd
 from moakit import metrics
 from moakit.artifacts import atomic_dir, read_json, resolve_recorded
 from moakit.manifest import read_manifest
+from moakit.runs import layout, records
+from moakit.runs.run import BlendRun
 
 FEATURE_MAP_GLOB = "feature_map*.png"
 MAX_FEATURE_MAPS = 4  # per model
@@ -68,18 +71,33 @@ def _number(value: Any) -> float | None:
 
 
 def _models(run_dir: Path) -> tuple[dict[str, Path], bool]:
-    """(model name -> single-model run folder, whether the run is multi-model)."""
-    models_dir = run_dir / "models"
-    if models_dir.is_dir():
+    """(model name -> single-model run folder, whether the run is multi-model: a workflow
+    run or a blend folder)."""
+    kind = layout.kind_of(run_dir)
+    if kind == "workflow":
+        models_dir = run_dir / layout.MODELS_DIR
         manifest = _manifest(run_dir)
-        order = list((manifest.get("models") or {}).keys()) or list(_json(run_dir / "blend" / "blend.json").get("names") or [])
-        found = {p.name: p for p in sorted(models_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+        order = (list((manifest.get("models") or {}).keys())
+                 or list(_json(_blend_dir(run_dir) / layout.BLEND).get("names") or []))
+        found = ({p.name: p for p in sorted(models_dir.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+                 if models_dir.is_dir() else {})
         names = [n for n in order if n in found] + [n for n in found if n not in order]
         return {n: found[n] for n in names}, True
-    if (run_dir / "metrics.json").exists() or (run_dir / "oof_predictions.csv").exists():
-        config = _json(run_dir / "config.json")
+    if kind == "blend":
+        try:
+            return BlendRun(run_dir).model_dirs(), True
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
+    if kind == "model":
+        config = _json(run_dir / layout.CONFIG)
         return {str(config.get("model") or run_dir.name): run_dir}, False
-    raise ReportError(f"{run_dir}: not a moakit run (no metrics.json and no models/ folder)")
+    raise ReportError(f"{run_dir}: not a moakit run (no {layout.CONFIG}, {layout.WORKFLOW} or {layout.BLEND})")
+
+
+def _blend_dir(run_dir: Path) -> Path:
+    """Where a multi-model run's blend files are: RUN/blend of a workflow, the folder itself
+    for a blend folder."""
+    return run_dir if layout.kind_of(run_dir) == "blend" else layout.blend_dir(run_dir)
 
 
 def _visible(path: Path, root: Path) -> bool:
@@ -107,16 +125,12 @@ class Truth:
 
 def load_truth(source: str | Path) -> Truth:
     """The targets of a lish-moa folder, and its test answers when it has ``answers/``."""
-    from moakit.data.io import find_file, load, read_answers
+    from moakit.data.io import load
 
     data = load(source)
     names = [str(n) for n in data.train.scored_names]
     y_test = None
-    answers = Path(source) / "answers"
-    if answers.is_dir():
-        path = find_file(answers, "test_targets_scored", required=False)
-        if path is not None:
-            y_test = read_answers(path, data.test.sig_id, names)
+    y_test = records.read_test_answers(source, data.test.sig_id, names)
     return Truth(str(source), np.asarray(data.train.sig_id).astype(str), names, np.asarray(data.train.scored),
                  np.asarray(data.train.is_control, bool), np.asarray(data.test.sig_id).astype(str),
                  np.asarray(data.test.is_control, bool), y_test)
@@ -128,7 +142,8 @@ def _find_truth(run_dir: Path, models: dict[str, Path], multi: bool,
     if data is not None:
         source = str(data)
     else:
-        base = run_dir if multi else next(iter(models.values()))
+        # a workflow records its data; a blend folder has no manifest: its first model's
+        base = run_dir if multi and (run_dir / layout.MANIFEST).exists() else next(iter(models.values()))
         source = resolve_recorded(_manifest(base).get("data_source"), base)
     if not source or not Path(source).is_dir():
         return None, (f"the run's data folder ({source!r}) is not available, so per-target, per-fold and test "
@@ -141,15 +156,7 @@ def _find_truth(run_dir: Path, models: dict[str, Path], multi: bool,
 
 def _aligned(path: Path, sig_id: np.ndarray, names: list[str]) -> np.ndarray:
     """A predictions CSV's values in the order of ``sig_id`` (rows) and ``names`` (columns)."""
-    frame = pd.read_csv(path)
-    pos = pd.Index(frame.iloc[:, 0].astype(str)).get_indexer(sig_id)
-    if (pos < 0).any():
-        raise ValueError(f"{path.name}: rows of the data are missing")
-    cols = [str(c) for c in frame.columns[1:]]
-    missing = [n for n in names if n not in cols]
-    if missing:
-        raise ValueError(f"{path.name}: target {missing[0]!r} is missing")
-    return frame[names].to_numpy(np.float64)[pos]
+    return records.read_aligned(path, sig_id, names)
 
 
 def _test_score(path: Path, truth: Truth | None) -> float | None:
@@ -168,7 +175,7 @@ def _test_score(path: Path, truth: Truth | None) -> float | None:
 
 def _model_row(name: str, d: Path, blend: dict, truth: Truth | None) -> dict:
     """One model's line of the score table."""
-    m, cfg = _json(d / "metrics.json"), _json(d / "config.json")
+    m, cfg = _json(d / layout.METRICS), _json(d / layout.CONFIG)
     from_blend = (blend.get("models") or {}).get(name, {})
     seeds = cfg.get("seeds") or list((m.get("seeds") or {}).keys())
     folds = (cfg.get("cv") or {}).get("n_folds")
@@ -182,20 +189,21 @@ def _model_row(name: str, d: Path, blend: dict, truth: Truth | None) -> dict:
         "selection": sel.get("policy") or "-", "optimistic": bool(sel.get("optimistic")),
         "log_loss": ll if ll is not None else _number(from_blend.get("log_loss")),
         "log_loss_treated": _number(m.get("log_loss_treated", from_blend.get("log_loss_treated"))),
-        "test_log_loss": _test_score(d / "test_predictions.csv", truth),
+        "test_log_loss": _test_score(d / layout.TEST_PREDICTIONS, truth),
         "weight": _number(weights.get(name)) if weights else None,
         "prior": m.get("prior") if isinstance(m.get("prior"), dict) else None,
+        "prior_oof": m.get("prior_oof") if isinstance(m.get("prior_oof"), dict) else None,
         "seeds": m.get("seeds") or {},
     }
 
 
 def _fold_rows(d: Path, truth: Truth | None, curves: list[dict]) -> list[dict]:
     """Per fold: its rows, the model's OOF log loss on them, and the epochs its networks ran."""
-    if truth is None or not (d / "folds.npy").exists() or not (d / "oof_predictions.csv").exists():
+    if truth is None or not (d / layout.FOLDS).exists() or not (d / layout.OOF_PREDICTIONS).exists():
         return []
     try:
-        folds = np.load(d / "folds.npy", allow_pickle=False)
-        oof = _aligned(d / "oof_predictions.csv", truth.sig_id, truth.names)
+        folds = np.load(d / layout.FOLDS, allow_pickle=False)
+        oof = _aligned(d / layout.OOF_PREDICTIONS, truth.sig_id, truth.names)
     except (OSError, ValueError):
         return []
     if len(folds) != len(oof):
@@ -213,18 +221,18 @@ def _fold_rows(d: Path, truth: Truth | None, curves: list[dict]) -> list[dict]:
 def _histories(d: Path) -> list[dict]:
     """Every fold's epoch records (``stages/<stage>/seed_<s>/fold_<k>/history.json``)."""
     out = []
-    stages = d / "stages"
+    stages = d / layout.STAGES_DIR
     if not stages.is_dir():
         return out
     timings = _manifest(d).get("timings") or {}  # stage_<name>_seconds, in training order
     order = [k.removeprefix("stage_").removesuffix("_seconds") for k in timings if k.startswith("stage_")]
-    for path in sorted(stages.glob("*/seed_*/fold_*/history.json")):
+    for path in sorted(stages.glob(layout.FOLD_HISTORY_GLOB)):
         if not _visible(path, stages):
             continue
         stage, seed, fold = path.parts[-4], path.parts[-3], path.parts[-2]
         try:
             epochs = list(_json(path).get("epochs") or [])
-            seed_n, fold_n = int(seed.removeprefix("seed_")), int(fold.removeprefix("fold_"))
+            seed_n, fold_n = layout.seed_of(seed), layout.fold_of(fold)
         except ValueError:
             continue
         out.append({"stage": stage, "seed": seed_n, "fold": fold_n, "epochs": epochs})
@@ -235,7 +243,7 @@ def _histories(d: Path) -> list[dict]:
 
 def _per_target(run_dir: Path, models: dict[str, Path], multi: bool, truth: Truth | None) -> dict:
     """Per-target OOF log loss of the blend (multi-model) or of the model, with the prior."""
-    blend_csv = run_dir / "blend" / "per_target_log_loss.csv"
+    blend_csv = _blend_dir(run_dir) / layout.PER_TARGET_LOSS
     if multi and blend_csv.exists():
         frame = pd.read_csv(blend_csv, index_col=0)
         label, column = "blend", "blend"
@@ -246,7 +254,7 @@ def _per_target(run_dir: Path, models: dict[str, Path], multi: bool, truth: Trut
     else:
         label, column = next(iter(models)), "model"
         try:
-            oof = _aligned(next(iter(models.values())) / "oof_predictions.csv", truth.sig_id, truth.names)
+            oof = _aligned(next(iter(models.values())) / layout.OOF_PREDICTIONS, truth.sig_id, truth.names)
         except (OSError, ValueError) as exc:
             return {"note": f"per-target losses could not be computed ({exc})"}
         prior = metrics.prior_predictions(truth.y, truth.is_control, len(truth.y))
@@ -254,11 +262,54 @@ def _per_target(run_dir: Path, models: dict[str, Path], multi: bool, truth: Trut
             "model": metrics.per_target_log_loss(truth.y, metrics.zero_controls(oof, truth.is_control)),
             "prior": metrics.per_target_log_loss(truth.y, metrics.zero_controls(prior, truth.is_control))},
             index=pd.Index(truth.names, name="target"))
+        folds = _run_folds(next(iter(models.values())), truth)
+        if folds is not None:
+            frame["prior_oof"] = metrics.per_target_log_loss(
+                truth.y, metrics.oof_prior_predictions(truth.y, truth.is_control, folds))
     if column not in frame:
         return {"note": f"{blend_csv.name} has no {column!r} column"}
     frame = frame.sort_values(column, ascending=False)
-    rows = [{"target": str(t), "value": float(r[column]), "prior": _number(r.get("prior"))} for t, r in frame.iterrows()]
-    return {"label": label, "rows": rows, "note": ""}
+    # OOF losses are compared with the prior out of fold when the run's folds are known
+    key = "prior_oof" if "prior_oof" in frame else "prior"
+    rows = [{"target": str(t), "value": float(r[column]), "prior": _number(r.get(key))} for t, r in frame.iterrows()]
+    return {"label": label, "rows": rows, "note": "",
+            "prior_label": "out-of-fold prior" if key == "prior_oof" else "prior (in sample)"}
+
+
+def _run_folds(d: Path, truth: Truth) -> np.ndarray | None:
+    """A model run's folds (folds.npy, rows as in its oof_predictions.csv) in the order of
+    the truth's training rows; None when missing or not matching."""
+    try:
+        folds = np.load(d / layout.FOLDS, allow_pickle=False)
+        ids = pd.read_csv(d / layout.OOF_PREDICTIONS, usecols=[0], dtype=str).iloc[:, 0]
+    except (OSError, ValueError):
+        return None
+    pos = pd.Index(ids).get_indexer(truth.sig_id)
+    return folds[pos] if folds.shape == (len(ids),) and (pos >= 0).all() else None
+
+
+def _evaluation(run_dir: Path, top: int = 15) -> dict | None:
+    """The per-MoA trust section (``moakit evaluate``'s RUN/evaluation/), when it exists."""
+    from moakit.runs import layout
+
+    doc = _json(run_dir / layout.EVALUATION_DIR / layout.EVALUATION)
+    if not doc.get("sets"):
+        return None
+    sets = []
+    for key, s in doc["sets"].items():
+        rows = [r for r in (doc.get("per_target") or {}).get(key, []) if r.get("positives")]
+        sets.append({"name": key, **s, "best": rows[:top],
+                     "flagged": [r["target"] for r in rows if r.get("trust") == "no better than shuffled"]})
+    png = run_dir / layout.EVALUATION_DIR / layout.EVALUATION_PNG
+    return {"sets": sets, "rule": doc.get("rule"), "bins": doc.get("calibration_bins"),
+            "shuffled": doc.get("shuffled") or {}, "png": str(png) if png.exists() else None}
+
+
+def _explanations(run_dir: Path, top: int = 10) -> list[dict]:
+    """The saved ``moakit explain`` results (RUN/explain/), their top columns and deletion curves."""
+    from moakit.explain import load_saved
+
+    return [{**e, "top": e["top"][:top], "scores": None} for e in load_saved(run_dir)]
 
 
 # --------------------------------------------------------------------------- blend, prior, warnings
@@ -283,13 +334,16 @@ def _blend_section(run_dir: Path, blend: dict, truth: Truth | None) -> dict | No
                         "chosen": str(blend.get("method", "")).startswith("preset:")})
     nested = blend.get("nested") or None
     chosen = str(blend.get("method") or "")
-    nested_key = "preset" if chosen.startswith("preset:") else chosen
     mc = blend.get("mean_correlation") or {}
+    from moakit.headline import nested_scores
+
     return {
+        **nested_scores(blend),  # nested_log_loss (chosen weights), best_single_nested_log_loss
+        # entries the profile left out, the profile's note on the weights, preset or search and why
+        "skipped": blend.get("skipped"), "note": blend.get("note"), "choice": blend.get("choice"),
         "names": names, "method": chosen, "log_loss": blend.get("log_loss"),
         "log_loss_treated": blend.get("log_loss_treated"),
-        "nested_log_loss": ((nested or {}).get("methods") or {}).get(nested_key, {}).get("log_loss"),
-        "test_log_loss": _test_score(run_dir / "blend" / "submission.csv", truth),
+        "test_log_loss": _test_score(_blend_dir(run_dir) / layout.BLEND_TEST, truth),
         "methods": methods, "nested": nested, "best_single": blend.get("best_single"),
         "correlation": [{"name": n, "oof": (mc.get("oof") or {}).get(n), "test": (mc.get("test") or {}).get(n)}
                         for n in names] if mc.get("oof") else [],
@@ -297,15 +351,18 @@ def _blend_section(run_dir: Path, blend: dict, truth: Truth | None) -> dict | No
 
 
 def _prior(rows: list[dict], blend: dict, truth: Truth | None) -> dict | None:
-    """The per-target prior's scores: OOF from the runs, test from the answers."""
+    """The per-target prior's scores: in sample and out of fold (the single model's own
+    folds; the blend's blended out-of-fold prior) from the runs, test from the answers."""
     prior = next((r["prior"] for r in rows if r["prior"]), None) or blend.get("prior")
+    prior_oof = (blend.get("prior_oof") if blend else (rows[0]["prior_oof"] if len(rows) == 1 else None)) or {}
     if not prior and truth is not None:
         pred = metrics.prior_predictions(truth.y, truth.is_control, len(truth.y))
         prior = metrics.score(truth.y, pred, truth.is_control)
     if not prior:
         return None
     out = {"log_loss": _number(prior.get("log_loss")), "log_loss_treated": _number(prior.get("log_loss_treated")),
-           "test_log_loss": None}
+           "oof_log_loss": _number(prior_oof.get("log_loss")),
+           "oof_log_loss_treated": _number(prior_oof.get("log_loss_treated")), "test_log_loss": None}
     if truth is not None and truth.y_test is not None:
         pred = metrics.prior_predictions(truth.y, truth.is_control, len(truth.test_sig_id))
         out["test_log_loss"] = metrics.score(truth.y_test, pred, truth.test_is_control)["log_loss"]
@@ -318,15 +375,33 @@ def _warnings(rows: list[dict], prior: dict | None, blend: dict | None) -> list[
         if r["optimistic"]:
             out.append({"model": r["name"], "text": "selection policy oof (epochs chosen on the rows that give its "
                         "OOF predictions, as the winners did): its OOF log loss is optimistic."})
-        p = (prior or {}).get("log_loss")
+        # OOF losses against the model's own out-of-fold prior (the in-sample one only for runs made
+        # before it was recorded, and said so); test losses against the training means
+        p = (r.get("prior_oof") or {}).get("log_loss")
+        kind = "out-of-fold prior, same folds"
+        if p is None:
+            p, kind = (prior or {}).get("log_loss"), "in-sample prior: this run records no out-of-fold one"
         if p is not None and r["log_loss"] is not None and r["log_loss"] >= p:
             out.append({"model": r["name"], "text": f"no better than the per-target prior (OOF {r['log_loss']:.6f} "
-                        f"vs prior {p:.6f}): it learned nothing usable (too few epochs or rows for this profile?)."})
+                        f"vs {kind} {p:.6f}): it learned nothing usable (too few epochs or rows for this profile?)."})
+        pt = (prior or {}).get("test_log_loss")
+        if pt is not None and r.get("test_log_loss") is not None and r["test_log_loss"] >= pt:
+            out.append({"model": r["name"], "text": f"no better than the per-target prior on the test rows (test "
+                        f"{r['test_log_loss']:.6f} vs the training means' {pt:.6f})."})
     nested = (blend or {}).get("nested") or {}
     if "beats_best_single" in nested and not nested["beats_best_single"]:
         out.append({"model": "blend", "text": "the weight search does not beat the best single model under nested "
                     "evaluation: its in-sample gain is optimism."})
     return out
+
+
+def _headline(rows: list[dict], prior: dict | None, blend: dict | None) -> list[str]:
+    """The first screen's sentences (moakit.headline): what was left out and why, how the
+    weights were chosen, models and blend against the prior and the best member, why
+    drug-aware OOF is higher."""
+    from moakit.headline import headline
+
+    return headline({r["name"]: r for r in rows}, blend, (prior or {}).get("test_log_loss"))
 
 
 # --------------------------------------------------------------------------- timings, provenance
@@ -379,7 +454,7 @@ def collect_report(run_dir: str | Path, data: str | Path | None = None) -> dict:
         raise ReportError(f"{run_dir}: no such run folder")
     models, multi = _models(run_dir)
     top = _manifest(run_dir)
-    blend = _json(run_dir / "blend" / "blend.json") if multi else {}
+    blend = _json(_blend_dir(run_dir) / layout.BLEND) if multi else {}
     truth, data_note = _find_truth(run_dir, models, multi, data)
     rows = [_model_row(name, d, blend, truth) for name, d in models.items()]
     prior = _prior(rows, blend, truth)
@@ -391,12 +466,15 @@ def collect_report(run_dir: str | Path, data: str | Path | None = None) -> dict:
         "data": {"source": truth.source if truth else None, "answers": bool(truth and truth.y_test is not None),
                  "note": data_note},
         "models": rows, "prior": prior, "blend": blend_section, "warnings": _warnings(rows, prior, blend_section),
+        "headline": _headline(rows, prior, blend_section) if multi else [],
         "folds": {name: _fold_rows(d, truth, curves[name]) for name, d in models.items()},
         "curves": curves,
         "per_target": _per_target(run_dir, models, multi, truth),
+        "evaluation": _evaluation(run_dir),
+        "explanations": _explanations(run_dir),
         "feature_maps": {name: [str(p) for p in _feature_maps(d)[:MAX_FEATURE_MAPS]] for name, d in models.items()},
-        "heatmaps": [str(run_dir / "blend" / f) for f in ("correlation_oof.png", "correlation_test.png")
-                     if multi and (run_dir / "blend" / f).exists()],
+        "heatmaps": [str(_blend_dir(run_dir) / f) for f in layout.CORRELATION_PNG.values()
+                     if multi and (_blend_dir(run_dir) / f).exists()],
         "timings": _timings(models, multi, top, blend), "provenance": _provenance(models, multi, top),
         "model_dirs": {name: str(d) for name, d in models.items()},
     }
@@ -411,7 +489,7 @@ def _save_png(fig, path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def _plot_per_target(rows: list[dict], label: str, path: Path) -> None:
+def _plot_per_target(rows: list[dict], label: str, path: Path, prior_label: str = "prior") -> None:
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     values = np.array([r["value"] for r in rows])  # sorted, hardest first
@@ -423,11 +501,11 @@ def _plot_per_target(rows: list[dict], label: str, path: Path) -> None:
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
     ax.bar(x, values, width=1.0, color="#3b75af", label=f"{label} (mean {values.mean():.5f})")
     if has_prior:
-        ax.plot(x, prior, ".", color="#d62728", markersize=3, label=f"prior (mean {np.nanmean(prior):.5f})")
+        ax.plot(x, prior, ".", color="#d62728", markersize=3, label=f"{prior_label} (mean {np.nanmean(prior):.5f})")
     ax.set_xlim(-0.5, len(rows) - 0.5)
     ax.set_xlabel(f"{len(rows)} targets, sorted by {label} log loss")
     ax.set_ylabel("OOF log loss")
-    ax.set_title(f"Per-target OOF log loss: {label} vs prior")
+    ax.set_title(f"Per-target OOF log loss: {label} vs {prior_label}")
     ax.legend(loc="upper right")
     yy = np.arange(top)
     ax2.barh(yy, values[:top], color="#3b75af")
@@ -440,7 +518,7 @@ def _plot_per_target(rows: list[dict], label: str, path: Path) -> None:
     _save_png(fig, path)
 
 
-def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path) -> None:
+def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path, prior_label: str = "prior") -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 0.5 * len(rows) + 1.5))
@@ -454,7 +532,7 @@ def _plot_models(rows: list[tuple[str, float]], prior: float | None, path: Path)
         lo, hi = min(finite), max(finite + ([prior] if prior else []))
         ax.set_xlim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
     if prior is not None and math.isfinite(prior):
-        ax.axvline(prior, color="#d62728", ls="--", label=f"prior {prior:.5f}")
+        ax.axvline(prior, color="#d62728", ls="--", label=f"{prior_label} {prior:.5f}")
         ax.legend(loc="lower right")
     for i, v in enumerate(vals):
         if math.isfinite(v):
@@ -517,22 +595,36 @@ def _safe_name(name: str) -> str:
 
 def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
     """Draw or copy every image into ``tmp``; returns what the template shows."""
-    figs: dict[str, Any] = {"model_scores": None, "per_target": None, "curves": {}, "heatmaps": [], "maps": []}
+    figs: dict[str, Any] = {"model_scores": None, "per_target": None, "curves": {}, "heatmaps": [], "maps": [],
+                            "evaluation": None}
+    if report.get("evaluation") and report["evaluation"]["png"]:
+        shutil.copyfile(report["evaluation"]["png"], tmp / "evaluation_pr_auc.png")
+        figs["evaluation"] = "evaluation_pr_auc.png"
+    from moakit.explain import plot_deletion
+
+    figs["explanations"] = {}
+    for e in report.get("explanations") or []:
+        f = f"deletion_{_safe_name(e['target'])}_{e['method']}.png"
+        if plot_deletion(e, tmp / f):
+            figs["explanations"][f"{e['target']}.{e['method']}"] = f
     scores = [(r["name"], r["log_loss"]) for r in report["models"] if r["log_loss"] is not None]
     if report["blend"] and _number(report["blend"]["log_loss"]) is not None:
         scores.append(("blend", float(report["blend"]["log_loss"])))
     if len(scores) > 1:
-        _plot_models(scores, (report["prior"] or {}).get("log_loss"), tmp / "model_scores.png")
+        p = report["prior"] or {}
+        _plot_models(scores, p.get("oof_log_loss") or p.get("log_loss"), tmp / "model_scores.png",
+                     "out-of-fold prior" if p.get("oof_log_loss") else "prior (in sample)")
         figs["model_scores"] = "model_scores.png"
     if report["per_target"].get("rows"):
-        _plot_per_target(report["per_target"]["rows"], report["per_target"]["label"], tmp / "per_target_log_loss.png")
+        _plot_per_target(report["per_target"]["rows"], report["per_target"]["label"], tmp / "per_target_log_loss.png",
+                         report["per_target"].get("prior_label", "prior"))
         figs["per_target"] = "per_target_log_loss.png"
     for name, curves in report["curves"].items():
         f = f"curves_{_safe_name(name)}.png"
         if _plot_curves(curves, name, tmp / f):
             figs["curves"][name] = f
-    captions = {"correlation_oof.png": "OOF predictions (treated rows)",
-                "correlation_test.png": "test predictions (treated rows)"}
+    captions = {layout.CORRELATION_PNG["oof"]: "OOF predictions (treated rows)",
+                layout.CORRELATION_PNG["test"]: "test predictions (treated rows)"}
     for src in map(Path, report["heatmaps"]):
         shutil.copyfile(src, tmp / src.name)
         figs["heatmaps"].append({"file": src.name, "caption": captions.get(src.name, src.name)})
@@ -585,10 +677,14 @@ def _plain(value: Any) -> Any:
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, data: str | Path | None = None) -> Path:
     """Write ``out_dir`` (default ``RUN/report``) with index.html, its PNGs and report.json;
     returns the path of index.html. ``data``: see :func:`collect_report`."""
+    out_dir = Path(out_dir) if out_dir is not None else layout.report_dir(run_dir)
+    from moakit.validate import check_report_dir, clean_leftovers
+
+    check_report_dir(out_dir)  # it is replaced whole: never a run, data or other folder
+    clean_leftovers(out_dir.parent, target=out_dir.name)  # .report.*/ of a killed report
     report = collect_report(run_dir, data)
-    out_dir = Path(out_dir) if out_dir is not None else Path(run_dir) / "report"
     with atomic_dir(out_dir) as tmp:
         figures = _figures(report, tmp, out_dir)
-        (tmp / "index.html").write_text(render_html(report, figures), encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps(_plain(report), indent=1) + "\n", encoding="utf-8")
-    return out_dir / "index.html"
+        (tmp / layout.REPORT_HTML).write_text(render_html(report, figures), encoding="utf-8")
+        (tmp / layout.REPORT_JSON).write_text(json.dumps(_plain(report), indent=1) + "\n", encoding="utf-8")
+    return out_dir / layout.REPORT_HTML

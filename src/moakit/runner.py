@@ -13,7 +13,8 @@ Run layout (one model)::
       oof_predictions.csv    sig_id + scored targets (controls 0), averaged over seeds
       test_predictions.csv   the same for the test rows: a submission
       metrics.json           OOF log loss per seed and overall (all rows / treated rows); for a
-                             model with several stages on the scored targets, per stage too
+                             model with several stages on the scored targets, per stage too;
+                             the per-target prior in sample (prior) and out of fold (prior_oof)
       graph.json             the task graph's nodes and what each run took (start, seconds, host)
 
 The work is a task graph (:mod:`moakit.graph`): per stage and seed a ``features`` node,
@@ -36,22 +37,22 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
-import pandas as pd
 
-import moakit
 from moakit import metrics
-from moakit.artifacts import atomic_file, read_json, read_npy, recorded_path, run_lock, write_json, write_npy
+from moakit.artifacts import read_json, read_npy, recorded_path, run_lock, write_json, write_npy
 from moakit.config import ConfigError, RunConfig, validate_params
 from moakit.cv import assign_folds, holdout_mask
-from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
 from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
 from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
-from moakit.manifest import MANIFEST_FILE, Manifest, new_manifest, read_manifest
+from moakit.manifest import Manifest, new_manifest, read_manifest
 from moakit.models.base import Blocks, FitContext, Model, StageSpec, get_model_class
+from moakit.models.estimators import load_estimator
 from moakit.progress import GraphProgress, RunProgress
 from moakit.registry import Registry
+from moakit.runs import layout, records
+from moakit.runs.run import check_resume
 
 
 def fold_seed(seed: int, fold: int) -> int:
@@ -98,10 +99,20 @@ def check_config(config: RunConfig, data: MoAData | None = None) -> Model:
     Raises ConfigError naming the config file and the field."""
     where = config.source or config.model
     model = build_model(config)
+    from moakit.validate import check_param_values
+
+    check_param_values(model.params, where)  # dropout, layer sizes, activation, device: not in a fold job
+    if config.selection.policy == "holdout_refit" and not model.supports_refit:
+        raise ConfigError(f"{where}: selection.policy: holdout_refit is not available for model {config.model!r} "
+                          "(use holdout, last or oof)")
     if data is not None:
         from moakit.features import Pipeline, PipelineConfig
 
-        available = set(blocks_from_dataset(data.train)) | {"meta", CONTROL_BLOCK}
+        from moakit.features.panel import PanelError, plan_pipeline
+
+        base = blocks_from_dataset(data.train)
+        widths: dict[str, int | None] = {b: int(a.shape[1]) for b, a in base.items()}
+        available = set(base) | {"meta", CONTROL_BLOCK}
         for field_path, pipeline_config in _find_instances(model.params, PipelineConfig, "params"):
             try:
                 needed = Pipeline(pipeline_config)._external_inputs()
@@ -113,6 +124,11 @@ def check_config(config: RunConfig, data: MoAData | None = None) -> Model:
                 what = f"{field_path}.output" if outputs else f"{field_path}.steps"
                 raise ConfigError(f"{where}: {what}: block(s) {unknown} are written by no feature step and "
                                   f"are not given by the data (given: {', '.join(sorted(available))})")
+            try:
+                plan_pipeline(pipeline_config, {**widths, "meta": None}, len(data.train))
+            except PanelError as exc:
+                raise ConfigError(f"{where}: {field_path}.steps: {exc}") from None
+        model.check_panel(data, where)
     return model
 
 
@@ -189,6 +205,9 @@ class FoldJob:
     judge_rows: np.ndarray  # held-out rows it is judged on (early stopping)
     oof_rows: np.ndarray  # every row of the fold (controls included): its OOF predictions
     device: str | None = None  # FitContext.device: None = as the params say
+    refit: bool = False  # selection holdout_refit (FitContext.refit)
+    control_rows: np.ndarray | None = None  # control rows outside the fold (control augmentation)
+    control_groups: np.ndarray | None = None  # their cp_time x cp_dose group
 
     @property
     def X_train(self) -> np.ndarray:
@@ -223,7 +242,7 @@ class FoldJob:
         return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.judge_rows]
 
 
-FOLD_FILES = ("done.json", "valid_pred.npy", "test_pred.npy", "estimator")
+FOLD_FILES = layout.FOLD_FILES
 
 
 def fold_done(fold_dir: str | Path) -> bool:
@@ -263,17 +282,18 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
             on_epoch(record)
 
     ctx = FitContext(seed=fold_seed(job.seed, job.fold), on_epoch=record_epoch, device=job.device,
-                     Y_aux_train=job.Y_aux_train, Y_aux_valid=job.Y_aux_valid,
+                     Y_aux_train=job.Y_aux_train, Y_aux_valid=job.Y_aux_valid, refit=job.refit,
+                     X_controls=None if job.control_rows is None else job.arrays.X[job.control_rows],
+                     control_groups=job.control_groups,
                      # saved before the fold jobs start, readable from any worker; loaded only if asked
-                     load_features=lambda: load_saved_features(model, job.stage, out.parent / "features"))
+                     load_features=lambda: load_saved_features(model, job.stage, out.parent / layout.FEATURES_DIR))
     est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid, ctx)
     fit_seconds = time.perf_counter() - start
-    write_json(out / "history.json", {"epochs": epoch_records(history)})
-    est.save(out / "estimator")
-    write_npy(out / "valid_pred.npy", est.predict_proba(job.X_oof).astype(np.float32))
-    write_npy(out / "test_pred.npy", est.predict_proba(job.X_test).astype(np.float32))
-    write_json(out / "done.json", {"fit_seconds": fit_seconds, "seed": job.seed, "fold": job.fold,
-                                   "info": getattr(est, "info", {})})
+    records.write_history(out, epoch_records(history))
+    est.save(out / layout.ESTIMATOR_DIR)
+    write_npy(out / layout.VALID_PRED, est.predict_proba(job.X_oof).astype(np.float32))
+    write_npy(out / layout.TEST_PRED, est.predict_proba(job.X_test).astype(np.float32))
+    records.write_done(out, fit_seconds, job.seed, job.fold, getattr(est, "info", {}))
     return str(out)
 
 
@@ -300,24 +320,6 @@ class LocalExecutor:
         run_local(graph, observer, call)
 
 
-class _FoldJobExecutor:
-    """An object with only ``run(jobs, progress)`` (the executor interface before the task
-    graph): the graph runs locally and each fold job is handed to it."""
-
-    def __init__(self, executor) -> None:
-        self.executor = executor
-
-    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None:
-        def call(node: Node, values: list):
-            if node.kind != "fold":
-                return node.call(values)
-            job = dataclasses.replace(node.kwargs["job"], arrays=values[0])
-            self.executor.run([job], progress)
-            return job.out_dir
-
-        run_local(graph, observer, call)
-
-
 def _ray_executor(**kwargs) -> Executor:
     from moakit.distributed import RayExecutor  # optional extra, imported when asked for
 
@@ -336,7 +338,9 @@ def make_executor(name: str, **kwargs) -> Executor:
 def as_executor(executor: str | Executor) -> Executor:
     if isinstance(executor, str):
         return make_executor(executor)
-    return executor if hasattr(executor, "run_graph") else _FoldJobExecutor(executor)
+    if not hasattr(executor, "run_graph"):
+        raise TypeError(f"{type(executor).__name__}: not an executor (it needs run_graph(graph, observer, progress))")
+    return executor
 
 
 def execute(graph: TaskGraph, executor: Executor, show_progress: bool, observer: Observer | None = None,
@@ -404,7 +408,7 @@ class StageChain:
 
 
 def stage_dir(run_dir: str | Path, stage: StageSpec, seed: int) -> Path:
-    return Path(run_dir) / "stages" / stage.name / f"seed_{seed}"
+    return layout.stage_dir(run_dir, stage.name, seed)
 
 
 # --------------------------------------------------------------------------- training
@@ -431,7 +435,7 @@ def judge_masks(config: RunConfig, ds: Dataset, folds: np.ndarray) -> dict[int, 
             out[k] = folds == k
         elif sel.policy == "last":
             out[k] = np.zeros(len(folds), bool)
-        else:
+        else:  # holdout, holdout_refit (whose refit pass then trains on these rows too)
             others = np.flatnonzero(folds != k)
             mask = np.zeros(len(folds), bool)
             mask[others[holdout_mask(ds, others, cv.scheme, sel.holdout_fraction, cv.seed + 1000 + k,
@@ -444,7 +448,7 @@ def selection_summary(config: RunConfig) -> dict:
     """What metrics.json says of the selection policy; ``oof`` is flagged as optimistic."""
     sel = config.selection
     out = {"policy": sel.policy}
-    if sel.policy == "holdout":
+    if sel.policy in ("holdout", "holdout_refit"):
         out["holdout_fraction"] = sel.holdout_fraction
     if sel.policy == "oof":
         out["optimistic"] = True
@@ -489,16 +493,23 @@ def train(
     A failed fold (or feature fit) raises :class:`moakit.graph.GraphFailed` naming its
     stage / seed / fold, after every node that did not depend on it has finished."""
     out = check_out_dir(out)
+    from moakit.validate import check_device, check_folder_kind
+
+    check_folder_kind(out, "model", "this model run")  # never into a workflow / blend / data folder
+    check_device(device)
     model = check_config(config, data)
     executor = as_executor(executor)
     fingerprint = data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
+        from moakit.validate import clean_leftovers
+
+        clean_leftovers(out)  # temporary files of a killed run (kill -9 during a write)
         graph = TaskGraph()
         model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint, device=device)
         results: dict[str, TrainResult] = {}
         observers = Observers(_Collect(results), FailureRecorder({label or config.model: out}))
-        execute(graph, executor, show_progress, observers, out / "graph.json")
+        execute(graph, executor, show_progress, observers, out / layout.GRAPH)
         return results[model_node]
 
 
@@ -516,7 +527,7 @@ class FailureRecorder(Observer):
 
     def on_failed(self, node: Node, error: str) -> None:
         run_dir = self.run_dirs.get(node.model)
-        if run_dir is not None and (run_dir / MANIFEST_FILE).exists():
+        if run_dir is not None and (run_dir / layout.MANIFEST).exists():
             manifest = read_manifest(run_dir)
             manifest.model_copy(update={"status": "failed", "error": node_error(node, error)}).write(run_dir)
 
@@ -535,19 +546,24 @@ class _Collect(Observer):
 def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -> tuple[Manifest, np.ndarray]:
     """Before any node runs: refuse a run folder of another config / data / version, write
     config.json, columns.json, the manifest (running) and the folds; returns (manifest, folds)."""
-    _check_resume(out, config, fingerprint)
+    # the identity is the config's content, never a path: a run folder copied or moved
+    # elsewhere, or the same config read from another checkout, resumes
+    check_resume(out, "model", fingerprint, identity=config)
     train_ds = data.train
-    write_json(out / "config.json", config.model_dump(mode="json"))
+    records.write_config(out, config.model_dump(mode="json"))
     # What inference checks new data against: the input columns and the output targets.
-    write_json(out / "columns.json", {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
-                                      "scored": list(train_ds.scored_names)})
+    columns = {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
+               "scored": list(train_ds.scored_names)}
+    if not train_ds.is_lish_moa_panel:  # how prediction encodes new rows' meta columns
+        columns["panel"] = train_ds.panel
+    records.write_columns(out, columns)
     manifest = _manifest(config, fingerprint, data, out)
     manifest.write(out)
-    if (out / "folds.npy").exists():
-        folds = read_npy(out / "folds.npy")
+    if (out / layout.FOLDS).exists():
+        folds = read_npy(out / layout.FOLDS)
     else:
         folds = assign_folds(train_ds, config.cv.scheme, config.cv.n_folds, config.cv.seed, config.cv.max_replicates)
-        write_npy(out / "folds.npy", folds)
+        write_npy(out / layout.FOLDS, folds)
     return manifest, folds
 
 
@@ -558,8 +574,8 @@ def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data
     that only reads it (a finished stage-seed's gather)."""
     manifest, folds = prepare_run(config, data, out, fingerprint)
     judge = judge_masks(config, data.train, folds)
-    if config.selection.policy == "holdout" and not (out / "holdout.npy").exists():
-        write_npy(out / "holdout.npy", np.stack([judge[k] for k in range(config.cv.n_folds)]).astype(np.int8))
+    if config.selection.policy in ("holdout", "holdout_refit") and not (out / layout.HOLDOUT).exists():
+        write_npy(out / layout.HOLDOUT, np.stack([judge[k] for k in range(config.cv.n_folds)]).astype(np.int8))
     chain = StageChain(model, config.seeds)
     gathers: dict[tuple[int, int], str] = {}
     n_jobs = n_pending = 0
@@ -588,20 +604,23 @@ def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, 
     shared_folds = {"folds": folds}
     gather = Node(f"{prefix}/gather", "gather", gather_stage_seed, shared=shared_folds,
                   kwargs={"stage_dir": str(sdir), "n_folds": config.cv.n_folds}, cpu_share=0, **where)
-    if (sdir / "oof.npy").exists() and (sdir / "test.npy").exists():
+    if (sdir / layout.STAGE_OOF).exists() and (sdir / layout.STAGE_TEST).exists():
         return graph.add(gather), 0
-    pending = [k for k in range(config.cv.n_folds) if not fold_done(sdir / f"fold_{k}")]
+    pending = [k for k in range(config.cv.n_folds) if not fold_done(layout.fold_dir(sdir, k))]
     if pending:
         feat = graph.add(Node(f"{prefix}/features", "features", fit_stage_seed, deps=upstream, shared={"data": data},
                               kwargs={"model": model, "index": index, "seed": seed, "seeds": list(config.seeds),
                                       "run_dir": str(out)}, **where))
         rows = training_rows(stage, data.train)
+        tr = data.train
         for k in pending:
+            controls = np.flatnonzero(tr.is_control & (folds != k))
             job = FoldJob(model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
-                          out_dir=str(sdir / f"fold_{k}"), arrays=None,
+                          out_dir=str(layout.fold_dir(sdir, k)), arrays=None,
                           fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]),
                           judge_rows=np.flatnonzero(rows & judge[k]), oof_rows=np.flatnonzero(folds == k),
-                          device=device)
+                          device=device, refit=config.selection.policy == "holdout_refit", control_rows=controls,
+                          control_groups=tr.cp_time[controls].astype(np.int64) * 64 + tr.cp_dose[controls])
             gather.deps.append(graph.add(Node(f"{prefix}/fold_{k}", "fold", train_fold, deps=[feat],
                                               kwargs={"job": job}, fold=k, gpu_share=model.fold_gpu_share, **where)))
     return graph.add(gather), len(pending)
@@ -620,14 +639,21 @@ def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], mode
     train_ds, test_ds = data.train, data.test
     train_blocks, test_blocks = _stage_blocks(train_ds, meta_train), _stage_blocks(test_ds, meta_test)
     sdir = stage_dir(run_dir, stage, seed)
-    feat_dir = sdir / "features"
+    feat_dir = sdir / layout.FEATURES_DIR
+    from moakit import feature_reuse
+
     if feat_dir.exists():
+        features = load_saved_features(model, stage, feat_dir)
+    elif (fitted := feature_reuse.reusable(run_dir, model, chain, index, seed, data)) is not None:
+        feature_reuse.link_features(fitted[0], feat_dir)  # an equal fit of another seed: linked, not refitted
+        feature_reuse.record_key(sdir, fitted[1], fitted[0])
         features = load_saved_features(model, stage, feat_dir)
     else:
         fit_train, fit_test = _fit_blocks(stage, train_ds, train_blocks), _fit_blocks(stage, test_ds, test_blocks)
         _adopt_reused_features(model, chain, stage, seed, run_dir, fit_train, fit_test)
         features = model.fit_features(stage, fit_train, fit_test, seed)
         features.save(feat_dir)
+        feature_reuse.record_key(sdir, feature_reuse.stage_key(model, chain, index, seed, data))
     X_all = features.transform(train_blocks)
     X_test = features.transform(test_blocks)
 
@@ -636,7 +662,7 @@ def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], mode
     columns = np.arange(Y_all.shape[1])
     if stage.drop_empty_targets:
         columns = np.flatnonzero(Y_all[rows].sum(axis=0) > 0)
-    write_json(sdir / "targets.json", {"names": [names[j] for j in columns], "columns": columns.tolist()})
+    write_json(sdir / layout.TARGETS, {"names": [names[j] for j in columns], "columns": columns.tolist()})
     Y_aux = None
     if stage.aux_targets:  # e.g. the non-scored labels a scored stage pre-trains on
         Y_aux, _ = stage_targets(StageSpec(stage.name, targets=stage.aux_targets), train_ds)
@@ -667,7 +693,7 @@ def _adopt_reused_features(model: Model, chain: StageChain, stage: StageSpec, se
     if earlier is None:
         return
     spec = next((s for s in chain.stages if s.name == earlier), None)
-    saved = stage_dir(run_dir, spec, seed) / "features" if spec is not None else None
+    saved = stage_dir(run_dir, spec, seed) / layout.FEATURES_DIR if spec is not None else None
     if saved is not None and saved.exists():
         model.adopt_features(spec, seed, load_saved_features(model, spec, saved), fit_train, fit_test)
 
@@ -682,15 +708,16 @@ def gather_stage_seed(folds: np.ndarray, *fold_dirs: str, stage_dir: str, n_fold
     that held it out) and its test predictions (mean over folds), saved as oof.npy /
     test.npy; read back when they exist."""
     sdir = Path(stage_dir)
-    if (sdir / "oof.npy").exists() and (sdir / "test.npy").exists():
-        return read_npy(sdir / "oof.npy"), read_npy(sdir / "test.npy")
-    valid = [read_npy(sdir / f"fold_{k}" / "valid_pred.npy") for k in range(n_folds)]
+    if (sdir / layout.STAGE_OOF).exists() and (sdir / layout.STAGE_TEST).exists():
+        return read_npy(sdir / layout.STAGE_OOF), read_npy(sdir / layout.STAGE_TEST)
+    valid = [read_npy(layout.fold_dir(sdir, k) / layout.VALID_PRED) for k in range(n_folds)]
     oof = np.zeros((len(folds), valid[0].shape[1]), np.float32)
     for k in range(n_folds):
         oof[folds == k] = valid[k]
-    test = np.mean([read_npy(sdir / f"fold_{k}" / "test_pred.npy") for k in range(n_folds)], axis=0).astype(np.float32)
-    write_npy(sdir / "oof.npy", oof)
-    write_npy(sdir / "test.npy", test)
+    test = np.mean([read_npy(layout.fold_dir(sdir, k) / layout.TEST_PRED) for k in range(n_folds)],
+                   axis=0).astype(np.float32)
+    write_npy(sdir / layout.STAGE_OOF, oof)
+    write_npy(sdir / layout.STAGE_TEST, test)
     return oof, test
 
 
@@ -728,11 +755,14 @@ class ModelFinish:
                     train_ds.scored, metrics.zero_controls(stage_oof, train_ds.is_control), train_ds.is_control)
         if len(stage_scores) > 1:
             result["stages"] = stage_scores
-        prior = metrics.prior_predictions(train_ds.scored, train_ds.is_control, len(train_ds))
-        result["prior"] = metrics.score(train_ds.scored, prior, train_ds.is_control)
-        write_predictions(self.out / "oof_predictions.csv", train_ds.sig_id, oof, train_ds.scored_names)
-        write_predictions(self.out / "test_predictions.csv", test_ds.sig_id, test, train_ds.scored_names)
-        write_json(self.out / "metrics.json", result)
+        # the per-target prior in sample ("prior": the training means, what TEST predictions are
+        # compared with) and out of fold on this model's folds ("prior_oof": what its OOF
+        # predictions are compared with; an in-sample prior has seen the rows it is scored on)
+        priors = metrics.prior_scores(train_ds.scored, train_ds.is_control, read_npy(self.out / layout.FOLDS))
+        result["prior"], result["prior_oof"] = priors["in_sample"], priors["oof"]
+        records.write_predictions(self.out / layout.OOF_PREDICTIONS, train_ds.sig_id, oof, train_ds.scored_names)
+        records.write_predictions(self.out / layout.TEST_PREDICTIONS, test_ds.sig_id, test, train_ds.scored_names)
+        records.write_metrics(self.out, result)
         timings = self.timings()
         self.manifest.model_copy(update={"status": "complete", "timings": timings}).write(self.out)
         return TrainResult(self.out, oof, test, result, timings)
@@ -752,48 +782,15 @@ class ModelFinish:
         return out
 
 
-def write_predictions(path: Path, sig_id: np.ndarray, pred: np.ndarray, names: list[str]) -> None:
-    frame = pd.DataFrame(pred.astype(np.float64), columns=names)
-    frame.insert(0, schema.ID_COLUMN, sig_id)
-    with atomic_file(path, "w") as fh:
-        frame.to_csv(fh, index=False, float_format="%.8g")
-
-
 def _manifest(config: RunConfig, fingerprint: str, data: MoAData, out: Path) -> Manifest:
     created = None
-    if (out / MANIFEST_FILE).exists():  # a resumed run keeps when it was created
+    if (out / layout.MANIFEST).exists():  # a resumed run keeps when it was created
         created = read_manifest(out).created
+    from moakit.validate import config_digest
+
     return new_manifest("model", model=config.model, profile=config.profile, config_source=config.source,
                         data_fingerprint=fingerprint, data_source=data_source(data, out), n_train=len(data.train),
-                        n_test=len(data.test), created=created)
-
-
-def _check_resume(out: Path, config: RunConfig, fingerprint: str) -> None:
-    """Refuse to resume into a run made with another config, other data or another moakit
-    version. The identity is the config's content, never a path: a run folder copied or
-    moved elsewhere, or the same config read from another checkout, resumes."""
-    cfg_path, man_path = out / "config.json", out / "manifest.json"
-    if not cfg_path.exists():
-        return
-    try:
-        previous = read_json(cfg_path)
-        manifest = read_manifest(out) if man_path.exists() else None
-    except ValueError as exc:
-        raise ValueError(f"{out}: its config.json or manifest.json cannot be read ({exc}); "
-                         "use another --out or delete it") from None
-    if not isinstance(previous, dict) or resume_identity(previous) != resume_identity(config):
-        raise ValueError(f"{out}: holds a run of a different config; use another --out or delete it")
-    if manifest is None:
-        return
-    if manifest.kind != "model":
-        raise ValueError(f"{out}: holds a {manifest.kind} run, not a model's; use another --out")
-    if manifest.data_fingerprint != fingerprint:
-        raise ValueError(f"{out}: holds a run on different data; use another --out or delete it")
-    version = manifest.moakit_version
-    if version is not None and version != moakit.__version__:
-        raise ValueError(f"{out}: holds a run of moakit {version} (this is {moakit.__version__}); its "
-                         "artifacts may not match: use another --out, delete it, or resume it with moakit "
-                         f"{version}")
+                        n_test=len(data.test), created=created, config_digest=config_digest(out))
 
 
 # --------------------------------------------------------------------------- inference
@@ -809,18 +806,18 @@ def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None)
     size (throughput only).
     """
     run_dir = Path(run_dir)
-    config = RunConfig(**read_json(run_dir / "config.json"))
+    config = RunConfig(**read_json(run_dir / layout.CONFIG))
     model = build_model(config)
     chain = StageChain(model, config.seeds)
     outputs: dict[tuple[int, int], np.ndarray] = {}
     for index, stage in enumerate(chain.stages):
         for seed in config.seeds:
             sdir = stage_dir(run_dir, stage, seed)
-            features = model.load_features(stage, sdir / "features")
+            features = model.load_features(stage, sdir / layout.FEATURES_DIR)
             X = features.transform(_stage_blocks(ds, chain.meta(index, seed, outputs)))
             preds = []
             for k in range(config.cv.n_folds):
-                est = model.load_estimator(stage, sdir / f"fold_{k}" / "estimator")
+                est = load_estimator(layout.estimator_dir(sdir, k))
                 if batch_size is not None and hasattr(est, "eval_batch_size"):
                     est.eval_batch_size = int(batch_size)
                 preds.append(est.predict_proba(X))

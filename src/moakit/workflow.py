@@ -5,7 +5,7 @@ A blend config names the models of a final submission and how their weights are 
     models:
       - {name: three_stage_nn, config: three_stage_nn, seeds: 5, folds: 10}
       - {name: simple_nn_drug_cv, config: simple_nn_drug_cv}
-    blend: {methods: [slsqp, optuna], optuna_trials: 3000, storage: null, preset: null}
+    blend: {methods: [slsqp, optuna], optuna_trials: 3000, storage: null, preset: null, calibrate: null}
     model_profile_fallback: {demo: smoke}   # e.g., for a model config without a demo profile
     profiles:
       cpu:  {blend: {optuna_trials: 300}, models: {three_stage_nn: {seeds: null, folds: null}}}
@@ -51,19 +51,26 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from moakit import runner
-from moakit.artifacts import atomic_dir, atomic_file, read_json, run_lock, write_json
-from moakit.config import ConfigError, RunConfig, deep_merge, load_config, read_yaml, resolve_config_path
+from moakit.artifacts import atomic_dir, atomic_file, run_lock
+from moakit.choices import DEFAULT_BLEND_METHODS, BlendMethod
+from moakit.config import ConfigError, RunConfig, deep_merge, format_errors, load_config, read_yaml, resolve_config_path
 from moakit.data.dataset import MoAData
 from moakit.graph import GraphFailed, Node, Observer, Observers, TaskGraph
-from moakit.manifest import MANIFEST_FILE, Manifest, new_manifest, read_manifest
+from moakit.manifest import Manifest, new_manifest, read_manifest
 from moakit.manifest import ModelEntry as ManifestEntry
+from moakit.runs import layout, records
+from moakit.runs.run import check_resume
 
-WORKFLOW_FILE = "workflow.json"
+WORKFLOW_FILE = layout.WORKFLOW
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class WorkflowError(ValueError):
     """A workflow that cannot run (or failed); the message names the model entry."""
+
+
+class EntryConfigError(WorkflowError, ConfigError):
+    """A model entry's config that cannot be used (with this data): a usage error, exit 2."""
 
 
 # --------------------------------------------------------------------------- config
@@ -92,11 +99,29 @@ class BlendSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # per_target: one weight per model and target; kept only where it wins the nested score
-    methods: list[Literal["slsqp", "optuna", "per_target"]] = ["slsqp", "optuna", "per_target"]
+    methods: list[BlendMethod] = list(DEFAULT_BLEND_METHODS)
     optuna_trials: int = Field(3000, ge=1)
     storage: str | None = None  # Optuna storage URL (e.g. sqlite:///blend.db) to resume a search
     preset: str | None = None  # a named weight set of blend.PRESETS instead of a search
     seed: int = 0
+    # per-target calibration (moakit.calibration), kept only if it lowers the nested log loss
+    calibrate: Literal["platt", "isotonic"] | None = None
+    # with a preset: "preset" uses its weights; "nested" keeps the preset or the best search,
+    # whichever has the lower nested log loss (blend.json "choice" records both scores)
+    choose: Literal["preset", "nested"] = "preset"
+    # shown beside the weights (CLI table, report) and kept in blend.json, e.g. why a preset
+    # does not fit this profile
+    note: str = ""
+
+
+class SkipModels(BaseModel):
+    """Entries a profile leaves out of the blend, and why (printed when the run starts,
+    shown in the report)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(..., min_length=1)
+    reason: str = Field(..., min_length=1)
 
 
 class BlendConfig(BaseModel):
@@ -111,6 +136,8 @@ class BlendConfig(BaseModel):
     blend: BlendSettings = BlendSettings()
     # requested profile -> profile to use for a model config that lacks the requested one
     model_profile_fallback: dict[str, str] = {}
+    # entries this profile leaves out (removed from ``models``; kept here with the reason)
+    skip_models: SkipModels | None = None
     source: str = ""
 
     @model_validator(mode="after")
@@ -120,11 +147,11 @@ class BlendConfig(BaseModel):
             if entry.name in seen:
                 raise ValueError(f"model entry name {entry.name!r} appears more than once")
             seen.add(entry.name)
+        if self.skip_models is not None:  # idempotent: a resolved config's dump validates again
+            self.models = [e for e in self.models if e.name not in self.skip_models.models]
+            if not self.models:
+                raise ValueError("skip_models leaves no model entry to train")
         return self
-
-
-def _format_errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors())
 
 
 def _overlay(raw: dict, overlay: dict, path: Path, profile: str) -> dict:
@@ -167,12 +194,34 @@ def load_blend_config(name_or_path: str | Path, profile: str = "full") -> BlendC
         raise ConfigError(f"{path}: 'profiles' must be a mapping")
     if profile != "full" and profile in profiles:
         raw = _overlay(raw, profiles[profile] or {}, path, profile)
+    _check_skipped(raw, path, profile)
     try:
         return BlendConfig(**raw, profile=profile, source=str(path))
     except ValidationError as exc:
-        raise ConfigError(f"{path} (profile {profile}): {_format_errors(exc)}") from exc
+        raise ConfigError(f"{path} (profile {profile}): {format_errors(exc)}") from exc
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _check_skipped(raw: dict, path: Path, profile: str) -> None:
+    """Every entry a profile's ``skip_models`` names must exist (a typo would skip nothing)."""
+    skip = raw.get("skip_models")
+    if not isinstance(skip, dict) or not isinstance(skip.get("models"), list):
+        return  # pydantic reports the shape
+    names = [e.get("name") for e in raw.get("models") or [] if isinstance(e, dict)]
+    unknown = [n for n in skip["models"] if n not in names]
+    if unknown:
+        raise ConfigError(f"{path}: profile {profile!r}: skip_models names entry {unknown[0]!r}, which does not "
+                          f"exist (entries: {', '.join(map(str, names))})")
+
+
+def skip_message(config: BlendConfig) -> str | None:
+    """The line printed when a run of ``config`` starts: which entries its profile leaves
+    out and why (None: none left out)."""
+    skip = config.skip_models
+    if skip is None:
+        return None
+    return f"profile {config.profile!r} leaves out {', '.join(skip.models)}: {skip.reason}"
 
 
 def _entry_config_path(entry: ModelEntry, blend_source: str) -> Path:
@@ -219,19 +268,22 @@ def resolve_models(config: BlendConfig) -> dict[str, RunConfig]:
 def check_models(configs: dict[str, RunConfig], data: MoAData) -> None:
     """Fail before any training if a model is unknown, its params are invalid, or the data
     lacks what it needs; the error names the entry."""
+    from moakit.validate import check_training_rows
+
+    check_training_rows(data)  # all controls: nothing to learn from
     for name, cfg in configs.items():
         where = f"model entry {name!r} ({cfg.source or cfg.model})"
         try:
             model = runner.check_config(cfg, data)
         except ConfigError as exc:
-            raise WorkflowError(f"{where}: {exc}") from None
+            raise EntryConfigError(f"{where}: {exc}") from None
         except ValueError as exc:  # unknown model name
             raise WorkflowError(f"{where}: {exc}") from None
         if cfg.cv.scheme == "drug" and data.train.drug_id is None:
             raise WorkflowError(f"{where}: uses the drug-aware CV (cv.scheme: drug), which needs train_drug "
                                 f"in the data folder {data.source or ''}".rstrip())
         for stage in model.stages():
-            if stage.targets == "nonscored" and data.train.nonscored is None:
+            if "nonscored" in (stage.targets, stage.aux_targets) and data.train.nonscored is None:
                 raise WorkflowError(f"{where}: stage {stage.name!r} trains on the non-scored targets, which need "
                                     f"train_targets_nonscored in the data folder {data.source or ''}".rstrip())
 
@@ -263,21 +315,9 @@ def _file_digest(paths: list[Path]) -> str:
 
 
 def _check_resume(out: Path, fingerprint: str) -> None:
-    wf_path, man_path = out / WORKFLOW_FILE, out / "manifest.json"
-    if not wf_path.exists():
-        if (out / "config.json").exists():
-            raise WorkflowError(f"{out}: holds a single-model run; use another --out")
-        return
     # The blend settings may change between runs (the blend is redone); a model entry whose
     # config changed is refused by runner.train (the error names the entry).
-    if not man_path.exists():
-        return
-    try:
-        manifest = read_manifest(out)
-    except ValueError as exc:
-        raise WorkflowError(f"{exc}; use another --out or delete it") from None
-    if manifest.data_fingerprint != fingerprint:
-        raise WorkflowError(f"{out}: holds a workflow run on different data; use another --out or delete it")
+    check_resume(out, "workflow", fingerprint, error=WorkflowError)
 
 
 def _make_executor(executor, ray_address):
@@ -319,14 +359,25 @@ def run_workflow(
     else:
         blend_config = load_blend_config(config, profile)
     model_configs = resolve_models(blend_config)
+    if show_progress and skip_message(blend_config):
+        from moakit.progress import console
+
+        console.print(f"note: {skip_message(blend_config)}", soft_wrap=True, highlight=False, markup=False)
     data = data_dir if isinstance(data_dir, MoAData) else load(data_dir)
     check_models(model_configs, data)
     exec_obj = _make_executor(executor, ray_address)
 
     out = runner.check_out_dir(out)
+    from moakit.validate import check_device, check_folder_kind
+
+    check_folder_kind(out, "workflow", "this workflow run")  # never into a model / blend / data folder
+    check_device(device)
     fingerprint = runner.data_fingerprint(data)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):  # a second run into ``out`` fails fast
+        from moakit.validate import clean_leftovers
+
+        clean_leftovers(out)  # temporary files and folders of a killed run (.blend.*/, .report.*/ ...)
         return _WorkflowRun(blend_config, model_configs, data, out, exec_obj, fingerprint, device).run(show_progress)
 
 
@@ -389,7 +440,7 @@ class _WorkflowRun:
         _check_resume(self.out, self.fingerprint)
         resolved = {"blend_config": self.blend_config.model_dump(mode="json"),
                     "model_configs": {n: c.model_dump(mode="json") for n, c in self.model_configs.items()}}
-        write_json(self.out / WORKFLOW_FILE, resolved)
+        records.write_workflow(self.out, resolved["blend_config"], resolved["model_configs"])
         self.manifest = WorkflowManifest(self.out, self._initial_manifest(resolved))
         self.manifest.save()
         start = time.perf_counter()
@@ -398,9 +449,9 @@ class _WorkflowRun:
             self.manifest.graph = graph
             collected: dict[str, Any] = {}
             try:
-                failures = runner.FailureRecorder({n: self.out / "models" / n for n in self.names})
+                failures = runner.FailureRecorder({n: layout.model_dir(self.out, n) for n in self.names})
                 runner.execute(graph, self.executor, show_progress,
-                               Observers(self.manifest, failures, _Values(collected)), self.out / "graph.json")
+                               Observers(self.manifest, failures, _Values(collected)), self.out / layout.GRAPH)
             except GraphFailed as exc:
                 self.manifest.save(status="failed")
                 raise WorkflowError(str(exc)) from exc
@@ -409,7 +460,7 @@ class _WorkflowRun:
         return self._finish(results, blend_result, summary, start)
 
     def _initial_manifest(self, resolved: dict) -> Manifest:
-        previous = read_manifest(self.out) if (self.out / MANIFEST_FILE).exists() else None
+        previous = read_manifest(self.out) if (self.out / layout.MANIFEST).exists() else None
         cfgs = self.model_configs
         return new_manifest(
             "workflow", config_source=self.blend_config.source, profile=self.blend_config.profile, config=resolved,
@@ -417,7 +468,7 @@ class _WorkflowRun:
             n_train=len(self.data.train), n_test=len(self.data.test),
             executor=type(getattr(self.executor, "executor", self.executor)).__name__,
             created=previous.created if previous else None,
-            models={n: ManifestEntry(model=cfgs[n].model, profile=cfgs[n].profile, run_dir=f"models/{n}",
+            models={n: ManifestEntry(model=cfgs[n].model, profile=cfgs[n].profile, run_dir=f"{layout.MODELS_DIR}/{n}",
                                      seeds=cfgs[n].seeds, folds=cfgs[n].cv.n_folds, cv=cfgs[n].cv.scheme)
                     for n in self.names},
             blend=(previous.blend if previous and previous.blend else {"status": "pending"}))
@@ -428,7 +479,7 @@ class _WorkflowRun:
         model_nodes = []
         for name in self.names:
             cfg = self.model_configs[name]
-            model_dir = self.out / "models" / name
+            model_dir = layout.model_dir(self.out, name)
             try:
                 model_dir.mkdir(parents=True, exist_ok=True)
                 locks.enter_context(run_lock(model_dir))
@@ -447,27 +498,29 @@ class _WorkflowRun:
         from moakit import blend as blend_mod
 
         settings_obj = self.blend_config.blend
-        run_dirs = [self.out / "models" / n for n in self.names]
-        inputs = _file_digest([p for d in run_dirs for p in (d / "oof_predictions.csv", d / "test_predictions.csv")])
+        run_dirs = [layout.model_dir(self.out, n) for n in self.names]
+        inputs = _file_digest([p for d in run_dirs for p in (d / layout.OOF_PREDICTIONS, d / layout.TEST_PREDICTIONS)])
         settings = settings_obj.model_dump(mode="json")
-        blend_dir = self.out / "blend"
+        blend_dir = layout.blend_dir(self.out)
         prev = self.manifest.content.blend or {}
         blend_result = None
         t0 = time.perf_counter()
         if not (prev.get("status") == "complete" and prev.get("inputs") == inputs and prev.get("settings") == settings
-                and (blend_dir / "blend.json").exists() and (blend_dir / "submission.csv").exists()):
+                and (blend_dir / layout.BLEND).exists() and (blend_dir / layout.BLEND_TEST).exists()):
             self.manifest.save(blend={"status": "running"})
             try:
                 with atomic_dir(blend_dir) as tmp:  # a killed blend leaves no half-written blend/
                     blend_result = blend_mod.blend_runs(
                         [str(d) for d in run_dirs], tmp, names=self.names, methods=tuple(settings_obj.methods),
                         n_trials=settings_obj.optuna_trials, storage=settings_obj.storage, preset=settings_obj.preset,
-                        data=self.data, seed=settings_obj.seed)
+                        data=self.data, seed=settings_obj.seed, calibrate=settings_obj.calibrate,
+                        choose=settings_obj.choose, note=settings_obj.note or None,
+                        skipped=self.blend_config.skip_models.model_dump() if self.blend_config.skip_models else None)
             except Exception as exc:
                 self.manifest.save(status="failed", blend={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
                 raise
             blend_result.out_dir = blend_dir  # it was written to a temporary folder, now renamed
-        summary = read_json(blend_dir / "blend.json")
+        summary = records.read_object(blend_dir / layout.BLEND)
         seconds = round(time.perf_counter() - t0, 3) if blend_result is not None else prev.get("seconds")
         self.manifest.save(blend={"status": "complete", "inputs": inputs, "settings": settings, "seconds": seconds,
                                   **_blend_scores(summary)})
@@ -476,8 +529,8 @@ class _WorkflowRun:
     def _finish(self, results, blend_result, summary, start: float) -> WorkflowResult:
         from moakit import report as report_mod
 
-        submission = self.out / "submission.csv"
-        with atomic_file(submission, "wb") as fh, open(self.out / "blend" / "submission.csv", "rb") as src:
+        submission = self.out / layout.SUBMISSION
+        with atomic_file(submission, "wb") as fh, open(layout.blend_dir(self.out) / layout.BLEND_TEST, "rb") as src:
             shutil.copyfileobj(src, fh)
         # the manifest is complete before the report is written, so the report shows it so
         self.manifest.save(status="complete", error=None,
@@ -508,19 +561,13 @@ def _blend_scores(summary: dict) -> dict:
     for key in ("log_loss", "log_loss_treated", "method", "chosen"):
         if key in summary:
             out[key] = summary[key]
-    weights = blend_weights(summary)
+    from moakit.blend import recorded_weights
+
+    weights = recorded_weights(summary)
     if weights:
         out["weights"] = weights
     return out
 
 
-def blend_weights(summary: dict) -> dict[str, float]:
-    """The chosen weights (entry name -> weight) recorded in a blend.json (per-target
-    weights: their mean per model; prediction applies them with blend.prediction_weights)."""
-    from moakit.blend import recorded_weights
-
-    return recorded_weights(summary)
-
-
 def is_workflow_run(run_dir: str | Path) -> bool:
-    return (Path(run_dir) / WORKFLOW_FILE).exists()
+    return layout.kind_of(run_dir) == "workflow"

@@ -112,9 +112,7 @@ def _numeric_block(path: Path, frame: pd.DataFrame, columns: list[str]) -> np.nd
 
 
 def _encode(path: Path, frame: pd.DataFrame, column: str, allowed: tuple) -> np.ndarray:
-    values = frame[column]
-    if column == "cp_time":
-        values = pd.to_numeric(values, errors="coerce")
+    values = _meta_values(frame, column)
     lookup = {v: i for i, v in enumerate(allowed)}
     codes = values.map(lookup)
     if codes.isna().any():
@@ -123,36 +121,176 @@ def _encode(path: Path, frame: pd.DataFrame, column: str, allowed: tuple) -> np.
             f"{path}: column {column!r}, row {row + 1}: unknown value {_show(frame[column].iloc[row])} "
             f"(allowed: {', '.join(map(str, allowed))})"
         )
-    return codes.to_numpy(dtype=np.int8)
+    return codes.to_numpy(dtype=np.int8 if len(allowed) < 128 else np.int16)
 
 
-def parse_features(path: Path, frame: pd.DataFrame) -> Dataset:
-    """Validate a features table and turn it into a Dataset without targets."""
+def _meta_values(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A meta column's values as the vocabularies hold them: cp_time numbers (whole numbers
+    as int), cp_dose / cp_type strings."""
+    values = frame[column]
+    if column != "cp_time":  # labels: a numeric dose column (10.0) reads as its text ("10.0")
+        return values if values.dtype == object else values.where(values.isna(), values.astype(str))
+    numbers = pd.to_numeric(values, errors="coerce")
+    whole = numbers.notna() & (numbers == numbers.round())
+    return numbers.astype(object).where(~whole, numbers.where(whole).astype("Int64").astype(object))
+
+
+def _sort_key(value):
+    """Doses such as "10 uM" / "0.3 uM" sort by their number, then by the rest."""
+    text = str(value).strip()
+    head = text.split()[0] if text else ""
+    try:
+        return (0, float(head), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def build_vocab(path, frame: pd.DataFrame, column: str) -> tuple:
+    """The vocabulary of a cp_time / cp_dose column: lish-moa's when the values are among
+    lish-moa's, else the sorted distinct values (times by number, doses by leading number)."""
+    values = _meta_values(frame, column)
+    if values.isna().any():
+        row = int(np.flatnonzero(values.isna().to_numpy())[0])
+        raise DataError(f"{path}: column {column!r}, row {row + 1}: missing or non-numeric value "
+                        f"{_show(frame[column].iloc[row])}")
+    distinct = list(pd.unique(values))
+    default = schema.LISH_MOA_VOCAB[column]
+    if set(distinct) <= set(default):
+        return tuple(default)
+    if column == "cp_time":
+        return tuple(sorted(distinct, key=float))
+    return tuple(sorted((str(v) for v in distinct), key=_sort_key))
+
+
+def _rename_aliases(path, frame: pd.DataFrame) -> pd.DataFrame:
+    """pert_type / pert_time / pert_dose (LINCS) read as cp_type / cp_time / cp_dose."""
+    renames = {}
+    for alias, name in schema.META_ALIASES.items():
+        if alias in frame.columns:
+            if name in frame.columns:
+                raise DataError(f"{path}: has both {name!r} and its alias {alias!r}; keep one")
+            renames[alias] = name
+    return frame.rename(columns=renames) if renames else frame
+
+
+def table_layout(frame: pd.DataFrame) -> str:
+    """The layout a features table without a stated one is read under: lish-moa's when it
+    has cell (``c-``) columns, else a general panel."""
+    has_cells = any(str(c).startswith(schema.CELL_PREFIX) for c in frame.columns)
+    return schema.LISH_MOA_LAYOUT if has_cells else schema.PANEL_LAYOUT
+
+
+def parse_features(path: Path, frame: pd.DataFrame, layout: str | None = None,
+                   vocab: dict[str, tuple] | None = None) -> Dataset:
+    """Validate a features table and turn it into a Dataset without targets.
+
+    ``layout``: ``lish-moa`` (every lish-moa column required, lish-moa's vocabularies) or
+    ``panel`` (gene columns required; cell columns, cp_type, cp_time, cp_dose optional, also
+    as pert_type / pert_time / pert_dose); None: :func:`table_layout`. ``vocab`` encodes
+    cp_time / cp_dose of a panel (a value outside it is an error); None: built from the data."""
+    layout = layout or table_layout(frame)
+    if layout == schema.PANEL_LAYOUT:
+        frame = _rename_aliases(path, frame)
+    from moakit.validate import check_misnamed_columns
+
+    check_misnamed_columns(path, frame.columns)  # 'G-5' would be silently left out
     gene_cols = [c for c in frame.columns if str(c).startswith(schema.GENE_PREFIX)]
     cell_cols = [c for c in frame.columns if str(c).startswith(schema.CELL_PREFIX)]
-    _require_columns(path, frame, [schema.ID_COLUMN, *schema.META_COLUMNS])
+    lish_moa = layout == schema.LISH_MOA_LAYOUT
+    _require_columns(path, frame, [schema.ID_COLUMN, *(schema.META_COLUMNS if lish_moa else [])])
     if not gene_cols:
         raise DataError(f"{path}: no gene expression columns (names starting with {schema.GENE_PREFIX!r})")
-    if not cell_cols:
+    if lish_moa and not cell_cols:
         raise DataError(f"{path}: no cell viability columns (names starting with {schema.CELL_PREFIX!r})")
     ids = _check_ids(path, frame)
+    meta = tuple(c for c in schema.META_COLUMNS if c in frame.columns)
+    codes, used = {}, {}
+    for column in ("cp_time", "cp_dose"):
+        if column not in meta:
+            codes[column], used[column] = np.zeros(len(frame), np.int8), ()
+            continue
+        allowed = schema.LISH_MOA_VOCAB[column] if lish_moa else (
+            tuple((vocab or {}).get(column) or ()) or build_vocab(path, frame, column))
+        codes[column], used[column] = _encode(path, frame, column, allowed), allowed
+    cp_type = (_encode(path, frame, "cp_type", schema.CP_TYPES) if "cp_type" in meta
+               else np.zeros(len(frame), np.int8))
     return Dataset(
         sig_id=ids,
         genes=_numeric_block(path, frame, gene_cols),
-        cells=_numeric_block(path, frame, cell_cols),
-        cp_type=_encode(path, frame, "cp_type", schema.CP_TYPES),
-        cp_time=_encode(path, frame, "cp_time", schema.CP_TIMES),
-        cp_dose=_encode(path, frame, "cp_dose", schema.CP_DOSES),
+        cells=(_numeric_block(path, frame, cell_cols) if cell_cols
+               else np.zeros((len(frame), 0), np.float32)),
+        cp_type=cp_type,
+        cp_time=codes["cp_time"],
+        cp_dose=codes["cp_dose"],
         gene_names=[str(c) for c in gene_cols],
         cell_names=[str(c) for c in cell_cols],
+        vocab=used,
+        meta=meta,
     )
 
 
-def read_features(path: str | Path) -> Dataset:
+def read_features(path: str | Path, layout: str | None = None, vocab: dict[str, tuple] | None = None) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    return parse_features(path, read_table(path))
+    return parse_features(path, read_table(path), layout=layout, vocab=vocab)
+
+
+def _values(ds: Dataset, column: str) -> np.ndarray:
+    vocab = list(ds.vocab.get(column, ()))
+    return np.asarray(vocab, dtype=object)[ds.cp_time.astype(np.int64) if column == "cp_time"
+                                            else ds.cp_dose.astype(np.int64)]
+
+
+def apply_panel(ds: Dataset, panel: dict, where: str) -> Dataset:
+    """``ds`` encoded as a trained run's ``panel`` (:attr:`Dataset.panel`): the same meta
+    columns and vocabularies, so the rows become the inputs the run was trained on. A
+    cp_time / cp_dose the run needs but ``ds`` lacks, or a value it never saw, is a DataError
+    naming the column (and the value); meta columns the run did not use are ignored; a run's
+    cp_type absent from ``ds`` reads as every row treated."""
+    want_meta = tuple(panel.get("meta", schema.META_COLUMNS))
+    want_vocab = {k: tuple(v) for k, v in panel.get("vocab", schema.LISH_MOA_VOCAB).items()}
+    if tuple(ds.meta) == want_meta and {k: tuple(v) for k, v in ds.vocab.items()} == want_vocab:
+        return ds
+    codes = {}
+    for column in ("cp_time", "cp_dose"):
+        allowed = want_vocab.get(column, ())
+        if not allowed:
+            codes[column] = np.zeros(len(ds), np.int8)
+            continue
+        if column not in ds.meta:
+            raise DataError(f"{where}: column {column!r} is missing; the run was trained with it "
+                            f"(values {', '.join(map(str, allowed))})")
+        lookup = {v: i for i, v in enumerate(allowed)}
+        values = _values(ds, column)
+        mapped = pd.Series(values, dtype=object).map(lookup)
+        if mapped.isna().any():
+            row = int(np.flatnonzero(mapped.isna().to_numpy())[0])
+            raise DataError(f"{where}: column {column!r}, row {row + 1}: value {_show(values[row])} was not seen in "
+                            f"training (the run knows: {', '.join(map(str, allowed))})")
+        codes[column] = mapped.to_numpy(dtype=np.int8 if len(allowed) < 128 else np.int16)
+    out = ds.subset(np.arange(len(ds)))
+    out.cp_time, out.cp_dose = codes["cp_time"], codes["cp_dose"]
+    out.vocab, out.meta = want_vocab, want_meta
+    return out
+
+
+def unify_panels(train: Dataset, test: Dataset, where: str) -> tuple[Dataset, Dataset]:
+    """Train and test splits encoded with one vocabulary per column: the union of their
+    values (lish-moa's when all are lish-moa's). Both must have the same meta columns."""
+    if tuple(train.meta) != tuple(test.meta):
+        if len(test) == 0:
+            return train, train.subset(np.zeros(len(train), bool))
+        raise DataError(f"{where}: meta columns {list(test.meta)} differ from the training rows' {list(train.meta)}")
+    if train.vocab == test.vocab:
+        return train, test
+    vocab = {}
+    for column in ("cp_time", "cp_dose"):
+        values = list(dict.fromkeys([*_values(train, column), *_values(test, column)]))
+        frame = pd.DataFrame({column: values})
+        vocab[column] = build_vocab(where, frame, column) if values else ()
+    panel = {"meta": list(train.meta), "vocab": vocab}
+    return apply_panel(train, panel, where), apply_panel(test, panel, where)
 
 
 def _id_and_target_columns(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -190,21 +328,95 @@ def _align(path: Path, ids: np.ndarray, values: np.ndarray, sig_ids: np.ndarray,
     return values[order]
 
 
-def load(folder: str | Path) -> MoAData:
-    """Read and validate a lish-moa folder into train and test Datasets.
+def read_info(folder: Path) -> dict:
+    """The folder's dataset.json (``{}`` when it has none)."""
+    import json
 
-    Targets and drug ids are aligned to the feature files' row order by sig_id.
+    path = folder / schema.DATASET_INFO
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: not a JSON object")
+    return info
+
+
+def folder_layout(folder: Path, info: dict, train_path: Path) -> str:
+    """lish-moa for a folder whose dataset.json says so, or has none and cell columns;
+    else the general panel layout."""
+    layout = info.get("layout")
+    if layout is None:
+        try:
+            if train_path.name.endswith(".parquet"):
+                import pyarrow.parquet as pq
+
+                header = pq.read_schema(train_path).names
+            else:
+                header = pd.read_csv(train_path, nrows=0).columns
+        except Exception as exc:  # read_features below reports it with the file's name
+            header = []
+            del exc
+        return table_layout(pd.DataFrame(columns=list(header)))
+    return schema.LISH_MOA_LAYOUT if str(layout) == schema.LISH_MOA_LAYOUT else schema.PANEL_LAYOUT
+
+
+def read_gene_info(folder: Path, gene_names: list[str]) -> pd.DataFrame | None:
+    """column, entrez_id, symbol of each gene column: genes.csv when the folder has one
+    (one row per gene column, in column order), else for lish-moa's g-0 .. g-771 the
+    organisers' mapping (no symbols), else None."""
+    path = folder / schema.GENE_INFO
+    if path.exists():
+        frame = read_table(path)
+        _require_columns(path, frame, ["column", "entrez_id"])
+        columns = frame["column"].astype(str).tolist()
+        if columns != list(gene_names):
+            j = next((i for i, (a, b) in enumerate(zip(columns, gene_names)) if a != b), min(len(columns),
+                                                                                            len(gene_names)))
+            raise DataError(f"{path}: lists {len(columns)} gene columns, the features have {len(gene_names)}; "
+                            f"row {j + 1} differs ({columns[j] if j < len(columns) else 'none'!r} vs "
+                            f"{gene_names[j] if j < len(gene_names) else 'none'!r})")
+        symbols = frame["symbol"] if "symbol" in frame.columns else pd.Series([None] * len(frame))
+        return pd.DataFrame({"column": columns, "entrez_id": frame["entrez_id"].astype(str).tolist(),
+                             "symbol": [None if pd.isna(v) else str(v) for v in symbols]})
+    from moakit.data.column_maps import lish_moa_gene_ids
+
+    ids = lish_moa_gene_ids()
+    if gene_names and all(g in ids for g in gene_names):
+        return pd.DataFrame({"column": list(gene_names), "entrez_id": [ids[g] for g in gene_names],
+                             "symbol": [None] * len(gene_names)})
+    return None
+
+
+def load(folder: str | Path) -> MoAData:
+    """Read and validate a lish-moa folder, or a moakit dataset folder of any panel, into
+    train and test Datasets.
+
+    Targets and drug ids are aligned to the feature files' row order by sig_id. A panel
+    folder (dataset.json with another layout, or no cell columns) may lack test_features
+    (the test split then has 0 rows); its cp_time / cp_dose vocabularies are built from the
+    train and test rows together.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a directory")
+    info = read_info(folder)
     train_path = find_file(folder, "train_features")
-    test_path = find_file(folder, "test_features")
-    train = read_features(train_path)
-    test = read_features(test_path)
-    for attr, kind in (("gene_names", "gene"), ("cell_names", "cell")):
-        if getattr(train, attr) != getattr(test, attr):
-            raise DataError(f"{test_path}: {kind} columns differ from those of {train_path.name}")
+    layout = folder_layout(folder, info, train_path)
+    panel = layout == schema.PANEL_LAYOUT
+    test_path = find_file(folder, "test_features", required=not panel)
+    train = read_features(train_path, layout=layout)
+    if test_path is not None:
+        from moakit.validate import same_columns
+
+        test = read_features(test_path, layout=layout)
+        test = same_columns(test, train, str(test_path), str(train_path))  # by name; names the file lacking one
+        if panel:
+            train, test = unify_panels(train, test, str(test_path))
+    else:
+        test = train.subset(np.zeros(len(train), bool))
 
     scored_path = find_file(folder, "train_targets_scored")
     train.scored, train.scored_names = _read_targets(scored_path, train.sig_id, train_path)
@@ -223,10 +435,24 @@ def load(folder: str | Path) -> MoAData:
         frame = read_table(submission_path)
         columns = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
         if columns != train.scored_names:
-            raise DataError(f"{submission_path}: target columns differ from those of {scored_path.name}")
+            from moakit.validate import name_differences
+
+            raise DataError(name_differences(str(submission_path), columns, str(scored_path), train.scored_names,
+                                             "target") or f"{submission_path}: target columns are in another order "
+                            f"than in {scored_path.name}")
     test.scored_names = list(train.scored_names)
     test.nonscored_names = list(train.nonscored_names)
-    return MoAData(train=train, test=test, source=str(folder))
+    return MoAData(train=train, test=test, source=str(folder), genes=read_gene_info(folder, train.gene_names),
+                   info=info)
+
+
+def read_drugs(path: Path, sig_ids: np.ndarray, features_what: str) -> np.ndarray:
+    """The drug_id column of a sig_id + drug_id table (train_drug, answers/test_drug),
+    aligned to ``sig_ids``."""
+    frame = read_table(path)
+    _require_columns(path, frame, [schema.ID_COLUMN, schema.DRUG_COLUMN])
+    ids = _check_ids(path, frame)
+    return _align(path, ids, frame[schema.DRUG_COLUMN].astype(str).to_numpy(), sig_ids, Path(features_what))
 
 
 def read_answers(path: str | Path, sig_ids: np.ndarray, names: list[str] | None = None) -> np.ndarray:

@@ -28,12 +28,24 @@ CP_TIMES = (24, 48, 72)
 CP_DOSES = ("D1", "D2")
 CONTROL_TYPE = "ctl_vehicle"
 
+# The layouts a features table is read under. "lish-moa": the competition's columns, all
+# required, with the competition's vocabularies (a value outside them is an error).
+# "panel": any panel (the moakit dataset folder): gene columns required, cell columns and
+# cp_type / cp_time / cp_dose optional, cp_time / cp_dose vocabularies built from the data.
+LISH_MOA_LAYOUT = "lish-moa"
+PANEL_LAYOUT = "panel"
+LISH_MOA_VOCAB = {"cp_time": CP_TIMES, "cp_dose": CP_DOSES}
+# LINCS names of the meta columns, read as their lish-moa names.
+META_ALIASES = {"pert_type": "cp_type", "pert_time": "cp_time", "pert_dose": "cp_dose"}
+DATASET_INFO = "dataset.json"  # optional description of a dataset folder ({"layout": ..., ...})
+GENE_INFO = "genes.csv"  # optional: column, entrez_id, symbol of each gene column, in column order
+
 FILE_STEMS = {
     "train_features": True,
     "train_targets_scored": True,
     "train_targets_nonscored": False,
     "train_drug": False,
-    "test_features": True,
+    "test_features": True,  # optional in a panel-layout folder
     "sample_submission": False,
 }
 EXTENSIONS = (".parquet", ".csv", ".csv.zip")

@@ -1,7 +1,8 @@
 """A realistic simulator of lish-moa data.
 
 :func:`simulate` writes a complete lish-moa folder (features, scored / non-scored targets,
-drug ids, sample submission, and ``answers/`` with the test labels). It is moakit's
+drug ids, sample submission, and ``answers/`` with the test labels and the planted
+signatures of the targets, ``answers/signatures.npz``). It is moakit's
 embedded default data for the demo and the tests and, built on the real label matrices
 (``labels_from``), the realistic benchmark dataset.
 
@@ -58,6 +59,8 @@ CELL_CLIP = (-10.0, 6.5)
 CONTROL_SHARE = 0.078  # 1,866 of 23,814 real rows
 LABELLED_DRUG_SHARE = 0.66  # share of treated drugs (rows) with at least one scored MoA
 N_ZERO_NONSCORED = 71
+SIGNATURES_FILE = "signatures.npz"  # in answers/: the planted truth of each scored target
+N_DIRECT_GENES = 15  # genes hit directly by each target's signature (besides its pathways)
 
 # Global strength of the MoA signatures, tuned so that a per-target logistic regression
 # on the real-label benchmark improves on the prior by roughly a quarter (see
@@ -118,7 +121,8 @@ class _Labels:
 
 
 def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path | None = None,
-             test_fraction: float = 0.2, file_format: str = "csv") -> Path:
+             test_fraction: float = 0.2, file_format: str = "csv", generator: str = "pathway",
+             effect_scale: float = 1.0) -> Path:
     """Write a simulated lish-moa folder at ``out_dir`` and return its path.
 
     ``n_rows`` rows in all (train + test; ignored with ``labels_from``, where all 23,814
@@ -127,6 +131,9 @@ def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path
     ``train_drug.csv.zip``: profiles are then simulated on the real labels, sig_ids and
     drug ids. ``test_fraction`` of the rows (whole drugs) go to the test split, whose
     labels are written to ``answers/``. ``file_format`` is ``"csv"`` or ``"parquet"``.
+    ``generator`` chooses the latent structure of the profiles (``"pathway"``, this module's
+    model, or ``"factor"``: :mod:`moakit.data.generators`); labels, drugs and split do not
+    depend on it. ``effect_scale`` multiplies the MoA-caused part of the profiles.
 
     Raises FileExistsError if ``out_dir`` exists and is not empty, FileNotFoundError if a
     label file is missing, ValueError for bad arguments.
@@ -136,6 +143,9 @@ def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path
         raise ValueError(f"file_format must be one of {', '.join(FORMATS)}, not {file_format!r}")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1 (exclusive), not {test_fraction}")
+    from moakit.data.generators import check_generator, factor_profiles
+
+    check_generator(generator, float(effect_scale))
     if labels_from is None and int(n_rows) < 100:
         raise ValueError(f"n_rows must be at least 100, not {n_rows}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -147,13 +157,18 @@ def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path
     else:
         labels = _simulated_labels(int(n_rows), rng)
     is_test = _split(labels, float(test_fraction), rng)
-    genes, cells = _profiles(labels, rng)
+    truth: dict[str, np.ndarray] = {}
+    if generator == "factor":
+        genes, cells = factor_profiles(labels, rng, truth, float(effect_scale))
+    else:
+        genes, cells = _profiles(labels, rng, truth, float(effect_scale))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
         _write(tmp, labels, is_test, genes, cells, file_format)
+        _write_signatures(tmp / "answers" / SIGNATURES_FILE, truth)
         if out_dir.exists():
             if any(out_dir.iterdir()):  # filled meanwhile by someone else
                 raise FileExistsError(f"{out_dir}: already exists and is not empty; choose a new folder or remove it")
@@ -486,8 +501,8 @@ def _signatures(n_targets: int, family: np.ndarray, strength: np.ndarray, rng: n
     pathway = own * strength[:, None]
     gene = np.zeros((n_targets, schema.N_GENES))
     for t in range(n_targets):
-        idx = rng.choice(schema.N_GENES, 15, replace=False)
-        gene[t, idx] = rng.standard_normal(15) * 0.8
+        idx = rng.choice(schema.N_GENES, N_DIRECT_GENES, replace=False)
+        gene[t, idx] = rng.standard_normal(N_DIRECT_GENES) * 0.8
     gene *= strength[:, None]
     return pathway, gene
 
@@ -510,10 +525,14 @@ def _toxicities(names: list[str], rng: np.random.Generator) -> np.ndarray:
     return tox
 
 
-def _profiles(labels: _Labels, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Gene expression (n x 772) and cell viability (n x 100), float64, 4 decimals."""
+def _profiles(labels: _Labels, rng: np.random.Generator,
+              truth: dict | None = None, effect_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Gene expression (n x 772) and cell viability (n x 100), float64, 4 decimals.
+    ``truth`` (when given) receives the planted signatures (:func:`_write_signatures`)."""
     loadings, gene_noise_sd = _pathway_loadings(rng)
-    effects = _drug_effects(labels, rng)
+    effects = _drug_effects(labels, rng, truth, effect_scale)
+    if truth is not None:
+        truth["loadings"] = loadings
     amp, tox = _row_amplitudes(labels, effects, rng)
     genes = _gene_profiles(labels, effects, amp, tox, loadings, gene_noise_sd, rng)
     cells = _cell_profiles(labels, effects, amp, tox, rng)
@@ -543,7 +562,7 @@ def _pathway_loadings(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return L, rng.uniform(0.35, 0.7, G)
 
 
-def _moa_signatures(labels: _Labels, rng: np.random.Generator) -> tuple[tuple, tuple]:
+def _moa_signatures(labels: _Labels, rng: np.random.Generator, truth: dict | None = None) -> tuple[tuple, tuple]:
     """(pathway, gene-level, toxicity) signatures of the scored and of the non-scored
     targets: related scored MoAs share a family part, and a non-scored target with a scored
     partner takes after the partner's signature and toxicity."""
@@ -561,23 +580,29 @@ def _moa_signatures(labels: _Labels, rng: np.random.Generator) -> tuple[tuple, t
     linked = partner >= 0
     ns_path[linked] = 0.8 * s_path[partner[linked]] + 0.5 * ns_path[linked]
     ns_gene[linked] = 0.8 * s_gene[partner[linked]] + 0.5 * ns_gene[linked]
+    if truth is not None:  # the scored targets' planted truth, before anything else draws
+        truth.update(path=s_path, gene=s_gene, strength=s_strength)
     s_tox = _toxicities(scored_names, rng)
     ns_tox = _toxicities(nonscored_names, rng) * 0.7
     ns_tox[linked] = np.maximum(ns_tox[linked], 0.8 * s_tox[partner[linked]])
     return (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox)
 
 
-def _drug_effects(labels: _Labels, rng: np.random.Generator) -> _DrugEffects:
+def _drug_effects(labels: _Labels, rng: np.random.Generator, truth: dict | None = None,
+                  effect_scale: float = 1.0) -> _DrugEffects:
     """Per drug: the sum of its MoAs' signatures plus an idiosyncratic off-target part, its
     toxicity (some drugs toxic off-target) and its potency (a few treated drugs inert)."""
-    (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox) = _moa_signatures(labels, rng)
+    (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox) = _moa_signatures(labels, rng, truth)
+    if truth is not None:
+        truth.update(toxicity=s_tox, signal=np.float64(SIGNAL * effect_scale))
     n_drugs = len(labels.drug_names)
     Ys = labels.drug_scored.astype(float)
     Yn = labels.drug_nonscored.astype(float)
     idio = rng.standard_normal((n_drugs, N_PATHWAYS)) * (rng.random((n_drugs, N_PATHWAYS)) < 0.06) * 0.9
-    drug_path = SIGNAL * (Ys @ s_path + Yn @ ns_path) + idio
-    drug_gene = SIGNAL * (Ys @ s_gene + Yn @ ns_gene)
-    drug_tox = Ys @ s_tox + Yn @ ns_tox
+    signal = SIGNAL * effect_scale  # (x 1.0 is exact: the default data are unchanged)
+    drug_path = signal * (Ys @ s_path + Yn @ ns_path) + idio
+    drug_gene = signal * (Ys @ s_gene + Yn @ ns_gene)
+    drug_tox = (Ys @ s_tox + Yn @ ns_tox) * effect_scale
     toxic_idio = rng.random(n_drugs) < 0.08
     drug_tox += toxic_idio * rng.uniform(0.3, 2.0, n_drugs)
     drug_tox *= rng.uniform(0.5, 1.5, n_drugs)
@@ -678,6 +703,28 @@ def _write(folder: Path, labels: _Labels, is_test: np.ndarray, genes: np.ndarray
             half = np.full(len(rows), 0.5)
             _write_table(folder / "sample_submission", {schema.ID_COLUMN: ids, **{c: half for c in scored_names}},
                          file_format)
+
+
+def _write_signatures(path: Path, truth: dict) -> None:
+    """``answers/signatures.npz``: what each scored target does to the genes, at unit
+    amplitude (a row's effect is its drug's potency x dose x time factor times this).
+
+    Arrays: ``targets`` (206 names), ``gene_columns`` (772), ``direct`` (206 x 772: the
+    gene-level part, nonzero on the target's ``N_DIRECT_GENES`` directly hit genes),
+    ``total`` (206 x 772: direct part + the target's pathway activity mapped to the genes
+    through the loadings, family part included), ``direct_genes`` (206 x 15 sorted column
+    indices), ``strength`` (206: the target's signature strength; about a fifth nearly
+    invisible), ``toxicity`` (206: the loss of cell viability it causes), ``signal``
+    (the global factor already applied to ``direct`` and ``total``). Written from values
+    already drawn: the random stream and every other file are unchanged."""
+    signal = float(truth.get("signal", SIGNAL))  # (the generator's strength x effect_scale)
+    direct = signal * truth["gene"]
+    total = signal * truth["path"] @ truth["loadings"] + direct
+    direct_genes = np.sort(np.argsort(-np.abs(direct), axis=1, kind="stable")[:, :N_DIRECT_GENES], axis=1)
+    np.savez_compressed(path, targets=np.array(schema.scored_target_names()),
+                        gene_columns=np.array(schema.GENE_COLUMNS), direct=direct, total=total,
+                        direct_genes=direct_genes, strength=truth["strength"], toxicity=truth["toxicity"],
+                        signal=np.float64(signal))
 
 
 def _write_table(stem: Path, columns: dict[str, np.ndarray], file_format: str) -> None:

@@ -36,18 +36,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from moakit.artifacts import PickleFormatError, atomic_dir, read_json, refuse_pickle
 from moakit.features import safe_state
 from moakit.features.steps import Blocks, Step, as_block, step_class
+from moakit.runs import layout
 
 CONTROL_BLOCK = "ctl"  # (n, 1) float, 1.0 on control rows; read only when fitting
-MANIFEST = "manifest.json"
-STATES = "steps.json"  # the steps' fitted states: a JSON tree ...
-ARRAYS = "steps.npz"  # ... and its arrays
+MANIFEST = layout.FEATURES_MANIFEST
+STATES = layout.FEATURES_STATES  # the steps' fitted states: a JSON tree ...
+ARRAYS = layout.FEATURES_ARRAYS  # ... and its arrays
 FORMAT_VERSION = 2
-LEGACY_STATE = "steps.joblib"  # format 1 (a pickle): loaded only with --trust-pickles
+LEGACY_STATE = "steps.joblib"  # format 1 (a pickle): refused, unsupported format
 LEGACY_FORMAT_VERSION = 1
 
 
@@ -65,6 +66,16 @@ class StepConfig(BaseModel):
     fit_on: Literal["train", "train+test"] | None = None  # None: the pipeline's
     fit_controls: bool | None = None  # None: the pipeline's
     random_state: int | None = None  # None: the run seed
+    # skip the step on data where it cannot run (an input block with no columns, more
+    # components than columns or rows; moakit.features.panel); not written when false
+    optional: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if isinstance(out, dict) and not self.optional:
+            out.pop("optional", None)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> "StepConfig":
@@ -85,7 +96,9 @@ class StepConfig(BaseModel):
         try:
             cls.Params(**self.params)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or '?'}: {err['msg']}" for err in e.errors())
+            from moakit.config import format_errors
+
+            problems = format_errors(e)
             known = sorted(cls.Params.model_fields)
             raise ValueError(f"{where} ({self.kind}): bad parameters: {problems} (known parameters: {known})") from None
         return self
@@ -195,9 +208,23 @@ class Pipeline:
             return {b: blocks[b] for b in cfg.inputs}
         return {b: blocks[b][~controls] for b in cfg.inputs}
 
+    def fit_panel(self, blocks: Blocks) -> None:
+        """Fit the steps to the widths of the caller's blocks (:func:`moakit.features.panel.plan_pipeline`):
+        empty blocks are dropped from inputs and output, optional steps that cannot run are
+        skipped (``skipped_steps_``); nothing changes on lish-moa's blocks."""
+        from moakit.features.panel import plan_pipeline
+
+        widths = {b: int(as_block(a, b).shape[1]) for b, a in blocks.items()}
+        n_rows = int(next(iter(blocks.values())).shape[0]) if blocks else None
+        config, self.skipped_steps_ = plan_pipeline(self.config, widths, n_rows)
+        if config is not self.config:
+            self.config = config
+            self.steps = [s.build(self.seed) for s in config.steps]
+
     def fit(self, train_blocks: Blocks, test_blocks: Blocks | None = None) -> "Pipeline":
         train_blocks, train_ctl = self._split_controls(train_blocks)
         test_blocks, test_ctl = self._split_controls(test_blocks)
+        self.fit_panel({b: a for b, a in train_blocks.items() if b in self._external_inputs()})
         blocks, _ = self._take_inputs(train_blocks, "the training blocks")
         self.input_widths_ = {b: int(a.shape[1]) for b, a in blocks.items()}
         with_test = [self._step_fit_on(c) == "train+test" for c in self.config.steps]
@@ -302,6 +329,8 @@ class Pipeline:
                 "feature_names": self.feature_names_,
                 "block_names": self.block_names_,
             }
+            if getattr(self, "skipped_steps_", None):  # only on panels where optional steps cannot run
+                manifest["skipped_steps"] = self.skipped_steps_
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
             (tmp / STATES).write_text(json.dumps(states))
             safe_state.write_arrays(tmp / ARRAYS, arrays)
@@ -310,30 +339,26 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | Path) -> "Pipeline":
         """Reload a saved pipeline. Nothing in ``path`` is executed: an old pickled save
-        (``steps.joblib``) is refused unless pickles are trusted (``--trust-pickles``)."""
+        (format 1, ``steps.joblib``) is refused (unsupported format, retrain)."""
         path = Path(path)
         manifest = _read_json(path / MANIFEST)
         version = manifest.get("format_version") if isinstance(manifest, dict) else None
-        if version not in (LEGACY_FORMAT_VERSION, FORMAT_VERSION):
+        if version == LEGACY_FORMAT_VERSION:
+            refuse_pickle(path / LEGACY_STATE)
+        if version != FORMAT_VERSION:
             raise safe_state.StateError(f"{path / MANIFEST}: feature pipeline format {version!r}, "
                                         f"this moakit reads {FORMAT_VERSION}")
         try:
             pipe = cls.from_config(manifest["config"], seed=manifest["seed"])
-            if version == LEGACY_FORMAT_VERSION:
-                states = _load_legacy_states(path)
-            else:
-                arrays = safe_state.read_arrays(path / ARRAYS)
-                states = _read_json(path / STATES)
-                if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
-                    raise safe_state.StateError(f"{path / STATES}: not a list of step states")
+            arrays = safe_state.read_arrays(path / ARRAYS)
+            states = _read_json(path / STATES)
+            if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
+                raise safe_state.StateError(f"{path / STATES}: not a list of step states")
             if [(s.get("name"), s.get("kind")) for s in states] != [(s.name, s.kind) for s in pipe.steps]:
                 raise safe_state.StateError(f"{path}: saved step states do not match the manifest's steps")
             for step, saved in zip(pipe.steps, states):
-                if version == LEGACY_FORMAT_VERSION:
-                    step.state_ = saved["state"]
-                else:
-                    step.state_ = safe_state.decode(saved["state"], step.trusted_state(), arrays,
-                                                    f"{path / STATES}: step {step.name!r}")
+                step.state_ = safe_state.decode(saved["state"], step.trusted_state(), arrays,
+                                                f"{path / STATES}: step {step.name!r}")
                 step.n_features_in_ = {str(b): int(w) for b, w in saved["n_features_in"].items()}
             pipe.input_widths_ = {b: int(w) for b, w in manifest["input_widths"].items()}
             pipe.n_fit_rows_ = manifest["n_fit_rows"]
@@ -341,6 +366,7 @@ class Pipeline:
             pipe.fit_seconds_ = manifest["fit_seconds"]
             pipe.feature_names_ = list(manifest["feature_names"])
             pipe.block_names_ = manifest["block_names"]
+            pipe.skipped_steps_ = list(manifest.get("skipped_steps", []))
         except (safe_state.StateError, PickleFormatError):
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -355,18 +381,6 @@ def _read_json(path: Path):
         raise safe_state.StateError(f"{path}: missing") from None
     except (OSError, ValueError) as exc:
         raise safe_state.StateError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-
-
-def _load_legacy_states(path: Path) -> list:
-    """The pickled step states of a pipeline saved by an older moakit: only when pickles
-    are trusted (the user's --trust-pickles); otherwise a clear error."""
-    refuse_pickle(path / LEGACY_STATE)
-    import joblib
-
-    states = joblib.load(path / LEGACY_STATE)
-    if not isinstance(states, list):
-        raise safe_state.StateError(f"{path / LEGACY_STATE}: not a list of step states")
-    return states
 
 
 def blocks_from_dataset(ds) -> Blocks:

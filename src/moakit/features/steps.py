@@ -68,7 +68,6 @@ class Step:
     kind: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     in_place_ok: ClassVar[bool] = True  # may run without an output block
-    stateless: ClassVar[bool] = False  # nothing to fit
 
     def __init__(self, name: str, inputs: list[str], output: str | None = None, seed: int = 0,
                  **params: Any) -> None:
@@ -366,9 +365,18 @@ class UMAPStep(Step):
         return model
 
     def _apply(self, state, parts):
+        from moakit.streaming import umap_transform_epochs
+
+        pinned = umap_transform_epochs(state)  # chunked prediction: the whole input's epochs
         with warnings.catch_warnings(), keep_torch_threads():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")
-            return state.transform(self._concat(parts))
+            if pinned is None:
+                return state.transform(self._concat(parts))
+            try:
+                state.n_epochs = pinned
+                return state.transform(self._concat(parts))
+            finally:
+                state.n_epochs = None
 
     def _width(self, state, part_names):
         return int(state.n_components)
@@ -493,7 +501,6 @@ class RowStatsStep(Step):
     kind = "row_stats"
     Params = RowStatsParams
     in_place_ok = False
-    stateless = True
 
     def _groups(self) -> list[tuple[str, list[int]]]:
         groups = [(b, [i]) for i, b in enumerate(self.inputs)]
@@ -519,7 +526,6 @@ class RowMeanStep(Step):
 
     kind = "row_mean"
     in_place_ok = False
-    stateless = True
 
     def _apply(self, state, parts):
         return np.column_stack([np.asarray(p, np.float64).mean(axis=1) for p in parts])
@@ -531,33 +537,87 @@ class RowMeanStep(Step):
         return [f"{self.output}-{b}_mean" for b in self.inputs]
 
 
+class CpCategoriesParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # the sizes of the one-hot groups of the cp block (cp_time's, then cp_dose's); None:
+    # lish-moa's [3, 2] for a 5-column block, else learned from the fitted rows
+    groups: list[int] | None = Field(None, min_length=1)
+
+
 @register
 class CpCategoriesStep(Step):
-    """The one-hot ``cp`` block (cp_time 24/48/72, cp_dose D1/D2) as two integer-coded
-    categorical columns: cp_time 0/1/2 and cp_dose 0/1 (e.g. TabNet's embedded inputs)."""
+    """The one-hot ``cp`` block (cp_time then cp_dose, each one-hot over its vocabulary:
+    24/48/72, D1/D2 on lish-moa) as integer-coded categorical columns, one per group
+    (cp_time 0/1/2 and cp_dose 0/1 on lish-moa), e.g. TabNet's embedded inputs.
+
+    On another panel the group sizes are ``groups`` or, when not given, learned from the
+    rows: the split of the block into one-hot groups that every row agrees with."""
 
     kind = "cp_categories"
+    Params = CpCategoriesParams
     in_place_ok = False
-    stateless = True
     GROUPS = (("cp_time", 3), ("cp_dose", 2))
+
+    def _fit(self, parts):
+        x = self._concat(parts)
+        lish_moa = [n for _, n in self.GROUPS]
+        if self.params.groups is not None:
+            sizes = list(self.params.groups)
+        else:
+            sizes = self._learn_groups(x)
+            if sizes is None and x.shape[1] != sum(lish_moa):
+                raise ValueError(f"step {self.name!r} (cp_categories): the {x.shape[1]}-column block is neither "
+                                 "lish-moa's 5-column one-hot cp block nor one-hot groups it can tell from the "
+                                 "rows; give them as `groups: [n_times, n_doses]`")
+        if sizes is None or sizes == lish_moa:
+            return None  # lish-moa's groups (3 times, 2 doses)
+        if sum(sizes) != x.shape[1]:
+            raise ValueError(f"step {self.name!r} (cp_categories): groups {sizes} do not add up to the "
+                             f"{x.shape[1]} columns of the cp block")
+        return {"groups": [int(n) for n in sizes]}
+
+    @staticmethod
+    def _learn_groups(x: np.ndarray) -> list[int] | None:
+        """The one-hot group sizes every row agrees with (one 1 per group), None if not one."""
+        width, ones = x.shape[1], (x != 0).sum(axis=1)
+        if len(x) and (ones == 1).all():
+            return [width]
+        if len(x) and (ones == 2).all():
+            splits = [t for t in range(1, width) if ((x[:, :t] != 0).sum(axis=1) == 1).all()]
+            if len(splits) == 1:
+                return [splits[0], width - splits[0]]
+        return None
+
+    def _sizes(self, state) -> list[tuple[str, int]]:
+        if state is None:
+            return list(self.GROUPS)
+        n = len(state["groups"])
+        labels = ["cp_time", "cp_dose"] if n == 2 else [f"cp_{i}" for i in range(n)]
+        return list(zip(labels, state["groups"]))
 
     def _apply(self, state, parts):
         x = self._concat(parts)
-        width = sum(n for _, n in self.GROUPS)
+        groups = self._sizes(state)
+        width = sum(n for _, n in groups)
         if x.shape[1] != width:
             raise ValueError(f"step {self.name!r} (cp_categories): expects the {width}-column one-hot cp block, "
                              f"got {x.shape[1]} columns")
         out, start = [], 0
-        for _, n in self.GROUPS:
+        for _, n in groups:
             out.append(np.argmax(x[:, start:start + n], axis=1))
             start += n
         return np.column_stack(out).astype(np.float32)
 
+    def category_sizes(self) -> list[int]:
+        """The number of codes of each output column (TabNet's ``cat_dims``)."""
+        self._check_fitted()
+        return [n for _, n in self._sizes(self.state_[self.output])]
+
     def _width(self, state, part_names):
-        return len(self.GROUPS)
+        return len(self._sizes(state))
 
     def _names(self, state, part_names):
-        return [f"{self.output}-{name}" for name, _ in self.GROUPS]
+        return [f"{self.output}-{name}" for name, _ in self._sizes(state)]
 
 
 def step_class(kind: str) -> type[Step]:
@@ -615,7 +675,6 @@ class RowQuantileNormStep(Step):
 
     kind = "row_quantile_norm"
     Params = RowQuantileNormParams
-    stateless = True
 
     def _apply(self, state, parts):
         p = self.params

@@ -18,13 +18,14 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Protocol
+from typing import Callable, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from moakit.artifacts import atomic_dir
+from moakit.models.estimators import SPEC, load_estimator, register_estimator
 from moakit.nn.blocks import build_network
 from moakit.nn.train import BatchTransform, predict_proba
 from moakit.registry import Registry
@@ -90,11 +91,13 @@ class FitContext:
     device: Literal["cpu", "cuda"] | None = None
     features: FeatureState | None = None
     load_features: Callable[[], FeatureState] | None = field(default=None, repr=False)
-
-    def epoch(self, record: dict) -> None:
-        """Report one epoch's record."""
-        if self.on_epoch is not None:
-            self.on_epoch(record)
+    # selection ``holdout_refit``: after choosing the schedule on (X_valid, Y_valid), train
+    # again on the training AND judge rows replaying it (moakit.models.quality.select_then_refit)
+    refit: bool = False
+    # the control rows of the fold's training folds in the stage's input space and their
+    # cp_time x cp_dose group: for ``train.control_augment`` (None: the runner gave none)
+    X_controls: np.ndarray | None = field(default=None, repr=False)
+    control_groups: np.ndarray | None = field(default=None, repr=False)
 
     def stage_features(self, who: str) -> FeatureState:
         """The stage-seed's fitted feature state (``who`` names the model in the error)."""
@@ -141,6 +144,8 @@ class Model(ABC):
     # The share of one job's GPUs (``--job-gpus``) a fold job of this model asks a cluster
     # for: the small MLPs share a GPU; an image CNN sets 1.0 (a whole one).
     fold_gpu_share: ClassVar[float] = 0.25
+    # True when fit_fold honours FitContext.refit (selection ``holdout_refit``)
+    supports_refit: ClassVar[bool] = False
 
     def __init__(self, params: dict | ModelParams | None = None) -> None:
         if isinstance(params, ModelParams):
@@ -174,9 +179,11 @@ class Model(ABC):
         and early stopping under the run's selection policy (none under ``last``). The rest
         (seed, epoch callback, auxiliary targets, fitted features, device) is in ``ctx``."""
 
-    @abstractmethod
-    def load_estimator(self, stage: StageSpec, path: Path) -> Estimator:
-        """Reload a fitted fold estimator."""
+    def check_panel(self, data, where: str) -> None:
+        """Before any work: raise moakit.config.ConfigError (naming ``where``, the field and
+        the block) when the model's own features (those not declared as feature pipelines,
+        which the runner checks) cannot be built on ``data``'s panel (e.g. a block with no
+        columns, more components than columns). Nothing to check by default."""
 
     @property
     def meta_from_seed_mean(self) -> bool:
@@ -199,9 +206,6 @@ class Model(ABC):
         """The params a fold trains with: ``self.params`` on the context's device."""
         return on_device(self.params, ctx.device)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params.model_dump(mode="json")}
-
 
 # name -> Model class; moakit.models imports every model module, whose @register fills it
 MODELS: Registry[type[Model]] = Registry("model", loader=lambda: importlib.import_module("moakit.models"))
@@ -220,10 +224,11 @@ def make_model(name: str, params: dict | None = None) -> Model:
     return get_model_class(name)(params)
 
 
+@register_estimator("torch")
 class TorchEstimator:
     """A trained torch network plus what is needed to rebuild and run it.
 
-    Saved as ``spec.json`` (network name and constructor kwargs, inference settings) and
+    Saved as ``spec.json`` (its kind, network name and constructor kwargs, inference settings) and
     ``weights.pt`` (the state dict, loaded with ``weights_only=True``).
     """
 
@@ -248,18 +253,19 @@ class TorchEstimator:
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
-            (tmp / "spec.json").write_text(json.dumps(
-                {"network": self.network, "kwargs": self.kwargs, "eval_batch_size": self.eval_batch_size,
-                 "info": self.info}, indent=2))
+            (tmp / SPEC).write_text(json.dumps(
+                {"kind": self.kind, "network": self.network, "kwargs": self.kwargs,
+                 "eval_batch_size": self.eval_batch_size, "info": self.info}, indent=2))
             torch.save(self.module.state_dict(), tmp / "weights.pt")
 
     @classmethod
     def load(cls, path: Path, transform: BatchTransform | None = None) -> "TorchEstimator":
         path = Path(path)
-        spec = json.loads((path / "spec.json").read_text())
+        spec = json.loads((path / SPEC).read_text())
         est = cls(spec["network"], spec["kwargs"], eval_batch_size=spec["eval_batch_size"],
                   transform=transform, info=spec.get("info"))
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-        est.module.load_state_dict(state)
+        from moakit.validate import load_weights
+
+        load_weights(est.module, path / "weights.pt")  # another shape: an error naming weights.pt
         est.module.eval()
         return est

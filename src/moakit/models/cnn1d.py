@@ -56,9 +56,11 @@ from torch.nn import functional as F
 
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
+from moakit.models.estimators import SPEC, register_estimator
 from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
+from moakit.models.quality import as_replay, joint_targets, keep_first_outputs, select_then_refit
 from moakit.nn.blocks import FastDropout, WeightNormLinear, build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, init_output_bias
+from moakit.nn.train import ControlRows, Replay, TrainParams, fit_network, init_output_bias
 
 NETWORK_NAME = "cnn1d"
 
@@ -216,6 +218,11 @@ class NetworkConfig(BaseModel):
     conv_channels: int = Field(512, ge=1)
     dropouts: list[float] = [0.1, 0.1, 0.1, 0.3, 0.2, 0.2]  # dense, conv1, conv2, conv3, conv4, head
     celu_alpha: float = Field(0.06, gt=0)
+    # a joint head in the scored phase (3rd place): the scored and ALL non-scored targets,
+    # loss joint_scored_weight x mean BCE(scored) + the rest x mean BCE(non-scored); judged
+    # and predicted on the scored part only
+    joint_nonscored_head: bool = False
+    joint_scored_weight: float = Field(0.5, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _check(self) -> "NetworkConfig":
@@ -274,6 +281,7 @@ def split_blocks(X: np.ndarray, layout: list[tuple[str, int]]) -> Blocks:
     return out
 
 
+@register_estimator("cnn1d")
 class Cnn1dEstimator:
     """One fold: its fitted fold features (quantile + PCA) and its network.
 
@@ -303,14 +311,14 @@ class Cnn1dEstimator:
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
-            (tmp / "spec.json").write_text(json.dumps({"layout": self.layout, "info": self.info}, indent=2))
+            (tmp / SPEC).write_text(json.dumps({"kind": self.kind, "layout": self.layout, "info": self.info}, indent=2))
             self.features.save(tmp / "features")
             self.network.save(tmp / "network")
 
     @classmethod
     def load(cls, path: Path) -> "Cnn1dEstimator":
         path = Path(path)
-        spec = json.loads((path / "spec.json").read_text())
+        spec = json.loads((path / SPEC).read_text())
         return cls([tuple(x) for x in spec["layout"]], Pipeline.load(path / "features"),
                    TorchEstimator.load(path / "network"), spec.get("info"))
 
@@ -345,12 +353,20 @@ def fit_cnn1d(
     seed: int,
     Y_aux_train: np.ndarray | None = None,
     on_epoch: EpochCallback | None = None,
+    controls: tuple[np.ndarray, np.ndarray] | None = None,
+    replay: Replay | None = None,
 ) -> Cnn1dEstimator:
     """One fold (see the module docstring). (X_valid, Y_valid) are the judge rows of the
-    selection policy (empty under ``last``); nothing here is fitted on them."""
+    selection policy (empty under ``last``); nothing here is fitted on them. ``controls``:
+    (control rows in the stage's columns, their groups) for ``train.control_augment``, put
+    through the fold features; ``replay``: the refit pass of ``holdout_refit`` (phase 1 has
+    a fixed length and is rerun as it is)."""
     # fold features, fitted on the training rows only
     features = Pipeline.from_config(params.fold_features, seed=seed).fit(split_blocks(X_train, layout))
     Xt = features.transform(split_blocks(X_train, layout))
+    ctl = None
+    if params.train.control_augment > 0 and controls is not None and len(controls[0]):
+        ctl = ControlRows(features.transform(split_blocks(controls[0], layout)), controls[1])
     judged = X_valid is not None and len(X_valid) > 0
     Xv = features.transform(split_blocks(X_valid, layout)) if judged else None
     Yv = np.asarray(Y_valid, np.float32) if judged else None
@@ -379,15 +395,25 @@ def fit_cnn1d(
         except _StopPhase:
             pass
 
-    # phase 2: a new output layer, the scored targets
+    # phase 2: a new output layer, the scored targets (with a joint head: and the non-scored)
+    n_scored, joint = Y_train.shape[1], net.joint_nonscored_head
+    Y_fit, weights = joint_targets(Y_train, Y_aux_train, net.joint_scored_weight) if joint else (Y_train, None)
     torch.manual_seed(seed + 1)
-    module.replace_output(Y_train.shape[1])
-    init_output_bias(module.output, Y_train)
-    pos_weight = None if params.pos_weight_offset is None else positive_weights(Y_train, params.pos_weight_offset)
-    result = fit_network(module, Xt, Y_train, Xv, Yv, params.train, seed=seed + 1,
-                         on_epoch=_phase(on_epoch, "scored"), pos_weight=pos_weight)
+    module.replace_output(Y_fit.shape[1])
+    init_output_bias(module.output, Y_fit)
+    pos_weight = None
+    if params.pos_weight_offset is not None:  # per target set: the scored, the non-scored
+        parts = [Y_fit[:, :n_scored]] + ([Y_fit[:, n_scored:]] if joint else [])
+        pos_weight = np.concatenate([positive_weights(part, params.pos_weight_offset) for part in parts])
+    result = fit_network(module, Xt, Y_fit, Xv, Yv, params.train, seed=seed + 1,
+                         on_epoch=_phase(on_epoch, "scored"), pos_weight=pos_weight, replay=replay, controls=ctl,
+                         target_weights=weights, judge_outputs=n_scored if joint else None)
+    if joint:  # predictions: the scored outputs only
+        module.output = keep_first_outputs(module.output, n_scored)
+        module.n_out = n_scored
     module.eval()
-    info.update(best_epoch=result.best_epoch, best_valid_loss=result.best_loss, scored_epochs=len(result.history))
+    info.update(best_epoch=result.best_epoch, best_valid_loss=result.best_loss, scored_epochs=len(result.history),
+                replay=result.replay().as_dict())
     network = TorchEstimator(NETWORK_NAME, kwargs, module, eval_batch_size=params.train.eval_batch_size, info=info)
     return Cnn1dEstimator(layout, features, network, info)
 
@@ -395,9 +421,11 @@ def fit_cnn1d(
 # --------------------------------------------------------------------------- the model
 
 
-def stage_layout(features: Pipeline) -> list[tuple[str, int]]:
-    """(block, width) of the stage matrix, in order."""
-    return [(b, len(features.block_names_[b])) for b in features.config.output]
+def stage_layout(features: Pipeline, declared: list[str] | None = None) -> list[tuple[str, int]]:
+    """(block, width) of the stage matrix, in order; ``declared``: the blocks the stage's
+    config outputs, those the panel lacks (e.g. ``c`` of a gene-only panel) with width 0."""
+    blocks = list(declared) if declared is not None else list(features.config.output)
+    return [(b, len(features.block_names_.get(b, ()))) for b in blocks]
 
 
 @register
@@ -406,6 +434,7 @@ class Cnn1dModel(Model):
 
     name = "cnn1d"
     Params = Cnn1dParams
+    supports_refit = True
 
     def stages(self):
         return [StageSpec("scored", targets="scored", aux_targets="nonscored")]
@@ -418,9 +447,14 @@ class Cnn1dModel(Model):
 
     def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         # the stage's fitted features give the layout that splits X into the fold features' blocks
-        layout = stage_layout(ctx.stage_features(self.name))
-        return fit_cnn1d(self.fit_params(ctx), layout, X_train, Y_train, X_valid, Y_valid, ctx.seed,
-                         ctx.Y_aux_train, ctx.on_epoch)
+        layout = stage_layout(ctx.stage_features(self.name), self.params.features.output)
+        params = self.fit_params(ctx)
+        controls = None
+        if params.train.control_augment > 0 and ctx.X_controls is not None:
+            controls = (ctx.X_controls, ctx.control_groups if ctx.control_groups is not None
+                        else np.zeros(len(ctx.X_controls), np.int64))
 
-    def load_estimator(self, stage, path: Path):
-        return Cnn1dEstimator.load(path)
+        def fit(X, Y, Xv, Yv, Y_aux, replay, on_epoch):
+            return fit_cnn1d(params, layout, X, Y, Xv, Yv, ctx.seed, Y_aux, on_epoch, controls, as_replay(replay))
+
+        return select_then_refit(fit, X_train, Y_train, X_valid, Y_valid, ctx)

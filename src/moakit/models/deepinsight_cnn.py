@@ -30,8 +30,9 @@ from another random training row of the fold) is applied to a COPY of each train
 only (the public scripts wrote the swapped values back into their training matrix), then
 the batch is rendered.
 
-Backbones are always created with ``pretrained=False`` (nothing is downloaded); the
-``pretrained_weights`` parameter loads a LOCAL checkpoint (a timm state dict or a ResNeSt-
+Backbones are created with ``pretrained=False``; ``pretrained: true`` then loads timm's
+pretrained weights through the Hugging Face hub or its local cache
+(:mod:`moakit.models.pretrained`), and the ``pretrained_weights`` parameter loads a LOCAL checkpoint (a timm state dict or a ResNeSt-
 format one; a dict wrapped under ``state_dict`` / ``model`` and ``module.`` prefixes are
 accepted) into the backbone before training; the classifier is replaced by the head
 (Dropout on the pooled features) -> Linear(features, 512) -> ELU -> Linear(512, n_targets),
@@ -60,6 +61,7 @@ from torch import nn
 
 from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
+from moakit.models.estimators import SPEC, register_estimator
 from moakit.models.base import (Blocks, FitContext, Model, ModelParams, StageSpec, TorchEstimator,
                                register)
 from moakit.nn.blocks import register_network
@@ -68,7 +70,6 @@ from moakit.registry import Registry
 
 NETWORK_NAME = "deepinsight_cnn"
 INPUT_BLOCKS = ("cp_codes", "g", "c")  # the scripts' column order: cp_type, cp_dose, cp_time, g-*, c-*
-LEGACY_BLOCKS = ("g", "c", "cp")  # runs saved before cp_codes: g, c, one-hot cp_time / cp_dose
 NOISE_GROUPS = ("gene", "cell")  # the feature groups swap noise may touch
 RESNEST_FAST = "resnest50d_fast_2s2x40d"  # not in timm: built below from timm's ResNeSt blocks
 # Keys of a checkpoint's classifier, which the head replaces (timm: efficientnet
@@ -280,6 +281,8 @@ class DeepInsightParams(ModelParams):
     dropout: float = Field(0.0, ge=0, lt=1)  # on the pooled features, before the head
     drop_path: float = Field(0.0, ge=0, lt=1)  # stochastic depth of the backbone's blocks
     channels_last: bool = True  # NHWC memory order (same results, faster convolutions)
+    # true: timm's pretrained weights, through the Hugging Face hub or its local cache (models/pretrained.py)
+    pretrained: bool = False
     pretrained_weights: str | None = None  # a LOCAL checkpoint file; nothing is downloaded
     pretrained_strict: bool = True
     feature_map: FeatureMapParams = FeatureMapParams()
@@ -293,6 +296,14 @@ class DeepInsightParams(ModelParams):
     amp: Literal["auto", "on", "off"] = "auto"
 
     train_defaults: ClassVar[dict] = CNN_TRAIN
+
+    @field_validator("pretrained_weights")
+    @classmethod
+    def _one_weight_source(cls, value, info):
+        if value and info.data.get("pretrained"):
+            raise ValueError("give pretrained: true (timm's weights from the hub or its cache) or pretrained_weights: "
+                             "FILE (a local checkpoint), not both")
+        return value
 
     @field_validator("train", mode="before")
     @classmethod
@@ -391,11 +402,15 @@ class DeepInsightFeatures:
     def load(cls, path: Path) -> "DeepInsightFeatures":
         path = Path(path)
         spec = json.loads((path / "deepinsight.json").read_text())
+        if "blocks" not in spec:  # saved before cp_codes
+            from moakit.runs.records import unsupported
+
+            raise unsupported(path / "deepinsight.json", "no input blocks recorded")
         with np.load(path / "scaler.npz", allow_pickle=False) as z:
             scaler = LogNormScaler.from_state_dict({k: z[k] for k in z.files})
         fmap = FeatureMap.load(path / "feature_map.npz")
         return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"),
-                   blocks=spec.get("blocks", LEGACY_BLOCKS))
+                   blocks=spec["blocks"])
 
 
 # --------------------------------------------------------------------------- rendering
@@ -429,6 +444,7 @@ class RenderTransform:
         return self.renderer.render_torch(xb, backend="numpy")
 
 
+@register_estimator("deepinsight")
 class DeepInsightEstimator(TorchEstimator):
     """A trained DeepInsight CNN plus its renderer (pixel coordinates, grid, image size).
 
@@ -456,8 +472,8 @@ class DeepInsightEstimator(TorchEstimator):
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
-            (tmp / "spec.json").write_text(json.dumps(
-                {"network": self.network, "kwargs": self.kwargs, "eval_batch_size": self.eval_batch_size,
+            (tmp / SPEC).write_text(json.dumps(
+                {"kind": self.kind, "network": self.network, "kwargs": self.kwargs, "eval_batch_size": self.eval_batch_size,
                  "device": self.device_setting, "amp": self.amp_setting, "info": self.info}, indent=2))
             state = {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
             torch.save(state, tmp / "weights.pt")
@@ -467,7 +483,7 @@ class DeepInsightEstimator(TorchEstimator):
     @classmethod
     def load(cls, path: Path, transform=None) -> "DeepInsightEstimator":
         path = Path(path)
-        spec = json.loads((path / "spec.json").read_text())
+        spec = json.loads((path / SPEC).read_text())
         with np.load(path / "render.npz", allow_pickle=False) as z:
             render = {k: z[k] for k in z.files}
         est = cls(spec["network"], spec["kwargs"], render, eval_batch_size=spec["eval_batch_size"],
@@ -493,6 +509,10 @@ def build_cnn(params: DeepInsightParams, n_targets: int) -> tuple[DeepInsightCNN
     loaded = None
     if params.pretrained_weights:
         loaded = load_pretrained_backbone(net.backbone, params.pretrained_weights, strict=params.pretrained_strict)
+    elif params.pretrained:
+        from moakit.models.pretrained import load_hub_backbone
+
+        loaded = load_hub_backbone(net.backbone, params.backbone, in_chans=kwargs["in_chans"])
     return net, kwargs, loaded
 
 
@@ -558,9 +578,6 @@ class DeepInsightModel(Model):
         net.eval()
         return DeepInsightEstimator(NETWORK_NAME, kwargs, render, module=net, eval_batch_size=p.train.eval_batch_size,
                                     info=info, device=self.params.device, amp=p.amp)
-
-    def load_estimator(self, stage: StageSpec, path: Path) -> DeepInsightEstimator:
-        return DeepInsightEstimator.load(path)
 
 
 @register

@@ -70,7 +70,8 @@ from moakit.models.base import (
     Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register,
 )
 from moakit.nn.blocks import build_network, register_network
-from moakit.nn.train import TrainParams, fit_network, init_output_bias, predict_logits
+from moakit.models.quality import as_replay, select_then_refit
+from moakit.nn.train import Replay, TrainParams, fit_network, init_output_bias, predict_logits
 
 NETWORK_NAME = "resnet_2heads"
 
@@ -297,7 +298,6 @@ class ResNet2HeadsParams(ModelParams):
     ``max_loops`` caps the outer loop (the scripts had no cap)."""
 
     include_cp: bool = False  # V2: one-hot cp_time / cp_dose join input A
-    holdout_fraction: float = Field(0.15, gt=0, lt=0.5)  # of the training folds, for early stopping
     max_loops: int = Field(50, ge=1)
     features: FeatureConfig = FeatureConfig()
     selection: SelectionConfig = SelectionConfig()
@@ -310,6 +310,9 @@ class ResNet2HeadsParams(ModelParams):
     @model_validator(mode="before")
     @classmethod
     def _phase_defaults(cls, data):
+        if isinstance(data, dict) and "holdout_fraction" in data:
+            raise ValueError("params.holdout_fraction is not a 2-heads ResNet setting (it was never used: the run's "
+                             "selection policy gives the judge rows); set selection.holdout_fraction instead")
         if isinstance(data, dict):
             given = {k: {**d, **data[k]} for k, d in _PHASE_DEFAULTS.items() if isinstance(data.get(k), dict)}
             data = {**data, **given}
@@ -324,10 +327,20 @@ def n_extra_columns(params: ResNet2HeadsParams) -> int:
     return 2 + params.features.pca_genes + params.features.pca_cells + (5 if params.include_cp else 0)
 
 
-def pipeline_config(params: ResNet2HeadsParams):
+def panel_extra_columns(params: ResNet2HeadsParams, blocks: Blocks) -> int:
+    """:func:`n_extra_columns` on the panel of ``blocks``: a mean and a PCA per non-empty
+    g / c block, the cp one-hot as wide as the data's (5 on lish-moa)."""
+    f = params.features
+    widths = {b: blocks[b].shape[1] if b in blocks else 0 for b in ("g", "c", "cp")}
+    return ((widths["g"] > 0) + (widths["c"] > 0) + (f.pca_genes if widths["g"] else 0)
+            + (f.pca_cells if widths["c"] else 0) + (widths["cp"] if params.include_cp else 0))
+
+
+def pipeline_config(params: ResNet2HeadsParams, optional_cells: bool = False):
     """The features.Pipeline producing X = [g, c, (cp), g_mean, c_mean, pca_g, pca_c], as the
     scripts: means of the raw rows, then every column standard-scaled, then the PCAs of the
-    scaled genes and cells (not scaled again)."""
+    scaled genes and cells (not scaled again). ``optional_cells``: the cell PCA is skipped
+    where the panel has no cell columns (a gene-only panel)."""
     f = params.features
     steps = [{"kind": "row_mean", "name": "means", "inputs": ["g", "c"], "output": "means"}]  # g_mean, c_mean
     scaled = ["g", "c", *(["cp"] if params.include_cp else []), "means"]
@@ -337,12 +350,18 @@ def pipeline_config(params: ResNet2HeadsParams):
         steps.append({"kind": "pca", "name": "pca_g", "inputs": ["g"], "output": "pca_g", "n_components": f.pca_genes})
         output.append("pca_g")
     if f.pca_cells:
-        steps.append({"kind": "pca", "name": "pca_c", "inputs": ["c"], "output": "pca_c", "n_components": f.pca_cells})
+        steps.append({"kind": "pca", "name": "pca_c", "inputs": ["c"], "output": "pca_c", "n_components": f.pca_cells,
+                      **({"optional": True} if optional_cells else {})})
         output.append("pca_c")
     return PipelineConfig(fit_on=f.fit_on, steps=steps, output=output)
 
 
 # --------------------------------------------------------------------------- training
+
+
+# the judge rows a direct call of fit_resnet_2heads without ``judge`` carves from its training
+# rows (a run always passes the rows of its selection policy: selection.holdout_fraction)
+DIRECT_HOLDOUT = 0.15
 
 
 def _holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -382,7 +401,7 @@ def loop_pass(module: nn.Module, X_fit, Y_fit, X_hold, Y_hold, p: TrainParams, s
     ``{"best", "improved", "epochs"}``.
     """
     start = copy.deepcopy(module.state_dict())
-    state = {"best": best, "weights": None, "improved": 0, "epochs": 0}
+    state = {"best": best, "weights": None, "improved": 0, "epochs": 0, "kept": 0}
 
     def judge(record: dict) -> None:
         if on_epoch is not None:
@@ -390,7 +409,8 @@ def loop_pass(module: nn.Module, X_fit, Y_fit, X_hold, Y_hold, p: TrainParams, s
         state["epochs"] += 1
         loss = record["valid_loss"]
         if state["best"] - loss >= p.min_delta:
-            state.update(best=loss, weights=copy.deepcopy(module.state_dict()), improved=state["improved"] + 1)
+            state.update(best=loss, weights=copy.deepcopy(module.state_dict()), improved=state["improved"] + 1,
+                         kept=state["epochs"])
         elif state["epochs"] > (p.patience or 0):
             raise _PassOver
 
@@ -400,7 +420,8 @@ def loop_pass(module: nn.Module, X_fit, Y_fit, X_hold, Y_hold, p: TrainParams, s
     except _PassOver:
         pass
     module.load_state_dict(state["weights"] if state["weights"] is not None else start)
-    return {"best": state["best"], "improved": state["improved"], "epochs": state["epochs"]}
+    # kept: the epochs up to the weights the pass ends with (0: it ends where it started)
+    return {"best": state["best"], "improved": state["improved"], "epochs": state["epochs"], "kept": state["kept"]}
 
 
 class _Rows(NamedTuple):
@@ -416,10 +437,10 @@ class _Rows(NamedTuple):
 
 def _fit_and_judge_rows(params: ResNet2HeadsParams, X_train: np.ndarray, Y_train: np.ndarray,
                         Y_aux_train: np.ndarray | None, judge, seed: int) -> _Rows:
-    """The judge rows given by the runner, or a seeded ``holdout_fraction`` of the training
-    rows carved here (the rest are then the fit rows)."""
+    """The judge rows given by the runner, or (a direct call without them) a seeded
+    ``DIRECT_HOLDOUT`` of the training rows carved here (the rest are then the fit rows)."""
     if judge is None:
-        fit, hold = _holdout_split(len(X_train), params.holdout_fraction, seed)
+        fit, hold = _holdout_split(len(X_train), DIRECT_HOLDOUT, seed)
         return _Rows(X_train[fit], Y_train[fit], None if Y_aux_train is None else Y_aux_train[fit],
                      X_train[hold], Y_train[hold], None if Y_aux_train is None else Y_aux_train[hold])
     X_hold, Y_hold, Y_aux_hold = judge
@@ -440,7 +461,7 @@ def _network_kwargs(params: ResNet2HeadsParams, n_in: int, n_extra: int, selecte
 
 
 def _train_transfer_phases(params: ResNet2HeadsParams, kwargs: dict, rows: _Rows, seed: int,
-                           on_epoch: EpochCallback | None, info: dict) -> ResNet2Heads:
+                           on_epoch: EpochCallback | None, info: dict, replay: dict | None = None) -> ResNet2Heads:
     """Phase 1: the network on every non-scored target (the scripts' Y0 kept the all-zero
     columns too); phase 2: a new output layer and the whole net on the scored targets."""
     n_aux = 0 if rows.Y_aux_fit is None else int(rows.Y_aux_fit.shape[1])
@@ -452,14 +473,16 @@ def _train_transfer_phases(params: ResNet2HeadsParams, kwargs: dict, rows: _Rows
         Y_aux_hold = np.ascontiguousarray(rows.Y_aux_hold, dtype=np.float32)
         init_output_bias(module.output[1], Y_aux)
         r = fit_network(module, rows.X_fit, Y_aux, rows.X_hold, Y_aux_hold, params.nonscored, seed=seed,
-                        on_epoch=_with_phase(on_epoch, "nonscored"))
+                        on_epoch=_with_phase(on_epoch, "nonscored"), replay=as_replay((replay or {}).get("nonscored")))
+        info.setdefault("replay", {})["nonscored"] = r.replay().as_dict()
         info.update(nonscored_epochs=len(r.history), nonscored_best_epoch=r.best_epoch,
                     nonscored_best_loss=r.best_loss)
     torch.manual_seed(seed + 1)
     module.replace_output(kwargs["n_out"])  # transfer: a new output layer for the scored targets
     init_output_bias(module.output[1], rows.Y_fit)
     r = fit_network(module, rows.X_fit, rows.Y_fit, rows.X_hold, rows.Y_hold, params.scored, seed=seed + 1,
-                    on_epoch=_with_phase(on_epoch, "scored"))
+                    on_epoch=_with_phase(on_epoch, "scored"), replay=as_replay((replay or {}).get("scored")))
+    info.setdefault("replay", {})["scored"] = r.replay().as_dict()
     info.update(scored_epochs=len(r.history), scored_best_epoch=r.best_epoch, scored_best_loss=r.best_loss)
     return module
 
@@ -477,12 +500,32 @@ def _freeze_unfreeze_loop(module: ResNet2Heads, params: ResNet2HeadsParams, rows
             module.set_frozen(frozen)
             out = loop_pass(module, rows.X_fit, rows.Y_fit, rows.X_hold, rows.Y_hold, p, seed + offset + 2 * loop,
                             best, _with_phase(on_epoch, phase))
+            info.setdefault("replay", {}).setdefault("passes", []).append(
+                {"phase": phase, "seed": seed + offset + 2 * loop, "epochs": out["kept"]})
             best = out["best"]
             info[f"{phase}_epochs"] += out["epochs"]
             info[f"{phase}_improved"] += out["improved"]
             unfrozen_improved = out["improved"]
         if unfrozen_improved == 0:
             break
+    module.set_frozen(False)
+    module.eval()
+
+
+def _replay_loop(module: ResNet2Heads, params: ResNet2HeadsParams, rows: _Rows, passes: list[dict],
+                 on_epoch: EpochCallback | None) -> None:
+    """The refit of ``holdout_refit``: each loop pass chosen on the judge rows, rerun for the
+    epochs it kept (a pass that kept nothing is skipped), judged on nothing. The passes'
+    schedules (``scheduler: none``) do not react to the judge loss: the epoch count is all."""
+    for rec in passes:
+        p = params.frozen if rec["phase"] == "frozen" else params.unfrozen
+        if p.scheduler == "plateau":
+            raise ValueError("holdout_refit cannot replay a plateau schedule inside a freeze/unfreeze pass")
+        module.set_frozen(rec["phase"] == "frozen")
+        if rec["epochs"]:
+            fit_network(module, rows.X_fit, rows.Y_fit, None, None,
+                        p.model_copy(update={"patience": None, "restore_best": False}), seed=rec["seed"],
+                        on_epoch=_with_phase(on_epoch, rec["phase"]), replay=Replay(rec["epochs"]))
     module.set_frozen(False)
     module.eval()
 
@@ -495,29 +538,43 @@ def fit_resnet_2heads(
     Y_aux_train: np.ndarray | None = None,
     on_epoch: EpochCallback | None = None,
     judge: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None,
+    n_extra: int | None = None,
+    replay: dict | None = None,
 ) -> TorchEstimator:
     """Train one fold's network (see the module docstring).
 
     ``judge`` = (X, Y, Y_aux) of the rows that judge every early-stopping and keep-if-better
     decision: the runner's selection policy gives them (a holdout of the training folds by
-    default). Without it, a seeded ``holdout_fraction`` of the training rows is carved here.
+    default). Without it, a seeded ``DIRECT_HOLDOUT`` of the training rows is carved here.
+    ``n_extra``: the width of X's non-candidate columns (None: lish-moa's, :func:`n_extra_columns`).
     """
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     Y_train = np.ascontiguousarray(Y_train, dtype=np.float32)
-    n_extra = n_extra_columns(params)
+    n_extra = n_extra_columns(params) if n_extra is None else int(n_extra)  # the panel's (features' layout)
     n_cand = X_train.shape[1] - n_extra
     if n_cand <= 0:
         raise ValueError(f"X has {X_train.shape[1]} columns; the 2-heads layout needs more than {n_extra}")
-    rows = _fit_and_judge_rows(params, X_train, Y_train, Y_aux_train, judge, seed)
+    if replay is None:
+        rows = _fit_and_judge_rows(params, X_train, Y_train, Y_aux_train, judge, seed)
+    else:  # the refit of holdout_refit: every training row, nothing judged
+        Y_aux = None if Y_aux_train is None else np.ascontiguousarray(Y_aux_train, dtype=np.float32)
+        rows = _Rows(X_train, Y_train, Y_aux, X_train[:0], Y_train[:0], None if Y_aux is None else Y_aux[:0])
 
     # Input B: supervised selection on the fit rows of the training folds only.
     selected = ttest_select(rows.X_fit[:, :n_cand], rows.Y_fit.sum(axis=1) > 0,
                             params.selection.quantile, params.selection.equal_var)
     kwargs = _network_kwargs(params, X_train.shape[1], n_extra, selected, Y_train.shape[1])
     info: dict = {"n_selected": len(selected), "n_fit_rows": len(rows.X_fit), "n_holdout_rows": len(rows.X_hold)}
-    module = _train_transfer_phases(params, kwargs, rows, seed, on_epoch, info)
-    _freeze_unfreeze_loop(module, params, rows, seed, on_epoch, info)
-    info["holdout_loss"] = _holdout_loss(module, rows.X_hold, rows.Y_hold, params.scored.eval_batch_size)
+    module = _train_transfer_phases(params, kwargs, rows, seed, on_epoch, info, replay)
+    if replay is None:
+        _freeze_unfreeze_loop(module, params, rows, seed, on_epoch, info)
+        info["holdout_loss"] = _holdout_loss(module, rows.X_hold, rows.Y_hold, params.scored.eval_batch_size)
+        phases = info["replay"]  # the epochs the refit of holdout_refit would run, in all
+        phases["epochs"] = sum(phases[k]["epochs"] for k in ("nonscored", "scored") if k in phases) + sum(
+            q["epochs"] for q in phases.get("passes", []))
+    else:
+        _replay_loop(module, params, rows, replay.get("passes", []), on_epoch)
+        info["replay"]["passes"] = replay.get("passes", [])
     return TorchEstimator(NETWORK_NAME, kwargs, module, eval_batch_size=params.scored.eval_batch_size, info=info)
 
 
@@ -530,14 +587,16 @@ class ResNet2HeadsModel(Model):
 
     name = "resnet_2heads"
     Params = ResNet2HeadsParams
+    supports_refit = True
 
     def stages(self):
         return [StageSpec("scored", targets="scored", aux_targets="nonscored")]
 
     def fit_features(self, stage, train: Blocks, test: Blocks, seed: int):
-        pipeline = Pipeline.from_config(pipeline_config(self.params), seed=seed).fit(train, test)
+        gene_only = "c" not in train or train["c"].shape[1] == 0
+        pipeline = Pipeline.from_config(pipeline_config(self.params, gene_only), seed=seed).fit(train, test)
         width = pipeline.n_features_out_
-        expected = n_extra_columns(self.params) + train["g"].shape[1] + train["c"].shape[1]
+        expected = panel_extra_columns(self.params, train) + train["g"].shape[1] + train["c"].shape[1]
         if width != expected:
             raise ValueError(f"2-heads feature layout: expected {expected} columns, the pipeline gave {width}")
         return pipeline
@@ -548,8 +607,28 @@ class ResNet2HeadsModel(Model):
     def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         # (X_valid, Y_valid, Y_aux_valid): the judge rows of the runner's selection policy
         Y_aux_train, Y_aux_valid = ctx.aux_targets(self.name)
-        return fit_resnet_2heads(self.fit_params(ctx), X_train, Y_train, ctx.seed, Y_aux_train, ctx.on_epoch,
-                                 judge=(X_valid, Y_valid, Y_aux_valid))
+        # the non-candidate width from the fitted features (the panel's); lish-moa's without them
+        features = ctx.stage_features(self.name) if (ctx.features or ctx.load_features) is not None else None
+        n_extra = None if features is None else \
+            sum(len(features.block_names_[b]) for b in features.config.output if b not in ("g", "c"))
+        params = self.fit_params(ctx)
+        if not ctx.refit:
+            return fit_resnet_2heads(params, X_train, Y_train, ctx.seed, Y_aux_train, ctx.on_epoch,
+                                     judge=(X_valid, Y_valid, Y_aux_valid), n_extra=n_extra)
 
-    def load_estimator(self, stage, path: Path):
-        return TorchEstimator.load(path)
+        def fit(X, Y, Xv, Yv, Y_aux, replay, on_epoch):  # holdout_refit: the phases replayed on all rows
+            judge = None if replay is not None else (Xv, Yv, Y_aux_valid)
+            return fit_resnet_2heads(params, X, Y, ctx.seed, Y_aux, on_epoch, judge=judge, n_extra=n_extra,
+                                     replay=replay)
+
+        return select_then_refit(fit, X_train, Y_train, X_valid, Y_valid, ctx)
+
+    def check_panel(self, data, where: str) -> None:
+        from moakit.config import ConfigError
+
+        f = self.params.features
+        for field, value, block, width in (("pca_genes", f.pca_genes, "g", data.train.genes.shape[1]),
+                                           ("pca_cells", f.pca_cells, "c", data.train.cells.shape[1])):
+            if value and width and value > min(width, len(data.train)):
+                raise ConfigError(f"{where}: params.features.{field}: {value} components exceed the "
+                                  f"{min(width, len(data.train))} columns / rows of block {block!r}")

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moakit.models.base import Model, StageSpec, TorchEstimator, register
-from moakit.models.mlp import MLPStageParams, fit_mlp, fit_pipeline, load_pipeline
+from moakit.models.base import Model, StageSpec, register
+from moakit.models.mlp import MLPStageParams, fit_mlp_fold, fit_pipeline, load_pipeline
 
 
 @register
 class SimpleNN(Model):
     name = "simple_nn"
     Params = MLPStageParams
+    supports_refit = True
 
     def stages(self):
-        return [StageSpec("scored", targets="scored")]
+        # a joint scored + non-scored head reads the non-scored targets as the stage's aux targets
+        return [StageSpec("scored", targets="scored",
+                          aux_targets="nonscored" if self.params.network.joint_nonscored_head else None)]
 
     def fit_features(self, stage, train, test, seed):
         return fit_pipeline(self.params.features, train, test, seed)
@@ -27,7 +30,4 @@ class SimpleNN(Model):
         return load_pipeline(path)
 
     def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
-        return fit_mlp(self.fit_params(ctx), X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
-
-    def load_estimator(self, stage, path: Path):
-        return TorchEstimator.load(path)
+        return fit_mlp_fold(self.fit_params(ctx), X_train, Y_train, X_valid, Y_valid, ctx)

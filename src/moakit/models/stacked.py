@@ -16,8 +16,8 @@ import numpy as np
 
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
-from moakit.models.base import Blocks, Model, StageSpec, TorchEstimator, on_device
-from moakit.models.mlp import MLPStageParams, fit_mlp, fit_pipeline, load_pipeline
+from moakit.models.base import Blocks, Model, StageSpec, on_device
+from moakit.models.mlp import MLPStageParams, fit_mlp_fold, fit_pipeline, load_pipeline
 
 
 class StackStageParams(MLPStageParams):
@@ -95,6 +95,8 @@ class StackedModel(Model):
     with the same seed.
     """
 
+    supports_refit = True  # every stage: fit_mlp_fold (the 2-stage's TabNet: its own refit)
+
     def __init__(self, params=None) -> None:
         super().__init__(params)
         self._fitted: dict[tuple[str, int, str], Pipeline] = {}
@@ -137,7 +139,4 @@ class StackedModel(Model):
 
     def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         params = on_device(self.stage_params(stage), ctx.device)
-        return fit_mlp(params, X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
-
-    def load_estimator(self, stage, path: Path):
-        return TorchEstimator.load(path)
+        return fit_mlp_fold(params, X_train, Y_train, X_valid, Y_valid, ctx)

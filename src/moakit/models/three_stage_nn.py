@@ -23,12 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 from moakit.models.base import ModelParams, StageSpec, register
-from moakit.models.stacked import (  # noqa: F401  (re-exported: they used to live here)
-    BASE_BLOCKS,
-    StackedFeatures,
-    StackedModel,
-    StackStageParams,
-)
+from moakit.models.stacked import StackedModel, StackStageParams
 
 
 class ThreeStageParams(ModelParams):

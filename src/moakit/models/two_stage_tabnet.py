@@ -27,8 +27,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from moakit.artifacts import atomic_dir, read_json, refuse_pickle, write_json
 from moakit.features import PipelineConfig
 from moakit.metrics import mean_log_loss, sigmoid
-from moakit.models.base import EpochCallback, ModelParams, StageSpec, TorchEstimator, on_device, register
-from moakit.models.three_stage_nn import StackedModel, StackStageParams
+from moakit.models.estimators import SPEC, register_estimator
+from moakit.models.base import EpochCallback, ModelParams, StageSpec, on_device, register
+from moakit.models.stacked import StackedModel, StackStageParams
+from moakit.models.quality import as_replay, select_then_refit
 from moakit.nn.train import resolve_device, smooth_targets
 
 
@@ -152,14 +154,15 @@ def _numpy_global_seed(seed: int):
         np.random.set_state(state)
 
 
+@register_estimator("tabnet_regressor")
 class TabNetEstimator:
     """A fitted TabNetRegressor predicting logits; ``predict_proba`` is their sigmoid.
 
     Saved in a folder written atomically: ``spec.json`` (the regressor's constructor
     parameters, its inference batch size and the fit info) and ``weights.pt`` (the
     network's state dict, loaded with ``weights_only=True``): data only, never a pickle.
-    Folders of older moakit versions hold pytorch-tabnet's ``tabnet.zip`` instead; it is
-    loaded only when pickles are trusted (``--trust-pickles``).
+    Folders of older moakit versions hold pytorch-tabnet's ``tabnet.zip`` (its loader
+    unpickles) instead: refused, unsupported format.
     """
 
     FORMAT = 2
@@ -180,11 +183,11 @@ class TabNetEstimator:
         # what pytorch-tabnet's own save_model keeps (its constructor parameters, less the
         # optimiser / scheduler classes, which inference does not use), as plain JSON
         init_params = {k: v for k, v in reg.get_params().items() if not isinstance(v, type)}
-        spec = {"kind": "tabnet_regressor", "format": self.FORMAT, "init_params": init_params,
+        spec = {"kind": self.kind, "format": self.FORMAT, "init_params": init_params,
                 "class_attrs": {"preds_mapper": reg.preds_mapper}, "batch_size": int(reg.batch_size),
                 "info": self.info}
         with atomic_dir(path) as tmp:
-            write_json(tmp / "spec.json", spec)
+            write_json(tmp / SPEC, spec)
             torch.save(reg.network.state_dict(), tmp / "weights.pt")
 
     @classmethod
@@ -192,13 +195,13 @@ class TabNetEstimator:
         from pytorch_tabnet.tab_model import TabNetRegressor
 
         path = Path(path)
-        spec = read_json(path / "spec.json")
-        if not isinstance(spec, dict) or spec.get("kind") != "tabnet_regressor":
-            raise ValueError(f"{path / 'spec.json'}: not a TabNet estimator's spec")
+        spec = read_json(path / SPEC)
+        if not isinstance(spec, dict) or spec.get("kind") != cls.kind:
+            raise ValueError(f"{path / SPEC}: not a TabNet estimator's spec")
         if spec.get("format") is None and (path / "tabnet.zip").exists():
-            return cls._load_legacy(path, spec)
+            refuse_pickle(path / "tabnet.zip")
         if spec.get("format") != cls.FORMAT:
-            raise ValueError(f"{path / 'spec.json'}: TabNet estimator format {spec.get('format')!r}, "
+            raise ValueError(f"{path / SPEC}: TabNet estimator format {spec.get('format')!r}, "
                              f"this moakit reads {cls.FORMAT}")
         state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)  # first: building is slow
         try:
@@ -207,7 +210,7 @@ class TabNetEstimator:
                 reg = TabNetRegressor(**{**params, "device_name": _device_name(), "verbose": 0})
                 reg._set_network()
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path / 'spec.json'}: unusable TabNet parameters ({type(exc).__name__}: {exc})") \
+            raise ValueError(f"{path / SPEC}: unusable TabNet parameters ({type(exc).__name__}: {exc})") \
                 from None
         reg.network.load_state_dict(state)
         reg.network.eval()
@@ -215,24 +218,19 @@ class TabNetEstimator:
         reg.batch_size = int(spec.get("batch_size", reg.batch_size))
         return cls(reg, spec.get("info"))
 
-    @classmethod
-    def _load_legacy(cls, path: Path, spec: dict) -> "TabNetEstimator":
-        """pytorch-tabnet's zip of an older moakit (its loader unpickles): trusted pickles only."""
-        from pytorch_tabnet.tab_model import TabNetRegressor
-
-        refuse_pickle(path / "tabnet.zip")
-        with _quiet():
-            reg = TabNetRegressor(device_name=_device_name(), verbose=0)
-            reg.load_model(str(path / "tabnet.zip"))
-        return cls(reg, spec.get("info"))
-
 
 def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
-               on_epoch: EpochCallback | None = None) -> TabNetEstimator:
+               on_epoch: EpochCallback | None = None, replay=None) -> TabNetEstimator:
+    """``replay`` (the refit pass of ``holdout_refit``): run ``replay.epochs`` epochs, judge
+    nothing, keep the last (TabNet's MultiStepLR schedule does not react to the judge loss,
+    so the epoch count is the whole schedule)."""
     from pytorch_tabnet.tab_model import TabNetRegressor
 
     X_train = np.ascontiguousarray(X_train, dtype=np.float32)
     Y_train = np.ascontiguousarray(Y_train, dtype=np.float32)
+    if replay is not None:
+        X_valid, Y_valid = X_train[:0], Y_train[:0]
+        cfg = cfg.model_copy(update={"max_epochs": int(replay.epochs)})
     X_valid = np.ascontiguousarray(X_valid, dtype=np.float32)
     Y_valid = np.ascontiguousarray(Y_valid, dtype=np.float32)
     torch.manual_seed(seed)  # the train loader's shuffling draws from the global generator
@@ -290,7 +288,36 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     info = {"best_epoch": best_epoch, "best_stop_loss": float(getattr(reg, "best_cost", math.nan)),
             "best_valid_loss": float(raw[best_epoch]) if 0 <= best_epoch < len(raw) else math.nan,
             "epochs_run": len(history.get("loss", []))}
+    info["replay"] = {"epochs": max(best_epoch, 0) + 1, "lrs": None}
     return TabNetEstimator(reg, info)
+
+
+def panel_categoricals(cfg: TabNetConfig, features) -> TabNetConfig:
+    """``cfg`` with its embedded columns where the stage's fitted features put them: the
+    columns of the ``cp_categories`` step's block, with its code counts (lish-moa: columns
+    0, 1 with 3 and 2 codes, as configured); none when that step was skipped (a panel
+    without cp_time / cp_dose). Features without a cp_categories step keep the configured ones."""
+    from moakit.features.steps import CpCategoriesStep
+
+    own, base = getattr(features, "own", features), getattr(features, "base", None)
+    if not hasattr(own, "block_names_"):
+        return cfg
+    steps = {s.output: s for s in own.steps if isinstance(s, CpCategoriesStep)}
+    skipped = [s for s in getattr(own, "skipped_steps_", []) if s.get("kind") == CpCategoriesStep.kind]
+    if not steps and not skipped:
+        return cfg
+    offset = len(base.feature_names_) if base is not None else 0
+    idxs, dims = [], []
+    for block in own.config.output:
+        width = len(own.block_names_[block])
+        if block in steps:
+            idxs += list(range(offset, offset + width))
+            dims += steps[block].category_sizes()
+        offset += width
+    if idxs == list(cfg.cat_idxs) and dims == list(cfg.cat_dims):
+        return cfg
+    emb = list(cfg.cat_emb_dim) if len(cfg.cat_emb_dim) == len(idxs) else [1] * len(idxs)
+    return cfg.model_copy(update={"cat_idxs": idxs, "cat_dims": dims, "cat_emb_dim": emb})
 
 
 @register
@@ -310,10 +337,11 @@ class TwoStageNNTabNet(StackedModel):
     def fit_fold(self, stage, X_train, Y_train, X_valid, Y_valid, ctx):
         if stage.name == "scored":
             tabnet = on_device(self.params.stage2.tabnet, ctx.device)
-            return fit_tabnet(tabnet, X_train, Y_train, X_valid, Y_valid, ctx.seed, ctx.on_epoch)
-        return super().fit_fold(stage, X_train, Y_train, X_valid, Y_valid, ctx)
+            if (ctx.features or ctx.load_features) is not None:  # the panel's categorical columns
+                tabnet = panel_categoricals(tabnet, ctx.stage_features(self.name))
 
-    def load_estimator(self, stage, path: Path):
-        if stage.name == "scored":
-            return TabNetEstimator.load(path)
-        return TorchEstimator.load(path)
+            def fit(X, Y, Xv, Yv, Y_aux, replay, on_epoch):
+                return fit_tabnet(tabnet, X, Y, Xv, Yv, ctx.seed, on_epoch, as_replay(replay))
+
+            return select_then_refit(fit, X_train, Y_train, X_valid, Y_valid, ctx)
+        return super().fit_fold(stage, X_train, Y_train, X_valid, Y_valid, ctx)

@@ -106,12 +106,10 @@ class WeightNormLinear(nn.Module):
         return _WeightNormLinearFn.apply(x, self.weight_v, self.weight_g, self.bias)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Runs saved before this class existed hold torch's weight_norm parametrization:
-        # parametrizations.weight.original0 = g (out, 1), original1 = v (out, in).
-        old = prefix + "parametrizations.weight.original"
-        if old + "0" in state_dict and prefix + "weight_g" not in state_dict:
-            state_dict[prefix + "weight_g"] = state_dict.pop(old + "0").reshape(-1)
-            state_dict[prefix + "weight_v"] = state_dict.pop(old + "1")
+        if prefix + "parametrizations.weight.original0" in state_dict:  # torch's weight_norm parametrization
+            from moakit.runs.records import unsupported
+
+            raise unsupported(prefix.rstrip(".") or "weights", "torch weight_norm parametrization of an older moakit")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:

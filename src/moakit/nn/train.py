@@ -63,6 +63,31 @@ class TrainParams(BaseModel):
     # autocast type with amp: "auto" = bf16 on CPU and on GPUs that support it, else fp16;
     # fp16 always trains with GradScaler loss scaling
     amp_dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    # control-difference augmentation (3rd place): each training row, with this probability,
+    # plus the difference of two random control rows (x + ctl_a - ctl_b), drawn afresh per
+    # batch; needs fit_network(controls=...). 0: off
+    control_augment: float = Field(0.0, ge=0, le=1)
+    # bce: one sigmoid per target; softmax: one softmax over the outputs (targets are class
+    # probabilities, e.g. one-hot; smoothing then spreads s over the classes)
+    loss: Literal["bce", "softmax"] = "bce"
+
+
+@dataclass
+class Replay:
+    """A schedule chosen on judge rows, to be replayed on all rows (``holdout_refit``):
+    ``epochs`` to run (the chosen epoch's count) and the learning rate of each parameter
+    group at the start of each epoch (``lrs[e][g]``). A per-epoch schedule (plateau,
+    cosine, multistep) is replaced by these rates, so a plateau schedule's reactions to the
+    judge loss are replayed exactly; a per-batch schedule (OneCycle, which never reacts)
+    is laid out over ``params.epochs`` as before and stops after ``epochs``. ``lrs`` None:
+    the schedule steps as usual (right for every schedule that does not react to the judge
+    loss)."""
+
+    epochs: int
+    lrs: list[list[float]] | None = None
+
+    def as_dict(self) -> dict:
+        return {"epochs": self.epochs, "lrs": self.lrs}
 
 
 @dataclass
@@ -71,11 +96,72 @@ class FitResult:
     best_loss: float | None  # None when nothing was judged (no judge rows)
     history: list[dict] = field(default_factory=list)
     precision: dict = field(default_factory=dict)  # MixedPrecision.summary(): dtype, loss scale, skipped steps
+    lrs: list[list[float]] = field(default_factory=list)  # per epoch run: each group's lr at its start
+
+    def replay(self) -> Replay:
+        """The schedule up to and including the kept epoch."""
+        n = self.best_epoch + 1
+        return Replay(epochs=n, lrs=[list(x) for x in self.lrs[:n]])
 
 
-def smooth_targets(y: torch.Tensor, smoothing: float, clip: tuple[float, float] | None = None) -> torch.Tensor:
-    """t -> t * (1 - s) + 0.5 * s, then optionally clipped."""
-    out = y * (1.0 - smoothing) + 0.5 * smoothing if smoothing else y
+@dataclass
+class ControlRows:
+    """Control rows in the network's input space, for control-difference augmentation, and
+    a group id per row: the two rows of a difference come from one group (the runner's
+    groups are cp_time x cp_dose, so one-hot time / dose columns cancel)."""
+
+    X: torch.Tensor
+    groups: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.X = _as_tensor(self.X).float()
+        self.groups = np.asarray(self.groups).reshape(-1)
+        if len(self.X) < 1 or len(self.groups) != len(self.X):
+            raise ValueError(f"control augmentation needs control rows and one group each "
+                             f"(got {len(self.X)} rows, {len(self.groups)} groups)")
+        _, self._codes = np.unique(self.groups, return_inverse=True)
+        self._order = np.argsort(self._codes, kind="stable")
+        counts = np.bincount(self._codes)
+        self._starts, self._counts = np.concatenate([[0], np.cumsum(counts)[:-1]]), counts
+
+    def draw(self, n: int, p: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows chosen, a, b): each of ``n`` rows chosen with probability ``p``; for each
+        chosen row a random control a and a random control b of a's group."""
+        chosen = np.flatnonzero(rng.random(n) < p)
+        a = rng.integers(0, len(self.X), len(chosen))
+        code = self._codes[a]
+        b = self._order[self._starts[code] + rng.integers(0, self._counts[code])]
+        return chosen, a, b
+
+    def augment(self, xb: torch.Tensor, p: float, rng: np.random.Generator) -> torch.Tensor:
+        """``xb`` (not modified) with x + ctl_a - ctl_b on the chosen rows."""
+        chosen, a, b = self.draw(len(xb), p, rng)
+        if not len(chosen):
+            return xb
+        out = xb.clone()
+        out[torch.from_numpy(chosen)] += self.X[a] - self.X[b]
+        return out
+
+
+def _with_controls(controls: ControlRows | None, p: float, transform: BatchTransform | None) -> BatchTransform | None:
+    """The training batch transform with control-difference augmentation in front."""
+    if p <= 0:
+        return transform
+    if controls is None:
+        raise ValueError("train.control_augment needs the control rows (fit_network(controls=...)); "
+                         "this model or data gives none")
+
+    def augmented(xb: torch.Tensor, training: bool, rng: np.random.Generator) -> torch.Tensor:
+        xb = controls.augment(xb, p, rng) if training else xb
+        return transform(xb, training, rng) if transform is not None else xb
+
+    return augmented
+
+
+def smooth_targets(y: torch.Tensor, smoothing: float, clip: tuple[float, float] | None = None,
+                   n_classes: int = 2) -> torch.Tensor:
+    """t -> t * (1 - s) + s / n_classes (0.5 * s for binary targets), then optionally clipped."""
+    out = y * (1.0 - smoothing) + smoothing / n_classes if smoothing else y
     if clip is not None:
         out = out.clamp(clip[0], clip[1])
     return out
@@ -248,18 +334,41 @@ def predict_proba(module: nn.Module, X, **kwargs) -> np.ndarray:
     return sigmoid(predict_logits(module, X, **kwargs))
 
 
-def _bce_eval(module, X, Y, p: TrainParams, transform, device) -> float:
-    """Validation loss: mean binary log loss on the RAW (unsmoothed) targets."""
+def _bce_eval(module, X, Y, p: TrainParams, transform, device, judge_outputs: int | None = None) -> float:
+    """Validation loss: mean binary log loss on the RAW (unsmoothed) targets (of the first
+    ``judge_outputs`` outputs only, when given); with ``loss: softmax`` the cross-entropy."""
     logits = torch.from_numpy(predict_logits(module, X, p.eval_batch_size, transform, device, p.amp, p.amp_dtype))
+    if judge_outputs is not None:
+        logits = logits[:, :judge_outputs]
+    if p.loss == "softmax":
+        return float(nn.functional.cross_entropy(logits, _as_tensor(Y).float()))
     return float(nn.functional.binary_cross_entropy_with_logits(logits, _as_tensor(Y).float()))
 
 
-def _training_loss(pos_weight, n_targets: int, device: torch.device) -> nn.Module:
-    if pos_weight is not None:
-        pos_weight = _as_tensor(pos_weight).float().reshape(-1).to(device)
-        if pos_weight.numel() != n_targets:
-            raise ValueError(f"pos_weight has {pos_weight.numel()} values for {n_targets} targets")
-    return nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+class _SoftmaxLoss(nn.Module):
+    """Cross-entropy of one softmax over the outputs against class-probability targets."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits, target)
+
+
+def _training_loss(pos_weight, n_targets: int, device: torch.device, target_weights=None,
+                   kind: str = "bce") -> nn.Module:
+    if kind == "softmax":
+        if pos_weight is not None or target_weights is not None:
+            raise ValueError("pos_weight / target_weights are per-target weights of the binary loss, not of a softmax")
+        return _SoftmaxLoss()
+
+    def per_target(values, what: str):
+        if values is None:
+            return None
+        values = _as_tensor(values).float().reshape(-1).to(device)
+        if values.numel() != n_targets:
+            raise ValueError(f"{what} has {values.numel()} values for {n_targets} targets")
+        return values
+
+    return nn.BCEWithLogitsLoss(weight=per_target(target_weights, "target_weights"),
+                                pos_weight=per_target(pos_weight, "pos_weight"))
 
 
 @dataclass
@@ -276,13 +385,14 @@ class _Optimisation:
 
 
 def _optimisation(module: nn.Module, p: TrainParams, steps: int, n_targets: int, pos_weight,
-                  device: torch.device) -> _Optimisation:
+                  device: torch.device, target_weights=None) -> _Optimisation:
     trainable = [q for q in module.parameters() if q.requires_grad]
     if not trainable:
         raise ValueError("no trainable parameters (every layer is frozen)")
     opt = _optimizer(trainable, p)
     sched, per_batch = _scheduler(opt, p, steps)
-    return _Optimisation(trainable, opt, sched, per_batch, _training_loss(pos_weight, n_targets, device),
+    return _Optimisation(trainable, opt, sched, per_batch,
+                         _training_loss(pos_weight, n_targets, device, target_weights, p.loss),
                          MixedPrecision(p.amp, device, p.amp_dtype))
 
 
@@ -314,10 +424,11 @@ def _train_epoch(module, Xp, Yp, steps: int, p: TrainParams, o: _Optimisation, b
     return total
 
 
-def _step_epoch_schedule(o: _Optimisation, p: TrainParams, train_loss: float, valid_loss: float | None) -> None:
+def _step_epoch_schedule(o: _Optimisation, p: TrainParams, train_loss: float, valid_loss: float | None,
+                         replaying: bool = False) -> None:
     """The end-of-epoch step of a per-epoch schedule; with no judge rows a plateau schedule
-    follows the training loss."""
-    if o.sched is None or o.per_batch:
+    follows the training loss; a replayed schedule sets its rates itself (:class:`Replay`)."""
+    if o.sched is None or o.per_batch or replaying:
         return
     if p.scheduler == "plateau":
         o.sched.step(train_loss if valid_loss is None else valid_loss)
@@ -365,6 +476,10 @@ def fit_network(
     on_epoch: Callable[[dict], None] | None = None,
     device: torch.device | str | None = None,
     pos_weight=None,
+    replay: Replay | None = None,
+    controls: ControlRows | None = None,
+    target_weights=None,
+    judge_outputs: int | None = None,
 ) -> FitResult:
     """Train ``module`` on (X_train, Y_train), judging epochs on (X_valid, Y_valid).
 
@@ -382,30 +497,45 @@ def fit_network(
 
     ``device`` (default: ``params.device``) is where the module trains and stays; the data
     stay on the CPU and go to the device batch by batch.
+
+    ``replay`` (``holdout_refit``): run ``replay.epochs`` epochs with the recorded learning
+    rates (see :class:`Replay`), judge nothing, keep the last epoch. ``controls``: the
+    control rows for ``params.control_augment``. ``target_weights`` (one per output) weigh
+    the training loss per target (a joint scored + non-scored head: 0.5 / 0.5 of the two
+    means); ``judge_outputs``: epochs are judged on the first that many outputs only
+    (``Y_valid`` then has that many columns).
     """
     device = resolve_device(params.device if device is None else device)
     p = params
-    judged = X_valid is not None and len(X_valid) > 0
+    judged = replay is None and X_valid is not None and len(X_valid) > 0
+    batch_transform_train = _with_controls(controls, p.control_augment, batch_transform)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     module.to(device)
     X = _as_tensor(X_train)
     Y = _as_tensor(Y_train).float()
-    Y_fit = smooth_targets(Y, p.smoothing, p.clip_targets)
+    Y_fit = smooth_targets(Y, p.smoothing, p.clip_targets, Y.shape[1] if p.loss == "softmax" else 2)
     n = len(X)
     steps = _steps_per_epoch(n, p.batch_size)
-    o = _optimisation(module, p, steps, Y.shape[1], pos_weight, device)
+    o = _optimisation(module, p, steps, Y.shape[1], pos_weight, device, target_weights)
+    replaying = replay is not None and replay.lrs is not None and not o.per_batch
 
     best = _BestEpoch(p)
     history: list[dict] = []
-    for epoch in range(p.epochs):
+    lrs: list[list[float]] = []
+    for epoch in range(p.epochs if replay is None else min(replay.epochs, p.epochs)):
+        if replaying:
+            for group, lr in zip(o.opt.param_groups, replay.lrs[epoch]):
+                group["lr"] = lr
+        lrs.append([float(g["lr"]) for g in o.opt.param_groups])
         module.train()
         perm = torch.randperm(n, generator=gen)
-        total = _train_epoch(module, X[perm], Y_fit[perm], steps, p, o, batch_transform, rng, device)
+        total = _train_epoch(module, X[perm], Y_fit[perm], steps, p, o, batch_transform_train, rng, device)
         train_loss = total / min(n, steps * p.batch_size)
-        val = _bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device) if judged else None
-        _step_epoch_schedule(o, p, train_loss, val)
+        val = (_bce_eval(module, X_valid, Y_valid, p, eval_transform or batch_transform, device, judge_outputs)
+               if judged else None)
+        _step_epoch_schedule(o, p, train_loss, val, replaying)
         record = {"epoch": epoch, "train_loss": train_loss, "valid_loss": val}
         history.append(record)
         if on_epoch is not None:
@@ -414,11 +544,11 @@ def fit_network(
             break
     best.restore(module)
     return FitResult(best_epoch=best.epoch, best_loss=best.loss if judged else None, history=history,
-                     precision=o.precision.summary())
+                     precision=o.precision.summary(), lrs=lrs)
 
 
 @torch.no_grad()
-def init_output_bias(layer: nn.Linear, Y, eps: float = 1e-4) -> None:
+def init_output_bias(layer: nn.Linear, Y, eps: float = 1e-4, softmax: bool = False) -> None:
     """Start an output layer at each target's training log-odds.
 
     With ~0.3% positives per target, a zero bias starts every prediction at 0.5 (log loss
@@ -427,4 +557,6 @@ def init_output_bias(layer: nn.Linear, Y, eps: float = 1e-4) -> None:
     outputs and changes no method of the write-up.
     """
     rate = np.clip(np.asarray(Y, dtype=np.float64).mean(axis=0), eps, 1.0 - eps)
-    layer.bias.copy_(torch.from_numpy(np.log(rate / (1.0 - rate))).to(layer.bias.dtype))
+    # a softmax head (one class per row): log frequencies, so the softmax starts at them
+    start = np.log(rate) if softmax else np.log(rate / (1.0 - rate))
+    layer.bias.copy_(torch.from_numpy(start).to(layer.bias.dtype))

@@ -1,0 +1,258 @@
+"""Parity over a grid of generated datasets: moakit beside the winners' scripts on each.
+
+    .venv/bin/python bench/parity/grid.py run --winners W --out bench/out/grid \\
+        [--generators pathway factor] [--seeds 0 1] [--scales 1.0] [--rows 3000] \\
+        [--models simple_nn cnn1d] [--variants shipped]
+    .venv/bin/python bench/parity/grid.py report --out bench/out/grid [--report FILE]
+
+Datasets: ``moakit simulate`` with each generator x seed x effect scale (synthetic labels of
+``--rows`` rows; the same seed gives the same labels, drugs and split for every generator
+and scale, so the datasets are paired). On each, in this order (every step is skipped when
+its output exists, so a stopped grid resumes, and a later call with more models, scales or
+variants adds to it):
+
+- a model with a winners' script (``simple_nn``, ``simple_nn_drug_cv``): the script at
+  moakit's ``cpu`` sizes (``winners.py --size cpu --seeds 1``), then moakit's config on the
+  script's own folds (``moakit_side.py --size cpu --seeds 1 --folds-from``) once per
+  variant: ``shipped`` (the config's own selection policy), ``oof`` (each fold's epoch
+  chosen on the fold, as the script), ``torch_bias`` (the script's output-bias start);
+- a model without a script (``cnn1d``): ``moakit train --profile cpu`` on its own folds
+  (the test rows, which every comparison uses, are the same).
+
+``report`` scores every finished run on the test rows (drugs unseen in training, answers
+in ``DATA/answers``), treated rows only: mean column-wise log loss, and over the targets
+with a positive test row the mean per-MoA average precision (PR-AUC) and ROC-AUC; then per
+model and variant the ratio to the script (moakit / script: below 1 is better for log loss,
+above 1 better for PR-AUC and ROC-AUC) with its min / median / max over the grid; a model
+without a script (``cnn1d``) is compared with the Simple NN's script on the same test rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from common import write_report  # noqa: E402  (bench/common.py)
+
+SCRIPTED = ("simple_nn", "simple_nn_drug_cv")
+REFERENCE = "simple_nn"  # the script a model without one (cnn1d) is compared with
+VARIANTS = ("shipped", "oof", "torch_bias")
+
+
+def variant_args(model: str, variant: str) -> list[str]:
+    """moakit_side.py options of a variant: the config's own selection policy (moakit_side's
+    default is the scripts' ``oof``) plus the variant's one change."""
+    from moakit.config import load_config
+
+    shipped = ["--selection", load_config(model).selection.policy]
+    return {"shipped": shipped, "oof": ["--selection", "oof"],
+            "torch_bias": shipped + ["--set", "network.output_bias=torch"]}[variant]
+
+
+def dataset_name(generator: str, seed: int, scale: float) -> str:
+    return f"{generator}-seed{seed}-x{scale:g}"
+
+
+def make_dataset(folder: Path, rows: int, generator: str, seed: int, scale: float) -> None:
+    from moakit.data.simulate import simulate
+
+    if not (folder / "answers").exists():
+        simulate(folder, n_rows=rows, seed=seed, generator=generator, effect_scale=scale)
+
+
+def _run(cmd: list[str], log: Path) -> bool:
+    """Run ``cmd`` (1 thread), its output to ``log``; True when it succeeded."""
+    env_cmd = ["env", "OMP_NUM_THREADS=1", "MKL_NUM_THREADS=1", *cmd]
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        rc = subprocess.run(env_cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    print(f"  {'ok' if rc == 0 else f'FAILED ({rc})'} in {time.perf_counter() - t0:.0f} s: {' '.join(cmd[1:4])} ... "
+          f"(log {log})", flush=True)
+    return rc == 0
+
+
+def _finished(run: Path) -> bool:
+    manifest = run / "manifest.json"
+    return manifest.exists() and json.loads(manifest.read_text()).get("status") == "complete"
+
+
+def run_dataset(data: Path, out: Path, args) -> None:
+    py = sys.executable
+    for model in args.models:
+        if model in SCRIPTED:
+            theirs = out / f"winners-{model}"
+            if not (theirs / "predictions.npz").exists():
+                _run([py, str(HERE / "winners.py"), model, "--winners", str(args.winners), "--data", str(data),
+                      "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1"],
+                     out / f"winners-{model}.log")
+            if not (theirs / "parity_folds.csv").exists():
+                continue
+            for variant in args.variants:
+                mine = out / f"moakit-{model}-{variant}"
+                if not _finished(mine):
+                    _run([py, str(HERE / "moakit_side.py"), model, "--data", str(data), "--out", str(mine),
+                          "--size", "cpu", "--seeds", "1", "--threads", "1", "--folds-from", str(theirs),
+                          *variant_args(model, variant)], out / f"moakit-{model}-{variant}.log")
+        else:
+            mine = out / f"moakit-{model}-shipped"
+            if not _finished(mine):
+                moakit = str(Path(py).with_name("moakit"))
+                _run([moakit, "train", model, "--data", str(data), "--out", str(mine), "--profile", "cpu",
+                      "--quiet"], out / f"moakit-{model}-shipped.log")
+
+
+def cmd_run(args) -> int:
+    if any(m in SCRIPTED for m in args.models) and args.winners is None:
+        raise SystemExit("--winners is needed for the models with a script (" + ", ".join(SCRIPTED) + ")")
+    bad = [v for v in args.variants if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"unknown variant(s) {bad}; known: {', '.join(VARIANTS)}")
+    for scale in args.scales:
+        for seed in args.seeds:
+            for generator in args.generators:
+                name = dataset_name(generator, seed, scale)
+                data = args.out / "data" / name
+                make_dataset(data, args.rows, generator, seed, scale)
+                print(f"{name}:", flush=True)
+                (args.out / name).mkdir(parents=True, exist_ok=True)
+                run_dataset(data, args.out / name, args)
+    return 0
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def ranking_scores(y: np.ndarray, p: np.ndarray) -> tuple[float, float, int]:
+    """(mean average precision, mean ROC-AUC, number of targets) over the targets with a
+    positive (and, for ROC-AUC, a negative) row."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    cols = np.flatnonzero((y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y)))
+    ap = [average_precision_score(y[:, j], p[:, j]) for j in cols]
+    auc = [roc_auc_score(y[:, j], p[:, j]) for j in cols]
+    return float(np.mean(ap)), float(np.mean(auc)), len(cols)
+
+
+def test_scores(data_dir: Path, test_pred: np.ndarray, cache: dict) -> dict:
+    from moakit import metrics
+
+    if data_dir not in cache:
+        from moakit.data.io import load, read_answers
+
+        data = load(data_dir)
+        answers = read_answers(data_dir / "answers" / "test_targets_scored.csv", data.test.sig_id,
+                               list(data.train.scored_names))
+        cache[data_dir] = (data, answers)
+    data, answers = cache[data_dir]
+    treated = ~np.asarray(data.test.is_control, dtype=bool)
+    y, p = answers[treated], np.asarray(test_pred, dtype=np.float64)[treated]
+    ap, auc, n = ranking_scores(y, p)
+    return {"log_loss_treated": metrics.mean_log_loss(y, p), "pr_auc": ap, "roc_auc": auc, "n_targets": n}
+
+
+def prior_test(data_dir: Path, cache: dict) -> dict:
+    from moakit import metrics
+
+    data, _ = cache[data_dir]
+    prior = metrics.prior_predictions(data.train.scored, data.train.is_control, len(data.test.sig_id))
+    return test_scores(data_dir, prior, cache)
+
+
+def collect(out: Path) -> dict:
+    """{dataset: {code: scores}} for every finished run under ``out``."""
+    from compare import moakit_predictions
+
+    cache: dict = {}
+    result: dict = {}
+    for data_dir in sorted((out / "data").iterdir()):
+        runs = out / data_dir.name
+        if not runs.is_dir():
+            continue
+        entry: dict = {}
+        for theirs in sorted(runs.glob("winners-*/predictions.npz")):
+            model = theirs.parent.name.removeprefix("winners-")
+            entry[f"{model}/script"] = test_scores(data_dir, np.load(theirs)["scored_test"], cache)
+            entry[f"{model}/script"]["cpu_s"] = json.loads((theirs.parent / "run.json").read_text()).get("cpu_seconds")
+        for mine in sorted(runs.glob("moakit-*")):
+            if mine.is_dir() and _finished(mine):
+                model, variant = mine.name.removeprefix("moakit-").rsplit("-", 1)
+                entry[f"{model}/{variant}"] = test_scores(data_dir, moakit_predictions(mine, "scored")[1], cache)
+                cpu = mine / "parity_cpu.json"  # (moakit_side.py runs; not `moakit train`)
+                entry[f"{model}/{variant}"]["cpu_s"] = json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None
+        if entry:
+            entry["prior"] = prior_test(data_dir, cache)
+            result[data_dir.name] = entry
+    return result
+
+
+def _fmt_ratio(values: list[float]) -> str:
+    if not values:
+        return ""
+    return f"{min(values):.3f} / {float(np.median(values)):.3f} / {max(values):.3f} (n={len(values)})"
+
+
+def report_lines(result: dict) -> list[str]:
+    lines = ["| dataset | code | test log loss (treated) | PR-AUC | ROC-AUC | targets | CPU s |",
+             "|---|---|---|---|---|---|---|"]
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for name, entry in result.items():
+        for code, sc in entry.items():
+            lines.append(f"| {name} | {code} | {sc['log_loss_treated']:.5f} | {sc['pr_auc']:.4f} | "
+                         f"{sc['roc_auc']:.4f} | {sc['n_targets']} | {sc.get('cpu_s') or ''} |")
+            model = code.split("/")[0]
+            label = code if f"{model}/script" in entry else f"{code} (vs the {REFERENCE} script)"
+            label += f", effect scale {name.rsplit('-x', 1)[-1]}"
+            script = entry.get(f"{model}/script", entry.get(f"{REFERENCE}/script"))
+            if "/" in code and not code.endswith("/script") and script is not None:
+                r = ratios.setdefault(label, {"log_loss": [], "pr_auc": [], "roc_auc": []})
+                for key in r:
+                    r[key].append(sc[f"{key}_treated" if key == "log_loss" else key]
+                                  / script[f"{key}_treated" if key == "log_loss" else key])
+    lines += ["", "Ratio moakit / script over the grid, min / median / max (log loss: below 1 better; "
+              "PR-AUC, ROC-AUC: above 1 better):", "",
+              "| model / variant | log loss | PR-AUC | ROC-AUC |", "|---|---|---|---|"]
+    for code, r in sorted(ratios.items()):
+        lines.append(f"| {code} | {_fmt_ratio(r['log_loss'])} | {_fmt_ratio(r['pr_auc'])} | {_fmt_ratio(r['roc_auc'])} |")
+    return lines
+
+
+def cmd_report(args) -> int:
+    sys.path.insert(0, str(HERE))
+    result = collect(args.out)
+    lines = report_lines(result)
+    path = args.report or args.out / "grid.md"
+    write_report(path, lines)
+    Path(path).with_suffix(".json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="simulate the datasets and train what is missing")
+    run.add_argument("--winners", type=Path, default=None,
+                     help="checkout (or bare git dir) of guitarmind/kaggle_moa_winner_hungry_for_gold")
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--generators", nargs="+", default=["pathway", "factor"])
+    run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    run.add_argument("--scales", nargs="+", type=float, default=[1.0])
+    run.add_argument("--rows", type=int, default=3000)
+    run.add_argument("--models", nargs="+", default=["simple_nn", "cnn1d"])
+    run.add_argument("--variants", nargs="+", default=["shipped"], help=f"of {', '.join(VARIANTS)}")
+    rep = sub.add_parser("report", help="score every finished run")
+    rep.add_argument("--out", type=Path, required=True)
+    rep.add_argument("--report", type=Path, default=None)
+    args = ap.parse_args(argv)
+    return cmd_run(args) if args.command == "run" else cmd_report(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

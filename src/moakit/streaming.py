@@ -1,0 +1,198 @@
+"""Prediction in chunks of rows, with each saved transform applied once per input.
+
+:class:`RunPredictor` loads a model run's saved feature states once (one per distinct
+content: the stage-seeds of a run whose feature folders hold the same bytes share one
+object) and replays the stage chain on a chunk of rows exactly as
+:func:`moakit.runner.predict_run` does on all of them. Within a chunk, a transform whose
+saved state (its folder's content digest) and inputs (the same upstream stage outputs)
+equal an earlier stage-seed's is not applied again: its matrix is reused. The 3-stage NN
+with fixed random states (every seed's features the same) transforms once per stage
+instead of once per seed.
+
+Bounded memory: per chunk only the chunk's blocks, feature matrices and network
+activations exist; what grows with the input is the input itself and the predictions
+(rows x targets). Every transform moakit ships is row-independent at inference
+(scalers, quantile, PCA / FA, variance threshold, row statistics, k-means one-hot, the
+networks in eval mode), with one exception handled here: umap-learn's ``transform``
+chooses its optimisation epochs from the number of rows it is given (100 up to 10,000
+rows, else 30) when the step sets no ``n_epochs``; :func:`umap_rows_hint` makes every
+chunk use the epochs of the whole input, so chunked output equals one pass bit for bit.
+(For a UMAP fitted on more than 4,096 rows, pynndescent's search fills a short candidate
+list from an RNG that runs on across the query rows; it then depends on a row's batch
+neighbours, in one pass as in chunks.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from moakit.models.estimators import load_estimator
+from moakit.runs import layout
+
+DEFAULT_CHUNK_ROWS = 20_000
+# estimators of a run are kept loaded across chunks up to this many bytes of saved weights;
+# above it each chunk reloads them one at a time (as predict_run does)
+KEEP_ESTIMATORS_BYTES = 512 * 2**20
+
+# rows of the whole input being predicted, for transforms whose result depends on the
+# number of rows they are given (umap's transform epochs); None outside chunked prediction
+_TOTAL_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("moakit_total_rows", default=None)
+
+
+@contextlib.contextmanager
+def umap_rows_hint(n_rows: int) -> Iterator[None]:
+    """While active, a UMAP step transforms any chunk with the epochs umap would choose
+    for ``n_rows`` rows (:func:`umap_transform_epochs`)."""
+    token = _TOTAL_ROWS.set(int(n_rows))
+    try:
+        yield
+    finally:
+        _TOTAL_ROWS.reset(token)
+
+
+def umap_transform_epochs(state) -> int | None:
+    """The ``n_epochs`` to give a fitted umap.UMAP for the transform of a chunk so that it
+    runs the epochs of the whole input (umap-learn 0.5: ``n_epochs // 3`` when set, else
+    100 up to 10,000 rows, else 30); None: nothing to pin (no hint, or n_epochs is set)."""
+    total = _TOTAL_ROWS.get()
+    if total is None or getattr(state, "n_epochs", 0) is not None:
+        return None
+    return 3 * (100 if total <= 10_000 else 30)
+
+
+def folder_digest(path: Path) -> str:
+    """Content identity of a saved feature folder: its files' relative paths and bytes,
+    except that a feature pipeline's manifest counts without its fit timings and with each
+    step's random state as resolved (its own, else the pipeline's seed) instead of the
+    seed: two seeds' fits with fixed random states are the same state."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode())
+        h.update(b"\0")
+        if f.name == layout.FEATURES_MANIFEST:
+            h.update(_manifest_identity(f.read_bytes()))
+            continue
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _manifest_identity(raw: bytes) -> bytes:
+    try:
+        manifest = json.loads(raw)
+        seed = manifest.pop("seed")
+        manifest.pop("fit_seconds", None)
+        steps = manifest["config"]["steps"]
+        manifest["resolved_random_states"] = [s.get("random_state", seed) if s.get("random_state") is not None
+                                              else seed for s in steps]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return raw  # not a pipeline manifest: its bytes
+    return json.dumps(manifest, sort_keys=True).encode()
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+class RunPredictor:
+    """A model run's saved artifacts, loaded once, predicting chunk after chunk.
+
+    ``predict(ds)`` equals ``runner.predict_run(run_dir, ds)`` bit for bit; ``n_transforms``
+    counts the feature transforms applied (fewer than stage-seeds when some are shared)."""
+
+    def __init__(self, run_dir: str | Path, batch_size: int | None = None) -> None:
+        from moakit import runner
+        from moakit.artifacts import read_json
+        from moakit.config import RunConfig
+
+        self.run_dir = Path(run_dir)
+        self.batch_size = batch_size
+        config = RunConfig(**read_json(self.run_dir / layout.CONFIG))
+        self.model = runner.build_model(config)
+        self.chain = runner.StageChain(self.model, config.seeds)
+        self.n_folds = config.cv.n_folds
+        states: dict[str, object] = {}  # digest -> loaded feature state
+        self.parts: list[tuple[int, int, object, tuple, Path]] = []
+        total = 0
+        for index, stage in enumerate(self.chain.stages):
+            for seed in config.seeds:
+                sdir = runner.stage_dir(self.run_dir, stage, seed)
+                fdir = sdir / layout.FEATURES_DIR
+                digest = folder_digest(fdir)
+                if digest not in states:
+                    states[digest] = self.model.load_features(stage, fdir)
+                key = (index, digest, tuple(self.chain.upstream(index, seed)))
+                self.parts.append((index, seed, states[digest], key, sdir))
+                total += sum(_size(layout.estimator_dir(sdir, k)) for k in range(self.n_folds))
+        self.n_feature_states = len(states)
+        self._estimators: dict[tuple[int, int], list] | None = {} if total <= KEEP_ESTIMATORS_BYTES else None
+        self.n_transforms = 0
+
+    def _load_estimators(self, index: int, seed: int, sdir: Path) -> list:
+        if self._estimators is not None and (index, seed) in self._estimators:
+            return self._estimators[(index, seed)]
+        stage = self.chain.stages[index]
+        ests = []
+        for k in range(self.n_folds):
+            est = load_estimator(layout.estimator_dir(sdir, k))
+            if self.batch_size is not None and hasattr(est, "eval_batch_size"):
+                est.eval_batch_size = int(self.batch_size)
+            ests.append(est)
+        if self._estimators is not None:
+            self._estimators[(index, seed)] = ests
+        return ests
+
+    def predict(self, ds) -> np.ndarray:
+        """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run."""
+        from moakit import metrics, runner
+
+        outputs: dict[tuple[int, int], np.ndarray] = {}
+        applied: dict[tuple, np.ndarray] = {}
+        for index, seed, features, key, sdir in self.parts:
+            if key not in applied:
+                applied[key] = features.transform(runner._stage_blocks(ds, self.chain.meta(index, seed, outputs)))
+                self.n_transforms += 1
+            X = applied[key]
+            preds = [est.predict_proba(X) for est in self._load_estimators(index, seed, sdir)]
+            outputs[(index, seed)] = np.mean(preds, axis=0).astype(np.float32)
+        return metrics.zero_controls(self.chain.final(outputs), ds.is_control)
+
+
+def chunks(n_rows: int, chunk_rows: int | None) -> list[slice]:
+    """Row slices of at most ``chunk_rows`` rows (one slice for None / 0); at least one."""
+    if not chunk_rows or n_rows <= chunk_rows:
+        return [slice(0, n_rows)]
+    return [slice(i, min(i + chunk_rows, n_rows)) for i in range(0, n_rows, chunk_rows)]
+
+
+@contextlib.contextmanager
+def row_progress(total: int, show: bool, label: str = "predict") -> Iterator[Callable[[int], None]]:
+    """A Rich bar on stderr over ``total`` rows with rows/s; yields ``advance(n_rows)``.
+    Nothing is shown when ``show`` is false."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from moakit.progress import console
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(label, total=total, rate="")
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            t = bar.tasks[0]
+            elapsed = t.elapsed or 0.0
+            bar.update(task, rate=f"{t.completed / elapsed:,.0f} rows/s" if elapsed > 0 else "")
+
+        yield advance
