@@ -24,11 +24,8 @@ Judgments, each reported (stderr and ``dataset.json``):
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moakit.artifacts import atomic_dir
 from moakit.data.io import DataError
 
 TREATED, CONTROL = "trt_cp", "ctl_vehicle"
@@ -513,10 +511,7 @@ def _counts(sig: pd.DataFrame, is_test: np.ndarray, genes: pd.DataFrame) -> dict
 def _write_folder(out: Path, src: Path, info: dict, features: pd.DataFrame, Y: np.ndarray, columns: list[str],
                   drug: np.ndarray, is_test: np.ndarray, genes: pd.DataFrame, gene_columns: list[str]) -> None:
     """Everything into a temporary folder beside ``out``, then one rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
+    with atomic_dir(out) as tmp:
         train = ~is_test
         _write_split(tmp, "train", features[train].reset_index(drop=True), Y[train], columns, drug[train])
         if is_test.any():
@@ -525,12 +520,6 @@ def _write_folder(out: Path, src: Path, info: dict, features: pd.DataFrame, Y: n
             tmp / "genes.csv", index=False)
         info["planted_truth"] = _copy_truth(src, tmp, columns, gene_columns)
         (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def simulate_l1000_dataset(out_dir: str | Path, n_signatures: int = 4000, seed: int = 0,

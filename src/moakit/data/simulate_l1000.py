@@ -33,16 +33,14 @@ style, not lish-moa's), 8 cell lines, 6 doses, 2 times. Deterministic for ``seed
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from moakit.artifacts import atomic_dir
 from moakit.data import simulate as base
 from moakit.data.column_maps import lish_moa_gene_ids
 
@@ -114,18 +112,9 @@ def simulate_l1000(out_dir, n_signatures: int = 4000, seed: int = 0, n_inferred:
     values = _profiles(plan, labels, genes, rng, truth)
     order = rng.permutation(len(plan.sig_id))  # storage order of the signatures
     gene_order = rng.permutation(len(genes))  # and of the genes
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        tmp.mkdir()
+    with atomic_dir(out_dir) as tmp:  # nothing half-written: one rename at the end
         _write(tmp, plan, compounds, genes, values, order, gene_order, matrix_format, rng)
         _write_truth(tmp / "answers", truth, genes)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
