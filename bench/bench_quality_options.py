@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -39,7 +40,8 @@ from common import LABELS, OUT, write_report  # noqa: E402  (bench/common.py)
 
 SIZES = {"simple_nn": {"network": {"hidden": [512, 512]}, "train": {"epochs": 12}},
          "label_powerset_nn": {"network": {"hidden": [512, 512]}, "train": {"epochs": 12}},
-         "cnn1d": {}}
+         "simple_nn_drug_cv": {"network": {"hidden": [512, 512]}, "train": {"epochs": 12}},
+         "cnn1d": {}, "three_stage_nn": {}, "resnet_2heads": {}, "two_stage_nn_tabnet": {}}  # {}: the cpu profile as shipped
 VARIANTS = {  # name -> (selection, params overlay, no smoothing)
     "last": ("last", {}, False),
     "holdout": ("holdout", {}, False),
@@ -48,7 +50,9 @@ VARIANTS = {  # name -> (selection, params overlay, no smoothing)
     "joint": ("last", {"network": {"joint_nonscored_head": True}}, False),
     "nosmooth": ("last", {}, True),
     "last_seed1": ("last", {}, False),  # the shipped policy with another seed: the run-to-run noise floor
+    "oof": ("oof", {}, False),  # the winners' rule: the fold's own rows judge (optimistic OOF)
 }
+NO_LAST = {"resnet_2heads"}  # judges its loops on held-out rows: selection last is refused
 
 
 def data_dir(name: str) -> Path:
@@ -108,19 +112,28 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(((a[:, ok] * b[:, ok]).sum(axis=0) / (na[ok] * nb[ok])).mean())
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process (its threads included)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def train_all(data, folder: Path, jobs: list[tuple[str, str]], truth) -> dict:
     from moakit import runner
 
     out = {}
     for model, variant in jobs:
         run_dir = folder / f"{model}-{variant}"
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         result = runner.train(config_for(model, variant), data, run_dir, show_progress=False)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0  # cpu ~0 when the run was reused
         done = [json.loads(p.read_text()) for p in sorted(run_dir.glob("stages/*/seed_*/fold_*/done.json"))]
         fit_seconds = sum(d["fit_seconds"] for d in done)
         out[(model, variant)] = (result, {**scores(result, data, truth), "fit_seconds": round(fit_seconds, 1),
-                                          "wall_seconds": round(seconds, 1), "run_dir": str(run_dir)})
+                                          "wall_seconds": round(seconds, 1), "cpu_seconds": round(cpu, 1),
+                                          "load": [round(x, 1) for x in os.getloadavg()], "run_dir": str(run_dir)})
         print(model, variant, out[(model, variant)][1], flush=True)
     return out
 
@@ -154,14 +167,16 @@ def report(name: str, data, runs: dict, blend_rows: list[dict], folder: Path, ta
 
     lines = [f"## {name}", "", f"load (uptime): {os.getloadavg()}", "",
              "| model | variant | OOF log loss (treated) | test log loss, unseen drugs (treated) "
-             "| test PR-AUC (mean per MoA) | corr. with `last` (test, treated; powerset: with Simple NN) | fit s |",
-             "|---|---|---|---|---|---|---|"]
+             "| test PR-AUC (mean per MoA) | corr. with `last` (test, treated; powerset: with Simple NN; "
+             "ResNet: with `holdout`) | fit s | CPU s | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
     treated = ~data.test.is_control
     for (model, variant), (result, s) in runs.items():
-        ref = runs.get((model if model != "label_powerset_nn" else "simple_nn", "last"))
+        ref_model = model if model != "label_powerset_nn" else "simple_nn"
+        ref = runs.get((ref_model, "last"), runs.get((ref_model, "holdout")))  # the ResNet has no `last`
         corr = correlation(result.test[treated], ref[0].test[treated]) if ref is not None else float("nan")
         lines.append(f"| {model} | {variant} | {s['oof']:.5f} | {s['test']:.5f} | {s['pr_auc']:.4f} | {corr:.3f} "
-                     f"| {s['fit_seconds']:.0f} |")
+                     f"| {s['fit_seconds']:.0f} | {s.get('cpu_seconds', float('nan')):.0f} | {s.get('load', '')} |")
     if blend_rows:
         lines += ["", "| blend (SLSQP) | weights | nested OOF (treated) | test (treated) |", "|---|---|---|---|"]
         for r in blend_rows:
@@ -187,10 +202,13 @@ def main() -> int:
     data = load(data_dir(args.data))
     truth = test_truth(data)
     folder = OUT / "quality" / args.data
-    jobs = [(m, v) for m in args.models for v in (["last"] if m == "label_powerset_nn" else args.variants)]
+    jobs = [(m, v) for m in args.models for v in (["last"] if m == "label_powerset_nn" else args.variants)
+            if not (m in NO_LAST and v in ("last", "last_seed1", "ctlaug", "joint", "nosmooth"))]
     runs = train_all(data, folder, jobs, truth)
     blend_rows = [] if args.no_blend else blends(data, folder, runs, truth)
     tag = "" if "simple_nn" in args.models else "-" + "-".join(args.models)  # a partial run: its own file
+    if tag and args.variants != list(VARIANTS):
+        tag += "-" + "-".join(args.variants)
     report(args.data, data, runs, blend_rows, folder, tag)
     return 0
 

@@ -162,15 +162,15 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--only", choices=["default", "real"], default=None)
     ap.add_argument("--mlp", action="store_true", help="also a small torch MLP")
-    ap.add_argument("--signal", type=float, default=None, help="override simulate.SIGNAL (tuning)")
+    ap.add_argument("--signal", type=float, default=None, help="override simulate_profiles.SIGNAL (tuning)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sys.path.insert(0, str(REPO / "src"))
-    from moakit.data import simulate as simulate_module
+    from moakit.data import simulate_profiles
     from moakit.data.simulate import simulate
 
     if args.signal is not None:
-        simulate_module.SIGNAL = args.signal
+        simulate_profiles.SIGNAL = args.signal
 
     runs = []
     if args.only in (None, "default"):

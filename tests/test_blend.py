@@ -407,7 +407,9 @@ def test_nested_evaluation_never_scores_weights_on_their_own_rows(problem, monke
         searched_on.append(np.asarray(fit_y))
         return real_search(fit_oofs, fit_y, *args, **kwargs)
 
-    monkeypatch.setattr(blend, "search_weights", spy)
+    from moakit.blend import search as blend_search  # where nested_evaluation looks it up
+
+    monkeypatch.setattr(blend_search, "search_weights", spy)
     result = blend.nested_evaluation(oofs, y, ctl, methods=["slsqp"], n_folds=4, seed=3, per_target=False)
     assert len(searched_on) == 4
     for k, fit_y in enumerate(searched_on):

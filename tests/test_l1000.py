@@ -374,3 +374,97 @@ def test_readme_l1000_block_runs(tmp_path, monkeypatch):
         assert res.exit_code == 0, (args, res.stdout + res.stderr)
     calls = pd.read_csv(tmp_path / "calls_by_compound.csv")
     assert calls["rank"].max() == 5 and calls.probability.between(0, 1).all()
+
+
+# --------------------------------------------------------------------------- issue 21: measurement + recorded genes
+
+
+def test_rare_moas_are_the_nonscored_targets(lincs, dataset):
+    """MoAs dropped for too few compounds become the auxiliary (non-scored) targets of the
+    training rows, so the models with a non-scored stage or pre-training train on L1000."""
+    out, _ = dataset
+    info = json.loads((out / "dataset.json").read_text())
+    rare = info["nonscored_targets"]
+    assert rare and set(rare.values()) <= {d["moa"] for d in info["dropped_targets"]}
+    frame = pd.read_parquet(out / "train_targets_nonscored.parquet")
+    features = pd.read_parquet(out / "train_features.parquet", columns=["sig_id"])
+    assert frame.sig_id.tolist() == features.sig_id.tolist() and list(frame.columns[1:]) == list(rare)
+    assert set(rare).isdisjoint(info["targets"]) and (frame[list(rare)].sum() > 0).all()
+    sig = _tsv(lincs / "siginfo_beta.txt").set_index("sig_id").loc[frame.sig_id]
+    comp = _tsv(lincs / "compoundinfo_beta.txt")
+    for column, moa in rare.items():
+        having = set(comp.loc[comp.moa.str.split("|").apply(lambda ms, m=moa: m in ms), "pert_id"])
+        np.testing.assert_array_equal(frame[column].to_numpy(), sig.pert_id.isin(having).to_numpy().astype(int))
+    data = __import__("moakit").load_dataset(out)
+    assert data.Y_nonscored is not None and list(data.Y_nonscored.columns[1:]) == list(rare)
+
+
+def test_a_model_with_non_scored_pretraining_trains_on_an_l1000_dataset(dataset, tmp_path):
+    from moakit.config import load_config
+    from moakit.validate import needs_of
+
+    assert "Y_nonscored" in needs_of(load_config("three_stage_nn", profile="smoke"))
+    res = invoke("train", "cnn1d", "--data", dataset[0], "--out", tmp_path / "run", "--profile", "smoke", "--quiet")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert (tmp_path / "run" / "test_predictions.csv").exists()
+
+
+def test_evaluate_on_held_out_compounds_beside_a_shuffled_baseline(dataset, l1000_run, tmp_path):
+    """`moakit evaluate` of an l1000 run: the test set is the held-out compounds (drugs
+    unseen in training), scored against answers/, with the shuffled baseline's log loss,
+    PR-AUC and ROC-AUC on the same rows."""
+    import shutil
+
+    from sklearn.metrics import roc_auc_score
+
+    from moakit.evaluate import evaluate
+    from moakit.metrics import mean_log_loss
+    from moakit.runs import layout
+
+    out, _ = dataset
+    run = shutil.copytree(l1000_run, tmp_path / "run")
+    result = evaluate(run, shuffled_baseline=1)
+    test = result.summary["sets"]["test"]
+    answers = pd.read_parquet(out / "answers/test_targets_scored.parquet")
+    drugs = pd.read_parquet(out / "answers/test_drug.parquet")
+    train_drugs = pd.read_parquet(out / "train_drug.parquet").drug_id
+    assert test["rows"] == len(answers) and set(drugs.drug_id).isdisjoint(train_drugs)
+    shuffled = pd.read_csv(layout.shuffled_dir(run, 0, "simple_nn") / layout.TEST_PREDICTIONS)
+    shuffled = shuffled.set_index("sig_id").loc[answers.sig_id, list(answers.columns[1:])].to_numpy()
+    y = answers.drop(columns="sig_id").to_numpy()
+    has = (y.sum(axis=0) > 0) & (y.sum(axis=0) < len(y))
+    assert test["shuffled_log_loss"] == pytest.approx(mean_log_loss(y, shuffled), rel=1e-5)
+    roc = [roc_auc_score(y[:, j], shuffled[:, j]) for j in np.flatnonzero(has)]
+    assert test["mean_shuffled_roc_auc"] == pytest.approx(np.mean(roc), rel=1e-6)
+    table = result.tables["test"]
+    assert {"shuffled_roc_auc_mean", "shuffled_pr_auc_mean", "shuffled_log_loss_mean"} <= set(table.columns)
+    assert test["beats_shuffled"] + test["no_better_than_shuffled"] == test["targets_with_positives"]
+    res = invoke("evaluate", run)  # the baseline seed already trained is reused
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert f"mean ROC-AUC {test['mean_roc_auc']:.4f} (shuffled {test['mean_shuffled_roc_auc']:.4f})" in res.stdout
+
+
+def test_run_records_gene_ids_and_predict_aligns_by_them(lincs, dataset, l1000_run, tmp_path):
+    """columns.json records the Entrez id and symbol of every gene column; prediction aligns
+    by those, not by the column names or the training folder (here both unusable)."""
+    import shutil
+
+    from moakit.runs import layout
+
+    out, _ = dataset
+    saved = json.loads((l1000_run / layout.COLUMNS).read_text())
+    genes = pd.read_csv(out / "genes.csv", dtype=str)
+    assert saved["gene_ids"] == genes.entrez_id.tolist() and saved["gene_symbols"] == genes.symbol.tolist()
+    res = invoke("predict", "--run", l1000_run, "--features", _matrix(lincs), "--out", tmp_path / "a.csv")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    run = shutil.copytree(l1000_run, tmp_path / "run")
+    saved["genes"] = [f"g-{s}" for s in saved["gene_symbols"]]  # names that are no Entrez id, unknown to genes.csv
+    (run / layout.COLUMNS).write_text(json.dumps(saved))
+    res = invoke("predict", "--run", run, "--features", _matrix(lincs), "--out", tmp_path / "b.csv")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    a, b = pd.read_csv(tmp_path / "a.csv"), pd.read_csv(tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+    del saved["gene_ids"]  # without the record: the names are the only clue, and they say nothing
+    (run / layout.COLUMNS).write_text(json.dumps(saved))
+    res = invoke("predict", "--run", run, "--features", _matrix(lincs), "--out", tmp_path / "c.csv")
+    assert "has no known Entrez id" in clean_exit(res, (1,))

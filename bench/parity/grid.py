@@ -11,11 +11,16 @@ and scale, so the datasets are paired). On each, in this order (every step is sk
 its output exists, so a stopped grid resumes, and a later call with more models, scales or
 variants adds to it):
 
-- a model with a winners' script (``simple_nn``, ``simple_nn_drug_cv``): the script at
-  moakit's ``cpu`` sizes (``winners.py --size cpu --seeds 1``), then moakit's config on the
-  script's own folds (``moakit_side.py --size cpu --seeds 1 --folds-from``) once per
-  variant: ``shipped`` (the config's own selection policy), ``oof`` (each fold's epoch
-  chosen on the fold, as the script), ``torch_bias`` (the script's output-bias start);
+- a model with a winners' script (``simple_nn``, ``simple_nn_drug_cv``, ``three_stage_nn``,
+  ``two_stage_nn_tabnet``): the script at moakit's ``cpu`` sizes (``winners.py --size cpu
+  --seeds 1``), then moakit's config on the script's own folds (``moakit_side.py --size cpu
+  --seeds 1 --folds-from``; the 3-stage NN: its script's stage-2 folds for every stage; the
+  2-stage NN + TabNet: the script's TabNet folds) once per variant: ``shipped`` (the config's
+  own selection policy), ``oof`` (each fold's epoch chosen on the fold, as the script), and
+  for the Simple NNs one setting changed: ``torch_bias`` (the script's output-bias start),
+  ``no_smoothing`` (label smoothing 0), ``float64`` (feature blocks kept in float64 between
+  the steps, as the script's pandas frames; the network's input stays float32);
+  the 3-stage NN is scored at stage 2 (``three_stage_nn.stage2``) and at its output;
 - a model without a script (``cnn1d``): ``moakit train --profile cpu`` on its own folds
   (the test rows, which every comparison uses, are the same).
 
@@ -42,9 +47,18 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from common import write_report  # noqa: E402  (bench/common.py)
 
-SCRIPTED = ("simple_nn", "simple_nn_drug_cv")
+SCRIPTED = ("simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet")
 REFERENCE = "simple_nn"  # the script a model without one (cnn1d) is compared with
-VARIANTS = ("shipped", "oof", "torch_bias")
+VARIANTS = ("shipped", "oof", "torch_bias", "no_smoothing", "float64")
+# the variants that change one setting of the Simple NN's config (top-level network / train)
+SIMPLE_ONLY = ("torch_bias", "no_smoothing", "float64")
+# (moakit stage, the grid's name of it) of each model's scored predictions; the last is
+# the model's output. The 3-stage NN is scored at stage 2 as well (the issue's table).
+OUTPUTS = {"three_stage_nn": [("scored", "three_stage_nn.stage2"), ("stack", "three_stage_nn")]}
+
+
+def outputs(model: str) -> list[tuple[str, str]]:
+    return OUTPUTS.get(model, [("scored", model)])
 
 
 def variant_args(model: str, variant: str) -> list[str]:
@@ -54,7 +68,9 @@ def variant_args(model: str, variant: str) -> list[str]:
 
     shipped = ["--selection", load_config(model).selection.policy]
     return {"shipped": shipped, "oof": ["--selection", "oof"],
-            "torch_bias": shipped + ["--set", "network.output_bias=torch"]}[variant]
+            "torch_bias": shipped + ["--set", "network.output_bias=torch"],
+            "no_smoothing": shipped + ["--set", "train.smoothing=0"],
+            "float64": shipped + ["--block-dtype", "float64"]}[variant]
 
 
 def dataset_name(generator: str, seed: int, scale: float) -> str:
@@ -96,6 +112,9 @@ def run_dataset(data: Path, out: Path, args) -> None:
             if not (theirs / "parity_folds.csv").exists():
                 continue
             for variant in args.variants:
+                if variant in SIMPLE_ONLY and model not in ("simple_nn", "simple_nn_drug_cv"):
+                    print(f"  {model}: variant {variant} skipped (a Simple NN setting)", flush=True)
+                    continue
                 mine = out / f"moakit-{model}-{variant}"
                 if not _finished(mine):
                     _run([py, str(HERE / "moakit_side.py"), model, "--data", str(data), "--out", str(mine),
@@ -179,14 +198,18 @@ def collect(out: Path) -> dict:
         entry: dict = {}
         for theirs in sorted(runs.glob("winners-*/predictions.npz")):
             model = theirs.parent.name.removeprefix("winners-")
-            entry[f"{model}/script"] = test_scores(data_dir, np.load(theirs)["scored_test"], cache)
-            entry[f"{model}/script"]["cpu_s"] = json.loads((theirs.parent / "run.json").read_text()).get("cpu_seconds")
+            cpu_s = json.loads((theirs.parent / "run.json").read_text()).get("cpu_seconds")
+            for stage, key in outputs(model):
+                entry[f"{key}/script"] = test_scores(data_dir, np.load(theirs)[f"{stage}_test"], cache)
+                entry[f"{key}/script"]["cpu_s"] = cpu_s
         for mine in sorted(runs.glob("moakit-*")):
             if mine.is_dir() and _finished(mine):
                 model, variant = mine.name.removeprefix("moakit-").rsplit("-", 1)
-                entry[f"{model}/{variant}"] = test_scores(data_dir, moakit_predictions(mine, "scored")[1], cache)
                 cpu = mine / "parity_cpu.json"  # (moakit_side.py runs; not `moakit train`)
-                entry[f"{model}/{variant}"]["cpu_s"] = json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None
+                cpu_s = json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None
+                for stage, key in outputs(model):
+                    entry[f"{key}/{variant}"] = test_scores(data_dir, moakit_predictions(mine, stage)[1], cache)
+                    entry[f"{key}/{variant}"]["cpu_s"] = cpu_s
         if entry:
             entry["prior"] = prior_test(data_dir, cache)
             result[data_dir.name] = entry

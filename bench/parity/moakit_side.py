@@ -50,6 +50,29 @@ def _umap_steps(node):
             yield from _umap_steps(value)
 
 
+def use_block_dtype(name: str) -> list[int]:
+    """Keep the feature blocks in ``name`` between the steps (an ablation: moakit's blocks are
+    float32; the scripts' pandas frames were float64). The matrix the network reads stays
+    float32. Returns a one-item list counting the blocks made (a check that it applied:
+    the local executor trains in this process)."""
+    import numpy as np
+
+    from moakit.features import pipeline, steps
+
+    dtype, made = np.dtype(name), [0]
+
+    def as_block(array, block: str):
+        out = np.asarray(array, dtype=dtype)
+        if out.ndim != 2:
+            raise ValueError(f"block {block!r} must be 2-D, got shape {out.shape}")
+        made[0] += 1
+        return out
+
+    steps.as_block = pipeline.as_block = as_block
+    steps.Step._as_output = staticmethod(lambda x: np.ascontiguousarray(x, dtype=dtype))
+    return made
+
+
 def write_script_folds(csv: Path, data, config, out: Path) -> None:
     """folds.npy of ``out`` from the script's (sig_id, kfold) table; rows the script dropped
     (controls) keep moakit's own fold."""
@@ -88,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(winners.py --folds-only)")
     ap.add_argument("--selection", choices=["oof", "holdout", "last"], default="oof",
                     help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
+    ap.add_argument("--block-dtype", choices=["float32", "float64"], default="float32",
+                    help="the dtype of the feature blocks between the steps (float64: an ablation)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params override, VALUE in YAML (e.g. stage1.features.fit_controls=false)")
     args = ap.parse_args(argv)
@@ -95,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    made = use_block_dtype(args.block_dtype) if args.block_dtype != "float32" else None
     from moakit import runner
     from moakit.config import load_config
     from moakit.data.io import load
@@ -134,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "parity_cpu.json").write_text(json.dumps(
         {"cpu_seconds": round(sum(u.ru_utime + u.ru_stime for u in usage), 1)}))
     print({k: result.metrics[k] for k in ("log_loss", "log_loss_treated")}, result.timings)
+    if made is not None:
+        print(f"feature blocks: {made[0]} made as {args.block_dtype}")
+        if not made[0]:
+            raise SystemExit(f"--block-dtype {args.block_dtype} did not apply (no block made in this process)")
     return 0
 
 

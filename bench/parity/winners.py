@@ -133,7 +133,22 @@ def three_stage_patches(args) -> list[tuple[str, str, int | None]]:
         # pandas of 2020 made uint8 ones
         (r"pd\.get_dummies\(data, columns=\['cp_time','cp_dose'\]\)",
          "pd.get_dummies(data, columns=['cp_time','cp_dose'], dtype=np.uint8)", 2),
+        # scikit-learn >= 1.x refuses a column with one label (a target without positives in
+        # small data, bench/parity/grid.py); the printed CV only
+        (r"log_loss\(y_true\[:, i\], y_pred\[:, i\]\)", "log_loss(y_true[:, i], y_pred[:, i], labels=[0, 1])", 3),
+        # each stage's fold assignment (the unshuffled splitter draws its ties from numpy's
+        # global generator, so only the script can say what they were); stage 2's (the
+        # scored stage) is parity_folds.csv, which moakit_side --folds-from uses for every stage
+        (r"^NB = '25'$", "NB = '25'\n_PARITY_STAGE = 1", 1),
+        (r"^folds\['kfold'\] = folds\['kfold'\]\.astype\(int\)$", THREE_STAGE_FOLDS, 3),
     ]
+
+
+THREE_STAGE_FOLDS = """folds['kfold'] = folds['kfold'].astype(int)
+folds[['sig_id', 'kfold']].to_csv(f'{output_folder}/parity_folds_stage{_PARITY_STAGE}.csv', index=False)
+if _PARITY_STAGE == 2:
+    folds[['sig_id', 'kfold']].to_csv(f'{output_folder}/parity_folds.csv', index=False)
+_PARITY_STAGE += 1"""
 
 
 def three_stage_collect(out: Path, data: Path) -> dict[str, np.ndarray]:
@@ -229,14 +244,18 @@ def simple_nn_patches(args, drug_cv: bool) -> list[tuple[str, str, int | None]]:
         patches += [get_dummies_uint8(5),
                     (r"KMeans\(n_clusters = n_clusters, random_state = SEED\)",
                      f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {n_init['km_g']})", 2),
-                    # small data (bench/parity/grid.py): a cluster without a test row gives the
-                    # test table one dummy column fewer than the training table (KeyError);
-                    # with every cluster as a category both get all columns (the same table
-                    # whenever every cluster has rows in both, as on lish-moa's sizes)
-                    (r"pd\.get_dummies\((train|test), dtype=np\.uint8, columns = \[f'clusters_\{kind\}'\]\)",
-                     r"pd.get_dummies(\1.astype({f'clusters_{kind}': pd.CategoricalDtype(range(n_clusters))}), "
-                     r"dtype=np.uint8, columns = [f'clusters_{kind}'])", 4)]
+                    cluster_categories(4)]
     return patches
+
+
+def cluster_categories(count: int) -> tuple[str, str, int]:
+    """Small data (bench/parity/grid.py): a k-means cluster without a test row gives the test
+    table one dummy column fewer than the training table (KeyError); with every cluster as a
+    category both get all columns (the same table whenever every cluster has rows in both, as
+    on lish-moa's sizes). After ``get_dummies_uint8``."""
+    return (r"pd\.get_dummies\((train|test), dtype=np\.uint8, columns = \[f'clusters_\{kind\}'\]\)",
+            r"pd.get_dummies(\1.astype({f'clusters_{kind}': pd.CategoricalDtype(range(n_clusters))}), "
+            r"dtype=np.uint8, columns = [f'clusters_{kind}'])", count)
 
 
 # --------------------------------------------------------------------------- 2-heads ResNet (Keras)
@@ -329,6 +348,7 @@ def two_stage_patches(args) -> list[tuple[str, str, int | None]]:
         (r"milestones=\[100, 150\]", f"milestones={tab['milestones']}", 2),
         (r"^data = train_features\.append\(test_features\)$", "data = pd.concat([train_features, test_features])", 1),
         get_dummies_uint8(4),  # (one of them in a comment)
+        cluster_categories(2),
         (r"KMeans\(n_clusters = n_clusters, random_state = SEED\)",
          f"KMeans(n_clusters = n_clusters, random_state = SEED, n_init = {next(iter(n_init.values()))})", 1),
         # pandas >= 3 refuses to set ints into the string column in place (`.loc[:, col] =`);

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("platt", "isotonic")
+from moakit import choices
+
+METHODS = choices.CALIBRATION_METHODS
 ISOTONIC_FLOOR = 1e-4
 _LOGIT_CLIP = 1e-7
 

@@ -50,9 +50,11 @@ class SelectionConfig(BaseModel):
     trained again on ALL the fold's training rows replaying it (the fold's rows still
     decide nothing).
 
-    ``holdout_fraction`` is realised as one part of a ``round(1 / holdout_fraction)``-way
-    split of the training rows (:func:`moakit.cv.holdout_mask`), so it rounds to a unit
-    fraction: 0.1 -> 1/10, 0.15 -> 1/7 (0.143), 0.2 -> 1/5, 0.3 -> 1/3.
+    ``holdout_fraction`` is realised as whole parts of a stratified (drug-aware) split of
+    the training rows (:func:`moakit.cv.holdout_parts`, :func:`moakit.cv.holdout_mask`):
+    exact for every multiple of 0.05 and every 1/k (0.1 -> 1 of 10 parts, 0.15 -> 3 of 20,
+    0.3 -> 3 of 10); any other fraction is rounded to the nearest with at most 20 parts
+    (0.123 -> 1 of 8), which metrics.json's ``selection.holdout_parts`` then records.
     """
 
     model_config = ConfigDict(extra="forbid")

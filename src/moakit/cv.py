@@ -88,15 +88,34 @@ def assign_folds(
     raise ValueError(f"unknown CV scheme {scheme!r} (use 'old' or 'drug')")
 
 
+HOLDOUT_MAX_PARTS = 20  # a holdout is whole parts of a split in at most 20 parts (or 1/fraction, if more)
+
+
+def holdout_parts(fraction: float) -> tuple[int, int]:
+    """(parts taken, parts in all) that realise a holdout ``fraction``: the fraction nearest
+    to it with at most max(:data:`HOLDOUT_MAX_PARTS`, round(1 / fraction)) parts. Every
+    multiple of 0.05 and every 1/k is exact (0.1 -> 1 of 10, 0.15 -> 3 of 20, 0.3 -> 3 of
+    10, 0.01 -> 1 of 100); any other is rounded (0.123 -> 1 of 8)."""
+    from fractions import Fraction
+
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"a holdout fraction must lie between 0 and 1, got {fraction}")
+    ratio = Fraction(fraction).limit_denominator(max(HOLDOUT_MAX_PARTS, int(round(1.0 / fraction))))
+    return max(ratio.numerator, 1), ratio.denominator
+
+
 def holdout_mask(
     data: Dataset, rows: np.ndarray, scheme: Scheme, fraction: float, seed: int, max_replicates: int = 18
 ) -> np.ndarray:
     """A held-out subset of ``rows`` (indices into ``data``) to judge epochs on, split like
     the CV: multilabel-stratified rows (old), or whole drugs (drug). Returns a boolean mask
-    over ``rows``: about ``fraction`` of them (one part of a round(1/fraction)-way split)."""
+    over ``rows``: ``taken`` parts of an ``n_parts``-way split (:func:`holdout_parts`), so
+    ``fraction`` of them (0.15: 3 of 20 parts; as the CV's folds, the parts are equal up to
+    the stratification, and whole drugs under the drug-aware CV)."""
     rows = np.asarray(rows)
-    n_parts = max(2, int(round(1.0 / fraction)))
+    taken, n_parts = holdout_parts(fraction)
     if len(rows) < n_parts:
-        raise ValueError(f"cannot carve a holdout of {fraction:.0%} from {len(rows)} training rows")
+        raise ValueError(f"cannot carve a holdout of {fraction:.0%} ({taken} of {n_parts} parts) from "
+                         f"{len(rows)} training rows")
     part = assign_folds(data.subset(rows), scheme, n_parts, seed, max_replicates)
-    return part == 0
+    return part < taken

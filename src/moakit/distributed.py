@@ -8,7 +8,7 @@ only reads a few files) nothing. All tasks are submitted at once, each with the 
 references of the tasks it depends on, and Ray starts each as soon as its inputs exist:
 every model, seed, stage and fold that can run runs, as far as the cluster's resources go.
 
-A feature task's result (``runner.StageArrays``: the stage-seed's matrices) stays in the
+A feature task's result (``fold_jobs.StageArrays``: the stage-seed's matrices) stays in the
 object store and every fold task of that stage-seed reads the same object (numpy arrays
 zero-copy on each node); the data is put there once per run. Tasks write their artifacts to
 the run folder, which must be on a filesystem every node sees (NFS, a shared disk). Results

@@ -30,15 +30,14 @@ signatures is).
 
 Files: ``ROOT/evaluation/`` (``evaluation.json``, ``per_target.csv``, ``pr_auc.png``) and the
 baseline's runs in ``ROOT/shuffled/seed_<s>/<member>/``, ROOT being the model run, the
-workflow run or the blend folder evaluated.
+workflow run or the blend folder evaluated. The baseline's training and predictions are in
+:mod:`moakit.evaluate_baseline`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +45,9 @@ import numpy as np
 import pandas as pd
 
 from moakit import metrics
+from moakit.evaluate_baseline import (  # noqa: F401  (shuffle_labels re-exported)
+    shuffle_labels, shuffled_predictions, shuffled_seeds, train_shuffled,
+)
 from moakit.runs import layout
 
 N_BINS = 10
@@ -255,6 +257,11 @@ def pr_aucs(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return np.array([_ranking(y[:, j], pred[:, j])[0] for j in range(y.shape[1])])
 
 
+def roc_aucs(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """ROC-AUC of every target (columns); NaN where a target has no positive (or no negative)."""
+    return np.array([_ranking(y[:, j], pred[:, j])[1] for j in range(y.shape[1])])
+
+
 def target_table(h: Honest, names: list[str]) -> pd.DataFrame:
     """One row per target: the model's metrics on the set's rows beside the prior's."""
     y, p, prior = np.asarray(h.y, np.float64), np.asarray(h.pred, np.float64), np.asarray(h.prior, np.float64)
@@ -300,96 +307,6 @@ def flag(pr_auc: float, base: np.ndarray) -> str:
     return "beats shuffled" if pr_auc > base.mean() + SPREAD_FACTOR * spread else "no better than shuffled"
 
 
-# --------------------------------------------------------------------------- shuffled-label baseline
-
-
-def shuffle_labels(data, by_drug: bool, seed: int):
-    """A copy of ``data`` whose treated training rows' label rows (scored and non-scored,
-    one permutation for both, so a non-scored stage carries no signal either) are permuted:
-    by whole drugs when ``by_drug`` (drug d's rows all take the labels of drug pi(d)'s first
-    row, so replicates still agree, as under the drug-aware CV they must), else row by row.
-    Features, controls, drug ids and test rows are untouched."""
-    train = data.train
-    rng = np.random.default_rng(seed)
-    treated = np.flatnonzero(~np.asarray(train.is_control, bool))
-    if by_drug:
-        drug = np.asarray(train.drug_id).astype(str)[treated]
-        uniq, first, inverse = np.unique(drug, return_index=True, return_inverse=True)
-        source = treated[first[rng.permutation(len(uniq))][inverse]]
-    else:
-        source = treated[rng.permutation(len(treated))]
-    changes = {}
-    for field in ("scored", "nonscored"):
-        values = getattr(train, field, None)
-        if values is not None:
-            new = np.array(values, copy=True)
-            new[treated] = values[source]
-            changes[field] = new
-    return dataclasses.replace(data, train=dataclasses.replace(train, **changes), source="")
-
-
-def _complete(run_dir: Path) -> bool:
-    from moakit.artifacts import read_json
-    from moakit.runs import layout
-
-    try:
-        return ((run_dir / layout.METRICS).exists()
-                and read_json(run_dir / layout.MANIFEST).get("status") == "complete")
-    except (OSError, ValueError):
-        return False
-
-
-def train_shuffled(loaded: Loaded, seeds: int, show_progress: bool = False, device: str | None = None) -> list[Path]:
-    """Train the shuffled-label baseline: for permutation seeds 0..seeds-1 and every member,
-    the member's own config on its own folds (its folds.npy is copied first, so the runner
-    uses it), on :func:`shuffle_labels` data (whole drugs under the drug-aware CV). Finished
-    baseline runs are kept and reused; returns the baseline's run folders."""
-    from moakit import runner
-    from moakit.config import RunConfig
-    from moakit.runs import layout
-
-    out = []
-    for seed in range(seeds):
-        for name, member in loaded.run.members.items():
-            target = layout.shuffled_dir(loaded.run.root, seed, name)
-            out.append(target)
-            if _complete(target):
-                continue
-            cfg = RunConfig(**loaded.run.configs[name])
-            by_drug = cfg.cv.scheme == "drug" and getattr(loaded.data.train, "drug_id", None) is not None
-            target.mkdir(parents=True, exist_ok=True)
-            if not (target / layout.FOLDS).exists():
-                shutil.copyfile(member / layout.FOLDS, target / layout.FOLDS)
-            runner.train(cfg, shuffle_labels(loaded.data, by_drug, seed), target, show_progress=show_progress,
-                         label=f"shuffled {name} seed {seed}", device=device)
-    return out
-
-
-def shuffled_seeds(loaded: Loaded) -> list[int]:
-    """The permutation seeds whose baseline runs are complete for every member."""
-    root, members = loaded.run.root, loaded.run.members
-    return [s for s in layout.shuffled_seeds(root) if all(_complete(layout.shuffled_dir(root, s, n)) for n in members)]
-
-
-def shuffled_predictions(loaded: Loaded, seed: int) -> dict[str, np.ndarray]:
-    """One baseline seed's predictions on each honest set's rows (a blend: the members'
-    baseline predictions blended with the blend's weights, uncalibrated)."""
-    from moakit import blend as blend_mod
-
-    names = list(loaded.run.members)
-    inputs = blend_mod.load_runs([layout.shuffled_dir(loaded.run.root, seed, n) for n in names], names,
-                                 targets=np.zeros_like(loaded.inputs.y),  # only the predictions are read
-                                 is_control=np.zeros(len(loaded.inputs.y), bool))
-    weights = [loaded.run.weights[n] for n in names] if loaded.run.weights else [1.0]
-    out = {}
-    for key, preds, ids in (("oof", inputs.oof, inputs.train_sig_id), ("test", inputs.test, inputs.test_sig_id)):
-        if key in loaded.sets:
-            blended = np.clip(blend_mod.blend_predictions(preds, weights), 0.0, 1.0)
-            pos = pd.Index(np.asarray(ids).astype(str)).get_indexer(np.asarray(loaded.sets[key].sig_id).astype(str))
-            out[key] = blended[pos]
-    return out
-
-
 # --------------------------------------------------------------------------- the evaluation
 
 
@@ -424,6 +341,8 @@ def evaluate(run_dir: str | Path, data: str | Path | None = None, shuffled_basel
             table["shuffled_pr_auc_sd"] = b.std(axis=0, ddof=1) if len(base) > 1 else 0.0
             table["shuffled_log_loss_mean"] = np.mean([metrics.per_target_log_loss(h.y, bp[key]) for bp in base],
                                                       axis=0)
+            roc = np.stack([roc_aucs(h.y, bp[key]) for bp in base])
+            table["shuffled_roc_auc_mean"] = [_mean(roc[:, j]) for j in range(len(names))]
         table["trust"] = [flag(v, b[:, j]) for j, v in enumerate(table["pr_auc"])]
         tables[key] = table.sort_values("pr_auc", ascending=False, na_position="last")
         sets[key] = _set_summary(h, tables[key])
@@ -459,6 +378,8 @@ def _set_summary(h: Honest, table: pd.DataFrame) -> dict:
            "mean_brier": _mean(table["brier"]), "mean_ece": _mean(table["ece"])}
     if "shuffled_pr_auc_mean" in table:
         out["mean_shuffled_pr_auc"] = _mean(table.loc[has, "shuffled_pr_auc_mean"])
+        out["mean_shuffled_roc_auc"] = _mean(table.loc[has, "shuffled_roc_auc_mean"])
+        out["shuffled_log_loss"] = _mean(table["shuffled_log_loss_mean"])
         out["beats_shuffled"] = int((table["trust"] == "beats shuffled").sum())
         out["no_better_than_shuffled"] = int((table["trust"] == "no better than shuffled").sum())
     if "compound_pr_auc" in table:

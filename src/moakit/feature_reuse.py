@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from moakit.artifacts import atomic_dir, read_json, write_json
+from moakit.artifacts import atomic_dir, read_json
 from moakit.runs import layout
 
 _FINGERPRINTS: dict[int, tuple[object, str]] = {}
@@ -51,7 +51,7 @@ def stage_pipelines(model, stage) -> list | None:
 
 
 def _fingerprint(data) -> str:
-    from moakit.runner import data_fingerprint
+    from moakit.data.identity import data_fingerprint
 
     cached = _FINGERPRINTS.get(id(data))
     if cached is None or cached[0] is not data:
@@ -98,12 +98,15 @@ def find_fitted(run_dir: str | Path, chain, index: int, seed: int, key: str) -> 
     return None
 
 
-def record_key(stage_dir: str | Path, key: str, source: Path | None = None) -> None:
-    """Write ``features_key.json`` (``from``: the reused folder, relative to the run)."""
-    entry = {"key": key}
-    if source is not None:
-        entry["from"] = os.path.relpath(source, Path(stage_dir))
-    write_json(Path(stage_dir) / layout.FEATURES_KEY, entry)
+def record_key(stage_dir: str | Path, key: str, linked: Path | None = None, *, source: str | None = None,
+               cache_key: str | None = None, cache: str | None = None) -> None:
+    """Write ``features_key.json`` (:class:`moakit.runs.records.FeaturesKey`): ``from`` is
+    the linked folder of another seed (relative to the stage-seed folder); ``source`` fit,
+    link or cache (from the feature cache, :mod:`moakit.feature_cache`)."""
+    from moakit.runs.records import write_features_key
+
+    from_ = None if linked is None else os.path.relpath(linked, Path(stage_dir))
+    write_features_key(stage_dir, key, source or ("link" if linked is not None else "fit"), from_, cache_key, cache)
 
 
 def link_features(source: Path, target: Path) -> None:

@@ -4,7 +4,7 @@ A run (``moakit train`` = one model, ``moakit run`` = every model of a blend, th
 blend) is a directed acyclic graph of :class:`Node` objects:
 
 - ``features`` of a (model, stage, seed): fits the stage's feature transform (CPU only) and
-  returns the stage's matrices (:class:`moakit.runner.StageArrays`);
+  returns the stage's matrices (:class:`moakit.fold_jobs.StageArrays`);
 - ``fold`` (model, stage, seed, fold): trains one fold from those matrices, writes its
   artifacts and ``done.json``; it depends on its ``features`` node;
 - ``gather`` (model, stage, seed): the stage-seed's out-of-fold and fold-averaged test

@@ -1,225 +1,50 @@
-"""Inference on new rows from a trained run's saved artifacts: nothing is refitted.
+"""Prediction on new rows as files: ``open_run(path).predict(data)`` plus writing.
 
-Works on a single-model run (``moakit train``), on a workflow run (``moakit run``) and on
-a blend folder (``moakit blend RUN... --out DIR``): for a blend, every model predicts with
-:func:`moakit.runner.predict_run` and the predictions are combined with the saved weights
-(``RUN/blend/blend.json`` of a workflow; ``DIR/blend.json`` of a blend folder, which also
-records where each model's run folder is). Control rows
-(``ctl_vehicle``) are predicted 0. The output is checked before it is returned or written:
-``sig_id`` in the input's order, the scored target columns in training order, finite values
-in [0, 1].
+What a run folder predicts, and how (which models, their checks, the blend's weights and
+calibration, chunk after chunk) is :mod:`moakit.runs.predict` (through
+:meth:`moakit.runs.Run.predict`); this module streams it into a submission file:
+:func:`predict_file` (``moakit predict``) reads the input chunk by chunk (a features table,
+a GCTX / GCT file or a dataset folder: :mod:`moakit.data.chunked`,
+:mod:`moakit.predict_inputs`), predicts each chunk and appends it to the output (CSV,
+compressed CSV or Parquet), written to a temporary file renamed at the end, so that a bad
+row in a late chunk leaves nothing half-written. Control rows (``ctl_vehicle``) are
+predicted 0. Each chunk is checked before it is written: ``sig_id`` in the input's order,
+the scored target columns in training order, finite values in [0, 1].
+
+:func:`predict`, :func:`predict_arrays` and :func:`predict_to_file` are the in-memory entry
+points (a frame or arrays of every row); the names re-exported from
+:mod:`moakit.runs.predict` keep older imports working.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from moakit import metrics, runner
-from moakit.artifacts import atomic_file, read_json
-from moakit.blend import prediction_weights
 from moakit.data import schema
 from moakit.data.dataset import Dataset
-from moakit.manifest import read_manifest
-from moakit.runs import layout
+from moakit.runs.predict import (  # noqa: F401 (re-exported: explain, api, predict_inputs use them)
+    NEGLIGIBLE_WEIGHT, InferenceError, Predictor, check_inputs as _check_inputs, check_model_dir as _check_model_dir,
+    columns as _columns, model_dirs as _model_dirs, run_config as _config, run_panel, scored_names as _scored_names,
+    submission_frame, validate_submission)
 
 # Throughput sweet spots from the write-up ("Inference Efficiency"): larger batches do
 # not help once CPU / GPU / I/O saturate.
 NN_BATCH_SIZE = 2048
 CNN_BATCH_SIZE = 512
-# Blend weights below this are treated as 0 and their models not run: the predictions
-# change by less than the sum of the skipped weights (probabilities are <= 1).
-NEGLIGIBLE_WEIGHT = 1e-9
 DEFAULT_CHUNK_ROWS = 20_000  # rows predicted at a time (moakit predict --chunk-rows)
 
 
-class InferenceError(ValueError):
-    """A run folder or input that cannot be predicted on, or an invalid prediction."""
+class PredictUsageError(ValueError):
+    """Options of ``moakit predict`` that do not go together (``option``: which)."""
 
-
-def _dataset(features: str | Path | Dataset) -> Dataset:
-    if isinstance(features, Dataset):
-        return features
-    from moakit.data.io import read_features
-
-    return read_features(features)
-
-
-def _scored_names(model_dir: Path) -> list[str]:
-    return list(_columns(model_dir)["scored"])
-
-
-def _read(path: Path):
-    try:
-        return read_json(path)
-    except (OSError, ValueError) as exc:
-        raise InferenceError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
-
-
-def _columns(model_dir: Path) -> dict:
-    path = model_dir / layout.COLUMNS
-    if not path.exists():  # runs of a moakit before columns.json
-        from moakit.runs.records import unsupported
-
-        raise InferenceError(str(unsupported(model_dir, f"no {layout.COLUMNS}")))
-    saved = _read(path)
-    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), list) for k in ("genes", "cells", "scored")):
-        raise InferenceError(f"{path}: damaged (it must list the genes, cells and scored targets)")
-    return saved
-
-
-def _check_model_dir(model_dir: Path) -> None:
-    """A complete run folder whose config can be read and whose artifacts are all there
-    (each stage and seed's features/, each fold's estimator/), checked before any work."""
-    if not (model_dir / layout.CONFIG).exists():
-        raise InferenceError(f"{model_dir}: not a moakit run folder (no {layout.CONFIG})")
-    if (model_dir / layout.MANIFEST).exists():
-        from moakit.validate import check_config_unchanged
-
-        try:
-            manifest = read_manifest(model_dir)
-            status = manifest.status
-        except ValueError as exc:
-            raise InferenceError(str(exc)) from None
-        if status != "complete":
-            raise InferenceError(f"{model_dir}: the run is not complete (status {status!r}); finish it with the "
-                                 "same command first")
-        try:
-            check_config_unchanged(model_dir, manifest.config_digest)
-        except ValueError as exc:
-            raise InferenceError(str(exc)) from None
-    config = _config(model_dir)
-    try:
-        stages = runner.build_model(config).stages()
-    except ValueError as exc:
-        raise InferenceError(f"{model_dir / layout.CONFIG}: {exc}") from None
-    for stage in stages:
-        for seed in config.seeds:
-            stage_dir = layout.stage_dir(model_dir, stage.name, seed)
-            needed = [stage_dir / layout.FEATURES_DIR] + [layout.estimator_dir(stage_dir, k)
-                                                          for k in range(config.cv.n_folds)]
-            for path in needed:
-                if not path.is_dir():
-                    raise InferenceError(f"{path}: missing; the run folder is incomplete or damaged (retrain it, or "
-                                         "copy the whole run folder again)")
-
-
-def _config(model_dir: Path):
-    from pydantic import ValidationError
-
-    from moakit.config import RunConfig
-
-    raw = _read(model_dir / layout.CONFIG)
-    try:
-        if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
-        return RunConfig(**raw)
-    except (ValidationError, ValueError, TypeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise InferenceError(f"{model_dir / layout.CONFIG}: not a valid run config ({' '.join(first[:3])})") from None
-
-
-def _damaged_file(model_dir: Path) -> tuple[Path, str] | None:
-    """After a failed prediction: the first saved artifact that cannot be read (JSON,
-    arrays, weights; read as data only), and why, or None when all can."""
-    import torch
-
-    for path in sorted((model_dir / layout.STAGES_DIR).rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        try:
-            if path.suffix == ".json":
-                read_json(path)
-            elif path.suffix == ".npy":
-                np.load(path, allow_pickle=False)
-            elif path.suffix == ".npz":
-                with np.load(path, allow_pickle=False) as z:
-                    for key in z.files:
-                        z[key]
-            elif path.suffix == ".pt":
-                torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # damaged or crafted: reading it as data fails, nothing runs
-            return path, f"{type(exc).__name__}: {_first_line(exc)}"
-    return None
-
-
-def _first_line(exc: BaseException, limit: int = 300) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
-def _predict_chunks(model_dir: Path, ds: Dataset, batch_size: int | None, chunk_rows: int | None,
-                    advance=None) -> np.ndarray:
-    """runner.predict_run's result, computed ``chunk_rows`` rows at a time with the artifacts
-    loaded once (:class:`moakit.streaming.RunPredictor`): the same values bit for bit."""
-    from moakit.streaming import RunPredictor, chunks, umap_rows_hint
-
-    predictor = RunPredictor(model_dir, batch_size)
-    out = None
-    with umap_rows_hint(len(ds)):
-        for rows in chunks(len(ds), chunk_rows):
-            part = predictor.predict(ds.subset(rows))
-            if out is None:
-                out = np.empty((len(ds), part.shape[1]), part.dtype)
-            out[rows] = part
-            if advance is not None:
-                advance(rows.stop - rows.start)
-    return out
-
-
-def _predict_model(model_dir: Path, ds: Dataset, batch_size: int | None, chunk_rows: int | None = None,
-                   advance=None) -> np.ndarray:
-    """runner.predict_run (in chunks: :func:`_predict_chunks`), with any failure of the saved
-    artifacts as an InferenceError naming the file (a run folder is data: it may be damaged,
-    never trusted to run code)."""
-    from moakit.artifacts import PickleFormatError
-    from moakit.features.safe_state import StateError
-    from moakit.runs.records import RunFileError
-    from moakit.validate import ArtifactError
-
-    try:
-        return _predict_chunks(model_dir, ds, batch_size, chunk_rows, advance)
-    except (PickleFormatError, StateError, ArtifactError, RunFileError) as exc:  # RunFileError: unsupported format
-        raise InferenceError(str(exc)) from None
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:
-        damaged = _damaged_file(model_dir)
-        if damaged is not None:
-            path, why = damaged
-            raise InferenceError(f"{path}: cannot be read ({why}); the run folder is damaged: retrain it, or copy "
-                                 "the whole run folder again") from None
-        if isinstance(exc, FileNotFoundError) and exc.filename:
-            raise InferenceError(f"{exc.filename}: missing; the run folder is incomplete or damaged") from None
-        raise InferenceError(f"{model_dir}: its saved artifacts do not fit its config.json (was the folder edited?): "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
-
-
-def _check_inputs(model_dir: Path, ds: Dataset, where: str) -> None:
-    """The new rows must have the gene / cell columns the run was trained on."""
-    saved = _columns(model_dir)
-    if not ds.cell_names and saved["cells"] and saved["genes"]:
-        raise InferenceError(f"{where}: has no cell (c-) columns; the run was trained with {len(saved['cells'])} "
-                             "cell columns and needs them")
-    for key, have, kind in (("genes", ds.gene_names, "gene"), ("cells", ds.cell_names, "cell")):
-        want = list(saved[key])
-        if list(have) != want:
-            missing = [c for c in want if c not in set(have)]
-            extra = [c for c in have if c not in set(want)]
-            detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
-                      else "same columns in another order")
-            raise InferenceError(f"{where}: {kind} columns differ from the training data's "
-                                 f"({len(have)} vs {len(want)}; {detail})")
-
-
-def run_panel(model_dir: Path) -> dict:
-    """The panel (meta columns, cp_time / cp_dose vocabularies) a run was trained on:
-    columns.json's ``panel``, lish-moa's when it has none (runs of lish-moa data)."""
-    saved = _columns(model_dir) if (model_dir / layout.COLUMNS).exists() else {}
-    return saved.get("panel") or {"meta": list(schema.META_COLUMNS),
-                                  "vocab": {k: list(v) for k, v in schema.LISH_MOA_VOCAB.items()}}
+    def __init__(self, message: str, option: str) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 def run_panel_dataset(model_dir: Path, ds: Dataset, where: str) -> Dataset:
@@ -229,135 +54,48 @@ def run_panel_dataset(model_dir: Path, ds: Dataset, where: str) -> Dataset:
     return apply_panel(ds, run_panel(model_dir), where)
 
 
-def _model_dirs(run_dir: Path) -> tuple[list[str], list[Path], dict[str, float | np.ndarray] | None]:
-    """(names, model run folders, blend weights or None for a single-model run)."""
-    kind = layout.kind_of(run_dir)
-    if kind == "model":
-        return [run_dir.name], [run_dir], None
-    if kind is None:
-        raise InferenceError(f"{run_dir}: not a moakit run folder (no {layout.WORKFLOW}, {layout.CONFIG} or "
-                             f"{layout.BLEND})")
-    blend_json = (layout.blend_dir(run_dir) if kind == "workflow" else run_dir) / layout.BLEND
-    if not blend_json.exists():
-        raise InferenceError(f"{run_dir}: the workflow has no {layout.BLEND_DIR}/{layout.BLEND} yet; finish it with "
-                             "`moakit run` first")
-    summary = _read(blend_json)
-    weights = prediction_weights(summary)
-    if not weights:
-        raise InferenceError(f"{blend_json}: no blend weights found")
-    names, dirs = list(weights), []
-    for name in names:
-        if kind == "workflow":
-            d = layout.model_dir(run_dir, name)
-            if not d.is_dir():
-                raise InferenceError(f"{run_dir}: {layout.BLEND} weighs model {name!r}, but {d} does not exist")
-        else:  # a folder of `moakit blend RUN... --out DIR`
-            recorded = summary.get("models", {}).get(name, {}).get("run_dir")
-            if not recorded:
-                raise InferenceError(f"{blend_json}: no run folder recorded for model {name!r}")
-            d = Path(recorded) if Path(recorded).is_absolute() else run_dir / recorded
-            if not d.is_dir():
-                raise InferenceError(f"{blend_json}: the run folder of model {name!r} ({d}) does not exist "
-                                     f"({layout.BLEND} records it relative to the blend folder)")
-        dirs.append(d)
-    return names, dirs, weights
+def source_of(features: str | Path | Dataset):
+    """Rows to predict as a source of chunks: a Dataset in memory, or a features table
+    (CSV / Parquet) read chunk by chunk."""
+    from moakit.data.chunked import TableChunks
+    from moakit.streaming import DatasetRows
+
+    if isinstance(features, Dataset):
+        return DatasetRows(features)
+    return TableChunks(features)
+
+
+def open_run_for_predict(run_dir: str | Path):
+    """``moakit.runs.open_run(run_dir)``, a folder that is none an InferenceError."""
+    from moakit.runs import RunFileError, open_run
+
+    try:
+        return open_run(run_dir)
+    except RunFileError as exc:
+        raise InferenceError(str(exc)) from None
 
 
 def predict_arrays(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None,
                    per_model: bool = False, chunk_rows: int | None = DEFAULT_CHUNK_ROWS, progress: bool = False):
-    """(dataset, predictions, scored target names[, per-model predictions]). Each model
-    predicts ``chunk_rows`` rows at a time (None / 0: all at once; the values are the same),
-    with a progress bar on stderr when ``progress``."""
-    from moakit.streaming import row_progress
+    """(dataset, predictions, scored target names[, per-model predictions]), every row in
+    memory. The models predict ``chunk_rows`` rows at a time (None / 0: all at once; the
+    values are the same), with a progress bar on stderr when ``progress``."""
+    from moakit.data.io import read_features
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InferenceError(f"{run_dir}: run folder not found")
-    names, dirs, weights = _model_dirs(run_dir)
-    ds = _dataset(features)
-    where = str(features) if not isinstance(features, Dataset) else "features"
-    scored = None
-    preds: dict[str, np.ndarray] = {}
-    running = [n for n in names if weights is None or np.max(np.abs(weights[n])) >= NEGLIGIBLE_WEIGHT]
-    with row_progress(len(ds) * len(running), progress) as advance:
-        for name, model_dir in zip(names, dirs):
-            if name in running:
-                scored = _predict_one(name, model_dir, ds, where, dirs[0], scored, preds, batch_size, chunk_rows,
-                                      advance)
-    return _combine(run_dir, ds, names, weights, scored, preds, per_model)
-
-
-def _predict_one(name, model_dir, ds, where, first_dir, scored, preds, batch_size, chunk_rows, advance):
-    """One model's checks and predictions (into ``preds``); returns the scored names."""
-    _check_model_dir(model_dir)
-    _check_inputs(model_dir, ds, where)
-    model_ds = run_panel_dataset(model_dir, ds, where)
-    model_scored = _scored_names(model_dir)
-    if scored is None:
-        scored = model_scored
-    elif model_scored != scored:
-        raise InferenceError(f"{model_dir}: predicts other targets than {first_dir}")
-    preds[name] = _predict_model(model_dir, model_ds, batch_size, chunk_rows, advance).astype(np.float64)
-    return scored
-
-
-def _combine(run_dir, ds, names, weights, scored, preds, per_model):
-    """The model's predictions, or the blend's weighted average of its models'."""
-    if scored is None:
-        raise InferenceError(f"{run_dir}: every blend weight is (nearly) 0")
-    if weights is None:
-        out = preds[names[0]]
-    else:  # the blend's own weighted average, as it made RUN/blend/submission.csv
-        from moakit.blend import blend_predictions
-
-        from moakit.blend import apply_saved_calibration
-
-        used = list(preds)
-        out = blend_predictions([preds[n] for n in used], [weights[n] for n in used])
-        blend_dir = layout.blend_dir(run_dir) if layout.kind_of(run_dir) == "workflow" else run_dir
-        out = apply_saved_calibration(blend_dir, out, scored)  # when the blend kept a calibration
-    out = metrics.zero_controls(out, ds.is_control)
+    run = open_run_for_predict(run_dir)
+    ds = features if isinstance(features, Dataset) else read_features(features)
+    where = "features" if isinstance(features, Dataset) else str(features)
+    out, preds, scored = run.predict_arrays(ds, batch_size=batch_size, chunk_rows=chunk_rows, progress=progress,
+                                            where=where)
     return (ds, out, scored, preds) if per_model else (ds, out, scored)
 
 
 def predict(run_dir: str | Path, features: str | Path | Dataset, batch_size: int | None = None,
             chunk_rows: int | None = DEFAULT_CHUNK_ROWS, progress: bool = False) -> pd.DataFrame:
-    """Predictions for ``features`` (a test_features file or a Dataset) as a validated
-    submission frame: sig_id + the scored targets, rows in the input's order; computed
-    ``chunk_rows`` rows at a time (:func:`predict_arrays`)."""
-    ds, pred, scored = predict_arrays(run_dir, features, batch_size, chunk_rows=chunk_rows, progress=progress)
-    frame = pd.DataFrame(pred.astype(np.float64), columns=scored)
-    frame.insert(0, schema.ID_COLUMN, ds.sig_id)
-    validate_submission(frame, ds.sig_id, scored)
-    return frame
-
-
-def validate_submission(frame: pd.DataFrame, sig_id: np.ndarray, names: list[str]) -> None:
-    """Raise InferenceError unless ``frame`` is a valid submission for rows ``sig_id``."""
-    expected = [schema.ID_COLUMN, *names]
-    columns = [str(c) for c in frame.columns]
-    if columns != expected:
-        if len(columns) != len(expected):
-            raise InferenceError(f"prediction has {len(columns) - 1} target columns, expected {len(names)}")
-        j = next(i for i, (a, b) in enumerate(zip(columns, expected)) if a != b)
-        raise InferenceError(f"prediction column {j + 1} is {columns[j]!r}, expected {expected[j]!r}")
-    ids = frame[schema.ID_COLUMN].astype(str).to_numpy()
-    if len(ids) != len(sig_id):
-        raise InferenceError(f"prediction has {len(ids)} rows, the input {len(sig_id)}")
-    differ = np.flatnonzero(ids != np.asarray(sig_id, dtype=str))
-    if differ.size:
-        row = int(differ[0])
-        raise InferenceError(f"prediction row {row + 1} is sig_id {ids[row]!r}, the input's is {sig_id[row]!r}")
-    values = frame[names].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(values)
-    if bad.any():
-        row, j = (int(v[0]) for v in np.nonzero(bad))
-        raise InferenceError(f"prediction for sig_id {ids[row]!r}, target {names[j]!r} is {values[row, j]} (not finite)")
-    outside = (values < 0) | (values > 1)
-    if outside.any():
-        row, j = (int(v[0]) for v in np.nonzero(outside))
-        raise InferenceError(f"prediction for sig_id {ids[row]!r}, target {names[j]!r} is {values[row, j]}, "
-                             f"outside [0, 1]")
+    """Predictions for ``features`` (a features file, read chunk by chunk, or a Dataset) as a
+    validated submission frame: sig_id + the scored targets, rows in the input's order."""
+    run = open_run_for_predict(run_dir)
+    return run.predict(features, batch_size=batch_size, chunk_rows=chunk_rows, progress=progress)
 
 
 # file name endings of a compressed CSV, as pandas names the compression
@@ -373,28 +111,166 @@ def output_format(out: str | Path) -> str:
     return _COMPRESSION.get(suffix, "csv")
 
 
+@contextlib.contextmanager
+def _compressed(fh, fmt: str, out: Path) -> Iterator:
+    """A binary stream over ``fh`` compressing as pandas' ``compression=fmt`` does."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    if fmt == "zip":  # one member: the CSV's name inside the archive
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as archive, \
+                archive.open(Path(out.stem).name, "w", force_zip64=True) as member:
+            yield member
+        return
+    if fmt == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise InferenceError(f"{out}: writing .zst needs the zstandard package (pip install zstandard)") from None
+        with zstandard.ZstdCompressor().stream_writer(fh, closefd=False) as stream:
+            yield stream
+        return
+    opener = {"gzip": lambda: gzip.GzipFile(fileobj=fh, mode="wb"), "bz2": lambda: bz2.BZ2File(fh, "wb"),
+              "xz": lambda: lzma.LZMAFile(fh, "wb")}[fmt]
+    with opener() as stream:
+        yield stream
+
+
+@contextlib.contextmanager
+def _sink(fh, out: Path) -> Iterator[Callable[[pd.DataFrame, bool], None]]:
+    """``write(frame, first)`` appending a chunk of the submission in ``out``'s format."""
+    fmt = output_format(out)
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = []
+
+        def write_parquet(frame: pd.DataFrame, first: bool) -> None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            if first:
+                writer.append(pq.ParquetWriter(fh, table.schema))
+            writer[0].write_table(table.cast(writer[0].schema))
+
+        try:
+            yield write_parquet
+        finally:
+            if writer:
+                writer[0].close()
+        return
+    with (_compressed(fh, fmt, out) if fmt != "csv" else contextlib.nullcontext(fh)) as stream:
+        yield lambda frame, first: frame.to_csv(stream, index=False, header=first, float_format="%.8g")
+
+
+@contextlib.contextmanager
+def submission_writer(out: str | Path, names: list[str]) -> Iterator[Callable[[np.ndarray, np.ndarray], int]]:
+    """``write(sig_id, values)`` appending validated chunks of a submission to ``out``; the
+    file appears (renamed from a temporary one) only when the block ends without an error.
+    ``write`` returns the rows written so far."""
+    from moakit.artifacts import atomic_file
+
+    out = Path(out)
+    names = list(names)
+    rows = [0]
+    with atomic_file(out, "wb") as fh, _sink(fh, out) as append:
+        def write(sig_id: np.ndarray, values: np.ndarray) -> int:
+            frame = submission_frame(sig_id, values, names)
+            validate_submission(frame, sig_id, names)
+            append(frame, rows[0] == 0)
+            rows[0] += len(frame)
+            return rows[0]
+
+        yield write
+        if rows[0] == 0:  # no rows: the header alone
+            append(submission_frame(np.array([], dtype=str), np.zeros((0, len(names))), names), True)
+
+
 def write_submission(frame: pd.DataFrame, out: str | Path, sig_id: np.ndarray | None = None) -> Path:
     """Validate and write a submission atomically (nothing is written if it is invalid), in
     the format its name says (:func:`output_format`): CSV, compressed CSV or Parquet."""
     names = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
-    validate_submission(frame, frame[schema.ID_COLUMN].to_numpy() if sig_id is None else sig_id, names)
-    out = Path(out)
-    fmt = output_format(out)
-    with atomic_file(out, "wb") as fh:
-        if fmt == "parquet":
-            frame.to_parquet(fh, index=False)
-        elif fmt == "csv":
-            frame.to_csv(fh, index=False, float_format="%.8g")
-        else:
-            compression = {"method": fmt}
-            if fmt == "zip":  # the CSV's name inside the archive
-                compression["archive_name"] = Path(out.stem).name
-            frame.to_csv(fh, index=False, float_format="%.8g", compression=compression)
-    return out
+    ids = frame[schema.ID_COLUMN].to_numpy()
+    validate_submission(frame, ids if sig_id is None else sig_id, names)
+    with submission_writer(out, names) as write:
+        write(ids, frame[names].to_numpy(dtype=np.float64))
+    return Path(out)
 
 
 def predict_to_file(run_dir: str | Path, features: str | Path | Dataset, out: str | Path,
                     batch_size: int | None = None, chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
                     progress: bool = False) -> tuple[Path, pd.DataFrame]:
-    frame = predict(run_dir, features, batch_size, chunk_rows=chunk_rows, progress=progress)
-    return write_submission(frame, out), frame
+    """Stream ``features`` through the run into ``out`` (:func:`stream_to_file`) and return
+    (path, the submission frame) (the frame holds every row's predictions)."""
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    predictor = open_run_for_predict(run_dir).predictor(batch_size)
+    stream_to_file(predictor, source_of(features), out, chunk_rows, progress,
+                   keep=lambda ds, pred: parts.append((ds.sig_id, pred)))
+    frame = submission_frame(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                             predictor.scored)
+    return Path(out), frame
+
+
+def stream_to_file(predictor: Predictor, source, out: str | Path, chunk_rows: int | None = DEFAULT_CHUNK_ROWS,
+                   progress: bool = False, keep: Callable | None = None) -> int:
+    """Every chunk of ``source`` predicted and appended to ``out``; ``keep(ds, pred)`` sees
+    each chunk (e.g. to sum per compound). Returns the rows written."""
+    written = 0
+    with submission_writer(out, predictor.scored) as write:
+        for _, ds, pred, _ in predictor.stream(source, chunk_rows, progress):
+            written = write(ds.sig_id, pred)
+            if keep is not None:
+                keep(ds, pred)
+    if written != source.n_rows:
+        raise InferenceError(f"{source.where}: {written} rows predicted of {source.n_rows}")
+    return written
+
+
+def predict_file(run_dir: str | Path, features: str | Path, out: str | Path, batch_size: int | None = None,
+                 chunk_rows: int | None = DEFAULT_CHUNK_ROWS, progress: bool = False,
+                 allow_missing_genes: bool = False, siginfo: Path | None = None, cp_time: float | None = None,
+                 cp_dose: str | None = None, by_compound: bool = False, top: int = 5,
+                 groups_file: Path | None = None, log: Callable[[str], None] | None = None) -> dict:
+    """``moakit predict``: ``features`` (a features table, a GCTX / GCT file or a dataset
+    folder) streamed through the run into ``out``; with ``by_compound`` the per-compound
+    top MoAs beside it (:func:`moakit.predict_inputs.compound_file`), from sums and counts
+    kept across chunks. Returns {"submission", "rows", "targets"[, "by_compound"]}.
+    PredictUsageError for options that do not go together (before any work)."""
+    from moakit.predict_inputs import CompoundMeans, compound_file, is_matrix_file, open_input, read_groups
+
+    features = Path(features)
+    matrix = features.is_dir() or is_matrix_file(features)
+    if not matrix and (cp_time is not None or cp_dose is not None):
+        raise PredictUsageError("only with a GCTX / GCT file or a dataset folder as --features",
+                                "--cp-time / --cp-dose")
+    source = None
+    if matrix:  # the input's checks first, as they name the input
+        source = open_input(features, Path(run_dir), allow_missing_genes=allow_missing_genes, siginfo=siginfo,
+                            cp_time=cp_time, cp_dose=cp_dose)
+        for note in source.notes:
+            (log or (lambda _: None))(note)
+    groups = source.groups if source is not None else None
+    if by_compound and groups_file is None and groups is None:
+        raise PredictUsageError("no compound id for the signatures (no siginfo pert_id, no drug ids in the folder); "
+                                "give --groups FILE (sig_id, drug_id)", "--by")
+    predictor = open_run_for_predict(run_dir).predictor(batch_size)
+    source = source or source_of(features)  # a table: the run's checks before a pass over it
+    if by_compound and groups_file is not None and source.sig_id is not None:  # checked before any prediction
+        groups = read_groups(groups_file, source.sig_id)
+    means, seen = (CompoundMeans(predictor.scored) if by_compound else None), [0]
+
+    def keep(ds: Dataset, pred: np.ndarray) -> None:  # the chunk's rows' sums and counts per compound
+        means.add(pred, groups[seen[0]:seen[0] + len(ds)], ds.is_control)
+        seen[0] += len(ds)
+
+    rows = stream_to_file(predictor, source, out, chunk_rows, progress, keep=keep if means is not None else None)
+    result = {"submission": str(out), "rows": rows, "targets": len(predictor.scored)}
+    if means is not None:
+        from moakit.artifacts import atomic_file
+
+        path = compound_file(Path(out))
+        with atomic_file(path, "w") as fh:
+            means.calls(top).to_csv(fh, index=False, float_format="%.6g")
+        result["by_compound"] = str(path)
+    return result

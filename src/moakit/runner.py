@@ -1,6 +1,6 @@
 """Training a model config over seeds x folds, with resumable, atomic artifacts.
 
-Run layout (one model)::
+Run layout (one model; every name in :mod:`moakit.runs.layout`)::
 
     RUN/
       config.json            resolved config (model, profile, cv, seeds, params)
@@ -23,130 +23,61 @@ gathers it reads; a ``model`` node writes the predictions and metrics. A fold wh
 ``done.json`` (and artifacts) exist is not trained again and a stage-seed whose oof.npy /
 test.npy exist is only read, so an interrupted run resumes node by node; ``graph.json``
 records which nodes ran, where and for how long.
+
+This module plans a model's part of the graph (:func:`add_model`, :class:`ModelPlan`) and
+finishes it (:class:`ModelFinish`); the node bodies are in :mod:`moakit.fold_jobs`, the
+stage chain shared with prediction in :mod:`moakit.stages`, the executors in
+:mod:`moakit.executors`, the config checks in :mod:`moakit.models.checks` and the data
+fingerprint in :mod:`moakit.data.identity`. The names they had here are re-exported.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import math
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
 
 import numpy as np
 
-from moakit import metrics
-from moakit.artifacts import read_json, read_npy, recorded_path, run_lock, write_json, write_npy
-from moakit.config import ConfigError, RunConfig, validate_params
-from moakit.cv import assign_folds, holdout_mask
+from moakit import feature_cache, metrics
+from moakit.artifacts import read_json, read_npy, run_lock, write_npy  # noqa: F401 (read_json: re-exported)
+from moakit.config import RunConfig
+from moakit.cv import assign_folds, holdout_mask, holdout_parts
 from moakit.data.dataset import Dataset, MoAData
-from moakit.features import blocks_from_dataset
-from moakit.features.pipeline import CONTROL_BLOCK
-from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
+from moakit.data.identity import data_fingerprint, data_source
+from moakit.executors import (  # noqa: F401 (re-exported: the runner's names before the split)
+    EXECUTORS, Executor, FailureRecorder, LocalExecutor, ModelResults, as_executor, execute, make_executor,
+    node_error, write_trace)
+from moakit.fold_jobs import (  # noqa: F401 (re-exported)
+    FOLD_FILES, FoldJob, StageArrays, epoch_records, fit_stage_seed, fold_done, fold_seed, gather_stage_seed,
+    load_saved_features, run_fold_job, train_fold)
+from moakit.graph import Node, Observers, TaskGraph
 from moakit.manifest import Manifest, new_manifest, read_manifest
-from moakit.models.base import Blocks, FitContext, Model, StageSpec, get_model_class
-from moakit.models.estimators import load_estimator
-from moakit.progress import GraphProgress, RunProgress
-from moakit.registry import Registry
+from moakit.models.base import Model, StageSpec
+from moakit.models.checks import build_model, check_config  # noqa: F401 (re-exported)
 from moakit.runs import layout, records
-from moakit.runs.run import check_resume
+from moakit.runs.run import check_resume, resume_identity  # noqa: F401 (resume_identity: re-exported)
+from moakit.stages import (  # noqa: F401 (re-exported)
+    StageChain, fit_blocks, predict_run, stage_blocks, stage_dir, stage_targets, training_rows)
 
+_stage_blocks = stage_blocks  # the names explain / streaming import
+_fit_blocks = fit_blocks
 
-def fold_seed(seed: int, fold: int) -> int:
-    """Torch/numpy seed of one fold's training: distinct per (seed, fold), stable."""
-    return seed * 1000 + fold
-
-
-def data_fingerprint(data: MoAData) -> str:
-    h = hashlib.sha256()
-    for ds in (data.train, data.test):
-        h.update("\n".join(ds.sig_id.tolist()).encode())
-        h.update(np.ascontiguousarray(ds.genes).tobytes())
-        h.update(np.ascontiguousarray(ds.cells).tobytes())
-        for arr in (ds.cp_type, ds.cp_time, ds.cp_dose, ds.scored):
-            if arr is not None:
-                h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:16]
-
-
-def data_source(data: MoAData, run_dir: str | Path | None = None) -> str:
-    """The data folder as a manifest records it ("" when the data has none): relative to
-    ``run_dir`` when it lies inside it (a movable run folder), else absolute."""
-    if not data.source:
-        return ""
-    return recorded_path(data.source, run_dir) if run_dir is not None else str(Path(data.source).resolve())
-
-
-def build_model(config: RunConfig) -> Model:
-    cls = get_model_class(config.model)
-    return cls(validate_params(cls.Params, config.params, config.source or config.model))
-
-
-def resume_identity(config: RunConfig | dict) -> dict:
-    """What a run folder must match to be resumed: the resolved config's content, never
-    the path it was read from (``source``), so a copied or moved run resumes."""
-    dumped = config.model_dump(mode="json") if isinstance(config, RunConfig) else dict(config)
-    dumped.pop("source", None)
-    return dumped
-
-
-def check_config(config: RunConfig, data: MoAData | None = None) -> Model:
-    """Validate the whole resolved config before any work: the model and its params, the
-    seeds, and (given the data) that every feature pipeline reads only blocks that exist.
-    Raises ConfigError naming the config file and the field."""
-    where = config.source or config.model
-    model = build_model(config)
-    from moakit.validate import check_param_values
-
-    check_param_values(model.params, where)  # dropout, layer sizes, activation, device: not in a fold job
-    if config.selection.policy == "holdout_refit" and not model.supports_refit:
-        raise ConfigError(f"{where}: selection.policy: holdout_refit is not available for model {config.model!r} "
-                          "(use holdout, last or oof)")
-    if data is not None:
-        from moakit.features import Pipeline, PipelineConfig
-
-        from moakit.features.panel import PanelError, plan_pipeline
-
-        base = blocks_from_dataset(data.train)
-        widths: dict[str, int | None] = {b: int(a.shape[1]) for b, a in base.items()}
-        available = set(base) | {"meta", CONTROL_BLOCK}
-        for field_path, pipeline_config in _find_instances(model.params, PipelineConfig, "params"):
-            try:
-                needed = Pipeline(pipeline_config)._external_inputs()
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(f"{where}: {field_path}: {exc}") from None
-            unknown = [b for b in needed if b not in available]
-            if unknown:
-                outputs = [b for b in unknown if b in pipeline_config.output]
-                what = f"{field_path}.output" if outputs else f"{field_path}.steps"
-                raise ConfigError(f"{where}: {what}: block(s) {unknown} are written by no feature step and "
-                                  f"are not given by the data (given: {', '.join(sorted(available))})")
-            try:
-                plan_pipeline(pipeline_config, {**widths, "meta": None}, len(data.train))
-            except PanelError as exc:
-                raise ConfigError(f"{where}: {field_path}.steps: {exc}") from None
-        model.check_panel(data, where)
-    return model
-
-
-def _find_instances(obj, cls, where: str):
-    """(field path, value) of every ``cls`` instance inside a pydantic model / list / dict."""
-    from pydantic import BaseModel
-
-    if isinstance(obj, cls):
-        yield where, obj
-    elif isinstance(obj, BaseModel):
-        for name in type(obj).model_fields:
-            yield from _find_instances(getattr(obj, name), cls, f"{where}.{name}")
-    elif isinstance(obj, (list, tuple)):
-        for i, item in enumerate(obj):
-            yield from _find_instances(item, cls, f"{where}.{i}")
-    elif isinstance(obj, dict):
-        for key, item in obj.items():
-            yield from _find_instances(item, cls, f"{where}.{key}")
+__all__ = [
+    # training (this module)
+    "ModelFinish", "ModelPlan", "TrainResult", "add_model", "check_out_dir", "judge_masks", "prepare_run",
+    "selection_summary", "train",
+    # re-exported from where they live now
+    "EXECUTORS", "Executor", "FailureRecorder", "LocalExecutor", "ModelResults", "as_executor", "execute",
+    "make_executor", "node_error", "write_trace",  # moakit.executors
+    "FOLD_FILES", "FoldJob", "StageArrays", "epoch_records", "fit_stage_seed", "fold_done", "fold_seed",
+    "gather_stage_seed", "load_saved_features", "run_fold_job", "train_fold",  # moakit.fold_jobs
+    "StageChain", "fit_blocks", "predict_run", "stage_blocks", "stage_dir", "stage_targets",
+    "training_rows",  # moakit.stages
+    "build_model", "check_config",  # moakit.models.checks
+    "data_fingerprint", "data_source",  # moakit.data.identity
+    "check_resume", "resume_identity",  # moakit.runs
+    "assign_folds", "read_json", "Node",
+]
 
 
 def check_out_dir(out: str | Path) -> Path:
@@ -155,263 +86,6 @@ def check_out_dir(out: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out}: exists and is not a folder; a run folder must be a folder (use another --out)")
     return out
-
-
-def stage_targets(stage: StageSpec, ds: Dataset) -> tuple[np.ndarray, list[str]]:
-    if stage.targets == "scored":
-        return ds.scored, list(ds.scored_names)
-    if ds.nonscored is None:
-        raise ValueError(f"stage {stage.name!r} needs train_targets_nonscored in the data folder")
-    return ds.nonscored, list(ds.nonscored_names)
-
-
-def training_rows(stage: StageSpec, ds: Dataset) -> np.ndarray:
-    """Rows a stage may train and be judged on: treated rows unless it keeps controls."""
-    return np.ones(len(ds), bool) if stage.keep_controls else ~ds.is_control
-
-
-# --------------------------------------------------------------------------- fold jobs
-
-
-@dataclass
-class StageArrays:
-    """The matrices of one (stage, seed): every training row, its targets, the test rows.
-
-    Built once per stage-seed by its ``features`` node and shared by its fold jobs (on Ray
-    it is that node's result in the object store; each fold task gets only row indices)."""
-
-    X: np.ndarray  # (n_train, n_features) float32, all training rows (controls included)
-    Y: np.ndarray  # (n_train, n_targets) the stage's target columns
-    X_test: np.ndarray  # (n_test, n_features)
-    Y_aux: np.ndarray | None = None  # (n_train, n_aux) only for a stage with aux_targets
-
-
-@dataclass
-class FoldJob:
-    """One (stage, seed, fold) training: self-contained, so an executor can run it in
-    another process (Ray) and write to the same run layout.
-
-    The arrays are not copied per job: ``arrays`` is shared by the jobs of a stage-seed and
-    the fold is a set of row indices into it."""
-
-    model_name: str
-    params: dict
-    stage: StageSpec
-    seed: int
-    fold: int
-    out_dir: str
-    arrays: StageArrays | None
-    fit_rows: np.ndarray  # row indices the network trains on
-    judge_rows: np.ndarray  # held-out rows it is judged on (early stopping)
-    oof_rows: np.ndarray  # every row of the fold (controls included): its OOF predictions
-    device: str | None = None  # FitContext.device: None = as the params say
-    refit: bool = False  # selection holdout_refit (FitContext.refit)
-    control_rows: np.ndarray | None = None  # control rows outside the fold (control augmentation)
-    control_groups: np.ndarray | None = None  # their cp_time x cp_dose group
-
-    @property
-    def X_train(self) -> np.ndarray:
-        return self.arrays.X[self.fit_rows]
-
-    @property
-    def Y_train(self) -> np.ndarray:
-        return self.arrays.Y[self.fit_rows]
-
-    @property
-    def X_valid(self) -> np.ndarray:
-        return self.arrays.X[self.judge_rows]
-
-    @property
-    def Y_valid(self) -> np.ndarray:
-        return self.arrays.Y[self.judge_rows]
-
-    @property
-    def X_oof(self) -> np.ndarray:
-        return self.arrays.X[self.oof_rows]
-
-    @property
-    def X_test(self) -> np.ndarray:
-        return self.arrays.X_test
-
-    @property
-    def Y_aux_train(self) -> np.ndarray | None:
-        return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.fit_rows]
-
-    @property
-    def Y_aux_valid(self) -> np.ndarray | None:
-        return None if self.arrays.Y_aux is None else self.arrays.Y_aux[self.judge_rows]
-
-
-FOLD_FILES = layout.FOLD_FILES
-
-
-def fold_done(fold_dir: str | Path) -> bool:
-    """A fold is done when its done.json and every artifact it vouches for exist."""
-    return all((Path(fold_dir) / name).exists() for name in FOLD_FILES)
-
-
-def epoch_records(history: list[dict]) -> list[dict]:
-    """Epoch records as plain JSON: numbers as floats, NaN/inf (nothing judged) as null."""
-    def clean(v):
-        if isinstance(v, (bool, str)) or v is None:
-            return v
-        if isinstance(v, (int, np.integer)):
-            return int(v)
-        v = float(v)
-        return v if math.isfinite(v) else None
-    return [{k: clean(v) for k, v in r.items() if v is None or isinstance(v, (bool, str, int, float, np.number))}
-            for r in history]
-
-
-def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
-    """Train one fold, save estimator and predictions, mark it done. Idempotent."""
-    out = Path(job.out_dir)
-    if fold_done(out):
-        return str(out)
-    # Without done.json nothing in the fold folder is trusted: a killed run may have left
-    # an estimator or temporary files there; start the fold afresh.
-    if out.exists():
-        shutil.rmtree(out)
-    model = get_model_class(job.model_name)(job.params)
-    start = time.perf_counter()
-    history: list[dict] = []  # every epoch record the model reports: the fold's learning curve
-
-    def record_epoch(record: dict) -> None:
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-
-    ctx = FitContext(seed=fold_seed(job.seed, job.fold), on_epoch=record_epoch, device=job.device,
-                     Y_aux_train=job.Y_aux_train, Y_aux_valid=job.Y_aux_valid, refit=job.refit,
-                     X_controls=None if job.control_rows is None else job.arrays.X[job.control_rows],
-                     control_groups=job.control_groups,
-                     # saved before the fold jobs start, readable from any worker; loaded only if asked
-                     load_features=lambda: load_saved_features(model, job.stage, out.parent / layout.FEATURES_DIR))
-    est = model.fit_fold(job.stage, job.X_train, job.Y_train, job.X_valid, job.Y_valid, ctx)
-    fit_seconds = time.perf_counter() - start
-    records.write_history(out, epoch_records(history))
-    est.save(out / layout.ESTIMATOR_DIR)
-    write_npy(out / layout.VALID_PRED, est.predict_proba(job.X_oof).astype(np.float32))
-    write_npy(out / layout.TEST_PRED, est.predict_proba(job.X_test).astype(np.float32))
-    records.write_done(out, fit_seconds, job.seed, job.fold, getattr(est, "info", {}))
-    return str(out)
-
-
-# --------------------------------------------------------------------------- executors
-
-
-class Executor(Protocol):
-    """Runs a :class:`moakit.graph.TaskGraph`, telling ``observer`` what happens."""
-
-    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None: ...
-
-
-class LocalExecutor:
-    """Runs the graph in this process, node after node in the order they were added (the
-    order of the sequential runner: results are the same), with a bar over each fold's epochs."""
-
-    def run_graph(self, graph: TaskGraph, observer: Observer, progress: RunProgress) -> None:
-        def call(node: Node, values: list):
-            if node.kind != "fold":
-                return node.call(values)
-            with progress.epochs(f"{node.model}: {node.stage} seed {node.seed} fold {node.fold}", None) as on_epoch:
-                return node.call(values, on_epoch=on_epoch)
-
-        run_local(graph, observer, call)
-
-
-def _ray_executor(**kwargs) -> Executor:
-    from moakit.distributed import RayExecutor  # optional extra, imported when asked for
-
-    return RayExecutor(**kwargs)
-
-
-EXECUTORS: Registry[Callable[..., Executor]] = Registry("executor")
-EXECUTORS.add("local", LocalExecutor)
-EXECUTORS.add("ray", _ray_executor)
-
-
-def make_executor(name: str, **kwargs) -> Executor:
-    return EXECUTORS.get(name)(**kwargs)
-
-
-def as_executor(executor: str | Executor) -> Executor:
-    if isinstance(executor, str):
-        return make_executor(executor)
-    if not hasattr(executor, "run_graph"):
-        raise TypeError(f"{type(executor).__name__}: not an executor (it needs run_graph(graph, observer, progress))")
-    return executor
-
-
-def execute(graph: TaskGraph, executor: Executor, show_progress: bool, observer: Observer | None = None,
-            trace_path: Path | None = None) -> None:
-    """Run ``graph`` with progress bars (one per model and an overall one); write what ran,
-    where and when to ``trace_path`` (graph.json) even when nodes failed."""
-    try:
-        with RunProgress(show_progress) as progress:
-            as_executor(executor).run_graph(graph, Observers(GraphProgress(progress, graph), observer), progress)
-    finally:
-        if trace_path is not None:
-            write_trace(graph, trace_path, executor)
-
-
-def write_trace(graph: TaskGraph, path: Path, executor) -> None:
-    t0 = min((t["start"] for t in graph.trace.values()), default=0.0)
-    nodes = []
-    for node in graph:
-        row = {"id": node.id, "kind": node.kind, "model": node.model, "stage": node.stage, "seed": node.seed,
-               "fold": node.fold, "deps": node.deps, "cpu_share": node.cpu_share, "gpu_share": node.gpu_share}
-        t = graph.trace.get(node.id)
-        if t is not None:
-            row.update(start=round(t["start"] - t0, 3), host=t.get("host"), pid=t.get("pid"))
-            if "end" in t:
-                row.update(seconds=round(t["end"] - t["start"], 3))
-        nodes.append(row)
-    write_json(path, {"executor": type(executor).__name__, **graph.summary(), "node_list": nodes})
-
-
-# --------------------------------------------------------------------------- the stage chain
-
-
-class StageChain:
-    """A model's stages over its seeds, and which stage outputs feed which stage-seed.
-
-    Stage i of seed s reads a ``meta`` block made of stage i-1's predictions: seed s's
-    own, or the mean over ALL seeds when the model's ``meta_from_seed_mean`` is set. Training
-    (the task graph's dependencies and inputs) and :func:`predict_run` both follow it."""
-
-    def __init__(self, model: Model, seeds: list[int]) -> None:
-        self.model = model
-        self.stages = model.stages()
-        self.seeds = list(seeds)
-        self.seed_mean = bool(model.meta_from_seed_mean)
-
-    def upstream(self, index: int, seed: int) -> list[tuple[int, int]]:
-        """The (stage index, seed) outputs that stage ``index`` of ``seed`` reads."""
-        if index == 0:
-            return []
-        return [(index - 1, s) for s in self.seeds] if self.seed_mean else [(index - 1, seed)]
-
-    def meta(self, index: int, seed: int, outputs: dict[tuple[int, int], np.ndarray]) -> np.ndarray | None:
-        """Stage ``index``'s meta block for ``seed`` from the upstream outputs (None: none)."""
-        keys = self.upstream(index, seed)
-        if not keys:
-            return None
-        if self.seed_mean:
-            return np.mean([outputs[k] for k in keys], axis=0).astype(np.float32)
-        return outputs[keys[0]]
-
-    def final(self, outputs: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
-        """The model's predictions: its last stage's, averaged over seeds."""
-        last = len(self.stages) - 1
-        return np.mean([outputs[(last, s)] for s in self.seeds], axis=0)
-
-
-def stage_dir(run_dir: str | Path, stage: StageSpec, seed: int) -> Path:
-    return layout.stage_dir(run_dir, stage.name, seed)
-
-
-# --------------------------------------------------------------------------- training
 
 
 @dataclass
@@ -450,30 +124,14 @@ def selection_summary(config: RunConfig) -> dict:
     out = {"policy": sel.policy}
     if sel.policy in ("holdout", "holdout_refit"):
         out["holdout_fraction"] = sel.holdout_fraction
+        taken, n_parts = holdout_parts(sel.holdout_fraction)
+        if taken / n_parts != sel.holdout_fraction:  # not exact: say what it was rounded to
+            out["holdout_parts"] = [taken, n_parts]
     if sel.policy == "oof":
         out["optimistic"] = True
         out["note"] = ("epochs were chosen on the same rows that give the out-of-fold predictions "
                        "(as the winners did): the OOF log loss is optimistic")
     return out
-
-
-def _stage_blocks(ds: Dataset, meta: np.ndarray | None) -> Blocks:
-    blocks = blocks_from_dataset(ds)
-    if meta is not None:
-        blocks["meta"] = meta.astype(np.float32)
-    return blocks
-
-
-def _fit_blocks(stage: StageSpec, ds: Dataset, blocks: Blocks) -> Blocks:
-    """The rows a stage's feature transform may be fitted on.
-
-    A stage that trains on control rows gets every row. Otherwise every row comes with a
-    ``ctl`` block marking the controls: a feature Pipeline fits on the treated rows only
-    unless its config says ``fit_controls: true`` (the winners' scripts fitted their
-    unsupervised transforms before dropping the controls)."""
-    if stage.keep_controls:
-        return dict(blocks)
-    return {**blocks, CONTROL_BLOCK: ds.is_control.astype(np.float32)[:, None]}
 
 
 def train(
@@ -508,39 +166,9 @@ def train(
         graph = TaskGraph()
         model_node = add_model(graph, label or config.model, config, model, data, out, fingerprint, device=device)
         results: dict[str, TrainResult] = {}
-        observers = Observers(_Collect(results), FailureRecorder({label or config.model: out}))
+        observers = Observers(ModelResults(results), FailureRecorder({label or config.model: out}))
         execute(graph, executor, show_progress, observers, out / layout.GRAPH)
         return results[model_node]
-
-
-def node_error(node: Node, error: str) -> str:
-    """A failed node's error as the manifests record it: which node, then what went wrong."""
-    return f"{node.describe()} ({node.kind}): {error}"
-
-
-class FailureRecorder(Observer):
-    """Marks a model's run folder failed (its manifest's status, and the node's error) as
-    soon as one of its nodes fails; a rerun resumes it (training and ``moakit run`` alike)."""
-
-    def __init__(self, run_dirs: dict[str, Path]) -> None:
-        self.run_dirs = run_dirs  # model (node) name -> its run folder
-
-    def on_failed(self, node: Node, error: str) -> None:
-        run_dir = self.run_dirs.get(node.model)
-        if run_dir is not None and (run_dir / layout.MANIFEST).exists():
-            manifest = read_manifest(run_dir)
-            manifest.model_copy(update={"status": "failed", "error": node_error(node, error)}).write(run_dir)
-
-
-class _Collect(Observer):
-    """Keeps the values of the ``model`` nodes (TrainResult) by node id."""
-
-    def __init__(self, into: dict) -> None:
-        self.into = into
-
-    def on_done(self, node: Node, value) -> None:
-        if node.kind == "model":
-            self.into[node.id] = value
 
 
 def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -> tuple[Manifest, np.ndarray]:
@@ -551,12 +179,9 @@ def prepare_run(config: RunConfig, data: MoAData, out: Path, fingerprint: str) -
     check_resume(out, "model", fingerprint, identity=config)
     train_ds = data.train
     records.write_config(out, config.model_dump(mode="json"))
-    # What inference checks new data against: the input columns and the output targets.
-    columns = {"genes": list(train_ds.gene_names), "cells": list(train_ds.cell_names),
-               "scored": list(train_ds.scored_names)}
-    if not train_ds.is_lish_moa_panel:  # how prediction encodes new rows' meta columns
-        columns["panel"] = train_ds.panel
-    records.write_columns(out, columns)
+    # What inference checks new data against: the input columns (with their genes' Entrez ids
+    # where the data knows them), the output targets and a panel's meta encoding.
+    records.write_columns(out, records.columns_record(data))
     manifest = _manifest(config, fingerprint, data, out)
     manifest.write(out)
     if (out / layout.FOLDS).exists():
@@ -576,14 +201,14 @@ def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data
     judge = judge_masks(config, data.train, folds)
     if config.selection.policy in ("holdout", "holdout_refit") and not (out / layout.HOLDOUT).exists():
         write_npy(out / layout.HOLDOUT, np.stack([judge[k] for k in range(config.cv.n_folds)]).astype(np.int8))
+    plan = ModelPlan(name, config, model, data, out, folds, judge, device)
     chain = StageChain(model, config.seeds)
     gathers: dict[tuple[int, int], str] = {}
     n_jobs = n_pending = 0
-    for index, stage in enumerate(chain.stages):
+    for index in range(len(chain.stages)):
         for seed in config.seeds:
             upstream = [gathers[key] for key in chain.upstream(index, seed)]
-            gathers[(index, seed)], pending = _add_stage_seed(
-                graph, name, config, model, data, out, folds, judge, index, seed, upstream, device)
+            gathers[(index, seed)], pending = plan.add_stage_seed(graph, index, seed, upstream)
             n_jobs += config.cv.n_folds
             n_pending += pending
     finish = ModelFinish(name, config, chain, data, out, manifest, graph)
@@ -593,132 +218,59 @@ def add_model(graph: TaskGraph, name: str, config: RunConfig, model: Model, data
                           kwargs={"keys": keys}, model=name, on_driver=True, cpu_share=0))
 
 
-def _add_stage_seed(graph, name, config, model, data, out, folds, judge, index, seed, upstream,
-                    device=None) -> tuple[str, int]:
-    """The nodes of one stage-seed: features -> folds -> gather (only the gather, reading
-    oof.npy / test.npy, when it finished before). Returns (gather id, fold jobs added)."""
-    stage = model.stages()[index]
-    sdir = stage_dir(out, stage, seed)
-    prefix = f"{name}/{stage.name}/seed_{seed}"
-    where = {"model": name, "stage": stage.name, "seed": seed}
-    shared_folds = {"folds": folds}
-    gather = Node(f"{prefix}/gather", "gather", gather_stage_seed, shared=shared_folds,
-                  kwargs={"stage_dir": str(sdir), "n_folds": config.cv.n_folds}, cpu_share=0, **where)
-    if (sdir / layout.STAGE_OOF).exists() and (sdir / layout.STAGE_TEST).exists():
-        return graph.add(gather), 0
-    pending = [k for k in range(config.cv.n_folds) if not fold_done(layout.fold_dir(sdir, k))]
-    if pending:
-        feat = graph.add(Node(f"{prefix}/features", "features", fit_stage_seed, deps=upstream, shared={"data": data},
-                              kwargs={"model": model, "index": index, "seed": seed, "seeds": list(config.seeds),
-                                      "run_dir": str(out)}, **where))
-        rows = training_rows(stage, data.train)
-        tr = data.train
-        for k in pending:
-            controls = np.flatnonzero(tr.is_control & (folds != k))
-            job = FoldJob(model_name=config.model, params=config.params, stage=stage, seed=seed, fold=k,
-                          out_dir=str(layout.fold_dir(sdir, k)), arrays=None,
-                          fit_rows=np.flatnonzero(rows & (folds != k) & ~judge[k]),
-                          judge_rows=np.flatnonzero(rows & judge[k]), oof_rows=np.flatnonzero(folds == k),
-                          device=device, refit=config.selection.policy == "holdout_refit", control_rows=controls,
-                          control_groups=tr.cp_time[controls].astype(np.int64) * 64 + tr.cp_dose[controls])
-            gather.deps.append(graph.add(Node(f"{prefix}/fold_{k}", "fold", train_fold, deps=[feat],
-                                              kwargs={"job": job}, fold=k, gpu_share=model.fold_gpu_share, **where)))
-    return graph.add(gather), len(pending)
+@dataclass
+class ModelPlan:
+    """What the stage-seeds of one model share when their nodes are added: the model (node
+    name ``name``, run folder ``out``), its folds and the judge rows of each fold."""
 
+    name: str
+    config: RunConfig
+    model: Model
+    data: MoAData
+    out: Path
+    folds: np.ndarray
+    judge: dict[int, np.ndarray]
+    device: str | None = None  # FitContext.device: None = as the params say
 
-def fit_stage_seed(data: MoAData, *upstream: tuple[np.ndarray, np.ndarray], model: Model, index: int, seed: int,
-                   seeds: list[int], run_dir: str) -> StageArrays:
-    """A ``features`` node: fit (or reload) the stage-seed's feature transform on the
-    stage's inputs (the upstream stage outputs become its ``meta`` block) and return its
-    matrices. Runs anywhere: it reads the data it is given and writes to ``run_dir``."""
-    chain = StageChain(model, seeds)
-    stage = chain.stages[index]
-    keys = chain.upstream(index, seed)
-    meta_train = chain.meta(index, seed, {k: v[0] for k, v in zip(keys, upstream)})
-    meta_test = chain.meta(index, seed, {k: v[1] for k, v in zip(keys, upstream)})
-    train_ds, test_ds = data.train, data.test
-    train_blocks, test_blocks = _stage_blocks(train_ds, meta_train), _stage_blocks(test_ds, meta_test)
-    sdir = stage_dir(run_dir, stage, seed)
-    feat_dir = sdir / layout.FEATURES_DIR
-    from moakit import feature_reuse
+    def add_stage_seed(self, graph: TaskGraph, index: int, seed: int, upstream: list[str]) -> tuple[str, int]:
+        """The nodes of one stage-seed: features -> folds -> gather (only the gather, reading
+        oof.npy / test.npy, when it finished before). ``upstream``: the gather nodes it
+        reads. Returns (gather id, fold jobs added)."""
+        n_folds = self.config.cv.n_folds
+        stage = self.model.stages()[index]
+        sdir = stage_dir(self.out, stage, seed)
+        prefix = f"{self.name}/{stage.name}/seed_{seed}"
+        where = {"model": self.name, "stage": stage.name, "seed": seed}
+        gather = Node(f"{prefix}/gather", "gather", gather_stage_seed, shared={"folds": self.folds},
+                      kwargs={"stage_dir": str(sdir), "n_folds": n_folds}, cpu_share=0, **where)
+        if (sdir / layout.STAGE_OOF).exists() and (sdir / layout.STAGE_TEST).exists():
+            return graph.add(gather), 0
+        pending = [k for k in range(n_folds) if not fold_done(layout.fold_dir(sdir, k))]
+        if pending:
+            feat = graph.add(Node(f"{prefix}/features", "features", fit_stage_seed, deps=upstream,
+                                  shared={"data": self.data},
+                                  kwargs={"model": self.model, "index": index, "seed": seed,
+                                          "seeds": list(self.config.seeds), "run_dir": str(self.out),
+                                          "feature_cache": feature_cache.settings()}, **where))
+            for k in pending:
+                gather.deps.append(graph.add(Node(
+                    f"{prefix}/fold_{k}", "fold", train_fold, deps=[feat], kwargs={"job": self.fold_job(stage, seed, k)},
+                    fold=k, gpu_share=self.model.fold_gpu_share, **where)))
+        return graph.add(gather), len(pending)
 
-    if feat_dir.exists():
-        features = load_saved_features(model, stage, feat_dir)
-    elif (fitted := feature_reuse.reusable(run_dir, model, chain, index, seed, data)) is not None:
-        feature_reuse.link_features(fitted[0], feat_dir)  # an equal fit of another seed: linked, not refitted
-        feature_reuse.record_key(sdir, fitted[1], fitted[0])
-        features = load_saved_features(model, stage, feat_dir)
-    else:
-        fit_train, fit_test = _fit_blocks(stage, train_ds, train_blocks), _fit_blocks(stage, test_ds, test_blocks)
-        _adopt_reused_features(model, chain, stage, seed, run_dir, fit_train, fit_test)
-        features = model.fit_features(stage, fit_train, fit_test, seed)
-        features.save(feat_dir)
-        feature_reuse.record_key(sdir, feature_reuse.stage_key(model, chain, index, seed, data))
-    X_all = features.transform(train_blocks)
-    X_test = features.transform(test_blocks)
-
-    Y_all, names = stage_targets(stage, train_ds)
-    rows = training_rows(stage, train_ds)
-    columns = np.arange(Y_all.shape[1])
-    if stage.drop_empty_targets:
-        columns = np.flatnonzero(Y_all[rows].sum(axis=0) > 0)
-    write_json(sdir / layout.TARGETS, {"names": [names[j] for j in columns], "columns": columns.tolist()})
-    Y_aux = None
-    if stage.aux_targets:  # e.g. the non-scored labels a scored stage pre-trains on
-        Y_aux, _ = stage_targets(StageSpec(stage.name, targets=stage.aux_targets), train_ds)
-    return StageArrays(X=X_all, Y=Y_all[:, columns], X_test=X_test, Y_aux=Y_aux)
-
-
-def load_saved_features(model: Model, stage: StageSpec, path: Path):
-    """A stage-seed's saved features (when resuming); a damaged or tampered folder gives a
-    ValueError naming it (a run folder is data: its loaders never run code from it)."""
-    from moakit.artifacts import PickleFormatError
-    from moakit.features.safe_state import StateError
-
-    try:
-        return model.load_features(stage, path)
-    except (PickleFormatError, StateError):
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ValueError(f"{path}: the saved features cannot be read ({type(exc).__name__}: {exc}); the run folder "
-                         f"is damaged: use another --out, or delete {path.parent} to redo that stage and seed") from None
-
-
-def _adopt_reused_features(model: Model, chain: StageChain, stage: StageSpec, seed: int, run_dir: str,
-                           fit_train: Blocks, fit_test: Blocks) -> None:
-    """A stage that reuses an earlier stage's fitted features (a stacked model's stage 2
-    reads stage 1's UMAP) gets them from that stage's saved folder, so a feature fit in
-    another process (Ray) does not fit them again."""
-    earlier = model.reuses_features_of(stage)
-    if earlier is None:
-        return
-    spec = next((s for s in chain.stages if s.name == earlier), None)
-    saved = stage_dir(run_dir, spec, seed) / layout.FEATURES_DIR if spec is not None else None
-    if saved is not None and saved.exists():
-        model.adopt_features(spec, seed, load_saved_features(model, spec, saved), fit_train, fit_test)
-
-
-def train_fold(arrays: StageArrays, job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -> str:
-    """A ``fold`` node: train one fold on its stage-seed's matrices."""
-    return run_fold_job(dataclasses.replace(job, arrays=arrays), on_epoch)
-
-
-def gather_stage_seed(folds: np.ndarray, *fold_dirs: str, stage_dir: str, n_folds: int) -> tuple[np.ndarray, np.ndarray]:
-    """A ``gather`` node: the stage-seed's out-of-fold predictions (each row from the fold
-    that held it out) and its test predictions (mean over folds), saved as oof.npy /
-    test.npy; read back when they exist."""
-    sdir = Path(stage_dir)
-    if (sdir / layout.STAGE_OOF).exists() and (sdir / layout.STAGE_TEST).exists():
-        return read_npy(sdir / layout.STAGE_OOF), read_npy(sdir / layout.STAGE_TEST)
-    valid = [read_npy(layout.fold_dir(sdir, k) / layout.VALID_PRED) for k in range(n_folds)]
-    oof = np.zeros((len(folds), valid[0].shape[1]), np.float32)
-    for k in range(n_folds):
-        oof[folds == k] = valid[k]
-    test = np.mean([read_npy(layout.fold_dir(sdir, k) / layout.TEST_PRED) for k in range(n_folds)],
-                   axis=0).astype(np.float32)
-    write_npy(sdir / layout.STAGE_OOF, oof)
-    write_npy(sdir / layout.STAGE_TEST, test)
-    return oof, test
+    def fold_job(self, stage: StageSpec, seed: int, k: int) -> FoldJob:
+        """Fold ``k`` of a stage-seed: it trains on the stage's rows of the other folds minus
+        its judge rows, is judged on its judge rows and predicts every row of fold ``k``."""
+        tr, folds, judge = self.data.train, self.folds, self.judge[k]
+        rows = training_rows(stage, tr)
+        controls = np.flatnonzero(tr.is_control & (folds != k))
+        return FoldJob(model_name=self.config.model, params=self.config.params, stage=stage, seed=seed, fold=k,
+                       out_dir=str(layout.fold_dir(stage_dir(self.out, stage, seed), k)), arrays=None,
+                       fit_rows=np.flatnonzero(rows & (folds != k) & ~judge),
+                       judge_rows=np.flatnonzero(rows & judge), oof_rows=np.flatnonzero(folds == k),
+                       device=self.device, refit=self.config.selection.policy == "holdout_refit",
+                       control_rows=controls,
+                       control_groups=tr.cp_time[controls].astype(np.int64) * 64 + tr.cp_dose[controls])
 
 
 @dataclass
@@ -791,35 +343,3 @@ def _manifest(config: RunConfig, fingerprint: str, data: MoAData, out: Path) -> 
     return new_manifest("model", model=config.model, profile=config.profile, config_source=config.source,
                         data_fingerprint=fingerprint, data_source=data_source(data, out), n_train=len(data.train),
                         n_test=len(data.test), created=created, config_digest=config_digest(out))
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None) -> np.ndarray:
-    """Scored-target probabilities for ``ds`` from a trained run's saved artifacts only.
-
-    Replays the stage chain (:class:`StageChain`, as training) on ``ds``: each stage's saved
-    transform, then the mean over folds of its saved estimators, per seed; the model's
-    predictions are the last stage's averaged over seeds, with control rows set to 0.
-    Nothing is refitted. ``batch_size`` overrides the estimators' saved inference batch
-    size (throughput only).
-    """
-    run_dir = Path(run_dir)
-    config = RunConfig(**read_json(run_dir / layout.CONFIG))
-    model = build_model(config)
-    chain = StageChain(model, config.seeds)
-    outputs: dict[tuple[int, int], np.ndarray] = {}
-    for index, stage in enumerate(chain.stages):
-        for seed in config.seeds:
-            sdir = stage_dir(run_dir, stage, seed)
-            features = model.load_features(stage, sdir / layout.FEATURES_DIR)
-            X = features.transform(_stage_blocks(ds, chain.meta(index, seed, outputs)))
-            preds = []
-            for k in range(config.cv.n_folds):
-                est = load_estimator(layout.estimator_dir(sdir, k))
-                if batch_size is not None and hasattr(est, "eval_batch_size"):
-                    est.eval_batch_size = int(batch_size)
-                preds.append(est.predict_proba(X))
-            outputs[(index, seed)] = np.mean(preds, axis=0).astype(np.float32)
-    return metrics.zero_controls(chain.final(outputs), ds.is_control)

@@ -150,6 +150,19 @@ class RunPredictor:
             self._estimators[(index, seed)] = ests
         return ests
 
+    def batch_sizes(self) -> set[int]:
+        """The inference batch sizes of the run's estimators (those that say theirs)."""
+        sizes = set()
+        for index, seed, _, _, sdir in self.parts:
+            for est in self._load_estimators(index, seed, sdir):
+                size = getattr(est, "eval_batch_size", None)
+                for inner in ("network", "regressor"):  # label powerset's network, TabNet's regressor
+                    size = size or getattr(getattr(est, inner, None), "eval_batch_size" if inner == "network"
+                                           else "batch_size", None)
+                if isinstance(size, (int, np.integer)) and size > 0:
+                    sizes.add(int(size))
+        return sizes
+
     def predict(self, ds) -> np.ndarray:
         """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run."""
         from moakit import metrics, runner
@@ -168,9 +181,22 @@ class RunPredictor:
 
 def chunks(n_rows: int, chunk_rows: int | None) -> list[slice]:
     """Row slices of at most ``chunk_rows`` rows (one slice for None / 0); at least one."""
-    if not chunk_rows or n_rows <= chunk_rows:
-        return [slice(0, n_rows)]
-    return [slice(i, min(i + chunk_rows, n_rows)) for i in range(0, n_rows, chunk_rows)]
+    from moakit.data.chunked import chunk_slices
+
+    return chunk_slices(n_rows, chunk_rows)
+
+
+class DatasetRows:
+    """A Dataset in memory as a source of chunks (as :class:`moakit.data.chunked.TableChunks`
+    is for a file): ``n_rows``, ``sig_id``, ``where`` (the name errors give it) and
+    ``datasets(chunk_rows)`` yielding (first row, Dataset)."""
+
+    def __init__(self, ds, where: str = "features") -> None:
+        self.ds, self.where, self.n_rows, self.sig_id = ds, where, len(ds), ds.sig_id
+
+    def datasets(self, chunk_rows: int | None) -> Iterator[tuple[int, object]]:
+        for rows in chunks(self.n_rows, chunk_rows):
+            yield rows.start, self.ds if rows.stop - rows.start == self.n_rows else self.ds.subset(rows)
 
 
 @contextlib.contextmanager

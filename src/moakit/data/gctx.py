@@ -20,7 +20,7 @@ and the chunk cache (``CACHE_BYTES``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +190,26 @@ def read_gctx(path: str | Path, rid: Sequence[str] | None = None, cid: Sequence[
         values = _read_slab(dset, sig_pos, gene_pos)
     return pd.DataFrame(values, index=pd.Index(cids[sig_pos], name="cid"),
                         columns=pd.Index(rids[gene_pos], name="rid"), copy=False)
+
+
+def iter_gctx(path: str | Path, rid: Sequence[str] | None = None, chunk_rows: int | None = None
+              ) -> Iterator[pd.DataFrame]:
+    """Every signature of a GCTX file in storage order, ``chunk_rows`` signatures at a time
+    (None / 0: all at once), as :func:`read_gctx` frames of the genes ``rid``: the file is
+    opened and its ids read once, and each chunk's slab is read as :func:`read_gctx` reads
+    it, so the chunks hold the values of one whole read."""
+    path = Path(path)
+    with _open(path) as handle:
+        dset = _matrix(handle, path)
+        n_col, n_row = dset.shape
+        cids = _ids(handle, path, COL_ID, n_col)
+        rids = _ids(handle, path, ROW_ID, n_row)
+        gene_pos = _positions(path, rids, rid, ROW_ID)
+        step = chunk_rows or max(n_col, 1)
+        for lo in range(0, max(n_col, 1), step):
+            sig_pos = np.arange(lo, min(lo + step, n_col), dtype=np.int64)
+            yield pd.DataFrame(_read_slab(dset, sig_pos, gene_pos), index=pd.Index(cids[sig_pos], name="cid"),
+                               columns=pd.Index(rids[gene_pos], name="rid"), copy=False)
 
 
 def read_gct(path: str | Path, rid: Sequence[str] | None = None, cid: Sequence[str] | None = None) -> pd.DataFrame:

@@ -293,23 +293,34 @@ def unify_panels(train: Dataset, test: Dataset, where: str) -> tuple[Dataset, Da
     return apply_panel(train, panel, where), apply_panel(test, panel, where)
 
 
+def target_columns(where, columns) -> list[str]:
+    """The target column names of a targets table (every column but sig_id), as str."""
+    names = [str(c) for c in columns if c != schema.ID_COLUMN]
+    if not names:
+        raise DataError(f"{where}: no target columns besides sig_id")
+    return names
+
+
+def check_binary(where, values: np.ndarray, names: list[str]) -> None:
+    """Targets are 0 or 1: the first other value is a DataError naming column and row."""
+    not_binary = (values != 0) & (values != 1)
+    if not_binary.any():
+        row, j = (int(v[0]) for v in np.nonzero(not_binary))
+        raise DataError(f"{where}: column {names[j]!r}, row {row + 1}: target {values[row, j]} is not 0 or 1")
+
+
 def _id_and_target_columns(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(sig_ids, target column names, numeric values) of a targets or submission file."""
     frame = read_table(path)
     ids = _check_ids(path, frame)
-    names = [str(c) for c in frame.columns if c != schema.ID_COLUMN]
-    if not names:
-        raise DataError(f"{path}: no target columns besides sig_id")
+    names = target_columns(path, frame.columns)
     return ids, names, _numeric_block(path, frame, names)
 
 
 def _read_targets(path: Path, sig_ids: np.ndarray, features_path: Path) -> tuple[np.ndarray, list[str]]:
     """Target matrix aligned to ``sig_ids`` (the features' order)."""
     ids, names, values = _id_and_target_columns(path)
-    not_binary = (values != 0) & (values != 1)
-    if not_binary.any():
-        row, j = (int(v[0]) for v in np.nonzero(not_binary))
-        raise DataError(f"{path}: column {names[j]!r}, row {row + 1}: target {values[row, j]} is not 0 or 1")
+    check_binary(path, values, names)
     return _align(path, ids, values, sig_ids, features_path), names
 
 

@@ -18,15 +18,18 @@ Judgments, each reported (stderr and ``dataset.json``):
 - treated signatures of a compound without a MoA (no compoundinfo row, or an empty ``moa``)
   are dropped: they have no label to learn from;
 - a compound's MoAs are the union over its compoundinfo rows;
-- a compound whose MoAs were all dropped (too few compounds) stays, with all targets 0.
+- a compound whose MoAs were all dropped (too few compounds) stays, with all targets 0;
+- the dropped MoAs with a positive training signature become the non-scored (auxiliary)
+  targets, ``train_targets_nonscored`` (as lish-moa's non-scored targets: MoAs too rare to
+  score), which the models with a non-scored stage or pre-training need.
+
+Finding and reading the source files is :mod:`moakit.data.l1000_files`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,28 +38,12 @@ import pandas as pd
 
 from moakit.artifacts import atomic_dir
 from moakit.data.io import DataError
+from moakit.data.l1000_files import (  # noqa: F401  (find_files, read_siginfo, dose_label re-exported)
+    EXAMPLES, L1000Files, _shown, dose_label, find_files, read_compound_moas, read_geneinfo, read_siginfo,
+)
+from moakit.runs import layout
 
 TREATED, CONTROL = "trt_cp", "ctl_vehicle"
-SIGINFO_COLUMNS = ("sig_id", "pert_id", "cmap_name", "cell_iname", "pert_type", "pert_time", "pert_time_unit",
-                   "pert_dose", "pert_dose_unit")
-_PATTERNS = {
-    "siginfo": re.compile(r"sig_?info", re.I),
-    "geneinfo": re.compile(r"gene_?info", re.I),
-    "compoundinfo": re.compile(r"compound_?info", re.I),
-}
-_TIME_UNITS = {"h": 1.0, "hr": 1.0, "hrs": 1.0, "hour": 1.0, "hours": 1.0, "": 1.0, "d": 24.0, "day": 24.0,
-               "days": 24.0, "m": 1 / 60, "min": 1 / 60, "minutes": 1 / 60}
-EXAMPLES = 5  # ids shown in a report line
-
-
-@dataclass
-class L1000Files:
-    """The four files of a LINCS folder."""
-
-    matrix: Path
-    siginfo: Path
-    geneinfo: Path
-    compoundinfo: Path
 
 
 @dataclass
@@ -71,121 +58,6 @@ class Filters:
     min_compounds: int = 5
     test_fraction: float = 0.2
     seed: int = 0
-
-
-def find_files(src: Path, matrix: Path | None = None, siginfo: Path | None = None, geneinfo: Path | None = None,
-               compoundinfo: Path | None = None) -> L1000Files:
-    """The LINCS files of ``src`` (explicit paths win): exactly one match per kind."""
-    src = Path(src)
-    if not src.is_dir():
-        raise DataError(f"{src}: not a directory")
-    names = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
-
-    def one(kind: str, given: Path | None, test) -> Path:
-        if given is not None:
-            if not Path(given).is_file():
-                raise DataError(f"{given}: file not found")
-            return Path(given)
-        found = [p for p in names if test(p)]
-        if len(found) != 1:
-            what = "no file" if not found else f"{len(found)} files ({', '.join(p.name for p in found[:4])})"
-            raise DataError(f"{src}: {what} for the {kind}; expected one (or name it with --{kind})")
-        return found[0]
-
-    return L1000Files(
-        matrix=one("matrix", matrix, lambda p: p.suffix.lower() in (".gctx", ".gct")),
-        siginfo=one("siginfo", siginfo, lambda p: bool(_PATTERNS["siginfo"].search(p.name)) and _is_text(p)),
-        geneinfo=one("geneinfo", geneinfo, lambda p: bool(_PATTERNS["geneinfo"].search(p.name)) and _is_text(p)),
-        compoundinfo=one("compoundinfo", compoundinfo,
-                         lambda p: bool(_PATTERNS["compoundinfo"].search(p.name)) and _is_text(p)),
-    )
-
-
-def _is_text(path: Path) -> bool:
-    return path.name.lower().endswith((".txt", ".tsv", ".txt.gz", ".tsv.gz"))
-
-
-def _read_tsv(path: Path, required: Sequence[str], usecols: Sequence[str] | None = None) -> pd.DataFrame:
-    """A tab-separated annotation file as strings, its required columns checked."""
-    try:
-        header = pd.read_csv(path, sep="\t", nrows=0).columns
-        cols = [c for c in header if usecols is None or c in usecols]
-        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, usecols=cols)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file is empty") from None
-    except Exception as exc:  # parser errors
-        raise DataError(f"{path}: cannot be read ({exc})") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: no {', '.join(repr(c) for c in missing)} column "
-                        f"(columns: {', '.join(map(str, list(frame.columns)[:12]))})")
-    return frame.apply(lambda s: s.str.strip())
-
-
-def _first_duplicate(path: Path, frame: pd.DataFrame, column: str) -> None:
-    dup = frame[column].duplicated()
-    if dup.any():
-        row = int(np.flatnonzero(dup.to_numpy())[0])
-        raise DataError(f"{path}: row {row + 1}: {column} {frame[column].iloc[row]!r} appears more than once")
-
-
-def _shown(values) -> str:
-    values = list(values)
-    more = f", ... ({len(values)} in all)" if len(values) > EXAMPLES else ""
-    return ", ".join(repr(str(v)) for v in values[:EXAMPLES]) + more
-
-
-# --------------------------------------------------------------------------------------
-# annotations
-
-
-def read_siginfo(path: Path) -> pd.DataFrame:
-    """siginfo with ``hours`` (float) and ``dose`` (a label such as "10 uM") added."""
-    frame = _read_tsv(path, ("sig_id", "pert_id", "pert_type"), usecols=SIGINFO_COLUMNS)
-    _first_duplicate(path, frame, "sig_id")
-    for col in SIGINFO_COLUMNS:
-        if col not in frame.columns:
-            frame[col] = ""
-    units = frame["pert_time_unit"].str.lower().map(_TIME_UNITS)
-    if units.isna().any():
-        row = int(np.flatnonzero(units.isna().to_numpy())[0])
-        raise DataError(f"{path}: row {row + 1}: unknown pert_time_unit {frame['pert_time_unit'].iloc[row]!r}")
-    frame["hours"] = pd.to_numeric(frame["pert_time"], errors="coerce") * units
-    frame["dose"] = [dose_label(d, u) for d, u in zip(frame["pert_dose"], frame["pert_dose_unit"])]
-    return frame
-
-
-def dose_label(dose, unit) -> str:
-    """"10 uM" from 10.0 and "uM" (the number rounded to 3 significant digits); "" when
-    there is no dose; a dose that is not a number is kept as written."""
-    text = str(dose).strip()
-    if text in ("", "nan", "NaN", "-666", "-666.0"):
-        return ""
-    try:
-        value = float(text)
-    except ValueError:
-        return text
-    return f"{float(f'{value:.3g}'):g} {str(unit).strip()}".strip()
-
-
-def read_compound_moas(path: Path) -> dict[str, list[str]]:
-    """pert_id -> its MoAs (union over the compound's rows, split on ``|``, in first-seen
-    order; an empty list for a compound whose ``moa`` is empty)."""
-    frame = _read_tsv(path, ("pert_id", "moa"), usecols=("pert_id", "moa"))
-    out: dict[str, list[str]] = {}
-    for pert, moa in zip(frame["pert_id"], frame["moa"]):
-        items = out.setdefault(pert, [])
-        for m in str(moa).split("|"):
-            m = m.strip()
-            if m and m not in items:
-                items.append(m)
-    return out
-
-
-def read_geneinfo(path: Path) -> pd.DataFrame:
-    frame = _read_tsv(path, ("gene_id",), usecols=("gene_id", "gene_symbol", "feature_space"))
-    _first_duplicate(path, frame, "gene_id")
-    return frame
 
 
 # --------------------------------------------------------------------------------------
@@ -278,8 +150,9 @@ def _filter(sig: pd.DataFrame, f: Filters, files: L1000Files, info: dict, log) -
 
 
 def _labels(sig: pd.DataFrame, moas: dict[str, list[str]], f: Filters, files: L1000Files, info: dict, log):
-    """(signatures kept, their 0/1 targets, target columns): unannotated compounds dropped,
-    MoAs with fewer than ``min_compounds`` compounds dropped and listed."""
+    """(signatures kept, their 0/1 targets, target columns, the dropped MoAs' 0/1 matrix,
+    their column -> MoA): unannotated compounds dropped, MoAs with fewer than
+    ``min_compounds`` compounds dropped from the scored targets and listed."""
     from moakit.data.simulate_l1000 import moa_column
 
     treated = sig["pert_type"] == TREATED
@@ -315,15 +188,36 @@ def _labels(sig: pd.DataFrame, moas: dict[str, list[str]], f: Filters, files: L1
         j = int(np.flatnonzero(clash.to_numpy())[0]) if clash.any() else columns.index("")
         raise DataError(f"{files.compoundinfo}: MoA {kept[j]!r} gives the target column {columns[j]!r}, "
                         "as another MoA does (or an empty one); rename one")
-    index = {m: j for j, m in enumerate(kept)}
-    Y = np.zeros((len(sig), len(kept)), dtype=np.uint8)
+    info["targets"] = dict(zip(columns, kept))
+    rare = sorted((d["moa"] for d in dropped), key=moa_column)
+    Y, Y_rare = (_indicator(sig, treated, moas, names) for names in (kept, rare))
+    rare_columns = _unique_columns([moa_column(m) for m in rare], set(columns))
+    return sig, Y, columns, Y_rare, dict(zip(rare_columns, rare))
+
+
+def _indicator(sig: pd.DataFrame, treated: pd.Series, moas: dict[str, list[str]], names: list[str]) -> np.ndarray:
+    """0/1 per signature (row) and MoA (``names``): the signature's compound has that MoA."""
+    index = {m: j for j, m in enumerate(names)}
+    Y = np.zeros((len(sig), len(names)), dtype=np.uint8)
     for i, (pert, is_treated) in enumerate(zip(sig["pert_id"], treated)):
         if is_treated:
             for m in moas[pert]:
                 if m in index:
                     Y[i, index[m]] = 1
-    info["targets"] = dict(zip(columns, kept))
-    return sig, Y, columns
+    return Y
+
+
+def _unique_columns(columns: list[str], taken: set[str]) -> list[str]:
+    """Non-scored column names, made distinct from the scored ones and each other by a
+    numeric suffix (two rare MoAs whose names differ only in punctuation)."""
+    out, seen = [], set(taken)
+    for c in columns:
+        name, k = c or "moa", 2
+        while name in seen:
+            name, k = f"{c or 'moa'}_{k}", k + 1
+        seen.add(name)
+        out.append(name)
+    return out
 
 
 def _split(sig: pd.DataFrame, Y: np.ndarray, f: Filters) -> np.ndarray:
@@ -416,7 +310,7 @@ def _features(sig: pd.DataFrame, values: np.ndarray, gene_columns: list[str], fi
 
 def _write_split(folder: Path, split: str, features: pd.DataFrame, Y: np.ndarray, columns: list[str],
                  drug: np.ndarray) -> None:
-    target_dir = folder if split == "train" else folder / "answers"
+    target_dir = folder if split == "train" else layout.answers_dir(folder)
     target_dir.mkdir(exist_ok=True)
     ids = features["sig_id"].to_numpy()
     features.to_parquet(folder / f"{split}_features.parquet", index=False)
@@ -431,7 +325,7 @@ def _copy_truth(src: Path, folder: Path, columns: list[str], gene_columns: list[
     targets and genes (genes it does not cover: 0)."""
     from moakit.data.simulate_l1000 import N_DIRECT_GENES, SIGNATURES_FILE
 
-    path = src / "answers" / SIGNATURES_FILE
+    path = layout.answers_dir(src) / SIGNATURES_FILE
     if not path.is_file():
         return False
     with np.load(path, allow_pickle=False) as z:
@@ -449,8 +343,8 @@ def _copy_truth(src: Path, folder: Path, columns: list[str], gene_columns: list[
         out[key] = truth[key][t_index]
     k = min(N_DIRECT_GENES, len(gene_columns))
     out["direct_genes"] = np.sort(np.argsort(-np.abs(out["direct"]), axis=1, kind="stable")[:, :k], axis=1)
-    (folder / "answers").mkdir(exist_ok=True)
-    np.savez_compressed(folder / "answers" / SIGNATURES_FILE, **out)
+    layout.answers_dir(folder).mkdir(exist_ok=True)
+    np.savez_compressed(layout.answers_dir(folder) / SIGNATURES_FILE, **out)
     return True
 
 
@@ -484,18 +378,21 @@ def build_l1000_dataset(src: str | Path, out: str | Path, filters: Filters | Non
     cids, rids = _matrix_ids(files.matrix)
     sig = _match(sig, cids, files, info, log)
     sig = _filter(sig, f, files, info, log)
-    sig, Y, columns = _labels(sig, read_compound_moas(files.compoundinfo), f, files, info, log)
+    sig, Y, columns, Y_rare, rare = _labels(sig, read_compound_moas(files.compoundinfo), f, files, info, log)
     genes = _select_genes(rids, read_geneinfo(files.geneinfo), f.genes, files, info, log)
     order = np.argsort(sig["sig_id"].to_numpy(dtype=str), kind="stable")
-    sig, Y = sig.iloc[order].reset_index(drop=True), Y[order]
+    sig, Y, Y_rare = sig.iloc[order].reset_index(drop=True), Y[order], Y_rare[order]
     is_test = _split(sig, Y, f)
+    in_train = Y_rare[~is_test].any(axis=0)  # an auxiliary target without a training positive teaches nothing
+    info["nonscored_targets"] = {c: m for (c, m), k in zip(rare.items(), in_train) if k}
+    nonscored = (Y_rare[:, in_train], list(info["nonscored_targets"]))
     matrix = read_matrix(files.matrix, rid=list(genes["gene_id"]), cid=list(sig["sig_id"]))
     gene_columns = [f"g-{g}" for g in genes["gene_id"]]
     features = _features(sig, matrix.to_numpy(), gene_columns, files)
     del matrix
     drug = sig["pert_id"].to_numpy(dtype=str)
     info.update(_counts(sig, is_test, genes))
-    _write_folder(out, src, info, features, Y, columns, drug, is_test, genes, gene_columns)
+    _write_folder(out, src, info, features, (Y, columns), nonscored, drug, is_test, genes, gene_columns)
     return info
 
 
@@ -508,12 +405,20 @@ def _counts(sig: pd.DataFrame, is_test: np.ndarray, genes: pd.DataFrame) -> dict
             "controls": int((~treated).sum())}
 
 
-def _write_folder(out: Path, src: Path, info: dict, features: pd.DataFrame, Y: np.ndarray, columns: list[str],
-                  drug: np.ndarray, is_test: np.ndarray, genes: pd.DataFrame, gene_columns: list[str]) -> None:
-    """Everything into a temporary folder beside ``out``, then one rename."""
+def _write_folder(out: Path, src: Path, info: dict, features: pd.DataFrame, scored: tuple[np.ndarray, list[str]],
+                  nonscored: tuple[np.ndarray, list[str]], drug: np.ndarray, is_test: np.ndarray, genes: pd.DataFrame,
+                  gene_columns: list[str]) -> None:
+    """Everything into a temporary folder beside ``out``, then one rename. ``scored`` /
+    ``nonscored``: (0/1 matrix over all signatures, column names); no non-scored file
+    without a non-scored column."""
+    (Y, columns), (Y_rare, rare_columns) = scored, nonscored
     with atomic_dir(out) as tmp:
         train = ~is_test
         _write_split(tmp, "train", features[train].reset_index(drop=True), Y[train], columns, drug[train])
+        if rare_columns:
+            frame = pd.DataFrame(Y_rare[train].astype(np.int64), columns=rare_columns)
+            frame.insert(0, "sig_id", features["sig_id"].to_numpy()[train])
+            frame.to_parquet(tmp / "train_targets_nonscored.parquet", index=False)
         if is_test.any():
             _write_split(tmp, "test", features[is_test].reset_index(drop=True), Y[is_test], columns, drug[is_test])
         pd.DataFrame({"column": gene_columns, "entrez_id": genes["gene_id"], "symbol": genes["symbol"]}).to_csv(

@@ -41,8 +41,10 @@ import numpy as np
 import pandas as pd
 
 from moakit.artifacts import atomic_dir
-from moakit.data import simulate as base
+from moakit.data import simulate, simulate_profiles as base
+from moakit.data.simulate_labels import _families
 from moakit.data.column_maps import lish_moa_gene_ids
+from moakit.runs import layout
 
 N_LANDMARK = 978
 MOAS = (
@@ -68,9 +70,9 @@ CONTROL_SHARE = 0.05
 UNANNOTATED_SHARE = 0.05  # compounds without a MoA in compoundinfo
 SH_ROWS_SHARE = 0.02  # siginfo rows of shRNA signatures not in the matrix
 CONTROL_ID = "DMSO"
-# as simulate's planted-truth file (kept here too in case that module's names move)
-SIGNATURES_FILE = getattr(base, "SIGNATURES_FILE", "signatures.npz")
-N_DIRECT_GENES = getattr(base, "N_DIRECT_GENES", 15)
+# as simulate's planted-truth file
+SIGNATURES_FILE = simulate.SIGNATURES_FILE
+N_DIRECT_GENES = base.N_DIRECT_GENES
 
 
 def moa_column(moa: str) -> str:
@@ -114,7 +116,7 @@ def simulate_l1000(out_dir, n_signatures: int = 4000, seed: int = 0, n_inferred:
     gene_order = rng.permutation(len(genes))  # and of the genes
     with atomic_dir(out_dir) as tmp:  # nothing half-written: one rename at the end
         _write(tmp, plan, compounds, genes, values, order, gene_order, matrix_format, rng)
-        _write_truth(tmp / "answers", truth, genes)
+        _write_truth(layout.answers_dir(tmp), truth, genes)
     return out_dir
 
 
@@ -160,7 +162,7 @@ def _compounds(n_signatures: int, rng: np.random.Generator) -> tuple[pd.DataFram
     ones mostly from the family of its first (simulate's families)."""
     n_moa = len(MOAS)
     n_comp = max(n_moa + 10, int(np.ceil(n_signatures / 4)) + 10)
-    family = base._families([moa_column(m) for m in MOAS], rng)
+    family = _families([moa_column(m) for m in MOAS], rng)
     weight = np.exp(1.0 * rng.standard_normal(n_moa))
     weight[-N_RARE:] = 0.0
     weight /= weight.sum()
@@ -273,7 +275,7 @@ def _profiles(plan: _Plan, Y: np.ndarray, genes: pd.DataFrame, rng: np.random.Ge
     G, K = N_LANDMARK, base.N_PATHWAYS
     names = [moa_column(m) for m in MOAS]
     loadings = _pathway_loadings(G, rng)
-    family = base._families(names, rng)
+    family = _families(names, rng)
     m_path, m_gene, strength = _moa_signatures(family, G, rng)
     m_tox = base._toxicities(names, rng)
     n_comp = len(Y)

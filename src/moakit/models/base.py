@@ -25,7 +25,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from moakit.artifacts import atomic_dir
-from moakit.models.estimators import SPEC, load_estimator, register_estimator
+from moakit.models.estimators import SPEC, WEIGHTS, load_estimator, register_estimator
 from moakit.nn.blocks import build_network
 from moakit.nn.train import BatchTransform, predict_proba
 from moakit.registry import Registry
@@ -229,7 +229,9 @@ class TorchEstimator:
     """A trained torch network plus what is needed to rebuild and run it.
 
     Saved as ``spec.json`` (its kind, network name and constructor kwargs, inference settings) and
-    ``weights.pt`` (the state dict, loaded with ``weights_only=True``).
+    ``weights.pt`` (the state dict, loaded with ``weights_only=True``). A subclass saves more
+    through the hooks (:meth:`_spec`, :meth:`_weights`, :meth:`_save_extra`,
+    :meth:`_from_spec`), never a save / load of its own.
     """
 
     def __init__(
@@ -251,21 +253,42 @@ class TorchEstimator:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba(self.module, X, batch_size=self.eval_batch_size, transform=self.transform)
 
-    def save(self, path: Path) -> None:
+    def _spec(self) -> dict:
+        """What spec.json holds: the kind, what rebuilds the network, inference settings, and
+        ``info`` (last)."""
+        return {"kind": self.kind, "network": self.network, "kwargs": self.kwargs,
+                "eval_batch_size": self.eval_batch_size, "info": self.info}
+
+    def _weights(self) -> dict:
+        """The state dict saved as weights.pt."""
+        return self.module.state_dict()
+
+    def _save_extra(self, folder: Path) -> None:
+        """Files a subclass saves beside spec.json and weights.pt (none here)."""
+
+    @classmethod
+    def _from_spec(cls, spec: dict, path: Path, transform: BatchTransform | None = None) -> "TorchEstimator":
+        """The estimator (its network not yet loaded) a saved folder's spec.json describes."""
+        return cls(spec["network"], spec["kwargs"], eval_batch_size=spec["eval_batch_size"],
+                   transform=transform, info=spec.get("info"))
+
+    def save(self, path: Path, with_info: bool = True) -> None:
+        """``with_info=False``: spec.json's ``info`` left empty (an estimator holding this
+        network keeps the info in its own spec.json: stored once)."""
+        spec = self._spec()
+        if not with_info:
+            spec["info"] = {}
         with atomic_dir(path) as tmp:
-            (tmp / SPEC).write_text(json.dumps(
-                {"kind": self.kind, "network": self.network, "kwargs": self.kwargs,
-                 "eval_batch_size": self.eval_batch_size, "info": self.info}, indent=2))
-            torch.save(self.module.state_dict(), tmp / "weights.pt")
+            (tmp / SPEC).write_text(json.dumps(spec, indent=2))
+            torch.save(self._weights(), tmp / WEIGHTS)
+            self._save_extra(tmp)
 
     @classmethod
     def load(cls, path: Path, transform: BatchTransform | None = None) -> "TorchEstimator":
         path = Path(path)
-        spec = json.loads((path / SPEC).read_text())
-        est = cls(spec["network"], spec["kwargs"], eval_batch_size=spec["eval_batch_size"],
-                  transform=transform, info=spec.get("info"))
+        est = cls._from_spec(json.loads((path / SPEC).read_text()), path, transform)
         from moakit.validate import load_weights
 
-        load_weights(est.module, path / "weights.pt")  # another shape: an error naming weights.pt
+        load_weights(est.module, path / WEIGHTS)  # another shape: an error naming weights.pt
         est.module.eval()
         return est

@@ -286,7 +286,8 @@ class Cnn1dEstimator:
     """One fold: its fitted fold features (quantile + PCA) and its network.
 
     Saved as ``spec.json`` (the stage layout, info), ``features/`` (a features.Pipeline) and
-    ``network/`` (a TorchEstimator)."""
+    ``network/`` (a TorchEstimator, saved without the info: it is this estimator's, stored
+    once)."""
 
     def __init__(self, layout: list[tuple[str, int]], features: Pipeline, network: TorchEstimator,
                  info: dict | None = None) -> None:
@@ -313,14 +314,16 @@ class Cnn1dEstimator:
         with atomic_dir(path) as tmp:
             (tmp / SPEC).write_text(json.dumps({"kind": self.kind, "layout": self.layout, "info": self.info}, indent=2))
             self.features.save(tmp / "features")
-            self.network.save(tmp / "network")
+            self.network.save(tmp / "network", with_info=False)
 
     @classmethod
     def load(cls, path: Path) -> "Cnn1dEstimator":
         path = Path(path)
         spec = json.loads((path / SPEC).read_text())
-        return cls([tuple(x) for x in spec["layout"]], Pipeline.load(path / "features"),
-                   TorchEstimator.load(path / "network"), spec.get("info"))
+        est = cls([tuple(x) for x in spec["layout"]], Pipeline.load(path / "features"),
+                  TorchEstimator.load(path / "network"), spec.get("info"))
+        est.network.info = est.info  # one dict, as when it was trained
+        return est
 
 
 # --------------------------------------------------------------------------- training

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from moakit.registry import Registry
 
 SPEC = "spec.json"  # inside an estimator folder: its kind and what rebuilds it
+WEIGHTS = "weights.pt"  # a torch estimator's state dict (loaded with weights_only=True)
 
 # kind -> estimator class; importing moakit.models runs every model module's decorators
 ESTIMATORS: Registry[type] = Registry("estimator kind", loader=lambda: importlib.import_module("moakit.models"))

@@ -92,7 +92,10 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @register_estimator("label_powerset")
 class PowersetEstimator:
-    """One fold: the class network and the class -> targets map."""
+    """One fold: the class network and the class -> targets map.
+
+    Saved as ``spec.json`` (its kind and info, as every estimator's), ``network/`` (a
+    TorchEstimator, saved without the info: stored once) and ``mapping/``."""
 
     def __init__(self, network: TorchEstimator, mapping: PowersetMap, info: dict | None = None) -> None:
         self.network, self.mapping = network, mapping
@@ -104,17 +107,18 @@ class PowersetEstimator:
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
-            self.network.save(tmp / "network")
+            self.network.save(tmp / "network", with_info=False)
             (tmp / "mapping").mkdir()
             self.mapping.save(tmp / "mapping")
-            (tmp / "info.json").write_text(json.dumps(self.info, indent=2))
-            (tmp / SPEC).write_text(json.dumps({"kind": self.kind}, indent=2))
+            (tmp / SPEC).write_text(json.dumps({"kind": self.kind, "info": self.info}, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> "PowersetEstimator":
         path = Path(path)
-        info = json.loads((path / "info.json").read_text()) if (path / "info.json").exists() else None
-        return cls(TorchEstimator.load(path / "network"), PowersetMap.load(path / "mapping"), info)
+        info = json.loads((path / SPEC).read_text()).get("info")
+        est = cls(TorchEstimator.load(path / "network"), PowersetMap.load(path / "mapping"), info)
+        est.network.info = est.info  # one dict, as when it was trained
+        return est
 
 
 class LabelPowersetParams(MLPStageParams):

@@ -11,10 +11,10 @@ from moakit.runs import layout
 from moakit.runs.layout import Kind, kind_of
 
 _LAZY = {"RunFileError": "records", "BlendRun": "run", "ModelRun": "run", "Run": "run", "WorkflowRun": "run",
-         "check_resume": "run", "open_run": "run"}
+         "check_resume": "run", "open_run": "run", "resume_identity": "run"}
 
 __all__ = ["BlendRun", "Kind", "ModelRun", "Run", "RunFileError", "WorkflowRun", "check_resume", "kind_of", "layout",
-           "open_run"]
+           "open_run", "resume_identity"]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,8 @@ A model run (``moakit train``; ``models/<name>`` of a workflow; a saved ``MoAMod
       folds.npy              fold id per training row
       holdout.npy            (selection.policy: holdout) per fold, the rows that judge epochs
       stages/<stage>/seed_<s>/features/          fitted feature transform
-      stages/<stage>/seed_<s>/features_key.json  its content key; "from": the equal fit it links to
+      stages/<stage>/seed_<s>/features_key.json  its content key and source: fit, link ("from": the
+                                                 equal fit it links to) or cache ("cache_key")
       stages/<stage>/seed_<s>/targets.json       target columns this stage predicts
       stages/<stage>/seed_<s>/fold_<k>/          estimator/, valid_pred.npy, test_pred.npy,
                                                  history.json, done.json (written last)
@@ -54,6 +55,9 @@ ESTIMATOR = "estimator.json"  # a saved API estimator's constructor arguments
 REPORT_DIR = "report"
 REPORT_HTML = "index.html"
 REPORT_JSON = "report.json"
+REPORT_MODEL_SCORES_PNG = "model_scores.png"  # the report's own figures, beside index.html
+REPORT_PER_TARGET_PNG = "per_target_log_loss.png"
+REPORT_EVALUATION_PNG = "evaluation_pr_auc.png"  # a copy of RUN/evaluation/pr_auc.png
 
 # --------------------------------------------------------------------------- a model run
 CONFIG = "config.json"
@@ -107,6 +111,7 @@ SHUFFLED_DIR = "shuffled"  # the label-shuffled baseline: shuffled/seed_<s>/<mem
 
 # --------------------------------------------------------------------------- moakit explain (a model run)
 EXPLAIN_DIR = "explain"  # RUN/explain/<target>.<method>.json
+EXPLAIN_GLOB = "*.json"
 
 # --------------------------------------------------------------------------- a data folder
 ANSWERS_DIR = "answers"
@@ -168,6 +173,14 @@ def answers_dir(data_dir: str | Path) -> Path:
 
 def explain_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / EXPLAIN_DIR
+
+
+def explain_file(run_dir: str | Path, target: str, method: str) -> Path:
+    """RUN/explain/<target>.<method>.json, the target's name made file-safe."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", target)
+    return explain_dir(run_dir) / f"{safe}.{method}.json"
 
 
 def evaluation_dir(root: str | Path) -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from moakit.artifacts import atomic_file, read_json, write_json
 from moakit.data import schema
@@ -121,6 +121,30 @@ class BlendSummary(_Record):
     models: dict[str, dict[str, Any]] = {}
 
 
+class FeaturesKey(_Record):
+    """A stage-seed's ``features_key.json``: its features' content key and where they came
+    from: ``source`` fit (fitted in this run), link (``from``: the equal fit of another
+    seed, relative to the stage-seed folder) or cache (``cache_key`` in the feature cache
+    ``cache``; a fit stored in the cache records its ``cache_key`` too)."""
+
+    key: str
+    source: str | None = None  # None: written before the record had it (fit, or link with "from")
+    from_: str | None = Field(None, alias="from")
+    cache_key: str | None = None
+    cache: str | None = None
+
+    @property
+    def origin(self) -> str:
+        return self.source or ("link" if self.from_ else "fit")
+
+
+def write_features_key(stage_dir: str | Path, key: str, source: str, from_: str | None = None,
+                       cache_key: str | None = None, cache: str | None = None) -> None:
+    """``features_key.json`` of a stage-seed (see :class:`FeaturesKey`)."""
+    entry = {"key": key, "source": source, "from": from_, "cache_key": cache_key, "cache": cache}
+    write_json(Path(stage_dir) / layout.FEATURES_KEY, {k: v for k, v in entry.items() if v is not None})
+
+
 def read_manifest(run_dir: str | Path):
     """``manifest.json`` (:class:`moakit.manifest.Manifest`) as RunFileError-raising reader."""
     from moakit.manifest import read_manifest as _read
@@ -141,6 +165,25 @@ class WorkflowRecord(_Record):
 
 
 # --------------------------------------------------------------------------- writers of the JSON records
+
+
+def columns_record(data) -> dict:
+    """What ``columns.json`` records of the training data (a ``MoAData``): the input columns
+    and the output targets inference checks new data against; the ``panel`` (how
+    prediction encodes new rows' meta columns) of a non-lish-moa data set; and, where the
+    data knows them (``data.genes``: its genes.csv, or the organisers' mapping of lish-moa's
+    g-0 .. g-771), ``gene_ids`` (Entrez) and ``gene_symbols`` (null where unknown) of the gene
+    columns in order, so prediction aligns new inputs by these ids wherever the run goes."""
+    train = data.train
+    columns = {"genes": list(train.gene_names), "cells": list(train.cell_names), "scored": list(train.scored_names)}
+    if not train.is_lish_moa_panel:
+        columns["panel"] = train.panel
+    genes = getattr(data, "genes", None)
+    if genes is not None and list(genes["column"]) == columns["genes"]:
+        columns["gene_ids"] = [str(v).strip() for v in genes["entrez_id"]]
+        columns["gene_symbols"] = [None if v is None or pd.isna(v) or not str(v).strip() else str(v).strip()
+                                   for v in genes["symbol"]]
+    return columns
 
 
 def write_columns(run_dir: str | Path, columns: dict) -> None:
@@ -207,6 +250,12 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
         raise RunFileError(f"{path}: column {bad[0]!r} is not numeric")
     return pd.DataFrame(values.to_numpy(np.float64), index=pd.Index(ids.to_numpy(), name=schema.ID_COLUMN),
                         columns=[str(c) for c in values.columns])
+
+
+def read_prediction_ids(path: str | Path) -> np.ndarray:
+    """The ``sig_id`` column of a prediction CSV (str), in the file's row order; only that
+    column is read. OSError / ValueError when the file cannot be read."""
+    return pd.read_csv(path, usecols=[0], dtype=str).iloc[:, 0].to_numpy()
 
 
 def align(frame: pd.DataFrame, sig_id, names: list[str] | None = None, path: str | Path = "predictions",

@@ -65,12 +65,42 @@ class Run:
         """Test predictions, as :attr:`oof`."""
         return records.read_predictions(self.test_path)
 
-    def predict(self, data, batch_size: int | None = None) -> pd.DataFrame:
-        """Predictions for new rows (a features file or a Dataset) from the saved artifacts:
-        a submission frame (sig_id + scored targets, rows in the input's order)."""
-        from moakit.inference import predict
+    def predictor(self, batch_size: int | None = None):
+        """The run's models checked and loaded once, ready to predict chunk after chunk
+        (:class:`moakit.runs.predict.Predictor`; InferenceError when the folder cannot)."""
+        from moakit.runs.predict import Predictor
 
-        return predict(self.path, data, batch_size)
+        return Predictor(self.path, batch_size)
+
+    def predict(self, data, batch_size: int | None = None, chunk_rows: int | None = 20_000,
+                progress: bool = False) -> pd.DataFrame:
+        """Predictions for new rows (a features file, read ``chunk_rows`` rows at a time, or
+        a Dataset) from the saved artifacts, nothing refitted: a validated submission frame
+        (sig_id + scored targets, rows in the input's order; controls 0). The values do not
+        depend on ``chunk_rows`` (None / 0: all rows at once)."""
+        from moakit.data.chunked import TableChunks
+        from moakit.data.dataset import Dataset
+        from moakit.runs.predict import collect, submission_frame, validate_submission
+        from moakit.streaming import DatasetRows
+
+        predictor = self.predictor(batch_size)
+        source = DatasetRows(data) if isinstance(data, Dataset) else TableChunks(data)
+        sig_id, out, _ = collect(predictor, source, chunk_rows, progress)
+        frame = submission_frame(sig_id, out, predictor.scored)
+        validate_submission(frame, sig_id, predictor.scored)
+        return frame
+
+    def predict_arrays(self, ds, batch_size: int | None = None, chunk_rows: int | None = 20_000,
+                       progress: bool = False, where: str = "features"
+                       ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
+        """(predictions float64, per model, scored target names) for the rows of the
+        Dataset ``ds``, as :meth:`predict`."""
+        from moakit.runs.predict import collect
+        from moakit.streaming import DatasetRows
+
+        predictor = self.predictor(batch_size)
+        _, out, per_model = collect(predictor, DatasetRows(ds, where), chunk_rows, progress)
+        return out, per_model, predictor.scored
 
 
 class ModelRun(Run):
@@ -124,6 +154,15 @@ class ModelRun(Run):
             for fdir in sorted(sdir.glob("fold_*"), key=lambda p: int(p.name.removeprefix("fold_"))):
                 if fdir.is_dir():
                     out.append((sdir.parent.name, seed, int(fdir.name.removeprefix("fold_")), fdir))
+        return out
+
+    def feature_sources(self) -> list[tuple[str, int, "records.FeaturesKey"]]:
+        """(stage, seed, features_key.json) of every stage-seed that has one, in a stable order."""
+        out = []
+        for sdir in sorted((self.path / layout.STAGES_DIR).glob(f"*/{layout.SEED_PREFIX}*")):
+            path = sdir / layout.FEATURES_KEY
+            if sdir.is_dir() and not sdir.name.startswith(".") and path.is_file():
+                out.append((sdir.parent.name, layout.seed_of(sdir.name), records.FeaturesKey.read(path)))
         return out
 
     @property
@@ -242,7 +281,7 @@ def check_resume(out: str | Path, kind: str, fingerprint: str, identity: Any = N
                  error: type[Exception] = ValueError) -> None:
     """The one rule for writing a run of ``kind`` into ``out``: a new or empty folder is
     fine; a folder of another kind, of another config (``identity``, compared with
-    :func:`moakit.runner.resume_identity` for a model run), other data (``fingerprint``) or
+    :func:`resume_identity` for a model run), other data (``fingerprint``) or
     another moakit version is refused with ``error`` naming it."""
     from moakit._version import __version__
     from moakit.manifest import read_manifest
@@ -272,9 +311,18 @@ def check_resume(out: str | Path, kind: str, fingerprint: str, identity: Any = N
                     f"not match: use another --out, delete it, or resume it with moakit {version}")
 
 
-def _check_identity(out: Path, identity: Any, error: type[Exception]) -> None:
-    from moakit.runner import resume_identity
+def resume_identity(config: Any) -> dict:
+    """What a run folder must match to be resumed: the resolved config's content (a
+    RunConfig or its JSON), never the path it was read from (``source``), so a copied or
+    moved run resumes."""
+    from moakit.config import RunConfig
 
+    dumped = config.model_dump(mode="json") if isinstance(config, RunConfig) else dict(config)
+    dumped.pop("source", None)
+    return dumped
+
+
+def _check_identity(out: Path, identity: Any, error: type[Exception]) -> None:
     try:
         previous = records.read_object(out / layout.CONFIG)
     except RunFileError as exc:

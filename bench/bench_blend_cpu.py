@@ -1,0 +1,111 @@
+"""Issue 25, item 2: ``blend_moakit`` against ``blend_best_lb`` searched the same way on the
+same member runs (cpu profiles), and the candidate members admitted by the nested score.
+
+    nice -n 19 .venv/bin/python bench/bench_blend_cpu.py --data sim6000-seed0
+    nice -n 19 .venv/bin/python bench/bench_blend_cpu.py --data sim6000-seed1
+
+Member runs are bench_quality_options.py's run folders under bench/out/quality/<data>/
+(reused when finished, trained there when missing), each at its shipped selection policy:
+``three_stage_nn``, ``simple_nn`` (the bench's 512 x 512, 12 epochs), ``simple_nn_drug_cv``
+(the same size), ``resnet_2heads`` / ``two_stage_nn_tabnet`` (``holdout``), ``cnn1d``
+(cpu profile, ``last``); candidates: ``label_powerset_nn`` and the Simple NN with
+``train.control_augment: 0.5``. Every blend is searched the same way (SLSQP, Optuna TPE
+``--trials``, per-target SLSQP; the method of the lowest nested log loss is kept; nested
+= 5 parts of the OOF rows). ``best_lb (preset)`` is blend_best_lb's cpu profile as shipped
+(the preset's weights renormalised, or the search when its nested score is lower).
+Scores: nested OOF log loss (treated rows), unseen-drug test log loss (treated), mean
+per-MoA test PR-AUC, mean target-wise correlation between the members (test, treated).
+Writes bench/out/quality/<data>/blend-cpu/report.md and scores.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+from bench_quality_options import OUT, _cpu_seconds, data_dir, scores, test_truth, train_all
+from common import write_report  # noqa: E402  (bench/common.py)
+
+BEST_LB = {"three_stage_nn": ("three_stage_nn", "last"), "two_stage_nn_tabnet": ("two_stage_nn_tabnet", "holdout"),
+           "simple_nn": ("simple_nn", "last"), "simple_nn_drug_cv": ("simple_nn_drug_cv", "last"),
+           "resnet_2heads": ("resnet_2heads", "holdout")}
+MOAKIT = {**BEST_LB, "cnn1d": ("cnn1d", "last")}
+CANDIDATES = {"label_powerset_nn": ("label_powerset_nn", "last"), "simple_nn_ctlaug": ("simple_nn", "ctlaug")}
+SKIPPED = {"models": ["deepinsight_efficientnet", "deepinsight_resnest_v2"], "reason": "need a GPU (cpu profile)"}
+
+
+def _blend(data, truth, runs: dict, members: dict, out, trials: int, preset: str | None = None) -> dict:
+    from moakit import metrics
+    from moakit.blend import blend_runs, mean_target_correlation
+
+    names = list(members)
+    dirs = [runs[members[n]][1]["run_dir"] for n in names]
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
+    res = blend_runs(dirs, out, names=names, methods=["slsqp", "optuna", "per_target"], n_trials=trials, data=data,
+                     nested_folds=5, preset=preset, choose="nested", skipped=SKIPPED if preset else None)
+    nested = res.summary["nested"]["methods"]
+    chosen = "preset" if res.method.startswith("preset") else res.method
+    te = ~data.test.is_control
+    test = metrics.zero_controls(np.clip(res.test, 0, 1), data.test.is_control)
+    sc = scores(SimpleNamespace(oof=res.oof, test=test), data, truth)  # scores() reads .oof / .test
+    corr = mean_target_correlation([runs[members[n]][0].test for n in names], data.test.is_control)
+    off = corr[~np.eye(len(names), dtype=bool)]
+    return {"members": names, "method": res.method, "weights": {n: round(float(w), 3) for n, w in zip(
+        names, np.asarray(res.weights).mean(axis=-1) if np.ndim(res.weights) > 1 else res.weights)},
+            "nested_oof": nested[chosen]["log_loss_treated"],
+            "nested_best_single": nested["best_single"]["log_loss_treated"],
+            "oof": sc["oof"], "test": metrics.mean_log_loss(truth[te], test[te]), "pr_auc": sc["pr_auc"],
+            "mean_corr_test": float(np.nanmean(off)),
+            "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(_cpu_seconds() - cpu0, 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="sim6000-seed0")
+    ap.add_argument("--trials", type=int, default=300)
+    ap.add_argument("--without", nargs="*", default=[], help="members left out of every blend (not trained)")
+    args = ap.parse_args()
+    for members in (BEST_LB, MOAKIT):
+        for name in args.without:
+            members.pop(name, None)
+    import torch
+
+    torch.set_num_threads(1)
+    from moakit.data.io import load
+
+    data = load(data_dir(args.data))
+    truth = test_truth(data)
+    folder = OUT / "quality" / args.data
+    jobs = list(dict.fromkeys([*MOAKIT.values(), *CANDIDATES.values()]))
+    runs = train_all(data, folder, jobs, truth)
+    out = folder / ("blend-cpu" + "".join(f"-without-{n}" for n in args.without))
+    rows = {"best_lb (preset)": _blend(data, truth, runs, BEST_LB, out / "best_lb_preset", args.trials, "best_lb"),
+            "best_lb (searched)": _blend(data, truth, runs, BEST_LB, out / "best_lb", args.trials),
+            "moakit": _blend(data, truth, runs, MOAKIT, out / "moakit", args.trials)}
+    for name, key in CANDIDATES.items():
+        rows[f"moakit + {name}"] = _blend(data, truth, runs, {**MOAKIT, name: key}, out / f"moakit+{name}", args.trials)
+        print(name, rows[f"moakit + {name}"], flush=True)
+    rows["moakit + both"] = _blend(data, truth, runs, {**MOAKIT, **CANDIDATES}, out / "moakit+both", args.trials)
+    lines = [f"## {args.data}: blends at the cpu profile (without: {args.without or 'nothing'}; Optuna "
+             f"{args.trials} trials)", "", f"load (uptime): {os.getloadavg()}", "",
+             "| member | OOF (treated) | test (treated) | test PR-AUC |", "|---|---|---|---|"]
+    for (m, v), (_, s) in runs.items():
+        lines.append(f"| {m}-{v} | {s['oof']:.5f} | {s['test']:.5f} | {s['pr_auc']:.4f} |")
+    lines += ["", "| blend | method | nested OOF | nested best single | test | test PR-AUC | mean corr. | CPU s |",
+              "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['method']} | {r['nested_oof']:.5f} | {r['nested_best_single']:.5f} "
+                     f"| {r['test']:.5f} | {r['pr_auc']:.4f} | {r['mean_corr_test']:.3f} | {r['cpu_seconds']:.0f} |")
+    write_report(out / "report.md", lines)
+    (out / "scores.json").write_text(json.dumps({"runs": {f"{m}-{v}": s for (m, v), (_, s) in runs.items()},
+                                                 "blends": rows}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

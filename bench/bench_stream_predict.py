@@ -1,0 +1,166 @@
+"""Streaming `moakit predict` (BENCHMARKS.md, "Feature reuse and streaming prediction").
+
+Step `train`: every tabular model of blend_moakit at its `full` seed count with the smoke
+profile's widths, epochs and folds, on simulate(n_rows=3000, seed=5), and a `moakit blend` of
+them (the DeepInsight CNNs left out: their CPU predict at 100,000 rows takes hours).
+Step `inputs`: 100,000 rows (the simulated test rows repeated with fresh sig_ids) as CSV, and
+the same rows' genes as a 100,000-signature GCTX (for a gene-only run).
+Step `predict`: `/usr/bin/time -v moakit predict` per model and for the blend, one pass
+(--chunk-rows 0) and streaming (--chunk-rows 20000): rows/s, wall, CPU seconds, peak RSS,
+the load (uptime) beside each; the two outputs compared byte for byte.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/bench_stream_predict.py train
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path("bench/out/stream_predict")
+DATA = Path("bench/out/streaming/data")  # simulate(n_rows=3000, seed=5), as bench_streaming.py
+MODELS = ["simple_nn", "simple_nn_drug_cv", "resnet_2heads", "cnn1d", "three_stage_nn", "two_stage_nn_tabnet"]
+ROWS = 100_000
+
+
+def train() -> None:
+    import torch
+
+    from moakit import runner
+    from moakit.config import load_config
+    from moakit.data.io import load
+
+    torch.set_num_threads(1)
+    data = load(DATA)
+    for name in MODELS[:int(os.environ.get("BENCH_MODELS", len(MODELS)))]:
+        out = ROOT / "runs" / name
+        if (out / "metrics.json").exists():
+            continue
+        config = load_config(name, profile="smoke").model_copy(update={"seeds": list(load_config(name).seeds)})
+        t0, c0 = time.perf_counter(), time.process_time()
+        runner.train(config, data, out, show_progress=False)
+        print(json.dumps({"trained": name, "seeds": len(config.seeds), "folds": config.cv.n_folds,
+                          "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+                          "uptime": os.popen("uptime").read().strip()}), flush=True)
+    blend = ROOT / "runs" / "blend"
+    if not (blend / "blend.json").exists():
+        moakit = str(Path(sys.executable).with_name("moakit"))
+        trained = [m for m in MODELS if (ROOT / "runs" / m / "metrics.json").exists()]
+        subprocess.run([moakit, "blend", *[str(ROOT / "runs" / m) for m in trained], "--out", str(blend),
+                        "--trials", "50"], check=True, stdout=subprocess.DEVNULL)
+
+
+def train_gene_only() -> None:
+    """simple_nn (6 seeds, smoke widths) on the same data without the cell columns: the run
+    a GCTX of gene expression alone can be predicted with."""
+    import pandas as pd
+    import torch
+
+    from moakit import runner
+    from moakit.config import load_config
+    from moakit.data.io import load
+
+    torch.set_num_threads(1)
+    data_dir = ROOT / "data_genes"
+    if not (data_dir / "train_features.csv").exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for f in DATA.rglob("*.csv"):
+            dest = data_dir / f.relative_to(DATA)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            frame = pd.read_csv(f)
+            frame.drop(columns=[c for c in frame.columns if c.startswith("c-")]).to_csv(dest, index=False)
+    out = ROOT / "runs" / "simple_nn_genes"
+    if not (out / "metrics.json").exists():
+        config = load_config("simple_nn", profile="smoke").model_copy(update={"seeds": list(load_config("simple_nn").seeds)})
+        runner.train(config, load(data_dir), out, show_progress=False)
+
+
+def inputs() -> None:
+    """100,000 rows: the simulated test rows repeated with fresh sig_ids (bench_streaming.py's
+    input, written line by line from the test CSV's text: the same values), and their genes
+    as a 100,000-signature GCTX (Entrez ids as gene ids, cp_* as column annotations)."""
+    import numpy as np
+    import pandas as pd
+
+    from moakit.data import gctx
+    from moakit.data.column_maps import lish_moa_gene_ids
+
+    lines = (DATA / "test_features.csv").read_text().splitlines()
+    header, body = lines[0], lines[1:]
+    big = ROOT / "rows_100k.csv"
+    if not big.exists():
+        with open(big, "w") as fh:
+            fh.write(header + "\n")
+            for i in range(ROWS):
+                fh.write(f"id_{i:06d}" + body[i % len(body)][body[i % len(body)].index(","):] + "\n")
+    path = ROOT / "rows_100k.gctx"
+    if not path.exists():
+        test = pd.read_csv(DATA / "test_features.csv")
+        genes = [c for c in test.columns if c.startswith("g-")]
+        ids = lish_moa_gene_ids()
+        values = test[genes].to_numpy(np.float32)
+        take = np.arange(ROWS) % len(test)
+        cid = [f"id_{i:06d}" for i in range(ROWS)]
+        meta = test[["cp_type", "cp_time", "cp_dose"]].iloc[take].set_axis(pd.Index(cid))
+        blocks = (values[take[i:i + 10_000]] for i in range(0, ROWS, 10_000))
+        gctx.write_gctx_blocks(path, cid, [ids[g] for g in genes], blocks, col_meta=meta)
+
+
+def one(run: Path, features: Path, out: Path, chunk: int) -> dict:
+    moakit = str(Path(sys.executable).with_name("moakit"))
+    cmd = ["/usr/bin/time", "-v", moakit, "predict", "--run", str(run), "--features", str(features), "--out",
+           str(out), "--chunk-rows", str(chunk), "--json"]
+    load_before = os.popen("uptime").read().strip()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        return {"run": run.name, "chunk_rows": chunk, "error": proc.stderr[-2000:]}
+    err = proc.stderr
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
+    user = float(re.search(r"User time \(seconds\): ([\d.]+)", err).group(1))
+    system = float(re.search(r"System time \(seconds\): ([\d.]+)", err).group(1))
+    info = json.loads(proc.stdout)
+    return {"run": run.name, "input": features.name, "chunk_rows": chunk, "rows": info["rows"],
+            "rows_per_s": info["rows_per_second"], "wall_s": round(wall, 1), "cpu_s": round(user + system, 1),
+            "peak_rss_mib": round(rss / 1024), "uptime_before": load_before,
+            "uptime_after": os.popen("uptime").read().strip()}
+
+
+def predict(which: list[str]) -> None:
+    results = ROOT / "results.jsonl"
+    for name in which:
+        run = ROOT / "runs" / name
+        features = ROOT / ("rows_100k.gctx" if name.endswith("gctx") else "rows_100k.csv")
+        if name.endswith("gctx"):
+            run = ROOT / "runs" / name.removesuffix("_gctx")
+        outs = []
+        for chunk in [int(c) for c in os.environ.get("BENCH_CHUNKS", "0,20000").split(",")]:
+            dest = ROOT / "pred" / f"{name}_{chunk}.csv"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            row = one(run, features, dest, chunk)
+            outs.append(dest)
+            with open(results, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+        if len(outs) == 2:
+            same = all(p.exists() for p in outs) and outs[0].read_bytes() == outs[1].read_bytes()
+            with open(results, "a") as fh:
+                fh.write(json.dumps({"run": name, "byte_identical": same}) + "\n")
+
+
+if __name__ == "__main__":
+    step = sys.argv[1]
+    if step == "train":
+        train()
+    elif step == "train_gene_only":
+        train_gene_only()
+    elif step == "inputs":
+        inputs()
+    else:
+        predict(sys.argv[2:])
