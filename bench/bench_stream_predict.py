@@ -1,15 +1,19 @@
 """Streaming `moakit predict` (BENCHMARKS.md, "Feature reuse and streaming prediction").
 
-Step `train`: every tabular model of blend_moakit at its `full` seed count with the smoke
-profile's widths, epochs and folds, on simulate(n_rows=3000, seed=5), and a `moakit blend` of
-them (the DeepInsight CNNs left out: their CPU predict at 100,000 rows takes hours).
+Step `train`: blend_moakit's tabular models at their `full` seed count with the smoke
+profile's widths, epochs and 3 folds, on simulate(n_rows=3000, seed=5) (the first
+BENCH_MODELS of MODELS; the DeepInsight CNNs left out: their CPU predict of 100,000 rows
+takes hours), and a `moakit blend --method per_target` of those trained (every model keeps a
+weight, so every model runs at prediction).
+Step `train_gene_only`: simple_nn (6 seeds, smoke widths) on the same data without c- columns.
 Step `inputs`: 100,000 rows (the simulated test rows repeated with fresh sig_ids) as CSV, and
-the same rows' genes as a 100,000-signature GCTX (for a gene-only run).
-Step `predict`: `/usr/bin/time -v moakit predict` per model and for the blend, one pass
-(--chunk-rows 0) and streaming (--chunk-rows 20000): rows/s, wall, CPU seconds, peak RSS,
-the load (uptime) beside each; the two outputs compared byte for byte.
+their genes as a 100,000-signature GCTX (for the gene-only run).
+Step `predict NAME...`: `/usr/bin/time -v moakit predict` per run (NAME_gctx: the GCTX input),
+one pass (--chunk-rows 0) and streaming (--chunk-rows 20000) (BENCH_CHUNKS="0,20000"): rows/s,
+wall, CPU seconds, peak RSS, the load (uptime) before and after; the outputs compared byte
+for byte when both ran.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/bench_stream_predict.py train
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 BENCH_MODELS=3 nice -n 19 .venv/bin/python bench/bench_stream_predict.py train
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def train() -> None:
         moakit = str(Path(sys.executable).with_name("moakit"))
         trained = [m for m in MODELS if (ROOT / "runs" / m / "metrics.json").exists()]
         subprocess.run([moakit, "blend", *[str(ROOT / "runs" / m) for m in trained], "--out", str(blend),
-                        "--trials", "50"], check=True, stdout=subprocess.DEVNULL)
+                        "--method", "per_target"], check=True, stdout=subprocess.DEVNULL)
 
 
 def train_gene_only() -> None:
@@ -76,7 +80,8 @@ def train_gene_only() -> None:
             frame.drop(columns=[c for c in frame.columns if c.startswith("c-")]).to_csv(dest, index=False)
     out = ROOT / "runs" / "simple_nn_genes"
     if not (out / "metrics.json").exists():
-        config = load_config("simple_nn", profile="smoke").model_copy(update={"seeds": list(load_config("simple_nn").seeds)})
+        seeds = list(load_config("simple_nn").seeds)
+        config = load_config("simple_nn", profile="smoke").model_copy(update={"seeds": seeds})
         runner.train(config, load(data_dir), out, show_progress=False)
 
 

@@ -78,3 +78,17 @@ def test_patches_match_the_scripts(model):
                                  spec.patches(args), spec.script)  # stops (SystemExit) on a patch that no longer matches
     assert "parity_folds" in text
     compile(text, spec.script, "exec")
+
+
+def test_report_ratios_to_the_script_and_to_the_shipped_config():
+    sc = lambda ll, ap: {"log_loss_treated": ll, "pr_auc": ap, "roc_auc": 0.5, "n_targets": 3}  # noqa: E731
+    result = {"pathway-seed0-x1": {"simple_nn/script": sc(0.02, 0.1), "simple_nn/shipped": sc(0.018, 0.2),
+                                   "simple_nn/float64": sc(0.009, 0.4), "cnn1d/shipped": sc(0.01, 0.1),
+                                   "prior": sc(0.03, 0.01)}}
+    lines = grid.report_lines(result)
+    text = "\n".join(lines)
+    assert "| simple_nn/shipped, effect scale 1 | 0.900 / 0.900 / 0.900 (n=1) | 2.000 / 2.000 / 2.000 (n=1) |" in text
+    assert "| cnn1d/shipped (vs the simple_nn script), effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) |" in text
+    paired = text.split("Each variant over moakit's shipped config")[1]
+    assert "| simple_nn/float64, effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) | 2.000 / 2.000 / 2.000 (n=1) |" in paired
+    assert "shipped, effect" not in paired and "prior" not in paired

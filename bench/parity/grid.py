@@ -226,23 +226,38 @@ def report_lines(result: dict) -> list[str]:
     lines = ["| dataset | code | test log loss (treated) | PR-AUC | ROC-AUC | targets | CPU s |",
              "|---|---|---|---|---|---|---|"]
     ratios: dict[str, dict[str, list[float]]] = {}
+    paired: dict[str, dict[str, list[float]]] = {}  # a variant over the shipped config, same dataset
     for name, entry in result.items():
+        scale = f", effect scale {name.rsplit('-x', 1)[-1]}"
         for code, sc in entry.items():
             lines.append(f"| {name} | {code} | {sc['log_loss_treated']:.5f} | {sc['pr_auc']:.4f} | "
                          f"{sc['roc_auc']:.4f} | {sc['n_targets']} | {sc.get('cpu_s') or ''} |")
             model = code.split("/")[0]
             label = code if f"{model}/script" in entry else f"{code} (vs the {REFERENCE} script)"
-            label += f", effect scale {name.rsplit('-x', 1)[-1]}"
             script = entry.get(f"{model}/script", entry.get(f"{REFERENCE}/script"))
             if "/" in code and not code.endswith("/script") and script is not None:
-                r = ratios.setdefault(label, {"log_loss": [], "pr_auc": [], "roc_auc": []})
-                for key in r:
-                    r[key].append(sc[f"{key}_treated" if key == "log_loss" else key]
-                                  / script[f"{key}_treated" if key == "log_loss" else key])
+                _add_ratios(ratios, label + scale, sc, script)
+            shipped = entry.get(f"{model}/shipped")
+            if "/" in code and code.split("/")[1] not in ("script", "shipped") and shipped is not None:
+                _add_ratios(paired, code + scale, sc, shipped)
     lines += ["", "Ratio moakit / script over the grid, min / median / max (log loss: below 1 better; "
-              "PR-AUC, ROC-AUC: above 1 better):", "",
-              "| model / variant | log loss | PR-AUC | ROC-AUC |", "|---|---|---|---|"]
-    for code, r in sorted(ratios.items()):
+              "PR-AUC, ROC-AUC: above 1 better):", ""] + _ratio_table(ratios)
+    if paired:
+        lines += ["", "Each variant over moakit's shipped config on the same dataset and folds, "
+                  "min / median / max:", ""] + _ratio_table(paired)
+    return lines
+
+
+def _add_ratios(table: dict, label: str, sc: dict, ref: dict) -> None:
+    r = table.setdefault(label, {"log_loss": [], "pr_auc": [], "roc_auc": []})
+    for key in r:
+        field = f"{key}_treated" if key == "log_loss" else key
+        r[key].append(sc[field] / ref[field])
+
+
+def _ratio_table(table: dict) -> list[str]:
+    lines = ["| model / variant | log loss | PR-AUC | ROC-AUC |", "|---|---|---|---|"]
+    for code, r in sorted(table.items()):
         lines.append(f"| {code} | {_fmt_ratio(r['log_loss'])} | {_fmt_ratio(r['pr_auc'])} | {_fmt_ratio(r['roc_auc'])} |")
     return lines
 

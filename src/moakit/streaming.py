@@ -10,8 +10,11 @@ with fixed random states (every seed's features the same) transforms once per st
 instead of once per seed.
 
 Bounded memory: per chunk only the chunk's blocks, feature matrices and network
-activations exist; what grows with the input is the input itself and the predictions
-(rows x targets). Every transform moakit ships is row-independent at inference
+activations exist; ``moakit predict`` also reads its input and writes its output chunk by
+chunk (:mod:`moakit.runs.predict`, :mod:`moakit.inference`), so what grows with the input is
+its ids and meta columns. Chunks are whole multiples of the networks' inference batch
+(``Predictor.aligned_chunk_rows``), so each network sees the batches of one pass, and a last
+chunk of one row joins the one before (a one-row matrix product may round differently). Every transform moakit ships is row-independent at inference
 (scalers, quantile, PCA / FA, variance threshold, row statistics, k-means one-hot, the
 networks in eval mode), with one exception handled here: umap-learn's ``transform``
 chooses its optimisation epochs from the number of rows it is given (100 up to 10,000

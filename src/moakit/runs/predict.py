@@ -383,7 +383,8 @@ def validate_submission(frame, sig_id: np.ndarray, names: list[str]) -> None:
     bad = ~np.isfinite(values)
     if bad.any():
         row, j = (int(v[0]) for v in np.nonzero(bad))
-        raise InferenceError(f"prediction for sig_id {ids[row]!r}, target {names[j]!r} is {values[row, j]} (not finite)")
+        raise InferenceError(f"prediction for sig_id {ids[row]!r}, target {names[j]!r} is {values[row, j]} "
+                             "(not finite)")
     outside = (values < 0) | (values > 1)
     if outside.any():
         row, j = (int(v[0]) for v in np.nonzero(outside))
