@@ -60,6 +60,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
+from moakit.runs import layout
 from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
 from moakit.models.estimators import register_estimator
@@ -222,25 +223,25 @@ class DeepInsightFeatures:
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
-            np.savez(tmp / "scaler.npz", **self.scaler.state_dict())
-            self.fmap.save(tmp / "feature_map.npz")
-            (tmp / "deepinsight.json").write_text(json.dumps(
+            np.savez(tmp / layout.DEEPINSIGHT_SCALER, **self.scaler.state_dict())
+            self.fmap.save(tmp / layout.DEEPINSIGHT_FEATURE_MAP)
+            (tmp / layout.DEEPINSIGHT_SPEC).write_text(json.dumps(
                 {"resolution": self.resolution, "image_size": self.image_size, "blocks": list(self.blocks),
                  "groups": self.groups, "info": self.info}, indent=2))
-            self.fmap.plot(tmp / "feature_map.png", groups=self.groups, resolution=self.resolution,
+            self.fmap.plot(tmp / layout.DEEPINSIGHT_FEATURE_MAP_PNG, groups=self.groups, resolution=self.resolution,
                            title=f"DeepInsight feature map, {self.n_features} features")
 
     @classmethod
     def load(cls, path: Path) -> "DeepInsightFeatures":
         path = Path(path)
-        spec = json.loads((path / "deepinsight.json").read_text())
+        spec = json.loads((path / layout.DEEPINSIGHT_SPEC).read_text())
         if "blocks" not in spec:  # saved before cp_codes
             from moakit.runs.records import unsupported
 
-            raise unsupported(path / "deepinsight.json", "no input blocks recorded")
-        with np.load(path / "scaler.npz", allow_pickle=False) as z:
+            raise unsupported(path / layout.DEEPINSIGHT_SPEC, "no input blocks recorded")
+        with np.load(path / layout.DEEPINSIGHT_SCALER, allow_pickle=False) as z:
             scaler = LogNormScaler.from_state_dict({k: z[k] for k in z.files})
-        fmap = FeatureMap.load(path / "feature_map.npz")
+        fmap = FeatureMap.load(path / layout.DEEPINSIGHT_FEATURE_MAP)
         return cls(scaler, fmap, spec["resolution"], spec["image_size"], spec["groups"], spec.get("info"),
                    blocks=spec["blocks"])
 
@@ -284,7 +285,7 @@ class DeepInsightEstimator(TorchEstimator):
     by TorchEstimator's save / load.
     """
 
-    RENDER = "render.npz"  # the renderer's pixel coordinates, grid and image size
+    RENDER = layout.DEEPINSIGHT_RENDER  # the renderer's pixel coordinates, grid and image size
 
     def __init__(self, network: str, kwargs: dict, render: dict, module: nn.Module | None = None,
                  eval_batch_size: int = 512, info: dict | None = None, device: str = "auto",

@@ -13,10 +13,11 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
+from moakit.runs import layout
 from moakit.registry import Registry
 
-SPEC = "spec.json"  # inside an estimator folder: its kind and what rebuilds it
-WEIGHTS = "weights.pt"  # a torch estimator's state dict (loaded with weights_only=True)
+SPEC = layout.ESTIMATOR_SPEC  # inside an estimator folder: its kind and what rebuilds it
+WEIGHTS = layout.ESTIMATOR_WEIGHTS  # a torch estimator's state dict (loaded with weights_only=True)
 
 # kind -> estimator class; importing moakit.models runs every model module's decorators
 ESTIMATORS: Registry[type] = Registry("estimator kind", loader=lambda: importlib.import_module("moakit.models"))

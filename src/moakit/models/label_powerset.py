@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
+from moakit.runs import layout
 from moakit.artifacts import atomic_dir
 from moakit.models.estimators import SPEC, register_estimator
 from moakit.models.base import FitContext, Model, StageSpec, TorchEstimator, register
@@ -76,12 +77,12 @@ class PowersetMap:
         return np.asarray(class_proba, np.float32) @ self.matrix
 
     def save(self, path: Path) -> None:
-        np.save(path / "combos.npy", self.combos)
-        np.save(path / "other.npy", self.other)
+        np.save(path / layout.POWERSET_COMBOS, self.combos)
+        np.save(path / layout.POWERSET_OTHER, self.other)
 
     @classmethod
     def load(cls, path: Path) -> "PowersetMap":
-        return cls(np.load(path / "combos.npy"), np.load(path / "other.npy"))
+        return cls(np.load(path / layout.POWERSET_COMBOS), np.load(path / layout.POWERSET_OTHER))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

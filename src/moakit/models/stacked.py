@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from moakit.runs import layout
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
 from moakit.models.base import Blocks, Model, StageSpec, on_device
@@ -58,12 +59,12 @@ class StackedFeatures:
             self.own.save(tmp / "own")
             if self.base is not None:
                 self.base.save(tmp / "base")
-            (tmp / "stacked.json").write_text(json.dumps({"has_base": self.base is not None}))
+            (tmp / layout.STACKED_SPEC).write_text(json.dumps({"has_base": self.base is not None}))
 
     @classmethod
     def load(cls, path: Path) -> "StackedFeatures":
         path = Path(path)
-        spec = json.loads((path / "stacked.json").read_text())
+        spec = json.loads((path / layout.STACKED_SPEC).read_text())
         base = load_pipeline(path / "base") if spec["has_base"] else None
         return cls(load_pipeline(path / "own"), base)
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from moakit.runs import layout
 from moakit.artifacts import atomic_dir, read_json, refuse_pickle, write_json
 from moakit.features import PipelineConfig
 from moakit.metrics import mean_log_loss, sigmoid
@@ -188,7 +189,7 @@ class TabNetEstimator:
                 "info": self.info}
         with atomic_dir(path) as tmp:
             write_json(tmp / SPEC, spec)
-            torch.save(reg.network.state_dict(), tmp / "weights.pt")
+            torch.save(reg.network.state_dict(), tmp / layout.ESTIMATOR_WEIGHTS)
 
     @classmethod
     def load(cls, path: Path) -> "TabNetEstimator":
@@ -203,7 +204,7 @@ class TabNetEstimator:
         if spec.get("format") != cls.FORMAT:
             raise ValueError(f"{path / SPEC}: TabNet estimator format {spec.get('format')!r}, "
                              f"this moakit reads {cls.FORMAT}")
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)  # first: building is slow
+        state = torch.load(path / layout.ESTIMATOR_WEIGHTS, map_location="cpu", weights_only=True)  # first: building is slow
         try:
             params = dict(spec["init_params"])
             with _quiet():

@@ -87,6 +87,18 @@ FEATURES_MANIFEST = "manifest.json"
 FEATURES_STATES = "steps.json"
 FEATURES_ARRAYS = "steps.npz"
 
+# inside estimator/ (a fold's fitted estimator; models/estimators.py reads SPEC for its kind)
+ESTIMATOR_SPEC = "spec.json"  # its kind and what rebuilds it
+ESTIMATOR_WEIGHTS = "weights.pt"  # a torch state dict, loaded with weights_only=True
+STACKED_SPEC = "stacked.json"  # a stacked stage: whether a base stage is inside
+POWERSET_COMBOS = "combos.npy"  # label powerset: the label combinations (classes)
+POWERSET_OTHER = "other.npy"  # label powerset: the rare combinations' mean label row
+DEEPINSIGHT_SPEC = "deepinsight.json"  # DeepInsight features: blocks, resolution, groups
+DEEPINSIGHT_SCALER = "scaler.npz"
+DEEPINSIGHT_FEATURE_MAP = "feature_map.npz"
+DEEPINSIGHT_FEATURE_MAP_PNG = "feature_map.png"
+DEEPINSIGHT_RENDER = "render.npz"  # the renderer's pixel coordinates, grid and image size
+
 # --------------------------------------------------------------------------- a workflow run
 WORKFLOW = "workflow.json"
 MODELS_DIR = "models"
