@@ -164,7 +164,7 @@ def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
 
     figs["explanations"] = {}
     for e in report.get("explanations") or []:
-        f = f"deletion_{_safe_name(e['target'])}_{e['method']}.png"
+        f = layout.REPORT_DELETION_PNG.format(target=_safe_name(e["target"]), method=e["method"])
         if plot_deletion(e, tmp / f):
             figs["explanations"][f"{e['target']}.{e['method']}"] = f
     scores = [(r["name"], r["log_loss"]) for r in report["models"] if r["log_loss"] is not None]
@@ -180,7 +180,7 @@ def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
                          tmp / layout.REPORT_PER_TARGET_PNG, report["per_target"].get("prior_label", "prior"))
         figs["per_target"] = layout.REPORT_PER_TARGET_PNG
     for name, curves in report["curves"].items():
-        f = f"curves_{_safe_name(name)}.png"
+        f = layout.REPORT_CURVES_PNG.format(name=_safe_name(name))
         if _plot_curves(curves, name, tmp / f):
             figs["curves"][name] = f
     captions = {layout.CORRELATION_PNG["oof"]: "OOF predictions (treated rows)",
@@ -191,7 +191,7 @@ def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
     for name, maps in report["feature_maps"].items():
         model_dir = Path(report["model_dirs"][name])
         for k, src in enumerate(map(Path, maps)):
-            dst = f"deepinsight_{_safe_name(name)}_{k}.png"
+            dst = layout.REPORT_FEATURE_MAP_PNG.format(name=_safe_name(name), k=k)
             shutil.copyfile(src, tmp / dst)
             if out_dir.resolve() in src.resolve().parents:
                 shutil.copyfile(src, tmp / src.name)  # a map the model put in this report folder stays

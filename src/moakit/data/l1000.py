@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from moakit.artifacts import atomic_dir
+from moakit.data import schema
 from moakit.data.io import DataError
 from moakit.data.l1000_files import (  # noqa: F401  (find_files, read_siginfo, dose_label re-exported)
     EXAMPLES, L1000Files, _shown, dose_label, find_files, read_compound_moas, read_geneinfo, read_siginfo,
@@ -422,9 +423,9 @@ def _write_folder(out: Path, src: Path, info: dict, features: pd.DataFrame, scor
         if is_test.any():
             _write_split(tmp, "test", features[is_test].reset_index(drop=True), Y[is_test], columns, drug[is_test])
         pd.DataFrame({"column": gene_columns, "entrez_id": genes["gene_id"], "symbol": genes["symbol"]}).to_csv(
-            tmp / "genes.csv", index=False)
+            tmp / schema.GENE_INFO, index=False)
         info["planted_truth"] = _copy_truth(src, tmp, columns, gene_columns)
-        (tmp / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / schema.DATASET_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def simulate_l1000_dataset(out_dir: str | Path, n_signatures: int = 4000, seed: int = 0,

@@ -58,6 +58,9 @@ REPORT_JSON = "report.json"
 REPORT_MODEL_SCORES_PNG = "model_scores.png"  # the report's own figures, beside index.html
 REPORT_PER_TARGET_PNG = "per_target_log_loss.png"
 REPORT_EVALUATION_PNG = "evaluation_pr_auc.png"  # a copy of RUN/evaluation/pr_auc.png
+REPORT_DELETION_PNG = "deletion_{target}_{method}.png"  # an explanation's deletion curve
+REPORT_CURVES_PNG = "curves_{name}.png"  # a model's training curves
+REPORT_FEATURE_MAP_PNG = "deepinsight_{name}_{k}.png"  # a copy of a DeepInsight model's feature map
 
 # --------------------------------------------------------------------------- a model run
 CONFIG = "config.json"
