@@ -107,3 +107,17 @@ def clean_exit(res, codes=(1, 2)) -> str:
     assert isinstance(res.exception, SystemExit), res.exception
     assert "Traceback" not in text
     return text
+
+
+def gene_only_run(root: Path, n_rows: int) -> tuple[Path, Path]:
+    """A simulated lish-moa folder without the cell block (g- columns only) and a
+    ``simple_nn`` smoke run on it: (data folder, run folder)."""
+    from moakit.data.simulate import simulate
+
+    data = simulate(root / "data", n_rows=n_rows, seed=4, file_format="parquet")
+    for name in ("train_features", "test_features"):
+        frame = pd.read_parquet(data / f"{name}.parquet")
+        frame.drop(columns=[c for c in frame.columns if c.startswith("c-")]).to_parquet(data / f"{name}.parquet")
+    res = invoke("train", "simple_nn", "--data", data, "--out", root / "run", "--profile", "smoke", "--quiet")
+    assert res.exit_code == 0, res.stdout + res.stderr
+    return data, root / "run"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import conftest
 from conftest import clean_exit, invoke
 
 from moakit.data import gctx
@@ -198,16 +199,7 @@ def test_matrix_columns_without_siginfo_rows_are_counted(lincs, tmp_path):
 @pytest.fixture(scope="module")
 def gene_only_run(tmp_path_factory):
     """A lish-moa-layout run without the cell block: simple_nn (smoke) on g-0 .. g-771."""
-    from moakit.data.simulate import simulate
-
-    root = tmp_path_factory.mktemp("lm")
-    data = simulate(root / "data", n_rows=500, seed=4, file_format="parquet")
-    for name in ("train_features", "test_features"):
-        frame = pd.read_parquet(data / f"{name}.parquet")
-        frame.drop(columns=[c for c in frame.columns if c.startswith("c-")]).to_parquet(data / f"{name}.parquet")
-    res = invoke("train", "simple_nn", "--data", data, "--out", root / "run", "--profile", "smoke", "--quiet")
-    assert res.exit_code == 0, res.stdout + res.stderr
-    return data, root / "run"
+    return conftest.gene_only_run(tmp_path_factory.mktemp("lm"), n_rows=500)
 
 
 def _export_gctx(data: Path, path: Path, drop: int = 0, seed: int = 0) -> Path:

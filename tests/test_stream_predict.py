@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import conftest
 from conftest import invoke
 
 from moakit import inference
@@ -36,16 +37,7 @@ def runs(sim_folder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def gene_only(tmp_path_factory):
     """A gene-only lish-moa folder (no c- columns) and a simple_nn smoke run on it."""
-    from moakit.data.simulate import simulate
-
-    root = tmp_path_factory.mktemp("stream_genes")
-    data = simulate(root / "data", n_rows=400, seed=4, file_format="parquet")
-    for name in ("train_features", "test_features"):
-        frame = pd.read_parquet(data / f"{name}.parquet")
-        frame.drop(columns=[c for c in frame.columns if c.startswith("c-")]).to_parquet(data / f"{name}.parquet")
-    res = invoke("train", "simple_nn", "--data", data, "--out", root / "run", "--profile", "smoke", "--quiet")
-    assert res.exit_code == 0, res.stdout + res.stderr
-    return data, root / "run"
+    return conftest.gene_only_run(tmp_path_factory.mktemp("stream_genes"), n_rows=400)
 
 
 def test_chunk_slices_and_row_renumbering():

@@ -97,8 +97,7 @@ def gctx_ids(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(signature ids ``cid``, gene ids ``rid``) of a GCTX file, as str arrays in storage order."""
     path = Path(path)
     with _open(path) as handle:
-        n_col, n_row = _matrix(handle, path).shape
-        return _ids(handle, path, COL_ID, n_col), _ids(handle, path, ROW_ID, n_row)
+        return _matrix_and_ids(handle, path)[1:]
 
 
 def read_gctx_meta(path: str | Path, axis: str = "col") -> pd.DataFrame:
@@ -171,6 +170,13 @@ def _read_slab(dset, sig_pos: np.ndarray, gene_pos: np.ndarray) -> np.ndarray:
     return out
 
 
+def _matrix_and_ids(handle, path: Path):
+    """The matrix dataset of an open GCTX file and its column (signature) and row (gene) ids."""
+    dset = _matrix(handle, path)
+    n_col, n_row = dset.shape
+    return dset, _ids(handle, path, COL_ID, n_col), _ids(handle, path, ROW_ID, n_row)
+
+
 def read_gctx(path: str | Path, rid: Sequence[str] | None = None, cid: Sequence[str] | None = None) -> pd.DataFrame:
     """Signatures x genes from a GCTX file: the signatures ``cid`` (all when None) and the
     genes ``rid`` (all when None), in the requested order, float32.
@@ -181,10 +187,7 @@ def read_gctx(path: str | Path, rid: Sequence[str] | None = None, cid: Sequence[
     many, and a few of them by name)."""
     path = Path(path)
     with _open(path) as handle:
-        dset = _matrix(handle, path)
-        n_col, n_row = dset.shape
-        cids = _ids(handle, path, COL_ID, n_col)
-        rids = _ids(handle, path, ROW_ID, n_row)
+        dset, cids, rids = _matrix_and_ids(handle, path)
         sig_pos = _positions(path, cids, cid, COL_ID)
         gene_pos = _positions(path, rids, rid, ROW_ID)
         values = _read_slab(dset, sig_pos, gene_pos)
@@ -200,10 +203,8 @@ def iter_gctx(path: str | Path, rid: Sequence[str] | None = None, chunk_rows: in
     it, so the chunks hold the values of one whole read."""
     path = Path(path)
     with _open(path) as handle:
-        dset = _matrix(handle, path)
-        n_col, n_row = dset.shape
-        cids = _ids(handle, path, COL_ID, n_col)
-        rids = _ids(handle, path, ROW_ID, n_row)
+        dset, cids, rids = _matrix_and_ids(handle, path)
+        n_col = dset.shape[0]
         gene_pos = _positions(path, rids, rid, ROW_ID)
         step = chunk_rows or max(n_col, 1)
         for lo in range(0, max(n_col, 1), step):
