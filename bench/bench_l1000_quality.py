@@ -87,9 +87,11 @@ def main() -> None:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--seeds", type=int, default=1, help="permutation seeds of the shuffled baseline")
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--sim-seed", type=int, default=0, help="the simulator's seed (another dataset: OUT/l1000_quality-seedN)")
     args = ap.parse_args()
-    ROOT.mkdir(parents=True, exist_ok=True)
-    results_path = ROOT / "results.json"
+    root = ROOT if args.sim_seed == 0 else ROOT.with_name(f"{ROOT.name}-seed{args.sim_seed}")
+    root.mkdir(parents=True, exist_ok=True)
+    results_path = root / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     results["rows"] = args.rows
     steps = results.setdefault("steps", {})  # simulate, dataset
@@ -102,9 +104,9 @@ def main() -> None:
         tmp.write_text(json.dumps(results, indent=1) + "\n")
         tmp.replace(results_path)
 
-    lincs, data = ROOT / "lincs", ROOT / "data"
+    lincs, data = root / "lincs", root / "data"
     if not lincs.exists():
-        run(["simulate", lincs, "--layout", "l1000", "--rows", args.rows, "--seed", 0], steps, "simulate")
+        run(["simulate", lincs, "--layout", "l1000", "--rows", args.rows, "--seed", args.sim_seed], steps, "simulate")
     if not data.exists():
         run(["dataset", "l1000", lincs, "--out", data], steps, "dataset")
     results["dataset"] = json.loads((data / "dataset.json").read_text())
@@ -112,7 +114,7 @@ def main() -> None:
         results["dataset"][key] = len(results["dataset"].get(key) or [])
     save()
     for name in args.models.split(","):
-        run_dir = ROOT / "runs" / f"{name}-{args.profile}"
+        run_dir = root / "runs" / f"{name}-{args.profile}"
         if not complete(run_dir):
             run(["train", name, "--data", data, "--out", run_dir, "--profile", args.profile, "--quiet"],
                 models.setdefault(name, {}), "train")
