@@ -15,6 +15,10 @@ Member runs are bench_quality_options.py's run folders under bench/out/quality/<
 (the preset's weights renormalised, or the search when its nested score is lower).
 Scores: nested OOF log loss (treated rows), unseen-drug test log loss (treated), mean
 per-MoA test PR-AUC, mean target-wise correlation between the members (test, treated).
+Control row: ``+ simple_nn_seed1`` (the Simple NN ``last`` with torch seed 1), what a second
+run of a model gains by seed averaging alone. Diagnostic column (never a selection): the test
+log loss of SLSQP weights fitted on the test labels, the best one weight vector over those
+members could do there. ``--without`` members are dropped from the preset as well.
 Writes bench/out/quality/<data>/blend-cpu/report.md and scores.json.
 """
 
@@ -36,32 +40,72 @@ BEST_LB = {"three_stage_nn": ("three_stage_nn", "last"), "two_stage_nn_tabnet": 
            "resnet_2heads": ("resnet_2heads", "holdout")}
 MOAKIT = {**BEST_LB, "cnn1d": ("cnn1d", "last")}
 CANDIDATES = {"label_powerset_nn": ("label_powerset_nn", "last"), "simple_nn_ctlaug": ("simple_nn", "ctlaug")}
+# The control of every "+ candidate" row: a second Simple NN run differing only by its torch seed
+# (a second run of the same model gains by seed averaging alone; the ctlaug candidate is one).
+CONTROLS = {"simple_nn_seed1": ("simple_nn", "last_seed1")}
 SKIPPED = {"models": ["deepinsight_efficientnet", "deepinsight_resnest_v2"], "reason": "need a GPU (cpu profile)"}
 
 
-def _blend(data, truth, runs: dict, members: dict, out, trials: int, preset: str | None = None) -> dict:
+def _oracle(data, truth, tests: list) -> tuple[float, np.ndarray]:
+    """A DIAGNOSTIC, never a selection: the unseen-drug test log loss (treated) of SLSQP
+    weights fitted on the test labels themselves: the best any one weight vector over these
+    members could do on this test set (what the OOF-searched weights leave on the table)."""
     from moakit import metrics
-    from moakit.blend import blend_runs, mean_target_correlation
+    from moakit.blend import blend_predictions, search_weights
+
+    ctl = np.asarray(data.test.is_control, bool)
+    w = search_weights(tests, truth, ctl, method="slsqp").weights
+    test = metrics.zero_controls(np.clip(blend_predictions(tests, w), 0, 1), ctl)
+    return metrics.mean_log_loss(truth[~ctl], test[~ctl]), np.asarray(w)
+
+
+def _skipped(without) -> dict:
+    """The preset's models left out: the GPU CNNs, plus any ``--without`` member (its preset
+    weight dropped, the rest renormalised)."""
+    if not without:
+        return SKIPPED
+    return {"models": [*SKIPPED["models"], *without],
+            "reason": f"{SKIPPED['reason']}; {', '.join(without)}: left out of this benchmark (--without)"}
+
+
+def _blend(data, truth, runs: dict, members: dict, out, trials: int, preset: str | None = None,
+           without: list[str] = ()) -> dict:
+    from moakit import metrics
+    from moakit.blend import blend_predictions, blend_runs, mean_target_correlation
 
     names = list(members)
     dirs = [runs[members[n]][1]["run_dir"] for n in names]
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     res = blend_runs(dirs, out, names=names, methods=["slsqp", "optuna", "per_target"], n_trials=trials, data=data,
-                     nested_folds=5, preset=preset, choose="nested", skipped=SKIPPED if preset else None)
+                     nested_folds=5, preset=preset, choose="nested", skipped=_skipped(without) if preset else None)
     nested = res.summary["nested"]["methods"]
     chosen = "preset" if res.method.startswith("preset") else res.method
     te = ~data.test.is_control
     test = metrics.zero_controls(np.clip(res.test, 0, 1), data.test.is_control)
     sc = scores(SimpleNamespace(oof=res.oof, test=test), data, truth)  # scores() reads .oof / .test
     corr = mean_target_correlation([runs[members[n]][0].test for n in names], data.test.is_control)
+    oracle = _oracle(data, truth, [runs[members[n]][0].test for n in names])
     off = corr[~np.eye(len(names), dtype=bool)]
-    return {"members": names, "method": res.method, "weights": {n: round(float(w), 3) for n, w in zip(
+    fixed = {}
+    if preset:  # the preset's own weights, whichever the nested score chose
+        fixed_test = metrics.zero_controls(np.clip(blend_predictions(
+            [runs[members[n]][0].test for n in names], res.preset_weights), 0, 1), data.test.is_control)
+        fixed = {"preset_nested_oof": nested["preset"]["log_loss_treated"],
+                 "preset_test": metrics.mean_log_loss(truth[te], fixed_test[te]),
+                 "preset_weights": {n: round(float(w), 3) for n, w in zip(names, res.preset_weights)}}
+    return {**fixed, "members": names, "method": res.method, "weights": {n: round(float(w), 3) for n, w in zip(
         names, np.asarray(res.weights).mean(axis=-1) if np.ndim(res.weights) > 1 else res.weights)},
             "nested_oof": nested[chosen]["log_loss_treated"],
             "nested_best_single": nested["best_single"]["log_loss_treated"],
             "oof": sc["oof"], "test": metrics.mean_log_loss(truth[te], test[te]), "pr_auc": sc["pr_auc"],
-            "mean_corr_test": float(np.nanmean(off)),
+            "mean_corr_test": float(np.nanmean(off)), "oracle_test": oracle[0],
+            "oracle_weights": {n: round(float(w), 3) for n, w in zip(names, oracle[1])},
             "seconds": round(time.perf_counter() - t0, 1), "cpu_seconds": round(_cpu_seconds() - cpu0, 1)}
+
+
+def _short(weights: dict) -> str:
+    """The non-zero weights, e.g. ``simple_nn 0.29, resnet_2heads 0.25``."""
+    return ", ".join(f"{n} {w:.2f}" for n, w in weights.items() if w >= 0.005) or "-"
 
 
 def main() -> int:
@@ -81,26 +125,35 @@ def main() -> int:
     data = load(data_dir(args.data))
     truth = test_truth(data)
     folder = OUT / "quality" / args.data
-    jobs = list(dict.fromkeys([*MOAKIT.values(), *CANDIDATES.values()]))
+    jobs = list(dict.fromkeys([*MOAKIT.values(), *CANDIDATES.values(), *CONTROLS.values()]))
     runs = train_all(data, folder, jobs, truth)
     out = folder / ("blend-cpu" + "".join(f"-without-{n}" for n in args.without))
-    rows = {"best_lb (preset)": _blend(data, truth, runs, BEST_LB, out / "best_lb_preset", args.trials, "best_lb"),
+    rows = {"best_lb (preset)": _blend(data, truth, runs, BEST_LB, out / "best_lb_preset", args.trials, "best_lb",
+                                        args.without),
             "best_lb (searched)": _blend(data, truth, runs, BEST_LB, out / "best_lb", args.trials),
             "moakit": _blend(data, truth, runs, MOAKIT, out / "moakit", args.trials)}
     for name, key in CANDIDATES.items():
         rows[f"moakit + {name}"] = _blend(data, truth, runs, {**MOAKIT, name: key}, out / f"moakit+{name}", args.trials)
         print(name, rows[f"moakit + {name}"], flush=True)
+    for name, key in CONTROLS.items():
+        rows[f"moakit + {name} (control)"] = _blend(data, truth, runs, {**MOAKIT, name: key},
+                                                    out / f"moakit+{name}", args.trials)
     rows["moakit + both"] = _blend(data, truth, runs, {**MOAKIT, **CANDIDATES}, out / "moakit+both", args.trials)
     lines = [f"## {args.data}: blends at the cpu profile (without: {args.without or 'nothing'}; Optuna "
              f"{args.trials} trials)", "", f"load (uptime): {os.getloadavg()}", "",
              "| member | OOF (treated) | test (treated) | test PR-AUC |", "|---|---|---|---|"]
     for (m, v), (_, s) in runs.items():
         lines.append(f"| {m}-{v} | {s['oof']:.5f} | {s['test']:.5f} | {s['pr_auc']:.4f} |")
-    lines += ["", "| blend | method | nested OOF | nested best single | test | test PR-AUC | mean corr. | CPU s |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| blend | method | nested OOF | nested best single | test | test PR-AUC | mean corr. | CPU s "
+              "| weights (mean per model) | test, test-fitted weights (diagnostic) | those weights |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['method']} | {r['nested_oof']:.5f} | {r['nested_best_single']:.5f} "
-                     f"| {r['test']:.5f} | {r['pr_auc']:.4f} | {r['mean_corr_test']:.3f} | {r['cpu_seconds']:.0f} |")
+                     f"| {r['test']:.5f} | {r['pr_auc']:.4f} | {r['mean_corr_test']:.3f} | {r['cpu_seconds']:.0f} "
+                     f"| {_short(r['weights'])} | {r['oracle_test']:.5f} | {_short(r['oracle_weights'])} |")
+    p = rows["best_lb (preset)"]
+    lines += ["", f"best_lb preset's own weights (renormalised; not chosen unless the method above says preset): "
+              f"nested OOF {p['preset_nested_oof']:.5f}, test {p['preset_test']:.5f}, weights {_short(p['preset_weights'])}"]
     write_report(out / "report.md", lines)
     (out / "scores.json").write_text(json.dumps({"runs": {f"{m}-{v}": s for (m, v), (_, s) in runs.items()},
                                                  "blends": rows}, indent=2, default=str))

@@ -36,7 +36,7 @@ CONFIGS = ["deepinsight_efficientnet", "deepinsight_resnest", "deepinsight_resne
 def step_seconds(backbone: str, image_size: int, batch: int, amp: bool, repeats: int = 3) -> float:
     """Best-of-``repeats`` seconds of one forward + backward + RAdam step on CPU."""
     from moakit.models.deepinsight_cnn import DeepInsightCNN
-    from moakit.nn.train import _autocast
+    from moakit.nn.train import autocast_context
 
     torch.manual_seed(0)
     net = DeepInsightCNN(backbone, 206).train()
@@ -46,7 +46,7 @@ def step_seconds(backbone: str, image_size: int, batch: int, amp: bool, repeats:
     for _ in range(repeats + 1):  # the first step warms up
         start = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        with _autocast(amp, torch.device("cpu")):
+        with autocast_context(amp, torch.device("cpu")):
             logits = net(x)
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y).backward()
         opt.step()

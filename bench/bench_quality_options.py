@@ -66,9 +66,10 @@ def data_dir(name: str) -> Path:
         if not LABELS.exists():
             raise SystemExit(f"skipped: {LABELS} is absent")
         simulate(tmp, seed=int(name.split("seed")[1]), labels_from=LABELS)
-    else:  # sim<ROWS>-seed<S>
+    else:  # sim<ROWS>-seed<S>, or sim<ROWS>-factor-seed<S> (the other generator, same labels and split)
         rows, seed = name[3:].split("-seed")
-        simulate(tmp, n_rows=int(rows), seed=int(seed))
+        rows, _, generator = rows.partition("-")
+        simulate(tmp, n_rows=int(rows), seed=int(seed), generator=generator or "pathway")
     tmp.rename(folder)
     return folder
 

@@ -376,13 +376,13 @@ def test_cli_blend(tiny_runs, tmp_path):
 
 def test_run_table_shows_the_searched_weights_beside_a_preset(capsys):
     """`moakit run` of blend_best_lb: the preset weights are used, the searched ones shown beside them."""
-    from moakit.cli import _print_workflow
+    from moakit.cli import print_workflow
 
     models = {n: {"profile": "cpu", "seeds": 1, "folds": 5, "oof_log_loss": 0.02, "weight": w}
               for n, w in blend.PRESETS["best_lb"].items()}
     searched = {"slsqp": {"weights": {"simple_nn": 0.6, "three_stage_nn": 0.4}, "oof_log_loss": 0.0141},
                 "optuna": {"weights": {"simple_nn": 0.55, "three_stage_nn": 0.45}, "oof_log_loss": 0.0142}}
-    _print_workflow({"run_dir": "RUN", "submission": "RUN/submission.csv", "report": None, "models": models,
+    print_workflow({"run_dir": "RUN", "submission": "RUN/submission.csv", "report": None, "models": models,
                      "blend": {"oof_log_loss": 0.0145, "method": "preset:best_lb", "searched": searched},
                      "prior_oof_log_loss": 0.0205})
     out = capsys.readouterr().out

@@ -115,13 +115,13 @@ def test_headline_sentences():
 
 
 def test_workflow_table_names_the_cv_of_each_oof_number(capsys):
-    from moakit.cli import _print_workflow
+    from moakit.cli import print_workflow
 
     models = {n: {"profile": "demo", "seeds": 1, "folds": 3, "cv": cv, "oof_log_loss": oof, "weight": w,
                   "prior_oof_log_loss": 0.02, "test_log_loss": t}
               for n, cv, oof, w, t in (("simple_nn", "old", 0.015, 0.6, 0.0150),
                                        ("simple_nn_drug_cv", "drug", 0.019, 0.4, 0.0149))}
-    _print_workflow({"run_dir": "RUN", "submission": "RUN/submission.csv", "report": None, "models": models,
+    print_workflow({"run_dir": "RUN", "submission": "RUN/submission.csv", "report": None, "models": models,
                      "blend": {"oof_log_loss": 0.0145, "method": "slsqp", "test_log_loss": 0.0146,
                                "prior_test_log_loss": 0.0165, "note": "CPU profile note."},
                      "prior_oof_log_loss": 0.02})

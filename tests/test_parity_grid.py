@@ -37,6 +37,17 @@ def test_variants_change_one_setting_each():
     assert grid.outputs("two_stage_nn_tabnet") == [("scored", "two_stage_nn_tabnet")]
 
 
+def test_real_label_datasets_are_named_apart_and_reported_apart():
+    assert grid.dataset_name("factor", 0, 1.0) == "factor-seed0-x1"
+    assert grid.dataset_name("factor", 0, 1.0, real_labels=True) == "real-factor-seed0-x1"
+    sc = {"log_loss_treated": 0.02, "pr_auc": 0.2, "roc_auc": 0.7, "n_targets": 3}
+    result = {name: {"simple_nn/script": sc, "simple_nn/shipped": sc}
+              for name in ("pathway-seed0-x1", "real-pathway-seed0-x1")}
+    lines = grid.report_lines(result)
+    assert any(line.startswith("| simple_nn/shipped, real labels, effect scale 1 | 1.000") for line in lines)
+    assert any(line.startswith("| simple_nn/shipped, effect scale 1 | 1.000") for line in lines)
+
+
 def test_float64_blocks_apply_and_keep_the_network_input_float32(monkeypatch):
     from moakit.features import pipeline, steps
 

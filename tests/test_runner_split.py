@@ -30,7 +30,9 @@ def test_the_runners_old_names_are_the_moved_objects():
     for module, names in SPLIT.items():
         for name in names:
             assert getattr(runner, name) is getattr(module, name), name
-    assert runner._stage_blocks is stages.stage_blocks  # what explain / streaming import
+    assert runner.stage_blocks is stages.stage_blocks
+    # explain / streaming import the stage chain from moakit.stages, not through private runner aliases
+    assert not hasattr(runner, "_stage_blocks") and not hasattr(runner, "_fit_blocks")
     from moakit.feature_reuse import _fingerprint  # noqa: F401 (imports data_fingerprint from its module)
 
 

@@ -2,12 +2,16 @@
 
     .venv/bin/python bench/parity/grid.py run --winners W --out bench/out/grid \\
         [--generators pathway factor] [--seeds 0 1] [--scales 1.0] [--rows 3000] \\
-        [--models simple_nn cnn1d] [--variants shipped]
+        [--models simple_nn cnn1d] [--variants shipped] [--labels-from LABELS_DIR]
     .venv/bin/python bench/parity/grid.py report --out bench/out/grid [--report FILE]
 
 Datasets: ``moakit simulate`` with each generator x seed x effect scale (synthetic labels of
 ``--rows`` rows; the same seed gives the same labels, drugs and split for every generator
-and scale, so the datasets are paired). On each, in this order (every step is skipped when
+and scale, so the datasets are paired). With ``--labels-from DIR`` (the real lish-moa
+``train_targets_scored``, ``train_targets_nonscored`` and ``train_drug`` .csv.zip) the
+datasets are ``moakit simulate --labels-from`` instead: the 23,814 real rows, labels and drug
+ids (``--rows`` ignored; whole drugs, ``--test-fraction`` of the rows, held out as test),
+named ``real-GENERATOR-seedS-xE`` so they never clash with the synthetic ones. On each, in this order (every step is skipped when
 its output exists, so a stopped grid resumes, and a later call with more models, scales or
 variants adds to it):
 
@@ -73,15 +77,19 @@ def variant_args(model: str, variant: str) -> list[str]:
             "float64": shipped + ["--block-dtype", "float64"]}[variant]
 
 
-def dataset_name(generator: str, seed: int, scale: float) -> str:
-    return f"{generator}-seed{seed}-x{scale:g}"
+def dataset_name(generator: str, seed: int, scale: float, real_labels: bool = False) -> str:
+    return f"{'real-' if real_labels else ''}{generator}-seed{seed}-x{scale:g}"
 
 
-def make_dataset(folder: Path, rows: int, generator: str, seed: int, scale: float) -> None:
+def make_dataset(folder: Path, rows: int, generator: str, seed: int, scale: float,
+                 labels_from: Path | None = None, test_fraction: float = 0.2) -> None:
+    """Simulate the dataset at ``folder`` unless it is there: synthetic labels of ``rows``
+    rows, or the real labels, sig_ids and drug ids of ``labels_from`` (all 23,814 rows)."""
     from moakit.data.simulate import simulate
 
     if not (folder / "answers").exists():
-        simulate(folder, n_rows=rows, seed=seed, generator=generator, effect_scale=scale)
+        simulate(folder, n_rows=rows, seed=seed, generator=generator, effect_scale=scale,
+                 labels_from=labels_from, test_fraction=test_fraction)
 
 
 def _run(cmd: list[str], log: Path) -> bool:
@@ -137,9 +145,9 @@ def cmd_run(args) -> int:
     for scale in args.scales:
         for seed in args.seeds:
             for generator in args.generators:
-                name = dataset_name(generator, seed, scale)
+                name = dataset_name(generator, seed, scale, args.labels_from is not None)
                 data = args.out / "data" / name
-                make_dataset(data, args.rows, generator, seed, scale)
+                make_dataset(data, args.rows, generator, seed, scale, args.labels_from, args.test_fraction)
                 print(f"{name}:", flush=True)
                 (args.out / name).mkdir(parents=True, exist_ok=True)
                 run_dataset(data, args.out / name, args)
@@ -228,7 +236,7 @@ def report_lines(result: dict) -> list[str]:
     ratios: dict[str, dict[str, list[float]]] = {}
     paired: dict[str, dict[str, list[float]]] = {}  # a variant over the shipped config, same dataset
     for name, entry in result.items():
-        scale = f", effect scale {name.rsplit('-x', 1)[-1]}"
+        scale = f"{', real labels' if name.startswith('real-') else ''}, effect scale {name.rsplit('-x', 1)[-1]}"
         for code, sc in entry.items():
             lines.append(f"| {name} | {code} | {sc['log_loss_treated']:.5f} | {sc['pr_auc']:.4f} | "
                          f"{sc['roc_auc']:.4f} | {sc['n_targets']} | {sc.get('cpu_s') or ''} |")
@@ -285,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rows", type=int, default=3000)
     run.add_argument("--models", nargs="+", default=["simple_nn", "cnn1d"])
     run.add_argument("--variants", nargs="+", default=["shipped"], help=f"of {', '.join(VARIANTS)}")
+    run.add_argument("--labels-from", type=Path, default=None,
+                     help="folder of the real lish-moa label files: datasets on the real labels and drugs "
+                          "(23,814 rows; --rows ignored), named real-GENERATOR-seedS-xE")
+    run.add_argument("--test-fraction", type=float, default=0.2,
+                     help="share of the rows (whole drugs, unseen in training) held out as test")
     rep = sub.add_parser("report", help="score every finished run")
     rep.add_argument("--out", type=Path, required=True)
     rep.add_argument("--report", type=Path, default=None)

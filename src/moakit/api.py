@@ -85,7 +85,7 @@ def list_backbones() -> list[str]:
 
 def list_executors() -> list[str]:
     """Where fold jobs can run (``--executor``; ``ray`` needs the ``moakit[ray]`` extra)."""
-    from moakit.runner import EXECUTORS
+    from moakit.executors import EXECUTORS
 
     return EXECUTORS.names()
 

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from moakit.api_model import MoAModel, _is_shipped
-from moakit.api_run import _global_state_kept, _read_predictions, _RunEstimator
+from moakit.api_model import MoAModel, is_shipped
+from moakit.api_run import RunEstimator, global_state_kept, load_predictions
 from moakit.artifacts import read_json
 from moakit.data.frames import training_data as _training_data
 from moakit.runs import layout
@@ -37,7 +37,7 @@ def _entries(models) -> list[dict]:
     return entries
 
 
-class MoABlend(_RunEstimator):
+class MoABlend(RunEstimator):
     """Several models blended by OOF-optimal weights, as ``moakit run`` does.
 
     Parameters
@@ -115,7 +115,7 @@ class MoABlend(_RunEstimator):
         check_fit_arguments({f"model entry {name!r}": c for name, c in resolve_models(cfg).items()}, data,
                             "MoABlend.fit")
         run_dir = self._new_run_dir()
-        with _global_state_kept(), self._feature_cache():
+        with global_state_kept(), self._feature_cache():
             run_workflow(cfg, data, run_dir, profile=cfg.profile, executor=self.executor,
                          show_progress=self.verbose, device=self.device)
         self._write_estimator_file(run_dir)
@@ -149,8 +149,8 @@ class MoABlend(_RunEstimator):
         rows.append({"model": "blend", "oof_log_loss": float(summary["log_loss"]),
                      "oof_log_loss_treated": float(summary["log_loss_treated"]), "weight": 1.0})
         self.scores_ = pd.DataFrame(rows).set_index("model")
-        self.oof_ = _read_predictions(layout.blend_dir(run_dir) / layout.BLEND_OOF)
-        test = _read_predictions(layout.blend_dir(run_dir) / layout.BLEND_TEST)
+        self.oof_ = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_OOF)
+        test = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_TEST)
         self.test_predictions_ = None if test.empty else test
 
     @classmethod
@@ -169,7 +169,7 @@ class MoABlend(_RunEstimator):
         params = cls._saved_params(path)
         if params is None:
             source = Path(cfg.source) if cfg.source else None
-            params = {"models": (source.stem if source is not None and _is_shipped(source) else cfg.source)
+            params = {"models": (source.stem if source is not None and is_shipped(source) else cfg.source)
                       or [e.model_dump() for e in cfg.models], "profile": cfg.profile}
         est = cls(**params)
         est._set_fitted(path, cfg)

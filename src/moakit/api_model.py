@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moakit.api_run import _global_state_kept, _read_predictions, _RunEstimator
+from moakit.api_run import RunEstimator, global_state_kept, load_predictions
 from moakit.artifacts import read_json
 from moakit.data.frames import training_data as _training_data
 from moakit.runs import layout
@@ -17,7 +17,7 @@ from moakit.runs import layout
 # --------------------------------------------------------------------------- one model
 
 
-class MoAModel(_RunEstimator):
+class MoAModel(RunEstimator):
     """One model config trained over seeds x folds, as ``moakit train`` does.
 
     Parameters
@@ -106,7 +106,7 @@ class MoAModel(_RunEstimator):
         check_fit_arguments({f"config {self.config!r}": cfg}, data, "MoAModel.fit")
         check_models({self.config if isinstance(self.config, str) else str(self.config): cfg}, data)
         run_dir = self._new_run_dir()
-        with _global_state_kept(), self._feature_cache():
+        with global_state_kept(), self._feature_cache():
             result = runner.train(cfg, data, run_dir, executor=self.executor, show_progress=self.verbose,
                                   device=self.device)
         self._write_estimator_file(run_dir)
@@ -134,24 +134,24 @@ class MoAModel(_RunEstimator):
         """A fitted MoAModel from a run folder of ``save`` or of ``moakit train`` (used in
         place, not copied)."""
         from moakit.config import RunConfig
-        from moakit.inference import _check_model_dir
+        from moakit.runs.predict import check_model_dir
 
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: run folder not found")
         _not_a_workflow(path)
-        _check_model_dir(path)
+        check_model_dir(path)
         cfg = RunConfig(**read_json(path / layout.CONFIG))
         params = cls._saved_params(path)
         if params is None:  # a `moakit train` folder: its resolved config says it all
             source = Path(cfg.source) if cfg.source else None
-            params = {"config": source.stem if source is not None and _is_shipped(source) else (cfg.source or cfg.model),
+            params = {"config": source.stem if source is not None and is_shipped(source) else (cfg.source or cfg.model),
                       "profile": cfg.profile, "seeds": list(cfg.seeds), "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme}
         est = cls(**params)
         est._set_fitted(path, cfg)
-        est.oof_ = _read_predictions(path / layout.OOF_PREDICTIONS)
+        est.oof_ = load_predictions(path / layout.OOF_PREDICTIONS)
         test = path / layout.TEST_PREDICTIONS
-        est.test_predictions_ = _read_predictions(test) if test.exists() else None
+        est.test_predictions_ = load_predictions(test) if test.exists() else None
         if est.test_predictions_ is not None and est.test_predictions_.empty:
             est.test_predictions_ = None
         return est
@@ -173,7 +173,7 @@ def _not_a_workflow(path: Path) -> None:
                          "`moakit predict --run`, or load the workflow run it belongs to with moakit.MoABlend.load")
 
 
-def _is_shipped(path: Path) -> bool:
+def is_shipped(path: Path) -> bool:
     from moakit.config import packaged_configs
 
     shipped = packaged_configs()

@@ -31,7 +31,7 @@ ESTIMATOR_FILE = layout.ESTIMATOR  # the estimator's constructor arguments, besi
 
 
 @contextlib.contextmanager
-def _global_state_kept():
+def global_state_kept():
     """Numpy's and torch's global generators, torch's thread count and the warning
     filters as they were, whatever training does to them."""
     import torch
@@ -48,7 +48,7 @@ def _global_state_kept():
             torch.set_num_threads(threads)
 
 
-def _read_predictions(path: Path) -> pd.DataFrame:
+def load_predictions(path: Path) -> pd.DataFrame:
     from moakit.runs.records import read_predictions
 
     return read_predictions(path)
@@ -69,7 +69,7 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class _RunEstimator(BaseEstimator):
+class RunEstimator(BaseEstimator):
     """What MoAModel and MoABlend share: a run folder (given or temporary), predict,
     save / load, pickling."""
 

@@ -10,6 +10,7 @@ the refusal of old pickled artifacts (:func:`refuse_pickle`; a run folder is dat
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -25,25 +26,51 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; on success it replaces ``target``."""
+def atomic_dir(target: str | Path, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; on success it becomes ``target`` by rename.
+
+    Every writer has its own temporary (and backup) name, so concurrent writers of one
+    target all succeed and ``target`` is always one writer's complete folder. With
+    ``replace`` the last writer wins: a ``target`` already there is renamed away into this
+    writer's backup folder, then removed. Without it the first wins: a ``target`` already
+    there is kept and FileExistsError raised. Either way no temporary is left behind."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        _rename_into_place(tmp, target, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# what a rename onto an existing non-empty folder (or a file) fails with
+_TAKEN = frozenset({errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR})
+_MAX_TRIES = 1000  # each failed try means another writer's rename succeeded meanwhile
+
+
+def _rename_into_place(tmp: Path, target: Path, replace: bool) -> None:
+    backup = None
+    try:
+        for n in range(_MAX_TRIES):
+            try:
+                os.rename(tmp, target)  # atomic; succeeds only where target is absent (or an empty folder)
+                return
+            except OSError as exc:
+                if exc.errno not in _TAKEN:
+                    raise
+                if not replace:
+                    raise FileExistsError(exc.errno, f"{target}: written by another writer first") from None
+            if backup is None:
+                backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+            with contextlib.suppress(FileNotFoundError):  # another writer may have moved it away first
+                os.rename(target, backup / str(n))
+        raise OSError(f"{target}: replaced by other writers {_MAX_TRIES} times while this one tried")
+    finally:
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -162,7 +189,7 @@ class RunLockedError(ValueError):
     """Another live process works in the run folder; the message names its pid and host."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -238,7 +265,7 @@ def run_lock(run_dir: str | Path, log=_log) -> Iterator[Path]:
                         f"{run_dir}: another moakit run works in this folder ({where}, since "
                         f"{owner.get('started', '?')}); wait for it, use another --out, or delete {path} "
                         "if that run is gone")
-            elif _pid_alive(pid):
+            elif pid_alive(pid):
                 from moakit.validate import lock_held_message, pid_reused
 
                 if not pid_reused(pid, owner.get("started")):  # else: stale, its pid given to another process

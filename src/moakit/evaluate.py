@@ -142,11 +142,12 @@ class Loaded:
 def load(run_dir: str | Path, data: str | Path | None = None) -> Loaded:
     """A run's honest sets, read with the blend module's readers (rows in the members' order)."""
     from moakit import blend as blend_mod
+    from moakit.blend.members import data_from_manifests
     from moakit.data.io import load as load_data
 
     run = read_run_files(run_dir)
     names, dirs = list(run.members), list(run.members.values())
-    moa = load_data(data) if data is not None else blend_mod._data_from_manifests(dirs, names)
+    moa = load_data(data) if data is not None else data_from_manifests(dirs, names)
     inputs = blend_mod.load_runs(dirs, names, data=moa)
     weights = [run.weights[n] for n in names] if run.weights else [1.0]
     if run.predictions:
@@ -173,13 +174,13 @@ def load(run_dir: str | Path, data: str | Path | None = None) -> Loaded:
 
 
 def _read_aligned(path: Path, sig_id: np.ndarray, names: list[str]) -> np.ndarray:
-    from moakit.blend import _align, _read_predictions
+    from moakit.blend.members import align_rows, read_member_predictions
 
-    frame = _read_predictions(path, path.parent.name)
+    frame = read_member_predictions(path, path.parent.name)
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise EvaluateError(f"{path}: target column {missing[0]!r} is missing")
-    return _align(frame[["sig_id", *names]], np.asarray(sig_id), path.parent.name, path, path.parent.name)
+    return align_rows(frame[["sig_id", *names]], np.asarray(sig_id), path.parent.name, path, path.parent.name)
 
 
 def _aligned_groups(group, sig_id, order) -> np.ndarray | None:
@@ -422,12 +423,12 @@ def write_evaluation(result: Evaluation, out_dir: Path) -> Path:
     with atomic_dir(out_dir) as tmp:
         write_csv(result, tmp / layout.EVALUATION_CSV)
         plot_pr_auc(result, tmp / layout.EVALUATION_PNG)
-        doc = {**result.summary, "per_target": {k: _records(t) for k, t in result.tables.items()}}
+        doc = {**result.summary, "per_target": {k: table_records(t) for k, t in result.tables.items()}}
         (tmp / layout.EVALUATION).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     return out_dir
 
 
-def _records(table: pd.DataFrame) -> list[dict]:
+def table_records(table: pd.DataFrame) -> list[dict]:
     out = []
     for target, row in table.iterrows():
         rec = {"target": str(target)}

@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from moakit.artifacts import current_umask, read_json, write_json
+from moakit.artifacts import atomic_dir, read_json, write_json
 
 ENV_DIR = "MOAKIT_FEATURE_CACHE"
 ENV_MAX_GB = "MOAKIT_FEATURE_CACHE_MAX_GB"
@@ -204,8 +203,6 @@ class FeatureCache:
         """Copy entry ``key``'s state to ``target`` (a folder written whole) and return
         ``load(target)`` (True without ``load``); None on a miss. A damaged entry: a warning,
         the entry removed, None."""
-        from moakit.artifacts import atomic_dir
-
         entry = self.entry_dir(key)
         if not (entry / ENTRY).is_file():
             return None
@@ -274,26 +271,20 @@ class FeatureCache:
                           f"({self.max_bytes / 1e9:g} GB); not stored", FeatureCacheWarning, stacklevel=2)
             return False
         self._prepare()
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=self.entries_dir))
         try:
-            os.chmod(tmp, 0o777 & ~current_umask())
-            listed = {}
-            for f in files:
-                rel = f.relative_to(source).as_posix()
-                size, digest = _copy_hashed(f, tmp / STATE_DIR / rel)
-                listed[rel] = {"size": size, "sha256": digest}
-            write_json(tmp / ENTRY, {"key": key, **(about or {}), "versions": _versions(),
-                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": listed})
-            (tmp / USED).touch()
-            try:
-                os.rename(tmp, entry)
-            except OSError:
-                if not (entry / ENTRY).is_file():
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another writer stored it first: theirs is kept
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with atomic_dir(entry, replace=False) as tmp:
+                listed = {}
+                for f in files:
+                    rel = f.relative_to(source).as_posix()
+                    size, digest = _copy_hashed(f, tmp / STATE_DIR / rel)
+                    listed[rel] = {"size": size, "sha256": digest}
+                write_json(tmp / ENTRY, {"key": key, **(about or {}), "versions": _versions(),
+                                         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": listed})
+                (tmp / USED).touch()
+        except FileExistsError:
+            if not (entry / ENTRY).is_file():
+                raise
+            # another writer stored it first: theirs is kept
         self.evict(keep=key)
         return True
 
@@ -350,7 +341,9 @@ class FeatureCache:
         now = time.time()
         for p in self.entries_dir.iterdir():
             with contextlib.suppress(OSError):
-                if p.name.startswith(".trash-") or (p.name.startswith(".tmp-")
+                # any other dot-name is a writer's temporary (atomic_dir's ".<key>.<random>";
+                # ".tmp-..." of earlier versions): stale ones are crashed writers'
+                if p.name.startswith(".trash-") or (p.name.startswith(".")
                                                     and now - p.stat().st_mtime > _STALE_TMP_S):
                     shutil.rmtree(p, ignore_errors=True)
 

@@ -2,14 +2,23 @@
 
 A stage-seed's feature fit is determined by: the model and stage, the feature pipelines
 it fits (their steps' kinds and parameters) with each step's random state as resolved for
-the seed (its own ``random_state``, else the seed), the data (the runner's fingerprint of
-the train and test rows, which also fixes the rows fitted on), and the upstream stage
-outputs its ``meta`` block is made of. :func:`stage_key` digests these; two stage-seeds
-with equal keys fit equal states. When every step fixes its random state (the 3-stage
-NN's FA / UMAP / quantile steps, as the winners' script), the seed is not in the key and
-all seeds of a stage share one fit: the first seed fits and saves it, the others' features
-folder is made of hard links to its files (a copy where links are not possible) and
-``features_key.json`` records where it came from.
+the seed (its own ``random_state``, else the seed) where the step's kind draws from one
+(``Step.uses_random_state`` / ``draws_random``: a row statistic, a variance threshold or a
+scaler draws nothing, so the seed is not in its part of the key), the data (the runner's
+fingerprint of the train and test rows, which also fixes the rows fitted on), and the
+upstream stage outputs its ``meta`` block is made of. :func:`stage_key` digests these; two
+stage-seeds with equal keys fit equal states. When every step fixes its random state or
+draws none (the 3-stage NN's FA / UMAP / quantile steps, as the winners' script; the Simple
+NN's, whose row statistics take no seed), the seed is not in the key and all seeds of a
+stage share one fit: the first seed fits and saves it, the others' features folder is made
+of hard links to its files (a copy where links are not possible) and ``features_key.json``
+records where it came from.
+
+Keys of runs written before the seed was left out of seedless steps differ from today's
+for pipelines with such a step and no random state of its own (the Simple NNs' row
+statistics); a resumed run then fits the missing stage-seeds once more under the new key
+(an older seed's saved features are reused as they are, never compared), and results are
+the same (the seed changed nothing in those steps). Keys with no such step are unchanged.
 
 Only models whose features are feature pipelines and nothing else take part (the MLPs,
 the stacked models, the 1D-CNN); any other model's key holds its seed (no reuse).
@@ -70,9 +79,9 @@ def stage_key(model, chain, index: int, seed: int, data) -> str:
         what = []
         for config in configs:
             dumped = config.model_dump(mode="json")
-            for step in dumped["steps"]:
-                if step.get("random_state") is None:
-                    step["random_state"] = seed  # as StepConfig.build resolves it
+            for step, entry in zip(config.steps, dumped["steps"]):
+                if step.takes_run_seed:
+                    entry["random_state"] = seed  # as StepConfig.build resolves it
             what.append(dumped)
     payload = {"model": model.name, "stage": [stage.name, stage.targets, stage.keep_controls],
                "pipelines": what, "data": _fingerprint(data),

@@ -27,10 +27,8 @@ import pandas as pd
 
 from moakit.data import schema
 from moakit.data.dataset import Dataset
-from moakit.runs.predict import (  # noqa: F401 (re-exported: explain, api, predict_inputs use them)
-    NEGLIGIBLE_WEIGHT, InferenceError, Predictor, check_inputs as _check_inputs, check_model_dir as _check_model_dir,
-    columns as _columns, model_dirs as _model_dirs, run_config as _config, run_panel, scored_names as _scored_names,
-    submission_frame, validate_submission)
+from moakit.runs.predict import (  # noqa: F401 (NEGLIGIBLE_WEIGHT: re-exported)
+    NEGLIGIBLE_WEIGHT, InferenceError, Predictor, run_panel, submission_frame, validate_submission)
 
 # Throughput sweet spots from the write-up ("Inference Efficiency"): larger batches do
 # not help once CPU / GPU / I/O saturate.

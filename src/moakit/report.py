@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from moakit.artifacts import atomic_dir
-from moakit.report_data import ReportError, Truth, _number, collect_report, load_truth
+from moakit.report_data import ReportError, Truth, as_number, collect_report, load_truth
 from moakit.runs import layout
 
 __all__ = ["ReportError", "Truth", "collect_report", "load_truth", "render_html", "write_report"]
@@ -168,7 +168,7 @@ def _figures(report: dict, tmp: Path, out_dir: Path) -> dict:
         if plot_deletion(e, tmp / f):
             figs["explanations"][f"{e['target']}.{e['method']}"] = f
     scores = [(r["name"], r["log_loss"]) for r in report["models"] if r["log_loss"] is not None]
-    if report["blend"] and _number(report["blend"]["log_loss"]) is not None:
+    if report["blend"] and as_number(report["blend"]["log_loss"]) is not None:
         scores.append(("blend", float(report["blend"]["log_loss"])))
     if len(scores) > 1:
         p = report["prior"] or {}

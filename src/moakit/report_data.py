@@ -42,7 +42,7 @@ def _manifest(run_dir: Path) -> dict:
         return {}
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
@@ -159,17 +159,17 @@ def _model_row(name: str, d: Path, blend: dict, truth: Truth | None) -> dict:
     seeds = cfg.get("seeds") or list((m.get("seeds") or {}).keys())
     folds = (cfg.get("cv") or {}).get("n_folds")
     sel = m.get("selection") or {}
-    ll = _number(m.get("log_loss"))
+    ll = as_number(m.get("log_loss"))
     weights = blend.get("weights") if isinstance(blend.get("weights"), dict) else {}
     return {
         "name": name, "model": m.get("model") or cfg.get("model") or "-",
         "profile": m.get("profile") or cfg.get("profile") or "-", "cv": (cfg.get("cv") or {}).get("scheme", "-"),
         "seeds_x_folds": f"{len(seeds)} x {folds}" if folds else "-",
         "selection": sel.get("policy") or "-", "optimistic": bool(sel.get("optimistic")),
-        "log_loss": ll if ll is not None else _number(from_blend.get("log_loss")),
-        "log_loss_treated": _number(m.get("log_loss_treated", from_blend.get("log_loss_treated"))),
+        "log_loss": ll if ll is not None else as_number(from_blend.get("log_loss")),
+        "log_loss_treated": as_number(m.get("log_loss_treated", from_blend.get("log_loss_treated"))),
         "test_log_loss": _test_score(d / layout.TEST_PREDICTIONS, truth),
-        "weight": _number(weights.get(name)) if weights else None,
+        "weight": as_number(weights.get(name)) if weights else None,
         "prior": m.get("prior") if isinstance(m.get("prior"), dict) else None,
         "prior_oof": m.get("prior_oof") if isinstance(m.get("prior_oof"), dict) else None,
         "seeds": m.get("seeds") or {},
@@ -250,7 +250,7 @@ def _per_target(run_dir: Path, models: dict[str, Path], multi: bool, truth: Trut
     frame = frame.sort_values(column, ascending=False)
     # OOF losses are compared with the prior out of fold when the run's folds are known
     key = "prior_oof" if "prior_oof" in frame else "prior"
-    rows = [{"target": str(t), "value": float(r[column]), "prior": _number(r.get(key))} for t, r in frame.iterrows()]
+    rows = [{"target": str(t), "value": float(r[column]), "prior": as_number(r.get(key))} for t, r in frame.iterrows()]
     return {"label": label, "rows": rows, "note": "",
             "prior_label": "out-of-fold prior" if key == "prior_oof" else "prior (in sample)"}
 
@@ -339,9 +339,9 @@ def _prior(rows: list[dict], blend: dict, truth: Truth | None) -> dict | None:
         prior = metrics.score(truth.y, pred, truth.is_control)
     if not prior:
         return None
-    out = {"log_loss": _number(prior.get("log_loss")), "log_loss_treated": _number(prior.get("log_loss_treated")),
-           "oof_log_loss": _number(prior_oof.get("log_loss")),
-           "oof_log_loss_treated": _number(prior_oof.get("log_loss_treated")), "test_log_loss": None}
+    out = {"log_loss": as_number(prior.get("log_loss")), "log_loss_treated": as_number(prior.get("log_loss_treated")),
+           "oof_log_loss": as_number(prior_oof.get("log_loss")),
+           "oof_log_loss_treated": as_number(prior_oof.get("log_loss_treated")), "test_log_loss": None}
     if truth is not None and truth.y_test is not None:
         pred = metrics.prior_predictions(truth.y, truth.is_control, len(truth.test_sig_id))
         out["test_log_loss"] = metrics.score(truth.y_test, pred, truth.test_is_control)["log_loss"]

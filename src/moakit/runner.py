@@ -59,9 +59,6 @@ from moakit.runs.run import check_resume, resume_identity  # noqa: F401 (resume_
 from moakit.stages import (  # noqa: F401 (re-exported)
     StageChain, fit_blocks, predict_run, stage_blocks, stage_dir, stage_targets, training_rows)
 
-_stage_blocks = stage_blocks  # the names explain / streaming import
-_fit_blocks = fit_blocks
-
 __all__ = [
     # training (this module)
     "ModelFinish", "ModelPlan", "TrainResult", "add_model", "check_out_dir", "judge_masks", "prepare_run",

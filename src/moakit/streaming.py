@@ -3,7 +3,7 @@
 :class:`RunPredictor` loads a model run's saved feature states once (one per distinct
 content: the stage-seeds of a run whose feature folders hold the same bytes share one
 object) and replays the stage chain on a chunk of rows exactly as
-:func:`moakit.runner.predict_run` does on all of them. Within a chunk, a transform whose
+:func:`moakit.stages.predict_run` does on all of them. Within a chunk, a transform whose
 saved state (its folder's content digest) and inputs (the same upstream stage outputs)
 equal an earlier stage-seed's is not applied again: its matrix is reused. The 3-stage NN
 with fixed random states (every seed's features the same) transforms once per stage
@@ -108,26 +108,27 @@ def _size(path: Path) -> int:
 class RunPredictor:
     """A model run's saved artifacts, loaded once, predicting chunk after chunk.
 
-    ``predict(ds)`` equals ``runner.predict_run(run_dir, ds)`` bit for bit; ``n_transforms``
+    ``predict(ds)`` equals ``stages.predict_run(run_dir, ds)`` bit for bit; ``n_transforms``
     counts the feature transforms applied (fewer than stage-seeds when some are shared)."""
 
     def __init__(self, run_dir: str | Path, batch_size: int | None = None) -> None:
-        from moakit import runner
         from moakit.artifacts import read_json
         from moakit.config import RunConfig
+        from moakit.models.checks import build_model
+        from moakit.stages import StageChain, stage_dir
 
         self.run_dir = Path(run_dir)
         self.batch_size = batch_size
         config = RunConfig(**read_json(self.run_dir / layout.CONFIG))
-        self.model = runner.build_model(config)
-        self.chain = runner.StageChain(self.model, config.seeds)
+        self.model = build_model(config)
+        self.chain = StageChain(self.model, config.seeds)
         self.n_folds = config.cv.n_folds
         states: dict[str, object] = {}  # digest -> loaded feature state
         self.parts: list[tuple[int, int, object, tuple, Path]] = []
         total = 0
         for index, stage in enumerate(self.chain.stages):
             for seed in config.seeds:
-                sdir = runner.stage_dir(self.run_dir, stage, seed)
+                sdir = stage_dir(self.run_dir, stage, seed)
                 fdir = sdir / layout.FEATURES_DIR
                 digest = folder_digest(fdir)
                 if digest not in states:
@@ -142,7 +143,6 @@ class RunPredictor:
     def _load_estimators(self, index: int, seed: int, sdir: Path) -> list:
         if self._estimators is not None and (index, seed) in self._estimators:
             return self._estimators[(index, seed)]
-        stage = self.chain.stages[index]
         ests = []
         for k in range(self.n_folds):
             est = load_estimator(layout.estimator_dir(sdir, k))
@@ -168,13 +168,14 @@ class RunPredictor:
 
     def predict(self, ds) -> np.ndarray:
         """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run."""
-        from moakit import metrics, runner
+        from moakit import metrics
+        from moakit.stages import stage_blocks
 
         outputs: dict[tuple[int, int], np.ndarray] = {}
         applied: dict[tuple, np.ndarray] = {}
         for index, seed, features, key, sdir in self.parts:
             if key not in applied:
-                applied[key] = features.transform(runner._stage_blocks(ds, self.chain.meta(index, seed, outputs)))
+                applied[key] = features.transform(stage_blocks(ds, self.chain.meta(index, seed, outputs)))
                 self.n_transforms += 1
             X = applied[key]
             preds = [est.predict_proba(X) for est in self._load_estimators(index, seed, sdir)]

@@ -366,7 +366,7 @@ def answers_for(submission: Any, sub, answers: Any) -> np.ndarray:
     """The 0/1 answers in the rows and columns of a parsed submission ``sub`` (of the file
     ``submission``). A target or sig_id the submission lacks, or has beyond the answers,
     is a DataError that blames the submission (the answers are the reference)."""
-    from moakit.data.io import _numeric_block, read_table
+    from moakit.data.io import numeric_block, read_table
 
     frame = read_table(Path(answers))
     if ID not in frame.columns:
@@ -381,7 +381,7 @@ def answers_for(submission: Any, sub, answers: Any) -> np.ndarray:
     if problem is not None:
         raise DataError(problem)
     match_ids(str(submission), np.asarray(sub.sig_id).astype(str), ids, str(answers))
-    values = _numeric_block(Path(answers), frame, list(sub.names))
+    values = numeric_block(Path(answers), frame, list(sub.names))
     bad = (values != 0) & (values != 1)
     if bad.any():
         row, j = (int(v[0]) for v in np.nonzero(bad))

@@ -113,7 +113,8 @@ def lock_held_message(run_dir: Any, lock: Path, pid: int, owner: dict) -> str:
 # --------------------------------------------------------------------------- leftovers of a killed run
 
 # what moakit.artifacts.atomic_file / atomic_dir leave beside their target when the process is
-# killed (kill -9) before the rename: ".<name>.<8 random chars>" (tempfile) or ".<name>.old"
+# killed (kill -9) before the rename: ".<name>.<8 random chars>" (tempfile: the temporary or
+# atomic_dir's backup folder), or ".<name>.old" (the backup name of earlier moakit versions)
 _TEMP = re.compile(r"^\.(?!moakit\.lock)(.+)\.([a-z0-9_]{8}|old)$")
 
 
@@ -161,7 +162,7 @@ def _lock_owner(run_dir: Path) -> int | None:
     import os
     import socket
 
-    from moakit.artifacts import LOCK_FILE, _pid_alive
+    from moakit.artifacts import LOCK_FILE, pid_alive
 
     for folder in (run_dir, run_dir.parent.parent):  # a workflow's models/<name>: the workflow holds it
         try:
@@ -170,7 +171,7 @@ def _lock_owner(run_dir: Path) -> int | None:
             continue
         pid = owner.get("pid") if isinstance(owner, dict) else None
         if isinstance(pid, int) and owner.get("host") == socket.gethostname() and pid != os.getpid() \
-                and _pid_alive(pid) and not pid_reused(pid, owner.get("started")):
+                and pid_alive(pid) and not pid_reused(pid, owner.get("started")):
             return pid
     return None
 

@@ -32,8 +32,7 @@ correlation), :mod:`~moakit.blend.choice` (which weights, whether calibration is
 
 from moakit.blend.diversity import mean_target_correlation, plot_correlation
 from moakit.blend.folder import CALIBRATION_FILE, BlendResult, apply_saved_calibration, blend_runs
-from moakit.blend.members import (  # noqa: F401 (the private readers: moakit.evaluate uses them)
-    BlendInputs, _align, _data_from_manifests, _infer_controls, _read_predictions, load_runs, oof_prior)
+from moakit.blend.members import BlendInputs, load_runs, oof_prior
 from moakit.blend.presets import PRESETS, apply_preset, prediction_weights, recorded_weights
 from moakit.blend.search import (DEFAULT_METHODS, METHODS, BlendError, BlendObjective, WeightSearch,
                                  blend_predictions, nested_evaluation, search_weights, search_weights_per_target)

@@ -11,8 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from moakit import metrics
-from moakit.blend.members import BlendInputs, _infer_controls
-from moakit.blend.presets import _as_dict
+from moakit.blend.members import BlendInputs, infer_controls
+from moakit.blend.presets import weights_as_dict
 from moakit.blend.search import METHODS, BlendError, WeightSearch, blend_predictions
 from moakit.runs import layout
 
@@ -28,7 +28,7 @@ class _Choice:
     choice: dict | None = None
 
 
-def _choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str, WeightSearch],
+def choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str, WeightSearch],
                     method_summary: dict, nested: dict | None, preset, preset_w: np.ndarray | None,
                     choose: str = "preset") -> _Choice:
     """The preset's weights when there is one (``choose="nested"``: unless the best search
@@ -40,7 +40,8 @@ def _choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str,
         return _Choice(best, searches[best].weights, "nested" if nested else "in-sample",
                        choice={"chosen": best, "by": "nested" if nested else "in-sample"})
     label = preset if isinstance(preset, str) else "custom"
-    preset_summary = {"name": label, "weights": _as_dict(inputs.names, preset_w), **_blend_score(inputs, preset_w)[1]}
+    preset_summary = {"name": label, "weights": weights_as_dict(inputs.names, preset_w),
+                      **blend_score(inputs, preset_w)[1]}
     if choose != "nested":
         return _Choice(f"preset:{label}", preset_w, "preset", preset_summary,
                        choice={"chosen": "preset", "by": "config (choose: preset)"})
@@ -53,7 +54,7 @@ def _choose_weights(inputs: BlendInputs, methods: list[str], searches: dict[str,
     return _Choice(best, searches[best].weights, "nested", preset_summary, choice)
 
 
-def _calibrate(inputs: BlendInputs, chosen: _Choice, nested: dict, oof: np.ndarray, test: np.ndarray,
+def calibrate_blend(inputs: BlendInputs, chosen: _Choice, nested: dict, oof: np.ndarray, test: np.ndarray,
                method: str) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
     """Per-target calibration of the chosen blend, kept only if it lowers the chosen method's
     NESTED log loss (calibrators fitted inside the nested scheme, never on the rows they are
@@ -76,18 +77,19 @@ def _calibrate(inputs: BlendInputs, chosen: _Choice, nested: dict, oof: np.ndarr
     parts = multilabel_folds(np.asarray(y), nested["n_folds"], nested["seed"])
     oof_cal = calibration.cross_fit(np.clip(oof, 0.0, 1.0), y, ctl, parts, method)
     cals = calibration.fit(np.clip(oof, 0.0, 1.0), y, ~ctl, method)
-    test_ctl = inputs.test_is_control if inputs.test_is_control is not None else _infer_controls([test])
+    test_ctl = inputs.test_is_control if inputs.test_is_control is not None else infer_controls([test])
     test_cal = calibration.apply(cals, np.clip(test, 0.0, 1.0), test_ctl)
     saved = {"method": method, "targets": inputs.target_names, "calibrators": cals}
     summary.update({"file": layout.CALIBRATION, "oof": "cross-fitted over the nested parts (honest)"})
     return oof_cal, test_cal, summary, saved
 
 
-def _chosen_summary(inputs: BlendInputs, chosen: _Choice, chosen_score: dict, model_summary: dict) -> dict:
+def chosen_summary(inputs: BlendInputs, chosen: _Choice, chosen_score: dict, model_summary: dict) -> dict:
     """blend.json's head: the chosen weights and their scores, beside every model's and the prior's."""
     names, y, ctl = inputs.names, inputs.y, inputs.is_control
     return {
-        "names": names, "method": chosen.method, "chosen_by": chosen.by, "weights": _as_dict(names, chosen.weights),
+        "names": names, "method": chosen.method, "chosen_by": chosen.by,
+        "weights": weights_as_dict(names, chosen.weights),
         **({"weights_per_target": {n: w.tolist() for n, w in zip(names, chosen.weights)}}
            if np.ndim(chosen.weights) == 2 else {}),
         **chosen_score,
@@ -97,7 +99,7 @@ def _chosen_summary(inputs: BlendInputs, chosen: _Choice, chosen_score: dict, mo
     }
 
 
-def _check_settings(methods: Sequence[str], preset, choose: str, calibrate: str | None, nested_folds: int) -> list[str]:
+def check_settings(methods: Sequence[str], preset, choose: str, calibrate: str | None, nested_folds: int) -> list[str]:
     """The search methods of a blend, its settings checked before any file is read."""
     methods = _check_methods(methods, preset)
     if choose not in ("preset", "nested"):
@@ -124,7 +126,7 @@ def _check_methods(methods: Sequence[str], preset) -> list[str]:
     return methods
 
 
-def _blend_score(inputs: BlendInputs, w: np.ndarray) -> tuple[np.ndarray, dict]:
+def blend_score(inputs: BlendInputs, w: np.ndarray) -> tuple[np.ndarray, dict]:
     """The blended OOF predictions of weights ``w`` (controls 0) and their scores."""
     blended = metrics.zero_controls(blend_predictions(inputs.oof, w), inputs.is_control)
     return blended, metrics.score(inputs.y, blended, inputs.is_control)

@@ -74,7 +74,7 @@ def plot_correlation(matrix: np.ndarray, names: Sequence[str], path: str | Path,
     return Path(path)
 
 
-def _offdiag_mean(c: np.ndarray) -> list[float | None]:
+def offdiag_mean(c: np.ndarray) -> list[float | None]:
     """Per model, its mean correlation with the other models (None: no finite value)."""
     rows = []
     for i in range(len(c)):

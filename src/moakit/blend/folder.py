@@ -15,10 +15,10 @@ import pandas as pd
 
 from moakit import metrics
 from moakit.artifacts import atomic_file, write_json
-from moakit.blend.choice import _blend_score, _calibrate, _check_settings, _choose_weights, _chosen_summary
-from moakit.blend.diversity import _offdiag_mean, mean_target_correlation, plot_correlation
+from moakit.blend.choice import blend_score, calibrate_blend, check_settings, choose_weights, chosen_summary
+from moakit.blend.diversity import mean_target_correlation, offdiag_mean, plot_correlation
 from moakit.blend.members import BlendInputs, load_runs, oof_prior
-from moakit.blend.presets import _as_dict, apply_preset
+from moakit.blend.presets import apply_preset, weights_as_dict
 from moakit.blend.search import (DEFAULT_METHODS, BlendError, WeightSearch, blend_predictions, nested_evaluation,
                                  search_weights)
 from moakit.data.dataset import MoAData
@@ -97,7 +97,7 @@ def blend_runs(
     (0: off) adds the nested evaluation of :func:`nested_evaluation` to blend.json: the
     honest score of the weight search, beside the in-sample one. ``calibrate`` (platt /
     isotonic, needs the nested evaluation): per-target calibration, kept only when it
-    lowers the chosen method's nested log loss (:func:`_calibrate`). Writes the blend
+    lowers the chosen method's nested log loss (:func:`calibrate_blend`). Writes the blend
     folder described in :mod:`moakit.blend` into ``out_dir`` (each file atomically;
     blend.json last). ``choose="nested"`` (with a preset and the nested evaluation): the
     preset or the best search, whichever has the lower nested log loss (blend.json
@@ -108,7 +108,7 @@ def blend_runs(
     from moakit.validate import check_folder_kind
 
     check_folder_kind(out_dir, "blend")  # never into a run or data folder
-    methods = _check_settings(methods, preset, choose, calibrate, nested_folds)
+    methods = check_settings(methods, preset, choose, calibrate, nested_folds)
     inputs = load_runs(run_dirs, names, data=data, targets=targets)
     names, y, ctl = inputs.names, inputs.y, inputs.is_control
     skipped_names = list((skipped or {}).get("models") or [])
@@ -117,20 +117,20 @@ def blend_runs(
     searches = {mth: search_weights(inputs.oof, y, ctl, method=mth, n_trials=n_trials, storage=storage,
                                     study_name=_study_name(names, inputs) if storage else None, seed=seed,
                                     names=names) for mth in methods}
-    method_summary = {mth: {"weights": _as_dict(names, s.weights), **_blend_score(inputs, s.weights)[1],
+    method_summary = {mth: {"weights": weights_as_dict(names, s.weights), **blend_score(inputs, s.weights)[1],
                             "n_evals": s.n_evals, **s.info} for mth, s in searches.items()}
     t_nested = time.perf_counter()
     nested = (nested_evaluation(inputs.oof, y, ctl, methods=methods, n_trials=n_trials, n_folds=nested_folds,
                                 seed=seed, preset=preset_w, calibrate=calibrate) if nested_folds else None)
     nested_seconds = time.perf_counter() - t_nested
-    chosen = _choose_weights(inputs, methods, searches, method_summary, nested, preset, preset_w, choose)
-    blended_oof, chosen_score = _blend_score(inputs, chosen.weights)
+    chosen = choose_weights(inputs, methods, searches, method_summary, nested, preset, preset_w, choose)
+    blended_oof, chosen_score = blend_score(inputs, chosen.weights)
     blended_test = blend_predictions(inputs.test, chosen.weights)
     if inputs.test_is_control is not None:
         blended_test = metrics.zero_controls(blended_test, inputs.test_is_control)
     calibration = None
     if calibrate is not None:
-        blended_oof, blended_test, calibration, calibrators = _calibrate(inputs, chosen, nested, blended_oof,
+        blended_oof, blended_test, calibration, calibrators = calibrate_blend(inputs, chosen, nested, blended_oof,
                                                                          blended_test, calibrate)
         if calibrators is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +146,7 @@ def blend_runs(
 
     _write_blend_files(out_dir, inputs, blended_oof, blended_test, per_target, corr_oof, corr_test)
     summary = {
-        **_chosen_summary(inputs, chosen, chosen_score, model_summary),
+        **chosen_summary(inputs, chosen, chosen_score, model_summary),
         # what the blend's OOF numbers must beat: the prior out of fold (None: a run lacks folds.npy)
         "prior_oof": (None if prior_oof is None else
                       {**metrics.score(y, prior_oof, ctl), "how": "each model's out-of-fold prior (its own "
@@ -161,8 +161,8 @@ def blend_runs(
         "calibration": calibration,
         "settings": {"methods": methods, "n_trials": n_trials, "storage": storage, "seed": seed,
                      "calibrate": calibrate, "choose": choose},
-        "mean_correlation": {"oof": dict(zip(names, _offdiag_mean(corr_oof))),
-                             "test": dict(zip(names, _offdiag_mean(corr_test)))},
+        "mean_correlation": {"oof": dict(zip(names, offdiag_mean(corr_oof))),
+                             "test": dict(zip(names, offdiag_mean(corr_test)))},
         "n_train": int(len(y)), "n_train_treated": int((~ctl).sum()), "n_test": int(len(inputs.test_sig_id)),
         "targets": len(inputs.target_names),
         # Wall-clock times only here (everything else in blend.json is reproducible).

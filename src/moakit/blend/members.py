@@ -36,7 +36,7 @@ class BlendInputs:
     folds: list = field(default_factory=list)  # per model its CV folds (train rows) or None
 
 
-def _read_predictions(path: Path, name: str) -> pd.DataFrame:
+def read_member_predictions(path: Path, name: str) -> pd.DataFrame:
     """A run's prediction file as a frame: sig_id (str) then the targets."""
     try:
         return records.read_predictions(path).reset_index()
@@ -44,7 +44,7 @@ def _read_predictions(path: Path, name: str) -> pd.DataFrame:
         raise BlendError(f"run {name!r}: {exc}") from None
 
 
-def _align(frame: pd.DataFrame, order: np.ndarray, name: str, path: Path, ref_name: str) -> np.ndarray:
+def align_rows(frame: pd.DataFrame, order: np.ndarray, name: str, path: Path, ref_name: str) -> np.ndarray:
     """The prediction rows of ``frame`` in ``order`` (the reference run's sig_ids)."""
     index = pd.Index(frame[schema.ID_COLUMN].to_numpy())
     pos = index.get_indexer(order)
@@ -74,7 +74,7 @@ def _check_targets(cols: list[str], ref: list[str], name: str, path: Path, ref_n
     raise BlendError(f"run {name!r}: {path} lists the targets in another order than run {ref_name!r}")
 
 
-def _infer_controls(preds: Sequence[np.ndarray]) -> np.ndarray:
+def infer_controls(preds: Sequence[np.ndarray]) -> np.ndarray:
     """Rows every model predicts exactly 0 for every target: the control rows (moakit
     zeroes them in every run's predictions)."""
     out = np.ones(len(preds[0]), bool)
@@ -83,7 +83,9 @@ def _infer_controls(preds: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def _data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
+def data_from_manifests(run_dirs: list[Path], names: list[str]) -> MoAData:
+    """The data of the first run whose manifest.json names a data folder that exists (a
+    relative one is resolved inside the run folder); BlendError when none does."""
     from moakit.data.io import load
 
     tried = []
@@ -126,16 +128,16 @@ def load_runs(
     if targets is not None:
         y = _given_targets(targets, target_names, ref_oof, oofs[0].shape, names[0])
         if is_control is None:
-            is_control = _infer_controls(oofs) & (y.sum(axis=1) == 0)
+            is_control = infer_controls(oofs) & (y.sum(axis=1) == 0)
         is_control = np.asarray(is_control, bool)
     else:
         if data is None:
-            data = _data_from_manifests(run_dirs, names)
+            data = data_from_manifests(run_dirs, names)
         y, is_control, test_is_control = _data_targets(data, target_names, ref_oof, ref_test, names[0])
     if is_control.shape != (len(y),):
         raise BlendError(f"is_control has shape {is_control.shape}, expected ({len(y)},)")
     if test_is_control is None:
-        test_is_control = _infer_controls(tests)
+        test_is_control = infer_controls(tests)
     return BlendInputs(names=names, oof=oofs, test=tests, y=y, is_control=is_control,
                        train_sig_id=ref_oof, test_sig_id=ref_test, target_names=target_names,
                        run_dirs=run_dirs, test_is_control=test_is_control, folds=_read_folds(run_dirs, ref_oof))
@@ -187,16 +189,16 @@ def _read_runs(run_dirs: list[Path], names: list[str]):
     target_names: list[str] = []
     for d, name in zip(run_dirs, names):
         oof_path, test_path = d / layout.OOF_PREDICTIONS, d / layout.TEST_PREDICTIONS
-        f_oof = _read_predictions(oof_path, name)
-        f_test = _read_predictions(test_path, name)
+        f_oof = read_member_predictions(oof_path, name)
+        f_test = read_member_predictions(test_path, name)
         if ref_oof is None:
             ref_oof = f_oof[schema.ID_COLUMN].to_numpy()
             ref_test = f_test[schema.ID_COLUMN].to_numpy()
             target_names = [str(c) for c in f_oof.columns[1:]]
         for frame, path in ((f_oof, oof_path), (f_test, test_path)):
             _check_targets([str(c) for c in frame.columns[1:]], target_names, name, path, names[0])
-        oofs.append(_align(f_oof, ref_oof, name, oof_path, names[0]))
-        tests.append(_align(f_test, ref_test, name, test_path, names[0]))
+        oofs.append(align_rows(f_oof, ref_oof, name, oof_path, names[0]))
+        tests.append(align_rows(f_test, ref_test, name, test_path, names[0]))
     return oofs, tests, ref_oof, ref_test, target_names
 
 
@@ -211,7 +213,7 @@ def _given_targets(targets: np.ndarray | pd.DataFrame, target_names: list[str], 
             raise BlendError(f"targets frame lacks target {missing[0]!r} of run {first!r}")
         frame = targets[[schema.ID_COLUMN, *target_names]].copy()
         frame[schema.ID_COLUMN] = frame[schema.ID_COLUMN].astype(str)
-        return _align(frame, ref_oof, "targets", Path("<targets>"), first).astype(np.float64)
+        return align_rows(frame, ref_oof, "targets", Path("<targets>"), first).astype(np.float64)
     y = np.asarray(targets, dtype=np.float64)
     if y.shape != shape:
         raise BlendError(f"targets have shape {y.shape}, the predictions {shape}")
@@ -234,7 +236,7 @@ def _data_targets(data: MoAData, target_names: list[str], ref_oof: np.ndarray, r
     frame.insert(0, schema.ID_COLUMN, np.asarray(train.sig_id).astype(str))
     frame["__control"] = train.is_control
     try:
-        aligned = _align(frame, ref_oof, "data", Path(data.source or "<data>"), first)
+        aligned = align_rows(frame, ref_oof, "data", Path(data.source or "<data>"), first)
     except BlendError as exc:
         raise BlendError(f"the runs and the data do not have the same training rows: {exc}") from None
     tpos = pd.Index(np.asarray(data.test.sig_id).astype(str)).get_indexer(ref_test)

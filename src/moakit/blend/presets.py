@@ -84,7 +84,7 @@ def recorded_weights(summary: Mapping) -> dict[str, float]:
     return {}
 
 
-def _as_dict(names: Sequence[str], w: np.ndarray) -> dict[str, float]:
+def weights_as_dict(names: Sequence[str], w: np.ndarray) -> dict[str, float]:
     """Per model its weight (per-target weights: their mean over the targets)."""
     w = np.asarray(w, np.float64)
     return {n: float(v) for n, v in zip(names, w.mean(axis=1) if w.ndim == 2 else w)}

@@ -21,9 +21,9 @@ import typer
 
 from moakit._version import __version__
 from moakit.cli import blending, data, predicting, training, trust
-from moakit.cli.training import _print_workflow, _workflow_summary  # tests use them
+from moakit.cli.training import print_workflow, workflow_summary  # tests use them
 
-__all__ = ["COMMANDS", "app", "main", "_print_workflow", "_workflow_summary"]
+__all__ = ["COMMANDS", "app", "main", "print_workflow", "workflow_summary"]
 
 app = typer.Typer(
     name="moakit",

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from moakit import choices
-from moakit.cli.common import _check_out, _fail, _json, _p, _stdout, _usage
+from moakit.cli.common import check_out, fail, markup_path, print_json, stdout_console, usage_error
 from moakit.cli.options import BlendMethod, CalibrationMethod, JsonOption, data_option, seed_option
 from moakit.runs import layout
 
@@ -42,18 +42,18 @@ def blend(
     from moakit.blend import BlendError, apply_preset, blend_runs
     from moakit.data.io import DataError, load
 
-    _check_out(out, "blend")
+    check_out(out, "blend")
     chosen = [m.value for m in method] if method else list(choices.DEFAULT_BLEND_METHODS)
     methods = [m for m in chosen if m != BlendMethod.none.value]
     if not methods and preset is None:
-        _usage("--method none needs a --preset", "--method", "blend")
+        usage_error("--method none needs a --preset", "--method", "blend")
     if names and len(names) != len(runs):
-        _usage(f"{len(names)} --name value(s) for {len(runs)} run(s)", "--name", "blend")
+        usage_error(f"{len(names)} --name value(s) for {len(runs)} run(s)", "--name", "blend")
     if preset is not None:
         try:
             apply_preset(names or [Path(r).name for r in runs], preset)
         except BlendError as exc:
-            _usage(str(exc), "--preset", "blend")
+            usage_error(str(exc), "--preset", "blend")
     try:
         from moakit.validate import check_finished
 
@@ -63,10 +63,10 @@ def blend(
         res = blend_runs(runs, out, names=names or None, methods=methods, n_trials=trials, storage=storage,
                          preset=preset, data=moa, seed=seed, calibrate=calibrate.value if calibrate else None)
     except (BlendError, DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     summary = res.summary
     if as_json:
-        _json({"out": str(out), "submission": str(out / layout.BLEND_TEST), "method": res.method,
+        print_json({"out": str(out), "submission": str(out / layout.BLEND_TEST), "method": res.method,
                "weights": summary["weights"], "log_loss": res.log_loss, "log_loss_treated": res.log_loss_treated,
                "best_single": summary["best_single"], "nested": summary.get("nested"),
                "prior_oof_log_loss": (summary.get("prior_oof") or {}).get("log_loss"),
@@ -75,7 +75,7 @@ def blend(
                "models": {n: {"log_loss": summary["models"][n]["log_loss"],
                               "log_loss_treated": summary["models"][n]["log_loss_treated"]} for n in res.names}})
         return
-    table = Table(title=f"blend -> {_p(out)}")
+    table = Table(title=f"blend -> {markup_path(out)}")
     table.add_column("model", no_wrap=True)
     table.add_column("OOF log loss", justify="right")
     table.add_column("treated rows", justify="right")
@@ -85,7 +85,7 @@ def blend(
         table.add_column(f"preset {summary['preset']['name']}", justify="right")
     for name in res.names:
         sc = summary["models"][name]
-        row = [_p(name), f"{sc['log_loss']:.6f}", f"{sc['log_loss_treated']:.6f}"]
+        row = [markup_path(name), f"{sc['log_loss']:.6f}", f"{sc['log_loss_treated']:.6f}"]
         row += [f"{s['weights'][name]:.3f}" for s in summary["methods"].values()]
         if summary.get("preset"):
             row.append(f"{summary['preset']['weights'][name]:.3f}")
@@ -94,10 +94,10 @@ def blend(
     if summary.get("preset"):
         row.append(f"{summary['preset']['log_loss']:.6f}")
     table.add_row(*row)
-    stdout = _stdout()
+    stdout = stdout_console()
     stdout.print(table)
     stdout.print(f"chosen: [bold]{res.method}[/], blended OOF log loss [bold]{res.log_loss:.6f}[/] "
-                 f"(treated rows {res.log_loss_treated:.6f}); best single model {_p(summary['best_single'])} "
+                 f"(treated rows {res.log_loss_treated:.6f}); best single model {markup_path(summary['best_single'])} "
                  f"{summary['models'][summary['best_single']]['log_loss']:.6f}")
     _print_nested(stdout, summary.get("nested"))
     cal = summary.get("calibration")
@@ -107,7 +107,7 @@ def blend(
     if summary.get("prior_oof"):
         stdout.print(f"per-target prior out of fold (the models' own folds, blended): "
                      f"{summary['prior_oof']['log_loss']:.6f}; the blend's OOF must beat it")
-    stdout.print(f"submission: {_p(out / layout.BLEND_TEST)}")
+    stdout.print(f"submission: {markup_path(out / layout.BLEND_TEST)}")
 
 
 def _print_nested(stdout, nested: dict | None) -> None:

@@ -7,7 +7,7 @@ import typer
 from rich.markup import escape
 
 from moakit import choices
-from moakit.cli.common import _fail, _json, _log, _p, _result, _usage
+from moakit.cli.common import fail, markup_path, print_json, print_log, print_result, usage_error
 from moakit.cli.options import (CVScheme, FileFormat, GeneSet, JsonOption, ProfileGenerator, SimulateLayout,
                                 file_option, seed_option)
 
@@ -39,14 +39,14 @@ def simulate(
         from moakit.data.simulate_l1000 import simulate_l1000
 
         if labels_from is not None:
-            _usage("--labels-from works with --layout lish-moa only", "--labels-from", "simulate")
+            usage_error("--labels-from works with --layout lish-moa only", "--labels-from", "simulate")
         if generator is not ProfileGenerator.pathway or effect_scale != 1.0:
-            _usage("--generator / --effect-scale work with --layout lish-moa only", "--generator", "simulate")
+            usage_error("--generator / --effect-scale work with --layout lish-moa only", "--generator", "simulate")
         try:
             path = simulate_l1000(out, n_signatures=rows, seed=seed)
         except (FileExistsError, ValueError, OSError) as exc:
-            _fail(str(exc))
-        _result(f"wrote simulated LINCS L1000 data to {_p(path)}")
+            fail(str(exc))
+        print_result(f"wrote simulated LINCS L1000 data to {markup_path(path)}")
         return
     from moakit.data.simulate import simulate as run_simulation
 
@@ -55,8 +55,8 @@ def simulate(
                               test_fraction=test_fraction, file_format=file_format.value,
                               generator=generator.value, effect_scale=effect_scale)
     except (FileExistsError, FileNotFoundError, ValueError, OSError) as exc:
-        _fail(str(exc))
-    _result(f"wrote simulated lish-moa data to {_p(path)}")
+        fail(str(exc))
+    print_result(f"wrote simulated lish-moa data to {markup_path(path)}")
 
 
 def folds(
@@ -86,9 +86,9 @@ def folds(
         with atomic_file(out, "w") as fh:
             frame.to_csv(fh, index=False)
     except (DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     sizes = np.bincount(fold_ids, minlength=n_folds)
-    _result(f"{cv.value} CV, {n_folds} folds, rows per fold {sizes.tolist()} -> {_p(out)}")
+    print_result(f"{cv.value} CV, {n_folds} folds, rows per fold {sizes.tolist()} -> {markup_path(out)}")
 
 
 def score(
@@ -121,17 +121,17 @@ def score(
             is_control = ds.is_control[[order[s] for s in sub.sig_id]]
         result = metrics.score(truth, sub.values, is_control)
     except (DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         out = {"submission": str(submission), "answers": str(answers), "rows": len(sub.sig_id),
                "targets": len(sub.names), "log_loss": result["log_loss"]}
         if features is not None:
             out["log_loss_treated"] = result["log_loss_treated"]
-        _json(out)
+        print_json(out)
         return
-    _result(f"log loss {result['log_loss']:.6f}")
+    print_result(f"log loss {result['log_loss']:.6f}")
     if features is not None:
-        _result(f"log loss (treated rows) {result['log_loss_treated']:.6f}")
+        print_result(f"log loss (treated rows) {result['log_loss_treated']:.6f}")
 
 
 dataset_app = typer.Typer(help="Build a moakit dataset folder from other data (e.g. LINCS L1000).",
@@ -175,12 +175,13 @@ def dataset_l1000(
                       test_fraction=test_fraction, seed=seed)
     try:
         files = find_files(src, matrix, siginfo, geneinfo, compoundinfo)
-        info = build_l1000_dataset(src, out, filters, files=files, log=lambda line: _log(escape(line)))
+        info = build_l1000_dataset(src, out, filters, files=files, log=lambda line: print_log(escape(line)))
     except (DataError, FileExistsError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _json({"dataset": str(out), **info})
+        print_json({"dataset": str(out), **info})
         return
-    _result(f"{info['train_signatures']} train / {info['test_signatures']} test signatures "
+    print_result(f"{info['train_signatures']} train / {info['test_signatures']} test signatures "
             f"({info['train_compounds']} / {info['test_compounds']} compounds), {info['genes']} genes, "
-            f"{len(info['targets'])} MoA targets ({len(info.get('nonscored_targets') or {})} non-scored) -> {_p(out)}")
+            f"{len(info['targets'])} MoA targets ({len(info.get('nonscored_targets') or {})} non-scored) "
+            f"-> {markup_path(out)}")

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from moakit import choices
-from moakit.cli.common import _fail, _json, _log, _p, _result, _usage
+from moakit.cli.common import fail, markup_path, print_json, print_log, print_result, usage_error
 from moakit.cli.options import JsonOption, PredictBy, QuietOption, file_option
 from moakit.runs import layout
 
@@ -53,28 +53,28 @@ def predict(
     from moakit.inference import InferenceError, PredictUsageError, predict_file
 
     if out.is_dir():
-        _usage(f"{out} is a folder; give the submission file to write", "--out", "predict")
+        usage_error(f"{out} is a folder; give the submission file to write", "--out", "predict")
     if out.resolve() == features.resolve() or (out.exists() and out.samefile(features)):
-        _usage(f"{out} is the --features file; the submission would overwrite its input", "--out", "predict")
+        usage_error(f"{out} is the --features file; the submission would overwrite its input", "--out", "predict")
     start = time.perf_counter()
     try:
         done = predict_file(run_dir, features, out, batch_size=batch_size, chunk_rows=chunk_rows,
                             progress=not (quiet or as_json), allow_missing_genes=allow_missing_genes, siginfo=siginfo,
                             cp_time=cp_time, cp_dose=cp_dose, by_compound=by is PredictBy.compound, top=top,
-                            groups_file=groups_file, log=lambda note: _log(escape(note)))
+                            groups_file=groups_file, log=lambda note: print_log(escape(note)))
     except PredictUsageError as exc:
-        _usage(str(exc), exc.option, "predict")
+        usage_error(str(exc), exc.option, "predict")
     except (DataError, InferenceError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     seconds = time.perf_counter() - start
     rate = done["rows"] / max(seconds, 1e-9)
     path, calls_path = Path(done["submission"]), done.get("by_compound")
     if as_json:
-        _json({"submission": str(path), "rows": done["rows"], "targets": done["targets"],
+        print_json({"submission": str(path), "rows": done["rows"], "targets": done["targets"],
                "seconds": round(seconds, 3), "rows_per_second": round(rate, 1),
                **({"by_compound": str(calls_path)} if calls_path else {})})
         return
-    _result(f"{done['rows']} rows x {done['targets']} targets -> {_p(path)}")
+    print_result(f"{done['rows']} rows x {done['targets']} targets -> {markup_path(path)}")
     if calls_path:
-        _result(f"top {top} MoAs per compound -> {_p(Path(calls_path))}")
-    _log(f"{seconds:.1f} s, {rate:.0f} rows/s")
+        print_result(f"top {top} MoAs per compound -> {markup_path(Path(calls_path))}")
+    print_log(f"{seconds:.1f} s, {rate:.0f} rows/s")

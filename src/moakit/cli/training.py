@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from moakit.cli.common import (_check_blend_config, _check_device, _check_out, _device, _executor, _fail, _json,
-                               _log, _p, _result, _stdout, _test_answers, _usage)
+from moakit.cli.common import (answers_in, check_blend_config, check_device, check_out, device_name,
+                               executor_from_options, fail, markup_path, print_json, print_log, print_result,
+                               stdout_console, usage_error)
 from moakit.cli.options import (DEFAULT_DEVICE, DEFAULT_EXECUTOR, AddressOption, CVScheme, DataDirOption, Device,
                                 DeviceOption, ExecutorOption, FeatureCacheMaxGbOption, FeatureCacheOption,
                                 JobCpusOption, JobGpusOption, JsonOption, QuietOption, SelectionPolicy, profile_option)
@@ -43,6 +44,7 @@ def train(
     from moakit import runner
     from moakit.config import ConfigError, load_config
     from moakit.data.io import DataError, load
+    from moakit.models.checks import check_config
 
     try:
         cfg = load_config(config, profile=profile, seeds=seeds, folds=n_folds, cv=cv.value if cv else None,
@@ -51,27 +53,27 @@ def train(
             from moakit.models.quality import config_without_smoothing
 
             cfg = config_without_smoothing(cfg)
-        runner.check_config(cfg)  # unknown model or invalid params / values: a config problem
+        check_config(cfg)  # unknown model or invalid params / values: a config problem
     except (ConfigError, ValueError) as exc:
-        _usage(str(exc), "CONFIG", "train")
-    _check_out(out, "train")
-    _check_device(device, "train")
+        usage_error(str(exc), "CONFIG", "train")
+    check_out(out, "train")
+    check_device(device, "train")
     cache = _feature_cache(feature_cache, feature_cache_max_gb, "train")
-    exec_obj = _executor(executor, address, job_cpus, job_gpus, "train")
+    exec_obj = executor_from_options(executor, address, job_cpus, job_gpus, "train")
     try:
         moa = load(data)
         from moakit.workflow import check_models
 
         check_models({config: cfg}, moa)  # the whole config (feature blocks too) before any work
         with cache:
-            result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet, device=_device(device))
+            result = runner.train(cfg, moa, out, executor=exec_obj, show_progress=not quiet, device=device_name(device))
     except ConfigError as exc:  # the config does not fit this data (e.g. more clusters than rows)
-        _usage(str(exc), "CONFIG", "train")
+        usage_error(str(exc), "CONFIG", "train")
     except (DataError, ValueError, ImportError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     m = result.metrics
     if as_json:
-        _json({"run_dir": str(out), "model": cfg.model, "profile": cfg.profile, "seeds": cfg.seeds,
+        print_json({"run_dir": str(out), "model": cfg.model, "profile": cfg.profile, "seeds": cfg.seeds,
                "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme, "selection": m.get("selection"), "log_loss": m["log_loss"],
                "log_loss_treated": m["log_loss_treated"], "prior_log_loss": m["prior"]["log_loss"],
                "prior_oof_log_loss": (m.get("prior_oof") or {}).get("log_loss"),
@@ -79,13 +81,13 @@ def train(
                "test_predictions": str(out / layout.TEST_PREDICTIONS)})
         return
     prior_oof = (m.get("prior_oof") or {}).get("log_loss")
-    _result(f"{cfg.model}: OOF log loss {m['log_loss']:.6f} (treated rows {m['log_loss_treated']:.6f}); "
+    print_result(f"{cfg.model}: OOF log loss {m['log_loss']:.6f} (treated rows {m['log_loss_treated']:.6f}); "
             + (f"out-of-fold prior {prior_oof:.6f}, " if prior_oof is not None else "")
-            + f"in-sample prior {m['prior']['log_loss']:.6f} -> {_p(out / layout.METRICS)}")
+            + f"in-sample prior {m['prior']['log_loss']:.6f} -> {markup_path(out / layout.METRICS)}")
     if prior_oof is not None and m["log_loss"] >= prior_oof:
-        _log(f"[yellow]warning[/]: {cfg.model}'s OOF log loss is no better than the out-of-fold prior (the "
+        print_log(f"[yellow]warning[/]: {cfg.model}'s OOF log loss is no better than the out-of-fold prior (the "
              "training means of the other folds, on the same folds): it learned nothing usable")
-    _result(f"test predictions: {_p(out / layout.TEST_PREDICTIONS)}")
+    print_result(f"test predictions: {markup_path(out / layout.TEST_PREDICTIONS)}")
 
 
 def run(
@@ -104,13 +106,13 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Train every model of a blend config, blend them, write submission.csv and report/."""
-    _check_blend_config(config, profile, "run")
-    _check_out(out, "run")
-    _check_device(device, "run")
+    check_blend_config(config, profile, "run")
+    check_out(out, "run")
+    check_device(device, "run")
     cache = _feature_cache(feature_cache, feature_cache_max_gb, "run")
-    exec_obj = _executor(executor, address, job_cpus, job_gpus, "run")
+    exec_obj = executor_from_options(executor, address, job_cpus, job_gpus, "run")
     with cache:
-        _run_workflow(config, data, out, profile, exec_obj, quiet, as_json, _test_answers(data), device)
+        _run_workflow(config, data, out, profile, exec_obj, quiet, as_json, answers_in(data), device)
 
 
 def _feature_cache(folder: Optional[Path], max_gb: Optional[float], command: str):
@@ -124,7 +126,7 @@ def _feature_cache(folder: Optional[Path], max_gb: Optional[float], command: str
         try:
             feature_cache.check_max_gb(os.environ.get(feature_cache.ENV_MAX_GB))
         except ValueError as exc:
-            _usage(f"{feature_cache.ENV_MAX_GB}: {exc}", "--feature-cache-max-gb", command)
+            usage_error(f"{feature_cache.ENV_MAX_GB}: {exc}", "--feature-cache-max-gb", command)
     return feature_cache.using(folder, max_gb)
 
 
@@ -146,16 +148,16 @@ def demo(
     OUT/report/index.html; a rerun resumes."""
     from moakit.data.simulate import simulate as run_simulation
 
-    _check_blend_config(config, profile, "demo")
-    _check_out(out, "demo")
+    check_blend_config(config, profile, "demo")
+    check_out(out, "demo")
     data_dir = out / "data"
     if not (data_dir / "train_features.csv").exists():
         try:
             run_simulation(data_dir, n_rows=rows, seed=0)
         except (FileExistsError, ValueError, OSError) as exc:
-            _fail(str(exc))
-        _log(f"simulated {rows} rows -> {_p(data_dir)}")
-    _run_workflow(config, data_dir, out, profile, "local", quiet, as_json, _test_answers(data_dir))
+            fail(str(exc))
+        print_log(f"simulated {rows} rows -> {markup_path(data_dir)}")
+    _run_workflow(config, data_dir, out, profile, "local", quiet, as_json, answers_in(data_dir))
 
 
 def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, quiet: bool, as_json: bool,
@@ -170,22 +172,22 @@ def _run_workflow(config: str, data: Path, out: Path, profile: str, executor, qu
         except ConfigError:
             note = None  # reported by run_workflow below
         if note:
-            _log(f"note: {escape(note)}")
+            print_log(f"note: {escape(note)}")
     try:
         result = run_workflow(config, data, out, profile=profile, executor=executor, show_progress=not quiet,
-                              device=_device(device))
+                              device=device_name(device))
     except ConfigError as exc:  # a model entry's config does not fit this data
-        _usage(str(exc), "CONFIG", "run")
+        usage_error(str(exc), "CONFIG", "run")
     except (DataError, ValueError, ImportError, OSError) as exc:
-        _fail(str(exc))
-    summary = _workflow_summary(result, answers)
+        fail(str(exc))
+    summary = workflow_summary(result, answers)
     if as_json:
-        _json(summary)
+        print_json(summary)
     else:
-        _print_workflow(summary)
+        print_workflow(summary)
 
 
-def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
+def workflow_summary(result, answers: Optional[Path] = None) -> dict:
     """Per-model and blended OOF log loss (and holdout log loss when test answers exist)."""
     from moakit import metrics
     from moakit.headline import nested_scores
@@ -247,11 +249,11 @@ def _workflow_summary(result, answers: Optional[Path] = None) -> dict:
             "prior_log_loss": (result.blend_summary.get("prior") or {}).get("log_loss")}
 
 
-def _print_workflow(summary: dict) -> None:
+def print_workflow(summary: dict) -> None:
     from rich.table import Table
 
     holdout = any("test_log_loss" in m for m in summary["models"].values())
-    table = Table(title=f"moakit run: {_p(summary['run_dir'])}",
+    table = Table(title=f"moakit run: {markup_path(summary['run_dir'])}",
                   caption="prior: per-target training means; OOF numbers are compared with the prior OUT OF FOLD "
                   "(each model's own folds; blended with the blend's weights for the blend), test numbers with "
                   "the means of all training rows. Red: no better than its out-of-fold prior.")
@@ -270,7 +272,7 @@ def _print_workflow(summary: dict) -> None:
     for name, m in summary["models"].items():
         p_oof = m.get("prior_oof_log_loss")
         worse = p_oof is not None and m["oof_log_loss"] >= p_oof  # no better than its out-of-fold prior
-        row = [_p(name), m["profile"], f"{m['seeds']} x {m['folds']}", m.get("cv") or "-",
+        row = [markup_path(name), m["profile"], f"{m['seeds']} x {m['folds']}", m.get("cv") or "-",
                f"[red]{m['oof_log_loss']:.6f}[/]" if worse else f"{m['oof_log_loss']:.6f}",
                f"{p_oof:.6f}" if p_oof is not None else "-", f"{m['weight']:.3f}" if m["weight"] is not None else "-"]
         row += [f"{s['weights'].get(name, 0.0):.3f}" for s in searched.values()]
@@ -291,11 +293,11 @@ def _print_workflow(summary: dict) -> None:
     if holdout:
         row.append(f"[bold]{summary['blend']['test_log_loss']:.6f}[/]")
     table.add_row(*row)
-    out = _stdout()
+    out = stdout_console()
     out.print(table)
     from moakit.headline import headline
 
     for line in headline(summary["models"], summary["blend"], summary["blend"].get("prior_test_log_loss")):
         out.print(escape(line))
-    out.print(f"submission: {_p(summary['submission'])}")
-    out.print(f"report: {_p(summary['report'])}")
+    out.print(f"submission: {markup_path(summary['submission'])}")
+    out.print(f"report: {markup_path(summary['report'])}")

@@ -8,7 +8,8 @@ import typer
 from rich.markup import escape
 
 from moakit import choices
-from moakit.cli.common import _check_out, _device, _fail, _json, _log, _p, _result, _stdout, _usage
+from moakit.cli.common import (check_out, device_name, fail, markup_path, print_json, print_log, print_result,
+                               stdout_console, usage_error)
 from moakit.cli.options import (DEFAULT_DEVICE, DeviceOption, ExplainMethod, JsonOption, QuietOption,
                                 data_option, file_option, run_dir_argument, seed_option)
 from moakit.runs import layout
@@ -24,15 +25,15 @@ def report(
     """Write an HTML report (index.html + PNGs + report.json) of a single-model or multi-model run."""
     from moakit.report import ReportError, write_report
 
-    _check_out(out if out is not None else layout.report_dir(run_dir), "report")
+    check_out(out if out is not None else layout.report_dir(run_dir), "report")
     try:
         from moakit.validate import check_finished
 
         check_finished(run_dir, "report")  # running, interrupted or failed: say which
         path = write_report(run_dir, out, data=data)
     except (ReportError, ValueError, OSError) as exc:
-        _fail(str(exc))
-    _result(f"report: {_p(path)}")
+        fail(str(exc))
+    print_result(f"report: {markup_path(path)}")
 
 
 def evaluate(
@@ -60,32 +61,33 @@ def evaluate(
     from moakit.evaluate import EvaluateError, evaluate as run_evaluation, write_csv
 
     if out is not None and out.is_dir():
-        _usage(f"{out} is a folder; give the CSV file to write", "--out", "evaluate")
+        usage_error(f"{out} is a folder; give the CSV file to write", "--out", "evaluate")
     try:
         result = run_evaluation(run_dir, data=data, shuffled_baseline=seeds if shuffled_baseline else 0,
-                                show_progress=not quiet, device=_device(device))
+                                show_progress=not quiet, device=device_name(device))
         if out is not None:
             write_csv(result, out)
     except (EvaluateError, BlendError, DataError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     files = {"evaluation": str(result.out_dir / layout.EVALUATION), "csv": str(result.out_dir / layout.EVALUATION_CSV),
              "plot": str(result.out_dir / layout.EVALUATION_PNG), **({"out": str(out)} if out is not None else {})}
     if as_json:
-        from moakit.evaluate import _records
+        from moakit.evaluate import table_records
 
-        _json({**result.summary, "files": files,
-               "per_target": {k: _records(t) for k, t in result.tables.items()}})
+        print_json({**result.summary, "files": files,
+               "per_target": {k: table_records(t) for k, t in result.tables.items()}})
         return
     _print_evaluation(result)
-    _stdout().print(f"files: {_p(files['evaluation'])}, {_p(files['csv'])}, {_p(files['plot'])}"
-                    + (f", {_p(out)}" if out is not None else ""))
+    stdout_console().print(f"files: {markup_path(files['evaluation'])}, {markup_path(files['csv'])}, "
+                           f"{markup_path(files['plot'])}"
+                    + (f", {markup_path(out)}" if out is not None else ""))
 
 
 def _print_evaluation(result) -> None:
     """One table per set of honest rows (targets with positives, best PR-AUC first), then its summary."""
     from rich.table import Table
 
-    stdout = _stdout()
+    stdout = stdout_console()
     for key, t in result.tables.items():
         s = result.summary["sets"][key]
         base = "shuffled_pr_auc_mean" in t
@@ -149,9 +151,9 @@ def explain(
     from moakit.inference import InferenceError
 
     if features is not None and data is not None:
-        _usage("give --features or --data, not both", "--features / --data", "explain")
+        usage_error("give --features or --data, not both", "--features / --data", "explain")
     if labels is not None and features is None:
-        _usage("--labels goes with --features", "--labels", "explain")
+        usage_error("--labels goes with --features", "--labels", "explain")
     try:
         run = ex.open_run(run_dir)
         ex.resolve_target(run, target)
@@ -161,11 +163,11 @@ def explain(
                             negatives=negatives or None, gene_info=inputs.gene_info, rows_note=inputs.note)
         path = ex.save(result, run_dir) if save else None
     except (ex.ExplainError, DataError, InferenceError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
-        _json({**result, "saved": str(path) if path else None})
+        print_json({**result, "saved": str(path) if path else None})
         return
     for line in ex.summary_lines(result, top):
-        _result(escape(line))
+        print_result(escape(line))
     if path:
-        _log(f"saved: {_p(path)}")
+        print_log(f"saved: {markup_path(path)}")

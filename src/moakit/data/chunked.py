@@ -24,7 +24,7 @@ import pandas as pd
 
 from moakit.data import schema
 from moakit.data.dataset import Dataset
-from moakit.data.io import DataError, _check_duplicates, _check_ids, parse_features, read_table, table_layout
+from moakit.data.io import DataError, check_duplicates, check_ids, parse_features, read_table, table_layout
 
 T = TypeVar("T")
 # the columns read whole before the chunks: ids and meta (small, and typed over the whole file)
@@ -99,7 +99,7 @@ class TableChunks:
         self.whole = self._read_whole([c for c in self.columns if c in WHOLE_COLUMNS])
         self.n_rows = len(self.whole)
         if schema.ID_COLUMN in self.whole.columns:
-            self.sig_id = _check_ids(self.path, self.whole)
+            self.sig_id = check_ids(self.path, self.whole)
         else:
             self.sig_id = None  # parse_features names the missing column on the first chunk
 
@@ -117,7 +117,7 @@ class TableChunks:
             raise DataError(f"{self.path}: file is empty") from exc
         except Exception as exc:  # parser errors, bad zip, bad parquet
             raise DataError(f"{self.path}: cannot be read ({exc})") from exc
-        _check_duplicates(self.path, names)
+        check_duplicates(self.path, names)
         return names
 
     def _read_whole(self, columns: list[str]) -> pd.DataFrame:

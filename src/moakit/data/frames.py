@@ -17,7 +17,7 @@ import pandas as pd
 
 from moakit.data import schema
 from moakit.data.dataset import Dataset, MoAData
-from moakit.data.io import (DataError, _align, _numeric_block, _require_columns, check_binary, parse_features,
+from moakit.data.io import (DataError, align_to_ids, check_binary, numeric_block, parse_features, require_columns,
                             target_columns, unify_panels)
 
 FEATURE_COLUMNS_HINT = "cp_type, cp_time, cp_dose, then the g-* and c-* columns"
@@ -139,19 +139,19 @@ def targets_matrix(Y, ds: Dataset, has_ids: bool, what: str,
         names = target_columns(what, Y.columns)
         frame = Y.reset_index(drop=True)
         frame.columns = [str(c) for c in frame.columns]
-        values = _numeric_block(what, frame, names)
+        values = numeric_block(what, frame, names)
         if schema.ID_COLUMN in frame.columns:
             if not has_ids:
                 raise DataError(f"{what}: has a sig_id column but X has none, so its rows cannot be matched; "
                                 "drop the column to match rows by position")
-            values = _align(what, frame[schema.ID_COLUMN].astype(str).to_numpy(), values, ds.sig_id, Path("X"))
+            values = align_to_ids(what, frame[schema.ID_COLUMN].astype(str).to_numpy(), values, ds.sig_id, Path("X"))
     else:
         array = np.asarray(Y)
         if array.ndim != 2:
             raise DataError(f"{what}: expected a 2-D (rows, targets) table, got shape {array.shape}")
         names = (default_names if array.shape[1] == len(default_names)
                  else [f"target_{j}" for j in range(array.shape[1])])
-        values = _numeric_block(what, pd.DataFrame(array, columns=names), names)
+        values = numeric_block(what, pd.DataFrame(array, columns=names), names)
     if len(values) != len(ds):
         raise DataError(f"{what}: {len(values)} rows, X has {len(ds)}")
     check_binary(what, values, names)
@@ -161,7 +161,7 @@ def targets_matrix(Y, ds: Dataset, has_ids: bool, what: str,
 def drug_ids(drug_id, ds: Dataset) -> np.ndarray:
     """Drug ids in X's row order (``drug_id`` was matched to X's rows by sig_id before)."""
     if isinstance(drug_id, pd.DataFrame):  # a train_drug table: sig_id (column or index) + drug_id
-        _require_columns("drug_id", drug_id, [schema.DRUG_COLUMN])
+        require_columns("drug_id", drug_id, [schema.DRUG_COLUMN])
         drug_id = drug_id[schema.DRUG_COLUMN]
     values = np.asarray(drug_id, dtype=object).astype(str)
     if values.ndim != 1 or len(values) != len(ds):

@@ -59,7 +59,7 @@ import numpy as np
 
 from moakit import choices
 from moakit.data import schema
-from moakit.data.simulate_profiles import _strengths
+from moakit.data.simulate_profiles import draw_strengths
 
 DEFAULT_GENERATOR = choices.DEFAULT_PROFILE_GENERATOR
 GENERATORS = choices.PROFILE_GENERATORS
@@ -89,9 +89,9 @@ def check_generator(name: str, effect_scale: float) -> None:
 def factor_profiles(labels, rng: np.random.Generator, truth: dict | None = None,
                     effect_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Gene expression (n x 772) and cell viability (n x 100) of the ``factor`` generator
-    for ``labels`` (a ``moakit.data.simulate_labels._Labels``); ``truth`` receives the scored
+    for ``labels`` (a ``moakit.data.simulate_labels.Labels``); ``truth`` receives the scored
     targets' planted signatures (the keys ``answers/signatures.npz`` is written from)."""
-    from moakit.data.simulate_profiles import _round4
+    from moakit.data.simulate_profiles import round4
 
     strength = FACTOR_STRENGTH * float(effect_scale)
     W = rng.standard_t(3, size=(N_FACTORS, schema.N_GENES)) * 0.22
@@ -104,7 +104,7 @@ def factor_profiles(labels, rng: np.random.Generator, truth: dict | None = None,
     plate = _plates(labels, rng)
     genes = _factor_genes(labels, W, moa, drugs, amp, plate, SIGNATURE_GAIN * strength, rng)
     cells = _factor_cells(labels, moa, drugs, amp, plate, strength, rng)
-    return _round4(genes), _round4(cells)
+    return round4(genes), round4(cells)
 
 
 def _sparse_laplace(n: int, dim: int, low: int, high: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,9 +117,9 @@ def _sparse_laplace(n: int, dim: int, low: int, high: int, rng: np.random.Genera
 
 
 def _moa_toxicity(names: list[str], rng: np.random.Generator) -> np.ndarray:
-    from moakit.data.simulate_profiles import _CYTOTOXIC
+    from moakit.data.simulate_profiles import CYTOTOXIC
 
-    tox = np.where([bool(_CYTOTOXIC.search(n)) for n in names], rng.uniform(0.8, 3.0, len(names)), 0.0)
+    tox = np.where([bool(CYTOTOXIC.search(n)) for n in names], rng.uniform(0.8, 3.0, len(names)), 0.0)
     mild = (tox == 0) & (rng.random(len(names)) < 0.1)
     tox[mild] = rng.uniform(0.1, 0.7, mild.sum())
     return tox
@@ -144,7 +144,7 @@ def _moa_effects(labels, W: np.ndarray, rng: np.random.Generator) -> dict[str, n
         for t in range(n):
             k = int(rng.integers(10, 41))
             direct[t, rng.choice(schema.N_GENES, k, replace=False)] = rng.laplace(0.0, 0.5, k)
-        strength = _strengths(n, rng, sd=0.6, weak_range=(0.03, 0.2))
+        strength = draw_strengths(n, rng, sd=0.6, weak_range=(0.03, 0.2))
         tau = np.exp(rng.uniform(np.log(12.0), np.log(150.0), n))
         course = (_HOURS[None, :] / tau[:, None]) * np.exp(1.0 - _HOURS[None, :] / tau[:, None])
         tox = _moa_toxicity(names, rng) * (0.7 if key == "ns" else 1.0)

@@ -43,7 +43,7 @@ def read_table(path: Path) -> pd.DataFrame:
             # The raw header is read first: pandas would silently rename a duplicated
             # column "x" to "x.1".
             raw_header = pd.read_csv(path, nrows=1, header=None, dtype=str).iloc[0].tolist()
-            _check_duplicates(path, [str(c) for c in raw_header])
+            check_duplicates(path, [str(c) for c in raw_header])
             frame = pd.read_csv(path, low_memory=False)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: file is empty") from exc
@@ -51,7 +51,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # parser errors, bad zip, bad parquet
         raise DataError(f"{path}: cannot be read ({exc})") from exc
-    _check_duplicates(path, [str(c) for c in frame.columns])
+    check_duplicates(path, [str(c) for c in frame.columns])
     if frame.shape[0] == 0:
         raise DataError(f"{path}: file has a header but no rows")
     return frame
@@ -64,7 +64,7 @@ def _show(value) -> str:
     return repr(value)
 
 
-def _check_duplicates(path: Path, columns: list[str]) -> None:
+def check_duplicates(path: Path, columns: list[str]) -> None:
     seen: set[str] = set()
     for col in columns:
         if col in seen:
@@ -72,7 +72,7 @@ def _check_duplicates(path: Path, columns: list[str]) -> None:
         seen.add(col)
 
 
-def _require_columns(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+def require_columns(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:5])
@@ -80,8 +80,8 @@ def _require_columns(path: Path, frame: pd.DataFrame, columns: list[str]) -> Non
         raise DataError(f"{path}: missing column(s) {shown}{more}")
 
 
-def _check_ids(path: Path, frame: pd.DataFrame) -> np.ndarray:
-    _require_columns(path, frame, [schema.ID_COLUMN])
+def check_ids(path: Path, frame: pd.DataFrame) -> np.ndarray:
+    require_columns(path, frame, [schema.ID_COLUMN])
     ids = frame[schema.ID_COLUMN].astype(str).to_numpy()
     dup = pd.Series(ids).duplicated()
     if dup.any():
@@ -90,7 +90,7 @@ def _check_ids(path: Path, frame: pd.DataFrame) -> np.ndarray:
     return ids
 
 
-def _numeric_block(path: Path, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def numeric_block(path: Path, frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """float32 matrix of ``columns``; non-numeric, NaN and inf values are errors."""
     for col in columns:
         series = frame[col]
@@ -197,12 +197,12 @@ def parse_features(path: Path, frame: pd.DataFrame, layout: str | None = None,
     gene_cols = [c for c in frame.columns if str(c).startswith(schema.GENE_PREFIX)]
     cell_cols = [c for c in frame.columns if str(c).startswith(schema.CELL_PREFIX)]
     lish_moa = layout == schema.LISH_MOA_LAYOUT
-    _require_columns(path, frame, [schema.ID_COLUMN, *(schema.META_COLUMNS if lish_moa else [])])
+    require_columns(path, frame, [schema.ID_COLUMN, *(schema.META_COLUMNS if lish_moa else [])])
     if not gene_cols:
         raise DataError(f"{path}: no gene expression columns (names starting with {schema.GENE_PREFIX!r})")
     if lish_moa and not cell_cols:
         raise DataError(f"{path}: no cell viability columns (names starting with {schema.CELL_PREFIX!r})")
-    ids = _check_ids(path, frame)
+    ids = check_ids(path, frame)
     meta = tuple(c for c in schema.META_COLUMNS if c in frame.columns)
     codes, used = {}, {}
     for column in ("cp_time", "cp_dose"):
@@ -216,8 +216,8 @@ def parse_features(path: Path, frame: pd.DataFrame, layout: str | None = None,
                else np.zeros(len(frame), np.int8))
     return Dataset(
         sig_id=ids,
-        genes=_numeric_block(path, frame, gene_cols),
-        cells=(_numeric_block(path, frame, cell_cols) if cell_cols
+        genes=numeric_block(path, frame, gene_cols),
+        cells=(numeric_block(path, frame, cell_cols) if cell_cols
                else np.zeros((len(frame), 0), np.float32)),
         cp_type=cp_type,
         cp_time=codes["cp_time"],
@@ -312,19 +312,20 @@ def check_binary(where, values: np.ndarray, names: list[str]) -> None:
 def _id_and_target_columns(path: Path) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(sig_ids, target column names, numeric values) of a targets or submission file."""
     frame = read_table(path)
-    ids = _check_ids(path, frame)
+    ids = check_ids(path, frame)
     names = target_columns(path, frame.columns)
-    return ids, names, _numeric_block(path, frame, names)
+    return ids, names, numeric_block(path, frame, names)
 
 
 def _read_targets(path: Path, sig_ids: np.ndarray, features_path: Path) -> tuple[np.ndarray, list[str]]:
     """Target matrix aligned to ``sig_ids`` (the features' order)."""
     ids, names, values = _id_and_target_columns(path)
     check_binary(path, values, names)
-    return _align(path, ids, values, sig_ids, features_path), names
+    return align_to_ids(path, ids, values, sig_ids, features_path), names
 
 
-def _align(path: Path, ids: np.ndarray, values: np.ndarray, sig_ids: np.ndarray, features_path: Path) -> np.ndarray:
+def align_to_ids(path: Path, ids: np.ndarray, values: np.ndarray, sig_ids: np.ndarray,
+                 features_path: Path) -> np.ndarray:
     """Reorder ``values`` (rows keyed by ``ids``) into the order of ``sig_ids``."""
     position = pd.Index(ids)
     order = position.get_indexer(sig_ids)
@@ -381,7 +382,7 @@ def read_gene_info(folder: Path, gene_names: list[str]) -> pd.DataFrame | None:
     path = folder / schema.GENE_INFO
     if path.exists():
         frame = read_table(path)
-        _require_columns(path, frame, ["column", "entrez_id"])
+        require_columns(path, frame, ["column", "entrez_id"])
         columns = frame["column"].astype(str).tolist()
         if columns != list(gene_names):
             j = next((i for i, (a, b) in enumerate(zip(columns, gene_names)) if a != b), min(len(columns),
@@ -437,10 +438,10 @@ def load(folder: str | Path) -> MoAData:
     drug_path = find_file(folder, "train_drug", required=False)
     if drug_path is not None:
         frame = read_table(drug_path)
-        _require_columns(drug_path, frame, [schema.ID_COLUMN, schema.DRUG_COLUMN])
-        ids = _check_ids(drug_path, frame)
+        require_columns(drug_path, frame, [schema.ID_COLUMN, schema.DRUG_COLUMN])
+        ids = check_ids(drug_path, frame)
         drugs = frame[schema.DRUG_COLUMN].astype(str).to_numpy()
-        train.drug_id = _align(drug_path, ids, drugs, train.sig_id, train_path)
+        train.drug_id = align_to_ids(drug_path, ids, drugs, train.sig_id, train_path)
     submission_path = find_file(folder, "sample_submission", required=False)
     if submission_path is not None:
         frame = read_table(submission_path)
@@ -461,9 +462,9 @@ def read_drugs(path: Path, sig_ids: np.ndarray, features_what: str) -> np.ndarra
     """The drug_id column of a sig_id + drug_id table (train_drug, answers/test_drug),
     aligned to ``sig_ids``."""
     frame = read_table(path)
-    _require_columns(path, frame, [schema.ID_COLUMN, schema.DRUG_COLUMN])
-    ids = _check_ids(path, frame)
-    return _align(path, ids, frame[schema.DRUG_COLUMN].astype(str).to_numpy(), sig_ids, Path(features_what))
+    require_columns(path, frame, [schema.ID_COLUMN, schema.DRUG_COLUMN])
+    ids = check_ids(path, frame)
+    return align_to_ids(path, ids, frame[schema.DRUG_COLUMN].astype(str).to_numpy(), sig_ids, Path(features_what))
 
 
 def read_answers(path: str | Path, sig_ids: np.ndarray, names: list[str] | None = None) -> np.ndarray:

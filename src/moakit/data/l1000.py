@@ -40,7 +40,7 @@ from moakit.artifacts import atomic_dir
 from moakit.data import schema
 from moakit.data.io import DataError
 from moakit.data.l1000_files import (  # noqa: F401  (find_files, read_siginfo, dose_label re-exported)
-    EXAMPLES, L1000Files, _shown, dose_label, find_files, read_compound_moas, read_geneinfo, read_siginfo,
+    EXAMPLES, L1000Files, shown_values, dose_label, find_files, read_compound_moas, read_geneinfo, read_siginfo,
 )
 from moakit.runs import layout
 
@@ -84,13 +84,13 @@ def _match(sig: pd.DataFrame, cids: np.ndarray, files: L1000Files, info: dict, l
     info["matrix_columns_without_siginfo_row"] = int(len(not_in_siginfo))
     if not in_matrix.any():
         raise DataError(f"{files.siginfo}: none of its {len(sig)} sig_ids is a column of {files.matrix.name} "
-                        f"(matrix columns e.g. {_shown(cids[:EXAMPLES])})")
+                        f"(matrix columns e.g. {shown_values(cids[:EXAMPLES])})")
     if (~in_matrix).any():
         log(f"{files.siginfo.name}: {int((~in_matrix).sum())} of {len(sig)} rows have no column in "
-            f"{files.matrix.name} (ignored), e.g. {_shown(sig.loc[~in_matrix, 'sig_id'].head(EXAMPLES))}")
+            f"{files.matrix.name} (ignored), e.g. {shown_values(sig.loc[~in_matrix, 'sig_id'].head(EXAMPLES))}")
     if len(not_in_siginfo):
         log(f"{files.matrix.name}: {len(not_in_siginfo)} of {len(cids)} columns have no row in "
-            f"{files.siginfo.name} (dropped), e.g. {_shown(not_in_siginfo[:EXAMPLES])}")
+            f"{files.siginfo.name} (dropped), e.g. {shown_values(not_in_siginfo[:EXAMPLES])}")
     return sig[in_matrix]
 
 
@@ -163,10 +163,10 @@ def _labels(sig: pd.DataFrame, moas: dict[str, list[str]], f: Filters, files: L1
     info["compounds_with_empty_moa"] = len(empty)
     if absent:
         log(f"{files.compoundinfo.name}: {len(absent)} compound(s) of the signatures have no row (their signatures "
-            f"are dropped), e.g. {_shown(absent)}")
+            f"are dropped), e.g. {shown_values(absent)}")
     if empty:
         log(f"{files.compoundinfo.name}: {len(empty)} compound(s) have an empty moa (their signatures are "
-            f"dropped), e.g. {_shown(empty)}")
+            f"dropped), e.g. {shown_values(empty)}")
     sig = sig[~(treated & sig["pert_id"].isin(set(absent) | set(empty)))]
     treated = sig["pert_type"] == TREATED
     if not treated.any():
@@ -270,10 +270,10 @@ def _select_genes(rids: np.ndarray, geneinfo: pd.DataFrame, which: str, files: L
         missing = wanted.loc[~wanted["gene_id"].isin(rid_set), "gene_id"]
         if len(missing) == len(wanted):
             raise DataError(f"{files.matrix}: none of the {len(wanted)} landmark genes of {files.geneinfo.name} is a "
-                            f"row of the matrix (e.g. {_shown(missing)})")
+                            f"row of the matrix (e.g. {shown_values(missing)})")
         if len(missing):
             log(f"{files.matrix.name}: {len(missing)} of {len(wanted)} landmark genes are not rows of the matrix "
-                f"(left out), e.g. {_shown(missing)}")
+                f"(left out), e.g. {shown_values(missing)}")
         info["landmark_genes_missing"] = int(len(missing))
         chosen = wanted[wanted["gene_id"].isin(rid_set)]
     elif which == "all":

@@ -93,7 +93,7 @@ def _first_duplicate(path: Path, frame: pd.DataFrame, column: str) -> None:
         raise DataError(f"{path}: row {row + 1}: {column} {frame[column].iloc[row]!r} appears more than once")
 
 
-def _shown(values) -> str:
+def shown_values(values) -> str:
     values = list(values)
     more = f", ... ({len(values)} in all)" if len(values) > EXAMPLES else ""
     return ", ".join(repr(str(v)) for v in values[:EXAMPLES]) + more

@@ -50,8 +50,9 @@ import numpy as np
 
 from moakit import choices
 from moakit.data import schema, simulate_profiles
-from moakit.data.simulate_labels import CONTROL_DRUG, LABEL_FILES, _Labels, _real_labels, _simulated_labels, _split
-from moakit.data.simulate_profiles import N_DIRECT_GENES, _profiles
+from moakit.data.simulate_labels import (CONTROL_DRUG, LABEL_FILES, Labels, draw_simulated_labels, draw_test_split,
+                                         read_real_labels)
+from moakit.data.simulate_profiles import N_DIRECT_GENES, draw_profiles
 from moakit.runs import layout
 
 __all__ = ["CONTROL_DRUG", "FORMATS", "LABEL_FILES", "N_DIRECT_GENES", "SIGNATURES_FILE", "simulate"]
@@ -97,15 +98,15 @@ def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path
 
     rng = np.random.default_rng([int(seed), 0x6D6F61])
     if labels_from is not None:
-        labels = _real_labels(Path(labels_from), rng)
+        labels = read_real_labels(Path(labels_from), rng)
     else:
-        labels = _simulated_labels(int(n_rows), rng)
-    is_test = _split(labels, float(test_fraction), rng)
+        labels = draw_simulated_labels(int(n_rows), rng)
+    is_test = draw_test_split(labels, float(test_fraction), rng)
     truth: dict[str, np.ndarray] = {}
     if generator == "factor":
         genes, cells = factor_profiles(labels, rng, truth, float(effect_scale))
     else:
-        genes, cells = _profiles(labels, rng, truth, float(effect_scale))
+        genes, cells = draw_profiles(labels, rng, truth, float(effect_scale))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -128,7 +129,7 @@ def simulate(out_dir, n_rows: int = 6000, seed: int = 0, labels_from: str | Path
 # writing
 
 
-def _write(folder: Path, labels: _Labels, is_test: np.ndarray, genes: np.ndarray, cells: np.ndarray,
+def _write(folder: Path, labels: Labels, is_test: np.ndarray, genes: np.ndarray, cells: np.ndarray,
            file_format: str) -> None:
     layout.answers_dir(folder).mkdir()
     scored_names, nonscored_names = schema.scored_target_names(), schema.nonscored_target_names()

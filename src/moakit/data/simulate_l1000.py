@@ -42,7 +42,7 @@ import pandas as pd
 
 from moakit.artifacts import atomic_dir
 from moakit.data import simulate, simulate_profiles as base
-from moakit.data.simulate_labels import _families
+from moakit.data.simulate_labels import draw_families
 from moakit.data.column_maps import lish_moa_gene_ids
 from moakit.runs import layout
 
@@ -111,7 +111,7 @@ def simulate_l1000(out_dir, n_signatures: int = 4000, seed: int = 0, n_inferred:
     compounds, labels = _compounds(int(n_signatures), rng)
     plan = _plan(int(n_signatures), len(compounds), rng)
     truth: dict[str, np.ndarray] = {}
-    values = _profiles(plan, labels, genes, rng, truth)
+    values = draw_profiles(plan, labels, genes, rng, truth)
     order = rng.permutation(len(plan.sig_id))  # storage order of the signatures
     gene_order = rng.permutation(len(genes))  # and of the genes
     with atomic_dir(out_dir) as tmp:  # nothing half-written: one rename at the end
@@ -162,7 +162,7 @@ def _compounds(n_signatures: int, rng: np.random.Generator) -> tuple[pd.DataFram
     ones mostly from the family of its first (simulate's families)."""
     n_moa = len(MOAS)
     n_comp = max(n_moa + 10, int(np.ceil(n_signatures / 4)) + 10)
-    family = _families([moa_column(m) for m in MOAS], rng)
+    family = draw_families([moa_column(m) for m in MOAS], rng)
     weight = np.exp(1.0 * rng.standard_normal(n_moa))
     weight[-N_RARE:] = 0.0
     weight /= weight.sum()
@@ -251,7 +251,7 @@ def _moa_signatures(family: np.ndarray, n_genes: int, rng: np.random.Generator):
     2-4 pathways each, a family part shared by related MoAs, ``N_DIRECT_GENES`` genes hit
     directly; strengths from simulate (a fifth nearly invisible)."""
     n, K = len(family), base.N_PATHWAYS
-    strength = base._strengths(n, rng)
+    strength = base.draw_strengths(n, rng)
     family_part = rng.standard_normal((family.max() + 1, K)) * (rng.random((family.max() + 1, K)) < 0.08)
     family_part /= np.maximum(np.linalg.norm(family_part, axis=1, keepdims=True), 1e-9)
     own = np.zeros((n, K))
@@ -269,15 +269,15 @@ def _moa_signatures(family: np.ndarray, n_genes: int, rng: np.random.Generator):
     return own * strength[:, None], gene * strength[:, None], strength
 
 
-def _profiles(plan: _Plan, Y: np.ndarray, genes: pd.DataFrame, rng: np.random.Generator,
+def draw_profiles(plan: _Plan, Y: np.ndarray, genes: pd.DataFrame, rng: np.random.Generator,
               truth: dict) -> np.ndarray:
     """Level-5-like values, signatures x genes (landmark then inferred), float32, 4 decimals."""
     G, K = N_LANDMARK, base.N_PATHWAYS
     names = [moa_column(m) for m in MOAS]
     loadings = _pathway_loadings(G, rng)
-    family = _families(names, rng)
+    family = draw_families(names, rng)
     m_path, m_gene, strength = _moa_signatures(family, G, rng)
-    m_tox = base._toxicities(names, rng)
+    m_tox = base.draw_toxicities(names, rng)
     n_comp = len(Y)
     idio = rng.standard_normal((n_comp, K)) * (rng.random((n_comp, K)) < 0.06) * 0.9
     c_path = base.SIGNAL * (Y @ m_path) + idio
@@ -308,7 +308,7 @@ def _profiles(plan: _Plan, Y: np.ndarray, genes: pd.DataFrame, rng: np.random.Ge
     inferred = _inferred(values, int((genes["feature_space"] != "landmark").sum()), rng)
     out = np.clip(np.concatenate([values, inferred], axis=1), *base.GENE_CLIP)
     truth.update(loadings=loadings, path=m_path, gene=m_gene, strength=strength, toxicity=m_tox)
-    return base._round4(out).astype(np.float32)
+    return base.round4(out).astype(np.float32)
 
 
 def _inferred(landmark: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

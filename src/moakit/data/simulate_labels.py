@@ -35,7 +35,7 @@ _KINASE = re.compile(
 
 
 @dataclass
-class _Labels:
+class Labels:
     """Row-level facts before profiles: ids, drugs, treatment and labels."""
 
     sig_id: np.ndarray  # (n,) str
@@ -93,7 +93,7 @@ def _replicate_plan(sizes: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     return combo // 2, combo % 2
 
 
-def _families(names: list[str], rng: np.random.Generator) -> np.ndarray:
+def draw_families(names: list[str], rng: np.random.Generator) -> np.ndarray:
     """A family index per target: related MoAs (same receptor, kinase groups, random
     small groups otherwise) share part of their signature and co-occur on drugs."""
     n = len(names)
@@ -124,14 +124,14 @@ def _families(names: list[str], rng: np.random.Generator) -> np.ndarray:
     return family
 
 
-def _simulated_labels(n_rows: int, rng: np.random.Generator) -> _Labels:
+def draw_simulated_labels(n_rows: int, rng: np.random.Generator) -> Labels:
     """Simulated drugs, replicates and per-drug labels for ``n_rows`` rows (drug 0: the
     controls; drugs 1..n_heavy: the few with hundreds of rows)."""
     sizes, n_heavy = _drug_sizes(n_rows, rng)
     drug_scored, labelled, family = _scored_drug_labels(len(sizes), n_heavy, rng)
     drug_nonscored, partner = _nonscored_drug_labels(drug_scored, labelled, rng)
     drug_ids, drug_index, control, cp_time, cp_dose, sig_id = _simulated_rows(sizes, rng)
-    return _Labels(sig_id, drug_index, drug_ids, control, cp_time, cp_dose, drug_scored, drug_nonscored,
+    return Labels(sig_id, drug_index, drug_ids, control, cp_time, cp_dose, drug_scored, drug_nonscored,
                    family, partner)
 
 
@@ -164,7 +164,7 @@ def _scored_drug_labels(n_drugs: int, n_heavy: int,
     n_s = len(names)
     weight = np.exp(1.2 * rng.standard_normal(n_s))
     weight /= weight.sum()
-    family = _families(names, rng)
+    family = draw_families(names, rng)
     drug_scored = np.zeros((n_drugs, n_s), dtype=np.uint8)
     labelled = rng.random(n_drugs) < LABELLED_DRUG_SHARE
     labelled[0] = False  # controls
@@ -263,7 +263,7 @@ def _read_label_file(folder: Path, name: str) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot be read ({exc})") from exc
 
 
-def _real_labels(folder: Path, rng: np.random.Generator) -> _Labels:
+def read_real_labels(folder: Path, rng: np.random.Generator) -> Labels:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: labels folder not found (it should hold {', '.join(LABEL_FILES)})")
     scored = _read_label_file(folder, LABEL_FILES[0])
@@ -319,15 +319,15 @@ def _real_labels(folder: Path, rng: np.random.Generator) -> _Labels:
     active = np.flatnonzero(drug_nonscored.sum(axis=0) > 0)
     cooccur = N.T.astype(np.float64) @ S.astype(np.float64)
     partner = _nonscored_partners(S.shape[1], N.shape[1], active, rng, cooccur)
-    family = _families(schema.scored_target_names(), rng)
-    return _Labels(sig, codes, drug_names, control, cp_time, cp_dose, drug_scored, drug_nonscored, family, partner)
+    family = draw_families(schema.scored_target_names(), rng)
+    return Labels(sig, codes, drug_names, control, cp_time, cp_dose, drug_scored, drug_nonscored, family, partner)
 
 
 # --------------------------------------------------------------------------------------
 # train / test split
 
 
-def _split(labels: _Labels, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
+def draw_test_split(labels: Labels, test_fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Boolean test mask: whole treated drugs (unseen in training) plus a row-wise share
     of the controls. Drugs with more than 19 rows stay in training, and so does a drug
     whose move would leave one of its scored targets without a training drug."""

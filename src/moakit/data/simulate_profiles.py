@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from moakit.data import schema
-from moakit.data.simulate_labels import _Labels
+from moakit.data.simulate_labels import Labels
 
 N_PATHWAYS = 50
 GENE_CLIP = (-10.0, 10.0)
@@ -26,7 +26,7 @@ _DOSE_FACTOR = np.array([0.65, 1.0])  # D1, D2
 _TIME_FACTOR = np.array([0.7, 0.9, 1.0])  # 24, 48, 72 h
 _TIME_TOX = np.array([0.55, 0.8, 1.0])
 # MoAs that kill cells: strong, broad loss of viability.
-_CYTOTOXIC = re.compile(
+CYTOTOXIC = re.compile(
     r"proteasome|tubulin|topoisomerase|hdac|hsp_|cdk_|dna_alkylating|dna_inhibitor|atpase|"
     r"thymidylate|ribonucleoside|rna_polymerase|protein_synthesis|aurora|plk|bcl_|mdm_|nfkb|"
     r"monopolar_spindle|chk_|atr_kinase|parp|apoptosis|mtor|pi3k|dihydrofolate|membrane_integrity"
@@ -59,7 +59,7 @@ def _signatures(n_targets: int, family: np.ndarray, strength: np.ndarray, rng: n
     return pathway, gene
 
 
-def _strengths(n: int, rng: np.random.Generator, sd: float = 0.5,
+def draw_strengths(n: int, rng: np.random.Generator, sd: float = 0.5,
                weak_range: tuple[float, float] = (0.05, 0.25)) -> np.ndarray:
     """Per-target signature strength: log-normal (log sd ``sd``), with a fifth nearly
     invisible (scaled by a factor drawn from ``weak_range``)."""
@@ -69,17 +69,17 @@ def _strengths(n: int, rng: np.random.Generator, sd: float = 0.5,
     return s
 
 
-def _toxicities(names: list[str], rng: np.random.Generator) -> np.ndarray:
+def draw_toxicities(names: list[str], rng: np.random.Generator) -> np.ndarray:
     tox = np.zeros(len(names))
     for i, name in enumerate(names):
-        if _CYTOTOXIC.search(name):
+        if CYTOTOXIC.search(name):
             tox[i] = rng.uniform(1.0, 3.0)
         elif rng.random() < 0.12:
             tox[i] = rng.uniform(0.2, 0.9)
     return tox
 
 
-def _profiles(labels: _Labels, rng: np.random.Generator,
+def draw_profiles(labels: Labels, rng: np.random.Generator,
               truth: dict | None = None, effect_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Gene expression (n x 772) and cell viability (n x 100), float64, 4 decimals.
     ``truth`` (when given) receives the planted signatures (:func:`_write_signatures`)."""
@@ -90,7 +90,7 @@ def _profiles(labels: _Labels, rng: np.random.Generator,
     amp, tox = _row_amplitudes(labels, effects, rng)
     genes = _gene_profiles(labels, effects, amp, tox, loadings, gene_noise_sd, rng)
     cells = _cell_profiles(labels, effects, amp, tox, rng)
-    return _round4(genes), _round4(cells)
+    return round4(genes), round4(cells)
 
 
 @dataclass
@@ -116,7 +116,7 @@ def _pathway_loadings(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     return L, rng.uniform(0.35, 0.7, G)
 
 
-def _moa_signatures(labels: _Labels, rng: np.random.Generator, truth: dict | None = None) -> tuple[tuple, tuple]:
+def _moa_signatures(labels: Labels, rng: np.random.Generator, truth: dict | None = None) -> tuple[tuple, tuple]:
     """(pathway, gene-level, toxicity) signatures of the scored and of the non-scored
     targets: related scored MoAs share a family part, and a non-scored target with a scored
     partner takes after the partner's signature and toxicity."""
@@ -126,9 +126,9 @@ def _moa_signatures(labels: _Labels, rng: np.random.Generator, truth: dict | Non
     family = labels.family
     family_part = rng.standard_normal((family.max() + 1, K)) * (rng.random((family.max() + 1, K)) < 0.08)
     family_part /= np.maximum(np.linalg.norm(family_part, axis=1, keepdims=True), 1e-9)
-    s_strength = _strengths(n_s, rng)
+    s_strength = draw_strengths(n_s, rng)
     s_path, s_gene = _signatures(n_s, family, s_strength, rng, family_part)
-    ns_strength = _strengths(n_ns, rng)
+    ns_strength = draw_strengths(n_ns, rng)
     ns_path, ns_gene = _signatures(n_ns, np.zeros(n_ns, dtype=int), ns_strength, rng)
     partner = labels.partner
     linked = partner >= 0
@@ -136,13 +136,13 @@ def _moa_signatures(labels: _Labels, rng: np.random.Generator, truth: dict | Non
     ns_gene[linked] = 0.8 * s_gene[partner[linked]] + 0.5 * ns_gene[linked]
     if truth is not None:  # the scored targets' planted truth, before anything else draws
         truth.update(path=s_path, gene=s_gene, strength=s_strength)
-    s_tox = _toxicities(scored_names, rng)
-    ns_tox = _toxicities(nonscored_names, rng) * 0.7
+    s_tox = draw_toxicities(scored_names, rng)
+    ns_tox = draw_toxicities(nonscored_names, rng) * 0.7
     ns_tox[linked] = np.maximum(ns_tox[linked], 0.8 * s_tox[partner[linked]])
     return (s_path, s_gene, s_tox), (ns_path, ns_gene, ns_tox)
 
 
-def _drug_effects(labels: _Labels, rng: np.random.Generator, truth: dict | None = None,
+def _drug_effects(labels: Labels, rng: np.random.Generator, truth: dict | None = None,
                   effect_scale: float = 1.0) -> _DrugEffects:
     """Per drug: the sum of its MoAs' signatures plus an idiosyncratic off-target part, its
     toxicity (some drugs toxic off-target) and its potency (a few treated drugs inert)."""
@@ -166,7 +166,7 @@ def _drug_effects(labels: _Labels, rng: np.random.Generator, truth: dict | None 
     return _DrugEffects(drug_path, drug_gene, drug_tox, potency)
 
 
-def _row_amplitudes(labels: _Labels, effects: _DrugEffects,
+def _row_amplitudes(labels: Labels, effects: _DrugEffects,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(amplitude, toxicity) per row: the drug's potency x dose x time x replicate jitter
     (toxicity: times the drug's toxicity, with its own time course); controls nothing."""
@@ -181,7 +181,7 @@ def _row_amplitudes(labels: _Labels, effects: _DrugEffects,
     return amp, tox
 
 
-def _gene_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray, loadings: np.ndarray,
+def _gene_profiles(labels: Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray, loadings: np.ndarray,
                    noise_sd: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Gene expression: baseline + drug pathway activity mapped to genes, the gene-level
     drug effect, a stress response to toxicity, time and dose shifts, Student-t noise."""
@@ -201,7 +201,7 @@ def _gene_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox:
     return genes
 
 
-def _cell_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray,
+def _cell_profiles(labels: Labels, effects: _DrugEffects, amp: np.ndarray, tox: np.ndarray,
                    rng: np.random.Generator) -> np.ndarray:
     """Cell viability: a shared per-row toxicity lowers viability across cell lines (lines
     differ in sensitivity), plus a little pathway-specific selectivity and noise."""
@@ -217,6 +217,6 @@ def _cell_profiles(labels: _Labels, effects: _DrugEffects, amp: np.ndarray, tox:
     return cells
 
 
-def _round4(x: np.ndarray) -> np.ndarray:
+def round4(x: np.ndarray) -> np.ndarray:
     """Round to 4 decimals so that every value prints with at most 4 (no -0.0)."""
     return np.rint(x * 1e4) / 1e4 + 0.0

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from moakit.data.dataset import Dataset
-from moakit.explain.loaded import ExplainError, LoadedRun, _column_values, _losses, _vocab, raw_columns
+from moakit.explain.loaded import ExplainError, LoadedRun, column_values, column_vocab, edit_losses, raw_columns
 
 
 # ----------------------------------------------------------------------------- permutation
@@ -27,8 +27,8 @@ def permutation_importance(run: LoadedRun, ds: Dataset, y: np.ndarray, t: int, n
     for _ in range(n_repeats):
         for cols in units.values():
             perm = rng.permutation(len(ds))
-            edits.append({j: _column_values(ds, j)[perm] for j in cols})
-    losses = _losses(run, ds, y, t, edits)
+            edits.append({j: column_values(ds, j)[perm] for j in cols})
+    losses = edit_losses(run, ds, y, t, edits)
     base, rest = losses[0], losses[1:].reshape(n_repeats, len(units), -1)
     increase = (rest - base[None, None, :]).mean(axis=0)  # (units, members + 1)
     return {"scores": increase[:, -1], "member_scores": increase[:, :-1].T, "base_loss": float(base[-1]),
@@ -99,7 +99,7 @@ class _Differentiable:
     non-differentiable steps' outputs for the explained rows held constant."""
 
     def __init__(self, run: LoadedRun, ds: Dataset) -> None:
-        from moakit.runner import _stage_blocks
+        from moakit.stages import stage_blocks
 
         self.run, self.feats, self.nets, self.consts = run, {}, {}, {}
         for m, model in enumerate(run.models):
@@ -109,7 +109,7 @@ class _Differentiable:
                     state = model.features[(i, seed)]
                     self.feats[(m, i, seed)] = tf = _TorchFeatures(state)
                     self.nets[(m, i, seed)] = _networks(model.estimators[(i, seed)])
-                    blocks = _stage_blocks(ds, model.chain.meta(i, seed, outputs))
+                    blocks = stage_blocks(ds, model.chain.meta(i, seed, outputs))
                     self.consts[(m, i, seed)] = tf.constants(blocks)
                     X = state.transform(blocks)
                     outputs[(i, seed)] = np.mean([e.predict_proba(X) for e in model.estimators[(i, seed)]],
@@ -165,16 +165,16 @@ def integrated_gradients(run: LoadedRun, ds: Dataset, t: int, baseline: dict[str
     import torch
     from captum.attr import IntegratedGradients
 
-    from moakit.runner import _stage_blocks
+    from moakit.stages import stage_blocks
 
     t0 = time.perf_counter()
     diff = _Differentiable(run, ds)
     flat, index = diff.constant_tensors()
-    blocks = _stage_blocks(ds, None)
+    blocks = stage_blocks(ds, None)
     x = tuple(torch.as_tensor(blocks[b]) for b in ("g", "c", "cp"))
     b = tuple(torch.as_tensor(np.broadcast_to(baseline[name], blocks[name].shape).copy()) for name in ("g", "c", "cp"))
     codes = torch.as_tensor(blocks["cp_codes"])
-    n_times = len(_vocab(ds, "cp_time"))
+    n_times = len(column_vocab(ds, "cp_time"))
     n_cp = len(raw_columns(ds)) - len(ds.gene_names) - len(ds.cell_names)
     per_member, gaps = [], []
     for member in run.members:

@@ -23,12 +23,12 @@ def _baseline(reference: Dataset) -> tuple[dict[str, np.ndarray], list, str]:
     """(baseline blocks g / c / cp as (1, width) rows, per raw column baseline values, what
     it is): the control rows' mean profile when the reference has controls, else the mean of
     its rows; cp_time / cp_dose at their most frequent value (one-hot at the mean)."""
-    from moakit.runner import _stage_blocks
+    from moakit.stages import stage_blocks
 
     ctl = reference.is_control
     rows = reference.subset(ctl) if ctl.sum() >= 2 else reference
     what = (f"mean of {int(ctl.sum())} control rows" if ctl.sum() >= 2 else f"mean of {len(reference)} rows")
-    blocks = _stage_blocks(rows, None)
+    blocks = stage_blocks(rows, None)
     base = {b: blocks[b].astype(np.float64).mean(axis=0, keepdims=True).astype(np.float32) for b in ("g", "c", "cp")}
     values = [*base["g"][0], *base["c"][0]]
     for c in raw_columns(reference)[len(reference.gene_names) + len(reference.cell_names):]:

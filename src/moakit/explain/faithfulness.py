@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from moakit.data.dataset import Dataset
-from moakit.explain.loaded import LoadedRun, _losses
+from moakit.explain.loaded import LoadedRun, edit_losses
 
 DELETION_KS = (1, 2, 5, 10, 20, 50, 100, 200)
 
@@ -53,7 +53,7 @@ def deletion_curve(run: LoadedRun, ds: Dataset, y: np.ndarray | None, t: int, or
     orders = [np.asarray(order)] + [rng.permutation(n_cols) for _ in range(n_random)]
     n = len(ds)
     edits = [{}] + [{int(j): np.full(n, baseline_values[j]) for j in o[:k]} for o in orders for k in ks]
-    losses = _losses(run, ds, y, t, edits)[:, -1]
+    losses = edit_losses(run, ds, y, t, edits)[:, -1]
     grid = losses[1:].reshape(len(orders), len(ks))
     return {"metric": "log_loss" if y is not None else "minus_mean_probability", "k": [0, *ks],
             "top": [float(losses[0]), *map(float, grid[0])],

@@ -27,7 +27,7 @@ class _Model:
     name: str
     dir: Path
     weight: float | np.ndarray  # 1.0 for a single-model run
-    chain: object  # runner.StageChain
+    chain: object  # stages.StageChain
     features: dict = field(default_factory=dict)  # (stage index, seed) -> feature state
     estimators: dict = field(default_factory=dict)  # (stage index, seed) -> [fold estimators]
 
@@ -64,7 +64,7 @@ class LoadedRun:
 
     def member_probs(self, ds: Dataset, t: int) -> np.ndarray:
         """(rows, members) probabilities of target ``t`` (numpy, from the saved artifacts)."""
-        from moakit.runner import _stage_blocks
+        from moakit.stages import stage_blocks
 
         cols = []
         for model in self.models:
@@ -72,7 +72,7 @@ class LoadedRun:
             last = len(chain.stages) - 1
             for i in range(len(chain.stages)):
                 for seed in chain.seeds:
-                    X = model.features[(i, seed)].transform(_stage_blocks(ds, chain.meta(i, seed, outputs)))
+                    X = model.features[(i, seed)].transform(stage_blocks(ds, chain.meta(i, seed, outputs)))
                     preds = [est.predict_proba(X) for est in model.estimators[(i, seed)]]
                     if i == last:
                         cols.extend(p[:, t] for p in preds)
@@ -87,38 +87,40 @@ class LoadedRun:
 def open_run(run_dir: str | Path) -> LoadedRun:
     """Load a run folder (``moakit train``, ``moakit run`` or a blend folder) into memory.
 
-    The one place that reads a run's layout (through :mod:`moakit.inference`)."""
-    from moakit import inference, runner
+    The one place that reads a run's layout (through :mod:`moakit.runs.predict`)."""
     from moakit.artifacts import PickleFormatError
     from moakit.features.safe_state import StateError
+    from moakit.models.checks import build_model
+    from moakit.runs import predict as run_files
+    from moakit.stages import StageChain, stage_dir
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ExplainError(f"{run_dir}: run folder not found")
-    names, dirs, weights = inference._model_dirs(run_dir)
+    names, dirs, weights = run_files.model_dirs(run_dir)
     models: list[_Model] = []
     for name, model_dir in zip(names, dirs):
         w = 1.0 if weights is None else weights[name]
-        if weights is not None and np.max(np.abs(w)) < inference.NEGLIGIBLE_WEIGHT:
+        if weights is not None and np.max(np.abs(w)) < run_files.NEGLIGIBLE_WEIGHT:
             continue
-        inference._check_model_dir(model_dir)
-        config = inference._config(model_dir)
-        model = runner.build_model(config)
-        loaded = _Model(name, model_dir, w, runner.StageChain(model, config.seeds))
+        run_files.check_model_dir(model_dir)
+        config = run_files.run_config(model_dir)
+        model = build_model(config)
+        loaded = _Model(name, model_dir, w, StageChain(model, config.seeds))
         from moakit.models.estimators import load_estimator
 
         try:
             for i, stage in enumerate(loaded.chain.stages):
                 for seed in config.seeds:
-                    sdir = runner.stage_dir(model_dir, stage, seed)
+                    sdir = stage_dir(model_dir, stage, seed)
                     loaded.features[(i, seed)] = model.load_features(stage, sdir / layout.FEATURES_DIR)
                     loaded.estimators[(i, seed)] = [load_estimator(layout.estimator_dir(sdir, k))
                                                     for k in range(config.cv.n_folds)]
         except (PickleFormatError, StateError) as exc:
             raise ExplainError(str(exc)) from None
         models.append(loaded)
-    columns = inference._columns(dirs[0]) if (dirs[0] / layout.COLUMNS).exists() else {}
-    return LoadedRun(run_dir, models, inference._scored_names(dirs[0]),
+    columns = run_files.columns(dirs[0]) if (dirs[0] / layout.COLUMNS).exists() else {}
+    return LoadedRun(run_dir, models, run_files.scored_names(dirs[0]),
                      list(columns.get("genes", schema.GENE_COLUMNS)), list(columns.get("cells", schema.CELL_COLUMNS)))
 
 
@@ -127,11 +129,11 @@ def open_run(run_dir: str | Path) -> LoadedRun:
 
 def raw_columns(ds: Dataset) -> list[str]:
     """The raw columns explained: genes, cells, then cp_time / cp_dose when the data has them."""
-    cp = [c for c in ("cp_time", "cp_dose") if len(_vocab(ds, c)) > 1]
+    cp = [c for c in ("cp_time", "cp_dose") if len(column_vocab(ds, c)) > 1]
     return [*ds.gene_names, *ds.cell_names, *cp]
 
 
-def _vocab(ds: Dataset, column: str) -> tuple:
+def column_vocab(ds: Dataset, column: str) -> tuple:
     vocab = getattr(ds, "vocab", None)
     if vocab is None:
         return schema.CP_TIMES if column == "cp_time" else schema.CP_DOSES
@@ -191,7 +193,7 @@ def _edited(ds: Dataset, edits: list[dict[int, np.ndarray]]) -> Dataset:
                    cp_time=arrays["cp_time"], cp_dose=arrays["cp_dose"], scored=None, nonscored=None, drug_id=None)
 
 
-def _column_values(ds: Dataset, j: int) -> np.ndarray:
+def column_values(ds: Dataset, j: int) -> np.ndarray:
     n_g, n_c = len(ds.gene_names), len(ds.cell_names)
     if j < n_g:
         return ds.genes[:, j]
@@ -200,7 +202,7 @@ def _column_values(ds: Dataset, j: int) -> np.ndarray:
     return getattr(ds, raw_columns(ds)[j])
 
 
-def _losses(run: LoadedRun, ds: Dataset, y: np.ndarray | None, t: int,
+def edit_losses(run: LoadedRun, ds: Dataset, y: np.ndarray | None, t: int,
             edits: list[dict[int, np.ndarray]]) -> np.ndarray:
     """(len(edits), members + 1): per edited copy of ``ds``, each member's then the run's
     (last column) log loss of target ``t`` against ``y``; without labels, minus the mean

@@ -107,6 +107,12 @@ class StepConfig(BaseModel):
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
+    @property
+    def takes_run_seed(self) -> bool:
+        """Whether the run seed can change this step's result: it fixes no ``random_state``
+        and its kind draws from one with these parameters (:meth:`Step.draws_random`)."""
+        return self.random_state is None and step_class(self.kind).draws_random(self.params)
+
     def build(self, seed: int) -> Step:
         seed = self.random_state if self.random_state is not None else seed
         return step_class(self.kind)(self.name, self.inputs, self.output, seed=seed, **self.params)

@@ -11,7 +11,7 @@ from typing import Iterator, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from moakit.features.steps import Step, _finite, _SklearnStep, register
+from moakit.features.steps import SklearnStep, Step, finite, register
 
 
 # ---------------------------------------------------------------------- kinds
@@ -26,11 +26,22 @@ class QuantileParams(BaseModel):
 
 
 @register
-class QuantileStep(_SklearnStep):
-    """Per-column QuantileTransformer (100 quantiles, normal output by default)."""
+class QuantileStep(SklearnStep):
+    """Per-column QuantileTransformer (100 quantiles, normal output by default).
+
+    Random state: sklearn's QuantileTransformer draws only to subsample the fit rows when
+    there are more than ``subsample`` (no noise; its transform draws nothing). Decided from
+    the parameters: ``subsample: null`` (the default here) draws nothing; a ``subsample``
+    counts as drawing whatever the row count (conservative: the rows are not known when a
+    fit's content key is made)."""
 
     kind = "quantile"
     Params = QuantileParams
+    uses_random_state = True
+
+    @classmethod
+    def draws_random(cls, params):
+        return cls.Params(**params).subsample is not None
 
     def _make(self):
         from sklearn.preprocessing import QuantileTransformer
@@ -54,9 +65,10 @@ class StandardScalerParams(BaseModel):
 
 
 @register
-class StandardScalerStep(_SklearnStep):
+class StandardScalerStep(SklearnStep):
     kind = "standard_scaler"
     Params = StandardScalerParams
+    uses_random_state = False  # means and standard deviations: nothing drawn
 
     def _make(self):
         from sklearn.preprocessing import StandardScaler
@@ -70,9 +82,17 @@ class ComponentsParams(BaseModel):
 
 
 @register
-class PCAStep(_SklearnStep):
+class PCAStep(SklearnStep):
+    """sklearn PCA (svd_solver "auto").
+
+    Random state: counted as drawing (conservative). "auto" takes the randomized solver,
+    which draws, for inputs over 500 on a side with fewer components than 80% of the
+    smaller side (unless tall and skinny), an exact solver that draws nothing otherwise: a
+    choice made on the data's shape, which is not known when a fit's content key is made."""
+
     kind = "pca"
     Params = ComponentsParams
+    uses_random_state = True
 
     def _make(self):
         from sklearn.decomposition import PCA
@@ -86,9 +106,13 @@ class FactorAnalysisParams(ComponentsParams):
 
 
 @register
-class FactorAnalysisStep(_SklearnStep):
+class FactorAnalysisStep(SklearnStep):
+    """sklearn FactorAnalysis. Random state: drawn from (exact): its svd_method, not a
+    parameter here, is sklearn's default "randomized", which draws."""
+
     kind = "factor_analysis"
     Params = FactorAnalysisParams
+    uses_random_state = True
 
     def _make(self):
         from sklearn.decomposition import FactorAnalysis
@@ -138,6 +162,7 @@ class UMAPStep(Step):
 
     kind = "umap"
     Params = UMAPParams
+    uses_random_state = True  # the fit's initialisation, SGD and row subsample; transform_seed None: the seed
 
     def trusted_state(self):
         import pynndescent
@@ -199,6 +224,7 @@ class KMeansOneHotStep(Step):
 
     kind = "kmeans_onehot"
     Params = KMeansParams
+    uses_random_state = True  # k-means++ initial centres
 
     def trusted_state(self):
         from sklearn.cluster import KMeans
@@ -230,7 +256,7 @@ class VarianceThresholdParams(BaseModel):
 
 
 @register
-class VarianceThresholdStep(_SklearnStep):
+class VarianceThresholdStep(SklearnStep):
     """Keeps the columns of the concatenated inputs whose variance exceeds ``threshold``.
 
     Writes a new block (list it in the pipeline output instead of its inputs); its
@@ -240,6 +266,7 @@ class VarianceThresholdStep(_SklearnStep):
     kind = "variance_threshold"
     Params = VarianceThresholdParams
     in_place_ok = False
+    uses_random_state = False  # column variances: nothing drawn
 
     def _make(self):
         from sklearn.feature_selection import VarianceThreshold
@@ -283,7 +310,7 @@ def row_statistics(x: np.ndarray, stats_: tuple[str, ...] | list[str] = ROW_STAT
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out = np.column_stack([compute[name]() for name in stats_]) if len(stats_) else np.zeros((len(x), 0))
-    return _finite(out)
+    return finite(out)
 
 
 class RowStatsParams(BaseModel):
@@ -305,6 +332,7 @@ class RowStatsStep(Step):
     kind = "row_stats"
     Params = RowStatsParams
     in_place_ok = False
+    uses_random_state = False  # each row's own statistics: nothing fitted or drawn
 
     def _groups(self) -> list[tuple[str, list[int]]]:
         groups = [(b, [i]) for i, b in enumerate(self.inputs)]
@@ -330,6 +358,7 @@ class RowMeanStep(Step):
 
     kind = "row_mean"
     in_place_ok = False
+    uses_random_state = False
 
     def _apply(self, state, parts):
         return np.column_stack([np.asarray(p, np.float64).mean(axis=1) for p in parts])
@@ -360,6 +389,7 @@ class CpCategoriesStep(Step):
     kind = "cp_categories"
     Params = CpCategoriesParams
     in_place_ok = False
+    uses_random_state = False  # group sizes read off the one-hot columns
     GROUPS = (("cp_time", 3), ("cp_dose", 2))
 
     def _fit(self, parts):
@@ -475,6 +505,7 @@ class RowQuantileNormStep(Step):
 
     kind = "row_quantile_norm"
     Params = RowQuantileNormParams
+    uses_random_state = False  # stateless, row by row
 
     def _apply(self, state, parts):
         p = self.params

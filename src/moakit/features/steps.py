@@ -22,6 +22,7 @@ This module is the machinery (:class:`Step`, the registry); the kinds are in
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -54,7 +55,7 @@ def as_block(array: Any, name: str) -> np.ndarray:
     return out
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
+def finite(x: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -69,6 +70,11 @@ class Step:
     kind: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     in_place_ok: ClassVar[bool] = True  # may run without an output block
+    # Whether fitting or applying a step of this kind draws from its random state (its
+    # ``random_state``, else the run seed), i.e. whether its result can change with the
+    # seed. Every kind declares True or False; None (not declared) counts as True. A kind
+    # whose use depends on its parameters declares True and narrows it in draws_random.
+    uses_random_state: ClassVar[bool | None] = None
 
     def __init__(self, name: str, inputs: list[str], output: str | None = None, seed: int = 0,
                  **params: Any) -> None:
@@ -81,6 +87,13 @@ class Step:
         self.output = output
         self.seed = int(seed)
         self.params = self.Params(**params)
+
+    @classmethod
+    def draws_random(cls, params: Mapping[str, Any]) -> bool:
+        """Whether a step of this kind with the config's kind parameters ``params`` may draw
+        from its random state (so its fit or output may differ between seeds); True unless
+        the kind declares ``uses_random_state = False`` (or narrows it here)."""
+        return cls.uses_random_state is not False
 
     # ------------------------------------------------------------------ public API
 
@@ -190,7 +203,7 @@ class Step:
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
-class _SklearnStep(Step):
+class SklearnStep(Step):
     """A step wrapping one sklearn-style transformer fitted on the concatenated inputs."""
 
     def _make(self) -> Any:

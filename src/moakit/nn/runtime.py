@@ -15,7 +15,7 @@ from moakit.metrics import sigmoid
 BatchTransform = Callable[[torch.Tensor, bool, np.random.Generator], torch.Tensor]
 
 
-def _as_tensor(x) -> torch.Tensor:
+def as_tensor(x) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -35,7 +35,7 @@ def amp_dtype(device: torch.device | str, setting: str = "auto") -> torch.dtype:
     return torch.bfloat16
 
 
-def _autocast(enabled: bool, device: torch.device, dtype: str | torch.dtype = "auto"):
+def autocast_context(enabled: bool, device: torch.device, dtype: str | torch.dtype = "auto"):
     if not enabled:
         return torch.autocast(device_type=device.type, enabled=False)
     if not isinstance(dtype, torch.dtype):
@@ -65,7 +65,7 @@ class MixedPrecision:
         self.skipped = 0
 
     def autocast(self):
-        return _autocast(self.enabled, self.device, self.dtype)
+        return autocast_context(self.enabled, self.device, self.dtype)
 
     def backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params, grad_clip: float | None) -> bool:
         """Backward pass, optional gradient-norm clipping (on the unscaled gradients) and the
@@ -109,13 +109,13 @@ def predict_logits(
     the module's parameters are)."""
     device = module_device(module) if device is None else torch.device(device)
     module.eval()
-    X = _as_tensor(X)
+    X = as_tensor(X)
     rng = np.random.default_rng(0)  # unused by eval transforms, required by the signature
     out = []
     for start in range(0, max(len(X), 1), batch_size):  # no rows: one empty batch, for the output width
         xb = X[start : start + batch_size]
         xb = transform(xb, False, rng) if transform is not None else xb
-        with _autocast(amp, device, amp_dtype):
+        with autocast_context(amp, device, amp_dtype):
             out.append(module(xb.to(device, non_blocking=True)).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from moakit import choices
 from moakit.nn.runtime import (  # noqa: F401  (re-exported: the estimators import them from here)
-    BatchTransform, MixedPrecision, _as_tensor, _autocast, amp_dtype, module_device, predict_logits, predict_proba,
-    resolve_device,
+    BatchTransform, MixedPrecision, amp_dtype, as_tensor, autocast_context, module_device, predict_logits,
+    predict_proba, resolve_device,
 )
 
 
@@ -120,7 +120,7 @@ class ControlRows:
     groups: np.ndarray
 
     def __post_init__(self) -> None:
-        self.X = _as_tensor(self.X).float()
+        self.X = as_tensor(self.X).float()
         self.groups = np.asarray(self.groups).reshape(-1)
         if len(self.X) < 1 or len(self.groups) != len(self.X):
             raise ValueError(f"control augmentation needs control rows and one group each "
@@ -198,8 +198,10 @@ def _scheduler(opt, p: TrainParams, steps_per_epoch: int):
     """(scheduler, step_per_batch)."""
     if p.scheduler == "onecycle":
         total = p.epochs * steps_per_epoch
-        # OneCycleLR needs at least two steps in each phase (tiny smoke runs).
-        pct = min(max(p.pct_start, 2.0 / total), 1.0 - 2.0 / total) if total >= 5 else 0.5
+        # OneCycleLR needs at least two steps in each phase (tiny smoke runs). Below 5 steps:
+        # half each, except at 2 steps, where half makes the warm-up zero steps long
+        # (pct * total == 1) and torch divides by zero; it gets 1.5 steps instead.
+        pct = min(max(p.pct_start, 2.0 / total), 1.0 - 2.0 / total) if total >= 5 else (0.75 if total == 2 else 0.5)
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=p.max_lr, epochs=p.epochs, steps_per_epoch=steps_per_epoch,
             pct_start=pct, div_factor=p.div_factor,
@@ -223,8 +225,8 @@ def _bce_eval(module, X, Y, p: TrainParams, transform, device, judge_outputs: in
     if judge_outputs is not None:
         logits = logits[:, :judge_outputs]
     if p.loss == "softmax":
-        return float(nn.functional.cross_entropy(logits, _as_tensor(Y).float()))
-    return float(nn.functional.binary_cross_entropy_with_logits(logits, _as_tensor(Y).float()))
+        return float(nn.functional.cross_entropy(logits, as_tensor(Y).float()))
+    return float(nn.functional.binary_cross_entropy_with_logits(logits, as_tensor(Y).float()))
 
 
 class _SoftmaxLoss(nn.Module):
@@ -244,7 +246,7 @@ def _training_loss(pos_weight, n_targets: int, device: torch.device, target_weig
     def per_target(values, what: str):
         if values is None:
             return None
-        values = _as_tensor(values).float().reshape(-1).to(device)
+        values = as_tensor(values).float().reshape(-1).to(device)
         if values.numel() != n_targets:
             raise ValueError(f"{what} has {values.numel()} values for {n_targets} targets")
         return values
@@ -395,8 +397,8 @@ def fit_network(
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     module.to(device)
-    X = _as_tensor(X_train)
-    Y = _as_tensor(Y_train).float()
+    X = as_tensor(X_train)
+    Y = as_tensor(Y_train).float()
     Y_fit = smooth_targets(Y, p.smoothing, p.clip_targets, Y.shape[1] if p.loss == "softmax" else 2)
     n = len(X)
     steps = _steps_per_epoch(n, p.batch_size)

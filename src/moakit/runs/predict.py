@@ -81,7 +81,7 @@ def run_config(model_dir: Path):
 def check_model_dir(model_dir: Path) -> None:
     """A complete run folder whose config can be read and whose artifacts are all there
     (each stage and seed's features/, each fold's estimator/), checked before any work."""
-    from moakit import runner
+    from moakit.models.checks import build_model
 
     model_dir = Path(model_dir)
     if not (model_dir / layout.CONFIG).exists():
@@ -90,7 +90,7 @@ def check_model_dir(model_dir: Path) -> None:
         _check_manifest(model_dir)
     config = run_config(model_dir)
     try:
-        stages = runner.build_model(config).stages()
+        stages = build_model(config).stages()
     except ValueError as exc:
         raise InferenceError(f"{model_dir / layout.CONFIG}: {exc}") from None
     for stage in stages:
