@@ -18,7 +18,6 @@ another stage-3 width (and, to compare, that second config without the cache), e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import write_result  # bench/common.py
 
 REPO = Path(__file__).resolve().parents[1]
 MOAKIT = [sys.executable, "-m", "moakit"]
@@ -221,10 +222,7 @@ def main() -> None:
         result = part_count(args.out, args.rows)
     else:
         result = part_rerun(args.out, args.profile, args.rows)
-    result["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    path = args.out / f"{args.part}-{args.profile}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps(result, indent=2, default=str))
+    write_result(args.out / f"{args.part}-{args.profile}.json", result)
 
 
 if __name__ == "__main__":

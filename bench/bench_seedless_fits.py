@@ -17,9 +17,7 @@ reuse, each under /usr/bin/time -v (CPU seconds, peak RSS), and the largest OOF 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_feature_cache as fc  # noqa: E402  (the features pass and the timing helper)
+from common import write_result  # noqa: E402  (bench/common.py)
 
 MODELS = ["simple_nn", "simple_nn_drug_cv", "two_stage_nn_tabnet"]
 
@@ -92,10 +91,7 @@ def main() -> None:
     else:
         profile = args.profile or "smoke"
         result = part_train(args.out, profile, args.rows, args.seeds or 3)
-    result["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    path = args.out / f"{args.part}-{profile}.json"
-    path.write_text(json.dumps(result, indent=2, default=str))
-    print(json.dumps(result, indent=2, default=str))
+    write_result(args.out / f"{args.part}-{profile}.json", result)
 
 
 if __name__ == "__main__":

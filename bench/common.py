@@ -42,3 +42,13 @@ def write_report(path: str | Path, lines: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def write_result(path: str | Path, result: dict) -> None:
+    """Add the machine's load (``uptime``) to ``result``, write it as JSON to ``path`` and print it."""
+    import json
+    import subprocess
+
+    result["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    Path(path).write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps(result, indent=2, default=str))
