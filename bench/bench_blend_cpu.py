@@ -18,7 +18,8 @@ per-MoA test PR-AUC, mean target-wise correlation between the members (test, tre
 Control row: ``+ simple_nn_seed1`` (the Simple NN ``last`` with torch seed 1), what a second
 run of a model gains by seed averaging alone. Diagnostic column (never a selection): the test
 log loss of SLSQP weights fitted on the test labels, the best one weight vector over those
-members could do there. ``--without`` members are dropped from the preset as well.
+members could do there. ``--without`` members are dropped from the preset as well;
+``--candidates`` measures only those named (the realistic data: ``--candidates simple_nn_ctlaug``).
 Writes bench/out/quality/<data>/blend-cpu/report.md and scores.json.
 """
 
@@ -113,10 +114,14 @@ def main() -> int:
     ap.add_argument("--data", default="sim6000-seed0")
     ap.add_argument("--trials", type=int, default=300)
     ap.add_argument("--without", nargs="*", default=[], help="members left out of every blend (not trained)")
+    ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES),
+                    help="the candidates measured (default: all; '+ both' only when both are)")
     args = ap.parse_args()
     for members in (BEST_LB, MOAKIT):
         for name in args.without:
             members.pop(name, None)
+    for name in set(CANDIDATES) - set(args.candidates):
+        CANDIDATES.pop(name)
     import torch
 
     torch.set_num_threads(1)
@@ -127,7 +132,8 @@ def main() -> int:
     folder = OUT / "quality" / args.data
     jobs = list(dict.fromkeys([*MOAKIT.values(), *CANDIDATES.values(), *CONTROLS.values()]))
     runs = train_all(data, folder, jobs, truth)
-    out = folder / ("blend-cpu" + "".join(f"-without-{n}" for n in args.without))
+    out = folder / ("blend-cpu" + "".join(f"-without-{n}" for n in args.without)
+                    + ("" if len(args.candidates) == 2 else "".join(f"-only-{n}" for n in args.candidates)))
     rows = {"best_lb (preset)": _blend(data, truth, runs, BEST_LB, out / "best_lb_preset", args.trials, "best_lb",
                                         args.without),
             "best_lb (searched)": _blend(data, truth, runs, BEST_LB, out / "best_lb", args.trials),
@@ -138,7 +144,8 @@ def main() -> int:
     for name, key in CONTROLS.items():
         rows[f"moakit + {name} (control)"] = _blend(data, truth, runs, {**MOAKIT, name: key},
                                                     out / f"moakit+{name}", args.trials)
-    rows["moakit + both"] = _blend(data, truth, runs, {**MOAKIT, **CANDIDATES}, out / "moakit+both", args.trials)
+    if len(CANDIDATES) > 1:
+        rows["moakit + both"] = _blend(data, truth, runs, {**MOAKIT, **CANDIDATES}, out / "moakit+both", args.trials)
     lines = [f"## {args.data}: blends at the cpu profile (without: {args.without or 'nothing'}; Optuna "
              f"{args.trials} trials)", "", f"load (uptime): {os.getloadavg()}", "",
              "| member | OOF (treated) | test (treated) | test PR-AUC |", "|---|---|---|---|"]

@@ -7,12 +7,14 @@ with placeholder upstream predictions for a stacked model's later stages (unifor
 arrays of the upstream stage's shape: the networks are not trained here); counts the
 fit_features calls and the process CPU seconds inside them, without within-run reuse
 (MOAKIT_FEATURE_REUSE=0) and with it; part ``cache``: with a cold, then a warm feature cache.
-Part ``count``: the fits a profile needs, counted from the content keys (no fitting).
+Part ``count``: the fits a profile needs, counted from the content keys (no fitting), for
+each ``--blend`` (default blend_best_lb; blend_moakit adds the 1D-CNN).
 Part ``rerun``: ``moakit train three_stage_nn`` twice with --feature-cache, the second with
 another stage-3 width (and, to compare, that second config without the cache), each under
 /usr/bin/time -v: wall, user + sys CPU seconds, peak RSS, and the feature sources.
 
     nice -n 19 .venv/bin/python bench/bench_feature_cache.py OUT {fits|cache|count|rerun} [--profile cpu]
+        [--blend blend_best_lb --blend blend_moakit]
 """
 
 from __future__ import annotations
@@ -80,19 +82,20 @@ class FitCounter:
             cls.fit_features = f
 
 
-def _entries(profile: str) -> dict:
+def _entries(profile: str, blend: str = "blend_best_lb") -> dict:
     from moakit.workflow import load_blend_config, resolve_models
 
-    return resolve_models(load_blend_config("blend_best_lb", profile))
+    return resolve_models(load_blend_config(blend, profile))
 
 
 def features_pass(configs: dict, data, root: Path) -> dict:
     """Every stage-seed's features node of every model (placeholder upstream predictions)."""
-    from moakit import runner
+    from moakit import feature_cache, runner
     from moakit.fold_jobs import fit_stage_seed
     from moakit.stages import StageChain, stage_targets
 
     rng = np.random.default_rng(0)
+    cache = feature_cache.settings()  # the cache the environment names, as the runner passes it
     per_model = {}
     for name, config in configs.items():
         model = runner.build_model(config)
@@ -104,7 +107,7 @@ def features_pass(configs: dict, data, root: Path) -> dict:
                 for seed in config.seeds:
                     upstream = [outputs[k] for k in chain.upstream(index, seed)]
                     fit_stage_seed(data, *upstream, model=model, index=index, seed=seed, seeds=list(config.seeds),
-                                   run_dir=str(root / name))
+                                   run_dir=str(root / name), feature_cache=cache)
                     outputs[(index, seed)] = (rng.random((len(data.train), width), dtype=np.float32),
                                               rng.random((len(data.test), width), dtype=np.float32))
         per_model[name] = {"stage_seeds": len(chain.stages) * len(config.seeds), "fits": counter.fits,
@@ -113,12 +116,14 @@ def features_pass(configs: dict, data, root: Path) -> dict:
             "fit_cpu_s": round(sum(m["fit_cpu_s"] for m in per_model.values()), 2)}
 
 
-def part_fits(out: Path, profile: str, rows: int, cache: bool) -> dict:
-    """Without reuse and with it (``cache``: with a cold, then a warm feature cache)."""
+def part_fits(out: Path, profile: str, rows: int, cache: bool, blend: str = "blend_best_lb",
+              models: list[str] | None = None) -> dict:
+    """Without reuse and with it (``cache``: with a cold, then a warm feature cache), for the
+    blend's models (``models``: only these)."""
     from moakit import feature_cache
 
     data = _load(_simulated(out, rows))
-    configs = _entries(profile)
+    configs = {k: v for k, v in _entries(profile, blend).items() if not models or k in models}
     result = {"profile": profile, "rows": rows, "models": list(configs), "load_before": os.getloadavg()}
     work = Path(tempfile.mkdtemp(prefix="fits-", dir=out))
     try:
@@ -138,15 +143,19 @@ def part_fits(out: Path, profile: str, rows: int, cache: bool) -> dict:
     return result
 
 
-def part_count(out: Path, rows: int) -> dict:
+def part_count(out: Path, rows: int, blends: list[str]) -> dict:
+    data = _load(_simulated(out, rows))
+    return {blend: _count_blend(blend, data) for blend in blends}
+
+
+def _count_blend(blend: str, data) -> dict:
     from moakit import feature_reuse, runner
     from moakit.stages import StageChain
 
-    data = _load(_simulated(out, rows))
     result = {}
     for profile in ("cpu", "full"):
         per_model = {}
-        for name, config in _entries(profile).items():
+        for name, config in _entries(profile, blend).items():
             model = runner.build_model(config)
             chain = StageChain(model, list(config.seeds))
             keys = {feature_reuse.stage_key(model, chain, i, s, data)
@@ -214,12 +223,15 @@ def main() -> None:
     ap.add_argument("part", choices=["fits", "cache", "count", "rerun"])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--blend", action="append", help="the blend(s) (default blend_best_lb; fits / cache: the first)")
+    ap.add_argument("--models", nargs="*", help="fits / cache: only these models of the blend")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part in ("fits", "cache"):
-        result = part_fits(args.out, args.profile, args.rows, cache=args.part == "cache")
+        result = part_fits(args.out, args.profile, args.rows, cache=args.part == "cache",
+                           blend=(args.blend or ["blend_best_lb"])[0], models=args.models)
     elif args.part == "count":
-        result = part_count(args.out, args.rows)
+        result = part_count(args.out, args.rows, args.blend or ["blend_best_lb"])
     else:
         result = part_rerun(args.out, args.profile, args.rows)
     write_result(args.out / f"{args.part}-{args.profile}.json", result)

@@ -21,6 +21,7 @@ those trained runs as runs/NAME. Step `head N`: the first N rows of the 100,000-
 rows_N.csv; BENCH_INPUT=rows_N.csv (`predict`): that input instead. BENCH_MEMBERS=1
 (`predict`): the same `moakit predict` run through this script's `_cli` step, which adds each
 model's CPU seconds inside the one process (members_cpu_s, a blend's members one by one).
+BENCH_LABEL=text (`predict`): written as "label" in each result row (e.g. which code ran).
 """
 
 from __future__ import annotations
@@ -193,7 +194,8 @@ def one(run: Path, features: Path, out: Path, chunk: int) -> dict:
     return {"run": run.name, "input": features.name, "chunk_rows": chunk, "rows": info["rows"],
             "rows_per_s": info["rows_per_second"], "wall_s": round(wall, 1), "cpu_s": round(user + system, 1),
             "peak_rss_mib": round(rss / 1024), "uptime_before": load_before,
-            "uptime_after": os.popen("uptime").read().strip(), **extra}
+            "uptime_after": os.popen("uptime").read().strip(), **extra,
+            **({"label": os.environ["BENCH_LABEL"]} if os.environ.get("BENCH_LABEL") else {})}
 
 
 def predict(which: list[str]) -> None:

@@ -1,9 +1,11 @@
 """Shared fixtures: tiny hand-made lish-moa folders for the data-layer tests, small
-simulated datasets (moakit's own simulator) for everything that trains, one torch thread
-for tests of tiny networks, and the CLI helpers (``from conftest import invoke, clean_exit``)."""
+simulated datasets (moakit's own simulator) for everything that trains, one pinned torch /
+BLAS thread for every test and fixture (PINNED_THREADS), and the CLI helpers
+(``from conftest import invoke, clean_exit``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -74,17 +76,63 @@ def sim_data(sim_folder):
     return load(sim_folder)
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Tiny networks: one torch thread is faster, and steady when the machine is busy (on a
-    contended 2-core machine several threads spin against each other). Use as
-    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+# Every test, and every fixture of any scope, runs with this many torch intra-op and BLAS /
+# OpenMP threads. The thread count changes float reduction order (results differ in the last
+# bits, which training and iterative feature fits grow), so without a pin a test's numbers
+# depended on what earlier tests in the same process left: numba's OpenMP pool, started by
+# the first UMAP fit, resets torch's count to the core count. One thread is also the fastest
+# for tiny networks on a busy machine (idle threads spin against each other). Torch's
+# inter-op pool is left alone: it can be set once per process only, moakit never sets it,
+# and it runs whole ops side by side without changing any reduction's order.
+PINNED_THREADS = 1
+
+
+@contextlib.contextmanager
+def pinned_threads(threads: int = PINNED_THREADS):
+    """torch.set_num_threads(threads) and threadpoolctl's limit on every BLAS / OpenMP
+    library loaded by now; both restored afterwards."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    limits = threadpool_limits(limits=threads)
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads_pinned_for_session():
+    """Session and package fixtures (set up before any function fixture) run pinned too."""
+    with pinned_threads():
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads_pinned_for_module():
+    """A module's fixtures (e.g. runs trained once per module) run pinned, whatever the
+    modules before it left."""
+    with pinned_threads():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _threads_pinned():
+    """Each test starts pinned, whatever an earlier test or fixture did, and leaves the
+    count as it found it; set again per test because a library loaded since the session
+    began (e.g. numba's OpenMP) is not under the session's limit."""
+    with pinned_threads():
+        yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Kept for the modules that name it: every test runs pinned to PINNED_THREADS (1)
+    already (the autouse fixtures above)."""
     yield
-    torch.set_num_threads(before)
 
 
 def invoke(*args):

@@ -33,8 +33,22 @@ def test_variants_change_one_setting_each():
     assert grid.variant_args("simple_nn", "shipped") == ["--selection", "last"]
     assert grid.variant_args("simple_nn", "no_smoothing")[-2:] == ["--set", "train.smoothing=0"]
     assert grid.variant_args("simple_nn", "float64")[-2:] == ["--block-dtype", "float64"]
+    assert grid.variant_args("resnet_2heads", "holdout_refit") == ["--selection", "holdout_refit"]
     assert [key for _, key in grid.outputs("three_stage_nn")] == ["three_stage_nn.stage2", "three_stage_nn"]
     assert grid.outputs("two_stage_nn_tabnet") == [("scored", "two_stage_nn_tabnet")]
+
+
+def test_the_keras_script_runs_with_the_named_interpreter(tmp_path, monkeypatch):
+    assert "resnet_2heads" in grid.SCRIPTED and "resnet_2heads" in grid.KERAS
+    with pytest.raises(SystemExit, match="--python"):
+        grid.main(["run", "--winners", str(tmp_path), "--out", str(tmp_path), "--models", "resnet_2heads"])
+    calls = []
+    monkeypatch.setattr(grid, "_run", lambda cmd, log: calls.append(cmd) or False)
+    args = grid.argparse.Namespace(models=["resnet_2heads", "simple_nn"], winners=tmp_path,
+                                   python=Path("/venv/bin/python"), variants=["shipped"])
+    grid.run_dataset(tmp_path / "data", tmp_path, args)
+    keras, torch = calls  # the scripts only: neither wrote its folds, so no moakit side ran
+    assert keras[keras.index("--python") + 1] == "/venv/bin/python" and "--python" not in torch
 
 
 def test_real_label_datasets_are_named_apart_and_reported_apart():
@@ -74,7 +88,7 @@ def test_float64_blocks_apply_and_keep_the_network_input_float32(monkeypatch):
 
 @pytest.mark.skipif(not os.environ.get("MOAKIT_WINNERS_REPO"),
                     reason="MOAKIT_WINNERS_REPO (a copy of guitarmind/kaggle_moa_winner_hungry_for_gold) not set")
-@pytest.mark.parametrize("model", ["simple_nn", "three_stage_nn", "two_stage_nn_tabnet"])
+@pytest.mark.parametrize("model", ["simple_nn", "three_stage_nn", "two_stage_nn_tabnet", "resnet_2heads"])
 def test_patches_match_the_scripts(model):
     import argparse
 

@@ -16,11 +16,12 @@ its output exists, so a stopped grid resumes, and a later call with more models,
 variants adds to it):
 
 - a model with a winners' script (``simple_nn``, ``simple_nn_drug_cv``, ``three_stage_nn``,
-  ``two_stage_nn_tabnet``): the script at moakit's ``cpu`` sizes (``winners.py --size cpu
+  ``two_stage_nn_tabnet``, ``resnet_2heads``: Keras, run by ``--python``): the script at moakit's ``cpu`` sizes (``winners.py --size cpu
   --seeds 1``), then moakit's config on the script's own folds (``moakit_side.py --size cpu
   --seeds 1 --folds-from``; the 3-stage NN: its script's stage-2 folds for every stage; the
-  2-stage NN + TabNet: the script's TabNet folds) once per variant: ``shipped`` (the config's
-  own selection policy), ``oof`` (each fold's epoch chosen on the fold, as the script), and
+  2-stage NN + TabNet: the script's TabNet folds; the 2-heads ResNet: its shuffled KFold) once per variant: ``shipped`` (the config's
+  own selection policy), ``oof`` (each fold's epoch chosen on the fold, as the script),
+  ``holdout_refit`` (chosen on a holdout of the training folds, then replayed on all of them), and
   for the Simple NNs one setting changed: ``torch_bias`` (the script's output-bias start),
   ``no_smoothing`` (label smoothing 0), ``float64`` (feature blocks kept in float64 between
   the steps, as the script's pandas frames; the network's input stays float32);
@@ -51,9 +52,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from common import write_report  # noqa: E402  (bench/common.py)
 
-SCRIPTED = ("simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet")
+SCRIPTED = ("simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_tabnet", "resnet_2heads")
+# the scripts that are Keras: run with --python (an environment with TensorFlow 2.15, pandas < 2)
+KERAS = ("resnet_2heads",)
 REFERENCE = "simple_nn"  # the script a model without one (cnn1d) is compared with
-VARIANTS = ("shipped", "oof", "torch_bias", "no_smoothing", "float64")
+VARIANTS = ("shipped", "oof", "holdout_refit", "torch_bias", "no_smoothing", "float64")
 # the variants that change one setting of the Simple NN's config (top-level network / train)
 SIMPLE_ONLY = ("torch_bias", "no_smoothing", "float64")
 # (moakit stage, the grid's name of it) of each model's scored predictions; the last is
@@ -71,7 +74,7 @@ def variant_args(model: str, variant: str) -> list[str]:
     from moakit.config import load_config
 
     shipped = ["--selection", load_config(model).selection.policy]
-    return {"shipped": shipped, "oof": ["--selection", "oof"],
+    return {"shipped": shipped, "oof": ["--selection", "oof"], "holdout_refit": ["--selection", "holdout_refit"],
             "torch_bias": shipped + ["--set", "network.output_bias=torch"],
             "no_smoothing": shipped + ["--set", "train.smoothing=0"],
             "float64": shipped + ["--block-dtype", "float64"]}[variant]
@@ -114,8 +117,9 @@ def run_dataset(data: Path, out: Path, args) -> None:
         if model in SCRIPTED:
             theirs = out / f"winners-{model}"
             if not (theirs / "predictions.npz").exists():
+                keras = ["--python", str(args.python)] if model in KERAS else []
                 _run([py, str(HERE / "winners.py"), model, "--winners", str(args.winners), "--data", str(data),
-                      "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1"],
+                      "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1", *keras],
                      out / f"winners-{model}.log")
             if not (theirs / "parity_folds.csv").exists():
                 continue
@@ -139,6 +143,9 @@ def run_dataset(data: Path, out: Path, args) -> None:
 def cmd_run(args) -> int:
     if any(m in SCRIPTED for m in args.models) and args.winners is None:
         raise SystemExit("--winners is needed for the models with a script (" + ", ".join(SCRIPTED) + ")")
+    if any(m in KERAS for m in args.models) and args.python is None:
+        raise SystemExit("--python (an interpreter with TensorFlow 2.15) is needed for the Keras script(s) of "
+                         + ", ".join(m for m in args.models if m in KERAS))
     bad = [v for v in args.variants if v not in VARIANTS]
     if bad:
         raise SystemExit(f"unknown variant(s) {bad}; known: {', '.join(VARIANTS)}")
@@ -286,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="simulate the datasets and train what is missing")
     run.add_argument("--winners", type=Path, default=None,
                      help="checkout (or bare git dir) of guitarmind/kaggle_moa_winner_hungry_for_gold")
+    run.add_argument("--python", type=Path, default=None,
+                     help="the interpreter that runs a Keras script (resnet_2heads): a venv with TensorFlow 2.15, "
+                          "pandas < 2 (winners.py --python)")
     run.add_argument("--out", type=Path, required=True)
     run.add_argument("--generators", nargs="+", default=["pathway", "factor"])
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1])

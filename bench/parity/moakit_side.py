@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds-from", type=Path, default=None, metavar="WINNERS_OUT",
                     help="the fold assignment of a winners.py run (its parity_folds.csv), or such a CSV file "
                          "(winners.py --folds-only)")
-    ap.add_argument("--selection", choices=["oof", "holdout", "last"], default="oof",
+    ap.add_argument("--selection", choices=["oof", "holdout", "last", "holdout_refit"], default="oof",
                     help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
     ap.add_argument("--block-dtype", choices=["float32", "float64"], default="float32",
                     help="the dtype of the feature blocks between the steps (float64: an ablation)")

@@ -119,7 +119,7 @@ class MoABlend(RunEstimator):
             run_workflow(cfg, data, run_dir, profile=cfg.profile, executor=self.executor,
                          show_progress=self.verbose, device=self.device)
         self._write_estimator_file(run_dir)
-        self._set_fitted(run_dir, cfg)
+        _set_fitted(self, run_dir, cfg)
         # the blend's files are keyed by the sig_ids training saw: back to the caller's rows
         self.oof_ = self.oof_.loc[data.train.sig_id[back[0]]].set_axis(train_index)
         if test_index is None:
@@ -127,31 +127,6 @@ class MoABlend(RunEstimator):
         else:
             self.test_predictions_ = self.test_predictions_.loc[data.test.sig_id[back[1]]].set_axis(test_index)
         return self
-
-    def _set_fitted(self, run_dir: Path, cfg=None) -> None:
-        from moakit.blend import recorded_weights
-        from moakit.workflow import BlendConfig
-
-        run_dir = Path(run_dir)
-        self.run_dir_ = run_dir
-        self.config_ = cfg if cfg is not None else BlendConfig(**read_json(run_dir / layout.WORKFLOW)["blend_config"])
-        summary = read_json(layout.blend_dir(run_dir) / layout.BLEND)
-        self.weights_ = recorded_weights(summary)
-        self.method_ = summary.get("method")
-        self.models_ = {e.name: MoAModel.load(layout.model_dir(run_dir, e.name)) for e in self.config_.models}
-        first = next(iter(self.models_.values()))
-        self.target_names_ = list(first.target_names_)
-        self.feature_names_in_ = first.feature_names_in_
-        self.n_features_in_ = first.n_features_in_
-        rows = [{"model": name, "oof_log_loss": float(summary["models"][name]["log_loss"]),
-                 "oof_log_loss_treated": float(summary["models"][name]["log_loss_treated"]),
-                 "weight": float(self.weights_.get(name, 0.0))} for name in self.models_]
-        rows.append({"model": "blend", "oof_log_loss": float(summary["log_loss"]),
-                     "oof_log_loss_treated": float(summary["log_loss_treated"]), "weight": 1.0})
-        self.scores_ = pd.DataFrame(rows).set_index("model")
-        self.oof_ = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_OOF)
-        test = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_TEST)
-        self.test_predictions_ = None if test.empty else test
 
     @classmethod
     def load(cls, path: str | Path) -> "MoABlend":
@@ -172,10 +147,38 @@ class MoABlend(RunEstimator):
             params = {"models": (source.stem if source is not None and is_shipped(source) else cfg.source)
                       or [e.model_dump() for e in cfg.models], "profile": cfg.profile}
         est = cls(**params)
-        est._set_fitted(path, cfg)
+        _set_fitted(est, path, cfg)
         return est
 
     def _relocate(self, run_dir: Path) -> None:
         self.run_dir_ = run_dir
         for name, model in getattr(self, "models_", {}).items():
             model.run_dir_ = layout.model_dir(run_dir, name)
+
+
+def _set_fitted(est: MoABlend, run_dir: Path, cfg) -> None:
+    """Set ``est``'s learned attributes from its finished run folder and resolved config
+    (``fit`` and ``load`` share it; a function, so no private method is called on another
+    object)."""
+    from moakit.blend import recorded_weights
+
+    run_dir = Path(run_dir)
+    est.run_dir_ = run_dir
+    est.config_ = cfg
+    summary = read_json(layout.blend_dir(run_dir) / layout.BLEND)
+    est.weights_ = recorded_weights(summary)
+    est.method_ = summary.get("method")
+    est.models_ = {e.name: MoAModel.load(layout.model_dir(run_dir, e.name)) for e in est.config_.models}
+    first = next(iter(est.models_.values()))
+    est.target_names_ = list(first.target_names_)
+    est.feature_names_in_ = first.feature_names_in_
+    est.n_features_in_ = first.n_features_in_
+    rows = [{"model": name, "oof_log_loss": float(summary["models"][name]["log_loss"]),
+             "oof_log_loss_treated": float(summary["models"][name]["log_loss_treated"]),
+             "weight": float(est.weights_.get(name, 0.0))} for name in est.models_]
+    rows.append({"model": "blend", "oof_log_loss": float(summary["log_loss"]),
+                 "oof_log_loss_treated": float(summary["log_loss_treated"]), "weight": 1.0})
+    est.scores_ = pd.DataFrame(rows).set_index("model")
+    est.oof_ = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_OOF)
+    test = load_predictions(layout.blend_dir(run_dir) / layout.BLEND_TEST)
+    est.test_predictions_ = None if test.empty else test

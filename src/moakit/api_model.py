@@ -110,24 +110,13 @@ class MoAModel(RunEstimator):
             result = runner.train(cfg, data, run_dir, executor=self.executor, show_progress=self.verbose,
                                   device=self.device)
         self._write_estimator_file(run_dir)
-        self._set_fitted(run_dir, cfg)
+        _set_fitted(self, run_dir, cfg)
         self.oof_ = pd.DataFrame(np.asarray(result.oof, np.float64)[back[0]], index=train_index,
                                  columns=self.target_names_)
         self.test_predictions_ = (None if test_index is None else
                                   pd.DataFrame(np.asarray(result.test, np.float64)[back[1]], index=test_index,
                                                columns=self.target_names_))
         return self
-
-    def _set_fitted(self, run_dir: Path, cfg=None) -> None:
-        from moakit.config import RunConfig
-
-        self.run_dir_ = Path(run_dir)
-        self.config_ = cfg if cfg is not None else RunConfig(**read_json(run_dir / layout.CONFIG))
-        columns = read_json(run_dir / layout.COLUMNS)
-        self.target_names_ = list(columns["scored"])
-        self.feature_names_in_ = np.asarray([*columns["genes"], *columns["cells"]], dtype=object)
-        self.n_features_in_ = len(self.feature_names_in_)
-        self.metrics_ = read_json(run_dir / layout.METRICS)
 
     @classmethod
     def load(cls, path: str | Path) -> "MoAModel":
@@ -148,13 +137,26 @@ class MoAModel(RunEstimator):
             params = {"config": source.stem if source is not None and is_shipped(source) else (cfg.source or cfg.model),
                       "profile": cfg.profile, "seeds": list(cfg.seeds), "folds": cfg.cv.n_folds, "cv": cfg.cv.scheme}
         est = cls(**params)
-        est._set_fitted(path, cfg)
+        _set_fitted(est, path, cfg)
         est.oof_ = load_predictions(path / layout.OOF_PREDICTIONS)
         test = path / layout.TEST_PREDICTIONS
         est.test_predictions_ = load_predictions(test) if test.exists() else None
         if est.test_predictions_ is not None and est.test_predictions_.empty:
             est.test_predictions_ = None
         return est
+
+
+def _set_fitted(est: MoAModel, run_dir: Path, cfg) -> None:
+    """Set ``est``'s learned attributes but the predictions from its finished run folder
+    and resolved config (``fit`` and ``load`` share it; a function, so no private method
+    is called on another object)."""
+    est.run_dir_ = Path(run_dir)
+    est.config_ = cfg
+    columns = read_json(run_dir / layout.COLUMNS)
+    est.target_names_ = list(columns["scored"])
+    est.feature_names_in_ = np.asarray([*columns["genes"], *columns["cells"]], dtype=object)
+    est.n_features_in_ = len(est.feature_names_in_)
+    est.metrics_ = read_json(run_dir / layout.METRICS)
 
 
 def _not_a_workflow(path: Path) -> None:

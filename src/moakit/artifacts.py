@@ -74,20 +74,28 @@ def _rename_into_place(tmp: Path, target: Path, replace: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(target: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``target``; on success rename it onto ``target``."""
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """A new empty file beside ``target`` (a unique hidden name) for a writer that opens
+    files by path (h5py, pandas); on success renamed onto ``target``, removed on failure."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as fh:
-            yield fh
+        yield Path(tmp)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[Any]:
+    """Open a temporary file beside ``target``; on success rename it onto ``target``."""
+    with atomic_path(target) as tmp, open(tmp, mode, encoding=encoding) as fh:
+        yield fh
 
 
 _UMASK_LOCK = threading.Lock()

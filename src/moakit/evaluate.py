@@ -81,7 +81,7 @@ def read_run_files(run_dir: str | Path) -> RunFiles:
     model run (``moakit train``), a workflow run (``models/<name>/`` + ``blend/``) or a blend
     folder (``moakit blend``)."""
     from moakit.artifacts import read_json
-    from moakit.blend import prediction_weights
+    from moakit.blend.presets import prediction_weights
     from moakit.runs import layout
 
     root = Path(run_dir)
@@ -141,21 +141,20 @@ class Loaded:
 
 def load(run_dir: str | Path, data: str | Path | None = None) -> Loaded:
     """A run's honest sets, read with the blend module's readers (rows in the members' order)."""
-    from moakit import blend as blend_mod
-    from moakit.blend.members import data_from_manifests
+    from moakit.blend.members import data_from_manifests, load_runs, oof_prior
     from moakit.data.io import load as load_data
 
     run = read_run_files(run_dir)
     names, dirs = list(run.members), list(run.members.values())
     moa = load_data(data) if data is not None else data_from_manifests(dirs, names)
-    inputs = blend_mod.load_runs(dirs, names, data=moa)
+    inputs = load_runs(dirs, names, data=moa)
     weights = [run.weights[n] for n in names] if run.weights else [1.0]
     if run.predictions:
         oof = _read_aligned(run.predictions[0], inputs.train_sig_id, inputs.target_names)
         test = _read_aligned(run.predictions[1], inputs.test_sig_id, inputs.target_names)
     else:
         oof, test = inputs.oof[0], inputs.test[0]
-    prior_oof = blend_mod.oof_prior(inputs, weights)
+    prior_oof = oof_prior(inputs, weights)
     kind = "out of fold (each model's own folds" + (", blended)" if run.weights else ")")
     if prior_oof is None:
         prior_oof = metrics.prior_predictions(inputs.y, inputs.is_control, len(inputs.y))

@@ -7,7 +7,8 @@ states, data fingerprint) plus a digest of the stage's actual upstream inputs (i
 block: the earlier stages' predictions, which change with any network setting of those
 stages) and the versions of the libraries whose code fits the state. Equal keys mean equal
 fits, so a run with the cache gives exactly the results of a run without it. Only models
-whose features are feature pipelines and nothing else take part (as for within-run reuse).
+whose feature fits have a content key take part (as for within-run reuse: feature pipelines,
+and models that declare their fit's dependencies, :func:`moakit.feature_reuse.fit_spec`).
 
 Safe like a run folder: an entry is the run's ``features`` folder as saved (a JSON tree plus
 ``.npz`` arrays, :mod:`moakit.features.safe_state`; nothing is unpickled) and ``entry.json``
@@ -390,13 +391,13 @@ class StageCache:
 def for_stage(conf: dict | None, model, chain, index: int, seed: int, data,
               inputs: tuple[np.ndarray | None, ...]) -> StageCache | None:
     """The cache for stage ``index`` / ``seed`` (``inputs``: its meta blocks, train and test),
-    or None: no cache configured, reuse switched off, or features other than pipelines."""
+    or None: no cache configured, reuse switched off, or features with no content key."""
     from moakit import feature_reuse
 
     if not conf or not feature_reuse.enabled():
         return None
     stage = chain.stages[index]
-    if feature_reuse.stage_pipelines(model, stage) is None:
+    if not feature_reuse.shares(model, stage):
         return None
     skey = feature_reuse.stage_key(model, chain, index, seed, data)
     about = {"model": model.name, "stage": stage.name, "stage_key": skey}

@@ -3,7 +3,7 @@
 A stage-seed's feature fit is determined by: the model and stage, the feature pipelines
 it fits (their steps' kinds and parameters) with each step's random state as resolved for
 the seed (its own ``random_state``, else the seed) where the step's kind draws from one
-(``Step.uses_random_state`` / ``draws_random``: a row statistic, a variance threshold or a
+(``Step.random_draws``: a row statistic, a variance threshold or a
 scaler draws nothing, so the seed is not in its part of the key), the data (the runner's
 fingerprint of the train and test rows, which also fixes the rows fitted on), and the
 upstream stage outputs its ``meta`` block is made of. :func:`stage_key` digests these; two
@@ -20,8 +20,12 @@ statistics); a resumed run then fits the missing stage-seeds once more under the
 (an older seed's saved features are reused as they are, never compared), and results are
 the same (the seed changed nothing in those steps). Keys with no such step are unchanged.
 
-Only models whose features are feature pipelines and nothing else take part (the MLPs,
-the stacked models, the 1D-CNN); any other model's key holds its seed (no reuse).
+Models whose features are feature pipelines and nothing else take part (the MLPs, the
+stacked models, the 1D-CNN, the 2-heads ResNet: its scaler and PCAs, exact with the config's
+``pca_solver``, so its seeds share one fit); a model with other feature code takes part when
+it declares what its fit depends on (:meth:`moakit.models.base.Model.feature_fit_spec`: the
+DeepInsight CNNs' t-SNE map, whose random state is the seed); any other model's key holds
+its seed (no reuse).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def stage_pipelines(model, stage) -> list | None:
     from moakit.features import PipelineConfig
     from moakit.models.cnn1d import Cnn1dModel
     from moakit.models.label_powerset import LabelPowersetNN
+    from moakit.models.resnet_2heads import pipeline_config, ResNet2HeadsModel
     from moakit.models.simple_nn import SimpleNN
     from moakit.models.stacked import StackedModel
 
@@ -54,6 +59,10 @@ def stage_pipelines(model, stage) -> list | None:
             configs.append(getattr(model.stage_params(type(stage)(base)), "features", None))
     elif isinstance(model, (SimpleNN, LabelPowersetNN, Cnn1dModel)):
         configs = [getattr(model.params, "features", None)]
+    elif isinstance(model, ResNet2HeadsModel):
+        # fit_features marks the cell PCA optional on a gene-only panel: a fact of the data,
+        # which the key holds (its fingerprint), so the full panel's config stands for both
+        configs = [pipeline_config(model.params)]
     else:
         return None
     return configs if all(isinstance(c, PipelineConfig) for c in configs) else None
@@ -69,20 +78,40 @@ def _fingerprint(data) -> str:
     return cached[1]
 
 
+def pipeline_identity(config, seed: int) -> dict:
+    """A PipelineConfig as JSON, each step's random state as resolved for ``seed`` where the
+    step draws from one (``StepConfig.takes_run_seed``), the rest seedless: what of a
+    pipeline's fit its config decides. Stage keys and fold transforms'
+    (:mod:`moakit.fold_transforms`) keys are built from it."""
+    dumped = config.model_dump(mode="json")
+    for step, entry in zip(config.steps, dumped["steps"]):
+        if step.takes_run_seed:
+            entry["random_state"] = seed  # as StepConfig.build resolves it
+    return dumped
+
+
+def fit_spec(model, stage, seed: int) -> object | None:
+    """What stage ``stage``'s feature fit for ``seed`` depends on besides its input rows, as
+    JSON: its pipelines (:func:`pipeline_identity`), or the model's declared
+    :meth:`~moakit.models.base.Model.feature_fit_spec`; None: not known, never shared."""
+    configs = stage_pipelines(model, stage)
+    if configs is not None:
+        return [pipeline_identity(c, seed) for c in configs]
+    spec = model.feature_fit_spec(stage, seed)
+    return None if spec is None else {"spec": spec}
+
+
+def shares(model, stage) -> bool:
+    """Whether the stage's feature fits have a content key (reused in a run, cached across runs)."""
+    return fit_spec(model, stage, 0) is not None
+
+
 def stage_key(model, chain, index: int, seed: int, data) -> str:
     """The content key of stage ``index``'s feature fit for ``seed`` (hex digest)."""
     stage = chain.stages[index]
-    configs = stage_pipelines(model, stage)
-    if configs is None:
-        what: object = {"seed": seed}  # unknown feature code: never shared between seeds
-    else:
-        what = []
-        for config in configs:
-            dumped = config.model_dump(mode="json")
-            for step, entry in zip(config.steps, dumped["steps"]):
-                if step.takes_run_seed:
-                    entry["random_state"] = seed  # as StepConfig.build resolves it
-            what.append(dumped)
+    what = fit_spec(model, stage, seed)
+    if what is None:
+        what = {"seed": seed}  # unknown feature code: never shared between seeds
     payload = {"model": model.name, "stage": [stage.name, stage.targets, stage.keep_controls],
                "pipelines": what, "data": _fingerprint(data),
                "upstream": [list(k) for k in chain.upstream(index, seed)]}

@@ -18,6 +18,7 @@ import numpy as np
 
 from moakit.artifacts import read_npy, write_json, write_npy
 from moakit.data.dataset import MoAData
+from moakit.fold_transforms import share_saved
 from moakit.models.base import Blocks, FitContext, Model, StageSpec, get_model_class
 from moakit.runs import layout, records
 from moakit.stages import StageChain, fit_blocks, stage_blocks, stage_dir, stage_targets, training_rows
@@ -146,6 +147,7 @@ def run_fold_job(job: FoldJob, on_epoch: Callable[[dict], None] | None = None) -
     fit_seconds = time.perf_counter() - start
     records.write_history(out, epoch_records(history))
     est.save(out / layout.ESTIMATOR_DIR)
+    share_saved(est, out.parent, job.fold)  # a fold transform equal to another seed's: stored once
     write_npy(out / layout.VALID_PRED, est.predict_proba(job.X_oof).astype(np.float32))
     write_npy(out / layout.TEST_PRED, est.predict_proba(job.X_test).astype(np.float32))
     records.write_done(out, fit_seconds, job.seed, job.fold, getattr(est, "info", {}))

@@ -8,15 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from moakit import metrics
-from moakit.artifacts import read_json
-from moakit.config import RunConfig
 from moakit.data.dataset import Dataset
 from moakit.features import blocks_from_dataset
 from moakit.features.pipeline import CONTROL_BLOCK
 from moakit.models.base import Blocks, Model, StageSpec
-from moakit.models.checks import build_model
-from moakit.models.estimators import load_estimator
 from moakit.runs import layout
 
 
@@ -98,23 +93,10 @@ def predict_run(run_dir: str | Path, ds: Dataset, batch_size: int | None = None)
     transform, then the mean over folds of its saved estimators, per seed; the model's
     predictions are the last stage's averaged over seeds, with control rows set to 0.
     Nothing is refitted. ``batch_size`` overrides the estimators' saved inference batch
-    size (throughput only).
+    size and the rows of a prediction block. The work is
+    :class:`moakit.streaming.RunPredictor`'s: every transform and network on fixed row
+    blocks, so these are the values of ``moakit predict`` in one pass or in chunks.
     """
-    run_dir = Path(run_dir)
-    config = RunConfig(**read_json(run_dir / layout.CONFIG))
-    model = build_model(config)
-    chain = StageChain(model, config.seeds)
-    outputs: dict[tuple[int, int], np.ndarray] = {}
-    for index, stage in enumerate(chain.stages):
-        for seed in config.seeds:
-            sdir = stage_dir(run_dir, stage, seed)
-            features = model.load_features(stage, sdir / layout.FEATURES_DIR)
-            X = features.transform(stage_blocks(ds, chain.meta(index, seed, outputs)))
-            preds = []
-            for k in range(config.cv.n_folds):
-                est = load_estimator(layout.estimator_dir(sdir, k))
-                if batch_size is not None and hasattr(est, "eval_batch_size"):
-                    est.eval_batch_size = int(batch_size)
-                preds.append(est.predict_proba(X))
-            outputs[(index, seed)] = np.mean(preds, axis=0).astype(np.float32)
-    return metrics.zero_controls(chain.final(outputs), ds.is_control)
+    from moakit.streaming import RunPredictor
+
+    return RunPredictor(run_dir, batch_size).predict(ds)

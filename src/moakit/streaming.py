@@ -7,22 +7,28 @@ object) and replays the stage chain on a chunk of rows exactly as
 saved state (its folder's content digest) and inputs (the same upstream stage outputs)
 equal an earlier stage-seed's is not applied again: its matrix is reused. The 3-stage NN
 with fixed random states (every seed's features the same) transforms once per stage
-instead of once per seed.
+instead of once per seed. The same holds one level down, for a transform fitted inside a
+fold's estimator (the 1D-CNN's quantile + PCA: :mod:`moakit.fold_transforms`): applied
+once per chunk for every fold and seed whose saved transform has the same content.
 
 Bounded memory: per chunk only the chunk's blocks, feature matrices and network
 activations exist; ``moakit predict`` also reads its input and writes its output chunk by
 chunk (:mod:`moakit.runs.predict`, :mod:`moakit.inference`), so what grows with the input is
-its ids and meta columns. Chunks are whole multiples of the networks' inference batch
-(``Predictor.aligned_chunk_rows``), so each network sees the batches of one pass, and a last
-chunk of one row joins the one before (a one-row matrix product may round differently). Every transform moakit ships is row-independent at inference
-(scalers, quantile, PCA / FA, variance threshold, row statistics, k-means one-hot, the
-networks in eval mode), with one exception handled here: umap-learn's ``transform``
-chooses its optimisation epochs from the number of rows it is given (100 up to 10,000
-rows, else 30) when the step sets no ``n_epochs``; :func:`umap_rows_hint` makes every
-chunk use the epochs of the whole input, so chunked output equals one pass bit for bit.
+its ids and meta columns. Every transform and network runs on blocks of a fixed number of
+rows (:func:`row_blocks`: ``BLOCK_ROWS``, or the inference batch size when one is given; the
+last block padded to the power of two its rows fit in), in one pass as in chunks, and
+chunks are whole multiples of the block (``Predictor.aligned_chunk_rows``): a matrix product's rounding
+depends on its row count (a small-matrix or edge kernel of the BLAS), so this is what makes
+a row's bits independent of where chunks start and end. Every transform moakit ships is
+row-independent at inference up to that rounding (scalers, quantile, PCA / FA, variance
+threshold, row statistics, k-means one-hot, the networks in eval mode), with one
+exception handled here: umap-learn's ``transform`` chooses its optimisation epochs from
+the number of rows it is given (100 up to 10,000 rows, else 30) when the step sets no
+``n_epochs``; :func:`umap_rows_hint` makes every block use the epochs of the whole input,
+so chunked output equals one pass bit for bit.
 (For a UMAP fitted on more than 4,096 rows, pynndescent's search fills a short candidate
-list from an RNG that runs on across the query rows; it then depends on a row's batch
-neighbours, in one pass as in chunks.)
+list from an RNG that runs on across the query rows; it then depends on the other rows of
+a row's block, the same in one pass as in chunks.)
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ from moakit.models.estimators import load_estimator
 from moakit.runs import layout
 
 DEFAULT_CHUNK_ROWS = 20_000
+# rows of a prediction block (when no inference batch size is given): every transform and
+# network forward at prediction runs on blocks of this many rows, the last block of an
+# input padded to the power of two it fits in (row_blocks)
+BLOCK_ROWS = 4096
 # estimators of a run are kept loaded across chunks up to this many bytes of saved weights;
 # above it each chunk reloads them one at a time (as predict_run does)
 KEEP_ESTIMATORS_BYTES = 512 * 2**20
@@ -73,8 +83,9 @@ def umap_transform_epochs(state) -> int | None:
 def folder_digest(path: Path) -> str:
     """Content identity of a saved feature folder: its files' relative paths and bytes,
     except that a feature pipeline's manifest counts without its fit timings and with each
-    step's random state as resolved (its own, else the pipeline's seed) instead of the
-    seed: two seeds' fits with fixed random states are the same state."""
+    step's random state as resolved (its own, else the pipeline's seed where the step draws
+    one, else none) instead of the seed: two seeds' fits with fixed random states, or of
+    steps that draw nothing, are the same state."""
     h = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
@@ -93,12 +104,42 @@ def _manifest_identity(raw: bytes) -> bytes:
         manifest = json.loads(raw)
         seed = manifest.pop("seed")
         manifest.pop("fit_seconds", None)
-        steps = manifest["config"]["steps"]
-        manifest["resolved_random_states"] = [s.get("random_state", seed) if s.get("random_state") is not None
-                                              else seed for s in steps]
+        manifest["resolved_random_states"] = [_resolved_random_state(s, seed) for s in manifest["config"]["steps"]]
     except (ValueError, KeyError, TypeError, AttributeError):
         return raw  # not a pipeline manifest: its bytes
     return json.dumps(manifest, sort_keys=True).encode()
+
+
+def _resolved_random_state(step: dict, seed: int) -> int | None:
+    """A saved step config's random state as its fit used it: its own, else the pipeline's
+    seed where its kind draws from one (``StepConfig.takes_run_seed``), else None (a row
+    statistic or a scaler: the seed changed nothing)."""
+    from moakit.features import StepConfig
+
+    if step.get("random_state") is not None:
+        return step["random_state"]
+    return seed if StepConfig.model_validate(step).takes_run_seed else None
+
+
+def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[np.ndarray, int]]:
+    """(row indices, rows kept) per block of ``block_rows`` rows from row 0: the last block
+    is padded (:func:`block_rows_for`: to the power of two its rows fit in) with copies of
+    the input's last row, and only its first ``rows kept`` rows are real. A matrix product's
+    rounding may depend on how many rows it is given (OpenBLAS's small-matrix kernels, an
+    edge tile, a matrix-vector kernel for one row): chunks of whole blocks cut an input into
+    the blocks of one pass, so each row is computed in a block of the same size at the same
+    offset either way."""
+    for start in range(0, n_rows, block_rows):
+        keep = min(block_rows, n_rows - start)
+        yield np.minimum(np.arange(start, start + block_rows_for(keep, block_rows)), n_rows - 1), keep
+
+
+def block_rows_for(rows: int, block_rows: int) -> int:
+    """The rows of a block holding ``rows`` real rows: ``block_rows``, or for fewer the
+    power of two they fit in (a few rows are not padded to thousands)."""
+    if rows >= block_rows:
+        return block_rows
+    return min(block_rows, 1 << max(0, int(rows) - 1).bit_length())
 
 
 def _size(path: Path) -> int:
@@ -119,6 +160,7 @@ class RunPredictor:
 
         self.run_dir = Path(run_dir)
         self.batch_size = batch_size
+        self.block_rows = int(batch_size) if batch_size else BLOCK_ROWS
         config = RunConfig(**read_json(self.run_dir / layout.CONFIG))
         self.model = build_model(config)
         self.chain = StageChain(self.model, config.seeds)
@@ -138,16 +180,22 @@ class RunPredictor:
                 total += sum(_size(layout.estimator_dir(sdir, k)) for k in range(self.n_folds))
         self.n_feature_states = len(states)
         self._estimators: dict[tuple[int, int], list] | None = {} if total <= KEEP_ESTIMATORS_BYTES else None
+        self._fold_ids: dict[tuple[int, int, int], str | None] = {}  # fold transforms' content identities
         self.n_transforms = 0
+        self.n_fold_transforms = 0  # transforms fitted inside fold estimators applied (moakit.fold_transforms)
 
     def _load_estimators(self, index: int, seed: int, sdir: Path) -> list:
         if self._estimators is not None and (index, seed) in self._estimators:
             return self._estimators[(index, seed)]
+        from moakit.fold_transforms import transform_identity
+
         ests = []
         for k in range(self.n_folds):
             est = load_estimator(layout.estimator_dir(sdir, k))
             if self.batch_size is not None and hasattr(est, "eval_batch_size"):
                 est.eval_batch_size = int(self.batch_size)
+            if (index, seed, k) not in self._fold_ids:
+                self._fold_ids[(index, seed, k)] = transform_identity(est, layout.estimator_dir(sdir, k))
             ests.append(est)
         if self._estimators is not None:
             self._estimators[(index, seed)] = ests
@@ -167,19 +215,37 @@ class RunPredictor:
         return sizes
 
     def predict(self, ds) -> np.ndarray:
-        """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run."""
+        """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run:
+        block after block of ``block_rows`` rows (:func:`row_blocks`), so that a row's values
+        do not depend on where a chunk of ``ds`` starts or ends, when chunks are whole blocks.
+        UMAP's transform epochs are those of ``ds`` unless a hint for a whole input is active."""
+        if len(ds) == 0:
+            return self.predict_block(ds)
+        hint = umap_rows_hint(len(ds)) if _TOTAL_ROWS.get() is None else contextlib.nullcontext()
+        with hint:
+            return np.concatenate([self.predict_block(ds.subset(rows))[:keep]
+                                   for rows, keep in row_blocks(len(ds), self.block_rows)])
+
+    def predict_block(self, ds) -> np.ndarray:
+        """The stage chain on the rows of ``ds`` at once (each shared transform applied once).
+        A fold estimator's own transform with a content identity already applied to the
+        same stage matrix is not applied again (:class:`moakit.fold_transforms.SharedTransforms`)."""
         from moakit import metrics
+        from moakit.fold_transforms import SharedTransforms
         from moakit.stages import stage_blocks
 
         outputs: dict[tuple[int, int], np.ndarray] = {}
         applied: dict[tuple, np.ndarray] = {}
+        shared = SharedTransforms()
         for index, seed, features, key, sdir in self.parts:
             if key not in applied:
                 applied[key] = features.transform(stage_blocks(ds, self.chain.meta(index, seed, outputs)))
                 self.n_transforms += 1
             X = applied[key]
-            preds = [est.predict_proba(X) for est in self._load_estimators(index, seed, sdir)]
+            preds = [shared.predict(est, self._fold_ids.get((index, seed, k)), X, key)
+                     for k, est in enumerate(self._load_estimators(index, seed, sdir))]
             outputs[(index, seed)] = np.mean(preds, axis=0).astype(np.float32)
+        self.n_fold_transforms += shared.applied
         return metrics.zero_controls(self.chain.final(outputs), ds.is_control)
 
 

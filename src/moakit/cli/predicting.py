@@ -23,7 +23,8 @@ def predict(
     out: Path = typer.Option(Path(layout.SUBMISSION), "--out", help="Submission to write: CSV, or Parquet when "
                              "it ends in .parquet (.csv.gz / .csv.zip: compressed CSV)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
-                                             help="Inference batch size (default: the saved one; 2048 NN, 512 CNN)."),
+                                             help="Rows of a prediction block and inference batch (default: "
+                                             "blocks of 4096 rows, the saved batch sizes)."),
     chunk_rows: int = typer.Option(20_000, "--chunk-rows", min=0, help="Rows predicted at a time: memory is bounded "
                                    "by the chunk (0: all rows at once; the output is the same bit for bit)."),
     quiet: QuietOption = False,

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moakit.artifacts import atomic_file, atomic_path
 from moakit.data.io import DataError
 
 MATRIX = "0/DATA/0/matrix"
@@ -318,8 +319,7 @@ def write_gctx_blocks(path: str | Path, cid: Sequence[str], rid: Sequence[str], 
     path = Path(path)
     n_sig, n_gene = len(cid), len(rid)
     chunks = chunks or default_chunks(n_sig, n_gene)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as handle:
             handle.attrs["version"] = VERSION
             dset = handle.create_dataset(MATRIX, shape=(n_sig, n_gene), dtype=np.float32,
@@ -336,10 +336,6 @@ def write_gctx_blocks(path: str | Path, cid: Sequence[str], rid: Sequence[str], 
                 raise ValueError(f"the blocks held {start} signatures, cid {n_sig}")
             _write_meta(handle.create_group(COL_META), cid, col_meta)
             _write_meta(handle.create_group(ROW_META), rid, row_meta)
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -364,13 +360,7 @@ def write_gct(path: str | Path, frame: pd.DataFrame) -> Path:
     body = frame.T.copy()
     body.index = pd.Index([str(i) for i in frame.columns], name="id")
     body.columns = [str(c) for c in frame.index]
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(f"#1.3\n{n_gene}\t{n_sig}\t0\t0\n")
-            body.to_csv(fh, sep="\t", float_format="%.6g", lineterminator="\n")
-        tmp.replace(path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, "w", encoding="utf-8") as fh:
+        fh.write(f"#1.3\n{n_gene}\t{n_sig}\t0\t0\n")
+        body.to_csv(fh, sep="\t", float_format="%.6g", lineterminator="\n")
     return path

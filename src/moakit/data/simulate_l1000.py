@@ -34,6 +34,7 @@ style, not lish-moa's), 8 cell lines, 6 doses, 2 times. Deterministic for ``seed
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,15 +128,15 @@ def simulate_l1000(out_dir, n_signatures: int = 4000, seed: int = 0, n_inferred:
 def _symbols(n: int, rng: np.random.Generator) -> list[str]:
     """``n`` unique invented gene symbols (letters + a number, e.g. ``KLDR4``)."""
     letters = np.array(list("ABCDEFGHIKLMNPRSTVWXZ"))
-    out: list[str] = []
-    seen: set[str] = set()
+    return _distinct(n, lambda: "".join(rng.choice(letters, rng.integers(3, 5))) + str(rng.integers(1, 20)))
+
+
+def _distinct(n: int, draw: Callable[[], str]) -> list[str]:
+    """The first ``n`` distinct values of repeated ``draw()`` calls, in the order drawn."""
+    out: dict[str, None] = {}
     while len(out) < n:
-        stem = "".join(rng.choice(letters, rng.integers(3, 5)))
-        name = f"{stem}{rng.integers(1, 20)}"
-        if name not in seen:
-            seen.add(name)
-            out.append(name)
-    return out
+        out.setdefault(draw(), None)
+    return list(out)
 
 
 def _gene_table(n_inferred: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -195,13 +196,7 @@ def _compounds(n_signatures: int, rng: np.random.Generator) -> tuple[pd.DataFram
 def _compound_names(n: int, rng: np.random.Generator) -> list[str]:
     syllables = np.array(["ra", "zo", "mi", "te", "lu", "ba", "so", "ne", "vi", "ka", "do", "fe", "xa", "pi"])
     endings = np.array(["mab", "nib", "stat", "zole", "pril", "sartan", "olol", "mycin", "fen", "dine"])
-    out, seen = [], set()
-    while len(out) < n:
-        name = "".join(rng.choice(syllables, rng.integers(2, 4))) + rng.choice(endings)
-        if name not in seen:
-            seen.add(name)
-            out.append(name)
-    return out
+    return _distinct(n, lambda: "".join(rng.choice(syllables, rng.integers(2, 4))) + rng.choice(endings))
 
 
 def _plan(n_signatures: int, n_comp: int, rng: np.random.Generator) -> _Plan:

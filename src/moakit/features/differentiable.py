@@ -152,7 +152,7 @@ def _torch_function(step: Step, state):
         A, b = _affine(step, state)
         return lambda x: x @ A + b
     if kind == "row_stats":
-        groups = step._groups()
+        groups = step.input_groups()
         stats_ = list(step.params.stats)
         return lambda parts: torch.cat([_row_stats(torch.cat([parts[i] for i in idx], dim=1), stats_)
                                         for _, idx in groups], dim=1)
@@ -212,7 +212,7 @@ def replay_numpy(pipeline, blocks: Blocks,
     :attr:`TorchPipeline.constant_keys`) keyed by (step name, block)), from one pass of
     the fitted steps."""
     held = set(held)
-    blocks, _ = pipeline._take_inputs(blocks, "the blocks to explain")
+    blocks, _ = pipeline.take_inputs(blocks, "the blocks to explain")
     captured: dict[tuple[str, str], np.ndarray] = {}
     for step in pipeline.steps:
         blocks = step.transform(blocks)

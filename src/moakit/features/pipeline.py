@@ -158,8 +158,9 @@ class Pipeline:
 
     # ------------------------------------------------------------------ block flow
 
-    def _external_inputs(self) -> list[str]:
-        """Blocks the caller must supply: read by a step or output, but written by no earlier step."""
+    def external_inputs(self) -> list[str]:
+        """Blocks the caller must supply, in first-read order: read by a step or output, but
+        written by no earlier step (what ``fit`` / ``transform`` take from their blocks)."""
         written: set[str] = set()
         needed: list[str] = []
         for step in self.steps:
@@ -172,8 +173,11 @@ class Pipeline:
                 needed.append(b)
         return needed
 
-    def _take_inputs(self, blocks: Blocks, what: str) -> tuple[Blocks, int]:
-        needed = self._external_inputs()
+    def take_inputs(self, blocks: Blocks, what: str) -> tuple[Blocks, int]:
+        """(the :meth:`external_inputs` of ``blocks`` as float32 blocks, their row count);
+        a KeyError naming the missing blocks, a ValueError when row counts differ (``what``
+        names the blocks in both)."""
+        needed = self.external_inputs()
         missing = [b for b in needed if b not in blocks]
         if missing:
             raise KeyError(f"feature pipeline: {what} lacks block(s) {missing} (it has {sorted(blocks)}); "
@@ -230,15 +234,15 @@ class Pipeline:
     def fit(self, train_blocks: Blocks, test_blocks: Blocks | None = None) -> "Pipeline":
         train_blocks, train_ctl = self._split_controls(train_blocks)
         test_blocks, test_ctl = self._split_controls(test_blocks)
-        self.fit_panel({b: a for b, a in train_blocks.items() if b in self._external_inputs()})
-        blocks, _ = self._take_inputs(train_blocks, "the training blocks")
+        self.fit_panel({b: a for b, a in train_blocks.items() if b in self.external_inputs()})
+        blocks, _ = self.take_inputs(train_blocks, "the training blocks")
         self.input_widths_ = {b: int(a.shape[1]) for b, a in blocks.items()}
         with_test = [self._step_fit_on(c) == "train+test" for c in self.config.steps]
         test = None
         if any(with_test) or (not self.steps and self.config.fit_on == "train+test"):
             if test_blocks is None:
                 raise ValueError("feature pipeline: fit_on is 'train+test' but no test blocks were given")
-            test, n_test_rows = self._take_inputs(test_blocks, "the test blocks")
+            test, n_test_rows = self.take_inputs(test_blocks, "the test blocks")
             self._check_widths(test, "the test blocks")
             if n_test_rows == 0:  # no test split (e.g. moakit.MoAModel.fit without X_test)
                 test, with_test = None, [False] * len(with_test)
@@ -286,7 +290,7 @@ class Pipeline:
     def transform(self, blocks: Blocks) -> np.ndarray:
         if not hasattr(self, "feature_names_"):
             raise RuntimeError("feature pipeline is not fitted")
-        blocks, n = self._take_inputs(blocks, "the blocks to transform")
+        blocks, n = self.take_inputs(blocks, "the blocks to transform")
         self._check_widths(blocks, "the blocks to transform")
         if n == 0:
             return np.zeros((0, len(self.feature_names_)), np.float32)

@@ -37,11 +37,7 @@ class QuantileStep(SklearnStep):
 
     kind = "quantile"
     Params = QuantileParams
-    uses_random_state = True
-
-    @classmethod
-    def draws_random(cls, params):
-        return cls.Params(**params).subsample is not None
+    random_draws = staticmethod(lambda p: p.subsample is not None)
 
     def _make(self):
         from sklearn.preprocessing import QuantileTransformer
@@ -68,7 +64,7 @@ class StandardScalerParams(BaseModel):
 class StandardScalerStep(SklearnStep):
     kind = "standard_scaler"
     Params = StandardScalerParams
-    uses_random_state = False  # means and standard deviations: nothing drawn
+    random_draws = False  # means and standard deviations: nothing drawn
 
     def _make(self):
         from sklearn.preprocessing import StandardScaler
@@ -81,23 +77,34 @@ class ComponentsParams(BaseModel):
     n_components: int = Field(..., ge=1)
 
 
+class PCAParams(ComponentsParams):
+    # sklearn's svd_solver; "auto" (its default) picks one from the data's shape
+    svd_solver: Literal["auto", "full", "covariance_eigh", "arpack", "randomized"] = "auto"
+
+
+# the PCA solvers that draw nothing: LAPACK's SVD of the data / eigendecomposition of its covariance
+EXACT_PCA_SOLVERS = ("full", "covariance_eigh")
+
+
 @register
 class PCAStep(SklearnStep):
-    """sklearn PCA (svd_solver "auto").
+    """sklearn PCA (``svd_solver``, default "auto").
 
-    Random state: counted as drawing (conservative). "auto" takes the randomized solver,
-    which draws, for inputs over 500 on a side with fewer components than 80% of the
-    smaller side (unless tall and skinny), an exact solver that draws nothing otherwise: a
-    choice made on the data's shape, which is not known when a fit's content key is made."""
+    Random state: "full" and "covariance_eigh" draw nothing (exact: the same components for
+    every seed). "auto" counts as drawing (conservative): it takes the randomized solver,
+    which draws, for inputs over 500 on a side with fewer components than 80% of the smaller
+    side unless there are under 1,000 columns and 10 times as many rows, an exact solver
+    otherwise; a choice made on the data's shape, which is not known when a fit's content key
+    is made. "arpack" and "randomized" draw (a random start)."""
 
     kind = "pca"
-    Params = ComponentsParams
-    uses_random_state = True
+    Params = PCAParams
+    random_draws = staticmethod(lambda p: p.svd_solver not in EXACT_PCA_SOLVERS)
 
     def _make(self):
         from sklearn.decomposition import PCA
 
-        return PCA(n_components=self.params.n_components, random_state=self.seed)
+        return PCA(n_components=self.params.n_components, svd_solver=self.params.svd_solver, random_state=self.seed)
 
 
 class FactorAnalysisParams(ComponentsParams):
@@ -112,7 +119,7 @@ class FactorAnalysisStep(SklearnStep):
 
     kind = "factor_analysis"
     Params = FactorAnalysisParams
-    uses_random_state = True
+    random_draws = True
 
     def _make(self):
         from sklearn.decomposition import FactorAnalysis
@@ -162,7 +169,7 @@ class UMAPStep(Step):
 
     kind = "umap"
     Params = UMAPParams
-    uses_random_state = True  # the fit's initialisation, SGD and row subsample; transform_seed None: the seed
+    random_draws = True  # the fit's initialisation, SGD and row subsample; transform_seed None: the seed
 
     def trusted_state(self):
         import pynndescent
@@ -224,7 +231,7 @@ class KMeansOneHotStep(Step):
 
     kind = "kmeans_onehot"
     Params = KMeansParams
-    uses_random_state = True  # k-means++ initial centres
+    random_draws = True  # k-means++ initial centres
 
     def trusted_state(self):
         from sklearn.cluster import KMeans
@@ -266,7 +273,7 @@ class VarianceThresholdStep(SklearnStep):
     kind = "variance_threshold"
     Params = VarianceThresholdParams
     in_place_ok = False
-    uses_random_state = False  # column variances: nothing drawn
+    random_draws = False  # column variances: nothing drawn
 
     def _make(self):
         from sklearn.feature_selection import VarianceThreshold
@@ -332,9 +339,11 @@ class RowStatsStep(Step):
     kind = "row_stats"
     Params = RowStatsParams
     in_place_ok = False
-    uses_random_state = False  # each row's own statistics: nothing fitted or drawn
+    random_draws = False  # each row's own statistics: nothing fitted or drawn
 
-    def _groups(self) -> list[tuple[str, list[int]]]:
+    def input_groups(self) -> list[tuple[str, list[int]]]:
+        """(label, input indices) of each group the statistics are taken over: every input
+        alone, then all of them together when there are several (``g``, ``c``, ``g+c``)."""
         groups = [(b, [i]) for i, b in enumerate(self.inputs)]
         if len(self.inputs) > 1:
             groups.append(("+".join(self.inputs), list(range(len(self.inputs)))))
@@ -343,13 +352,13 @@ class RowStatsStep(Step):
     def _apply(self, state, parts):
         chosen = tuple(self.params.stats)
         return np.concatenate([row_statistics(self._concat([parts[i] for i in idx]), chosen)
-                               for _, idx in self._groups()], axis=1)
+                               for _, idx in self.input_groups()], axis=1)
 
     def _width(self, state, part_names):
-        return len(self.params.stats) * len(self._groups())
+        return len(self.params.stats) * len(self.input_groups())
 
     def _names(self, state, part_names):
-        return [f"{self.output}-{label}_{s}" for label, _ in self._groups() for s in self.params.stats]
+        return [f"{self.output}-{label}_{s}" for label, _ in self.input_groups() for s in self.params.stats]
 
 
 @register
@@ -358,7 +367,7 @@ class RowMeanStep(Step):
 
     kind = "row_mean"
     in_place_ok = False
-    uses_random_state = False
+    random_draws = False
 
     def _apply(self, state, parts):
         return np.column_stack([np.asarray(p, np.float64).mean(axis=1) for p in parts])
@@ -389,7 +398,7 @@ class CpCategoriesStep(Step):
     kind = "cp_categories"
     Params = CpCategoriesParams
     in_place_ok = False
-    uses_random_state = False  # group sizes read off the one-hot columns
+    random_draws = False  # group sizes read off the one-hot columns
     GROUPS = (("cp_time", 3), ("cp_dose", 2))
 
     def _fit(self, parts):
@@ -505,7 +514,7 @@ class RowQuantileNormStep(Step):
 
     kind = "row_quantile_norm"
     Params = RowQuantileNormParams
-    uses_random_state = False  # stateless, row by row
+    random_draws = False  # stateless, row by row
 
     def _apply(self, state, parts):
         p = self.params

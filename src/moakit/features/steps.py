@@ -22,7 +22,7 @@ This module is the machinery (:class:`Step`, the registry); the kinds are in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -72,9 +72,11 @@ class Step:
     in_place_ok: ClassVar[bool] = True  # may run without an output block
     # Whether fitting or applying a step of this kind draws from its random state (its
     # ``random_state``, else the run seed), i.e. whether its result can change with the
-    # seed. Every kind declares True or False; None (not declared) counts as True. A kind
-    # whose use depends on its parameters declares True and narrows it in draws_random.
-    uses_random_state: ClassVar[bool | None] = None
+    # seed: True, False, or (a kind whose use depends on its parameters) a function of the
+    # validated ``Params`` giving that, e.g. ``staticmethod(lambda p: p.subsample is not
+    # None)``. Every kind declares it; None (not declared) counts as True. Read it through
+    # :meth:`draws_random`.
+    random_draws: ClassVar[bool | Callable[[Any], bool] | None] = None
 
     def __init__(self, name: str, inputs: list[str], output: str | None = None, seed: int = 0,
                  **params: Any) -> None:
@@ -91,9 +93,13 @@ class Step:
     @classmethod
     def draws_random(cls, params: Mapping[str, Any]) -> bool:
         """Whether a step of this kind with the config's kind parameters ``params`` may draw
-        from its random state (so its fit or output may differ between seeds); True unless
-        the kind declares ``uses_random_state = False`` (or narrows it here)."""
-        return cls.uses_random_state is not False
+        from its random state (so its fit or output may differ between seeds): the kind's
+        declared ``random_draws``, evaluated on ``params`` where it is a function; True
+        where the kind declares nothing."""
+        rule = cls.random_draws
+        if rule is None or isinstance(rule, bool):
+            return rule is not False
+        return bool(rule(cls.Params(**params)))
 
     # ------------------------------------------------------------------ public API
 

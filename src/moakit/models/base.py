@@ -191,6 +191,15 @@ class Model(ABC):
         over ALL seeds (fed to every seed), False when each seed has its own chain."""
         return False
 
+    def feature_fit_spec(self, stage: StageSpec, seed: int) -> object | None:
+        """What :meth:`fit_features` of ``stage`` for ``seed`` depends on besides its input
+        rows (the data and upstream stages), as JSON, for a model whose features are not
+        feature pipelines: equal specs on equal rows fit equal states, so
+        :mod:`moakit.feature_reuse` shares such fits between seeds and the feature cache
+        across runs. Include the seed only where the fit draws from it. None (the default):
+        not declared, never shared."""
+        return None
+
     def reuses_features_of(self, stage: StageSpec) -> str | None:
         """The earlier stage whose fitted feature state :meth:`fit_features` of ``stage``
         reuses (None: none). When the stages are fitted in different processes, the runner

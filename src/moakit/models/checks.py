@@ -46,7 +46,7 @@ def check_pipelines(model: Model, data: MoAData, where: str) -> None:
     available = set(base) | {"meta", CONTROL_BLOCK}
     for field_path, pipeline_config in find_instances(model.params, PipelineConfig, "params"):
         try:
-            needed = Pipeline(pipeline_config)._external_inputs()
+            needed = Pipeline(pipeline_config).external_inputs()
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{where}: {field_path}: {exc}") from None
         unknown = [b for b in needed if b not in available]

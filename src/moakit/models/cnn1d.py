@@ -56,11 +56,13 @@ from torch.nn import functional as F
 
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
+from moakit.fold_transforms import fit_pipeline
 from moakit.models.estimators import SPEC, register_estimator
 from moakit.models.base import Blocks, EpochCallback, Model, ModelParams, StageSpec, TorchEstimator, register
 from moakit.models.quality import as_replay, joint_targets, keep_first_outputs, select_then_refit
 from moakit.nn.blocks import FastDropout, WeightNormLinear, build_network, register_network
 from moakit.nn.train import ControlRows, Replay, TrainParams, fit_network, init_output_bias
+from moakit.runs import layout as run_layout
 
 NETWORK_NAME = "cnn1d"
 
@@ -287,7 +289,10 @@ class Cnn1dEstimator:
 
     Saved as ``spec.json`` (the stage layout, info), ``features/`` (a features.Pipeline) and
     ``network/`` (a TorchEstimator, saved without the info: it is this estimator's, stored
-    once)."""
+    once). Its fold transform is shared by content where equal (:mod:`moakit.fold_transforms`:
+    ``transform`` then ``predict_transformed`` is ``predict_proba``)."""
+
+    transform_folder = run_layout.ESTIMATOR_FEATURES
 
     def __init__(self, layout: list[tuple[str, int]], features: Pipeline, network: TorchEstimator,
                  info: dict | None = None) -> None:
@@ -304,24 +309,30 @@ class Cnn1dEstimator:
     def eval_batch_size(self, value: int) -> None:
         self.network.eval_batch_size = int(value)
 
+    def transform_signature(self) -> list:
+        return [list(x) for x in self.layout]
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         return self.features.transform(split_blocks(X, self.layout))
 
+    def predict_transformed(self, Xt: np.ndarray) -> np.ndarray:
+        return self.network.predict_proba(Xt)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.network.predict_proba(self.transform(X))
+        return self.predict_transformed(self.transform(X))
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
             (tmp / SPEC).write_text(json.dumps({"kind": self.kind, "layout": self.layout, "info": self.info}, indent=2))
-            self.features.save(tmp / "features")
-            self.network.save(tmp / "network", with_info=False)
+            self.features.save(tmp / run_layout.ESTIMATOR_FEATURES)
+            self.network.save(tmp / run_layout.ESTIMATOR_NETWORK, with_info=False)
 
     @classmethod
     def load(cls, path: Path) -> "Cnn1dEstimator":
         path = Path(path)
         spec = json.loads((path / SPEC).read_text())
-        est = cls([tuple(x) for x in spec["layout"]], Pipeline.load(path / "features"),
-                  TorchEstimator.load(path / "network"), spec.get("info"))
+        est = cls([tuple(x) for x in spec["layout"]], Pipeline.load(path / run_layout.ESTIMATOR_FEATURES),
+                  TorchEstimator.load(path / run_layout.ESTIMATOR_NETWORK), spec.get("info"))
         est.network.info = est.info  # one dict, as when it was trained
         return est
 
@@ -364,8 +375,9 @@ def fit_cnn1d(
     (control rows in the stage's columns, their groups) for ``train.control_augment``, put
     through the fold features; ``replay``: the refit pass of ``holdout_refit`` (phase 1 has
     a fixed length and is rerun as it is)."""
-    # fold features, fitted on the training rows only
-    features = Pipeline.from_config(params.fold_features, seed=seed).fit(split_blocks(X_train, layout))
+    # fold features, fitted on the training rows only (an equal fit of another seed reused)
+    features = fit_pipeline(params.fold_features, seed, [list(x) for x in layout], X_train,
+                            lambda X: split_blocks(X, layout))
     Xt = features.transform(split_blocks(X_train, layout))
     ctl = None
     if params.train.control_augment > 0 and controls is not None and len(controls[0]):

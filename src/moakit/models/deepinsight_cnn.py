@@ -374,6 +374,15 @@ class DeepInsightModel(Model):
                 "collision_rate": round(fmap.collision_rate(p.grid), 4)}
         return DeepInsightFeatures(scaler, fmap, p.grid, p.image_size, groups, info, blocks=INPUT_BLOCKS)
 
+    def feature_fit_spec(self, stage: StageSpec, seed: int) -> dict:
+        """What :meth:`fit_features` reads besides the rows: the t-SNE map's settings and its
+        random state, the seed (the t-SNE's PCA start and the ``max_samples`` row subsample
+        draw from it), the grid and image size saved with the map, the input blocks (the
+        Norm-2 log scaler has no settings)."""
+        p = self.params
+        return {"feature_map": p.feature_map.model_dump(mode="json"), "random_state": seed, "grid": p.grid,
+                "image_size": p.image_size, "blocks": list(INPUT_BLOCKS), "scaler": "log_norm"}
+
     def load_features(self, stage: StageSpec, path: Path) -> DeepInsightFeatures:
         return DeepInsightFeatures.load(path)
 

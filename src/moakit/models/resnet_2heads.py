@@ -130,6 +130,10 @@ class FeatureConfig(BaseModel):
     pca_genes: int = Field(2, ge=0)
     pca_cells: int = Field(100, ge=0)
     fit_on: Literal["train", "train+test"] = "train"  # the scaler / PCAs: fitted on the training rows
+    # the PCAs' sklearn svd_solver: "covariance_eigh" is exact (no random state, so every seed
+    # shares one fit) and is what "auto" runs at the full profile's shapes (under 1,000
+    # columns, over 10x as many rows); "auto" / "randomized" draw from the run seed
+    pca_solver: Literal["covariance_eigh", "full", "auto", "randomized", "arpack"] = "covariance_eigh"
 
 
 class SelectionConfig(BaseModel):
@@ -212,11 +216,12 @@ def pipeline_config(params: ResNet2HeadsParams, optional_cells: bool = False):
     steps.append({"kind": "standard_scaler", "name": "scale", "inputs": scaled})
     output = list(scaled)
     if f.pca_genes:
-        steps.append({"kind": "pca", "name": "pca_g", "inputs": ["g"], "output": "pca_g", "n_components": f.pca_genes})
+        steps.append({"kind": "pca", "name": "pca_g", "inputs": ["g"], "output": "pca_g", "n_components": f.pca_genes,
+                      "svd_solver": f.pca_solver})
         output.append("pca_g")
     if f.pca_cells:
         steps.append({"kind": "pca", "name": "pca_c", "inputs": ["c"], "output": "pca_c", "n_components": f.pca_cells,
-                      **({"optional": True} if optional_cells else {})})
+                      "svd_solver": f.pca_solver, **({"optional": True} if optional_cells else {})})
         output.append("pca_c")
     return PipelineConfig(fit_on=f.fit_on, steps=steps, output=output)
 

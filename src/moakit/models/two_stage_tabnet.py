@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import warnings
 from pathlib import Path
@@ -155,6 +156,34 @@ def _numpy_global_seed(seed: int):
         np.random.set_state(state)
 
 
+# Networks built, one per architecture (every constructor parameter but the seed, which
+# only draws the initial weights a load overwrites): pytorch-tabnet builds a network's
+# embedding group matrix in a Python loop over input_dim x input_dim entries (about 9 CPU s
+# for the 2-stage model's 991 columns), so a run's 15 TabNets are built once and copied.
+_BUILT: dict[str, object] = {}
+_MAX_BUILT = 4
+
+
+def built_regressor(params: dict):
+    """A TabNetRegressor of ``params`` with its network set up (weights not yet loaded): a
+    deep copy of the one built for the same architecture, building it on first use."""
+    import copy
+
+    from pytorch_tabnet.tab_model import TabNetRegressor
+
+    key = json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True, default=repr)
+    if key not in _BUILT:
+        with _quiet():
+            template = TabNetRegressor(**params)
+            template._set_network()  # private, no public equivalent: as pytorch-tabnet's load_model
+        while len(_BUILT) >= _MAX_BUILT:
+            _BUILT.pop(next(iter(_BUILT)))
+        _BUILT[key] = template
+    reg = copy.deepcopy(_BUILT[key])
+    reg.seed = params.get("seed", reg.seed)
+    return reg
+
+
 @register_estimator("tabnet_regressor")
 class TabNetEstimator:
     """A fitted TabNetRegressor predicting logits; ``predict_proba`` is their sigmoid.
@@ -193,8 +222,6 @@ class TabNetEstimator:
 
     @classmethod
     def load(cls, path: Path) -> "TabNetEstimator":
-        from pytorch_tabnet.tab_model import TabNetRegressor
-
         path = Path(path)
         spec = read_json(path / SPEC)
         if not isinstance(spec, dict) or spec.get("kind") != cls.kind:
@@ -206,10 +233,7 @@ class TabNetEstimator:
                              f"this moakit reads {cls.FORMAT}")
         state = torch.load(path / layout.ESTIMATOR_WEIGHTS, map_location="cpu", weights_only=True)  # first: building is slow
         try:
-            params = dict(spec["init_params"])
-            with _quiet():
-                reg = TabNetRegressor(**{**params, "device_name": _device_name(), "verbose": 0})
-                reg._set_network()
+            reg = built_regressor({**dict(spec["init_params"]), "device_name": _device_name(), "verbose": 0})
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path / SPEC}: unusable TabNet parameters ({type(exc).__name__}: {exc})") \
                 from None

@@ -93,6 +93,8 @@ FEATURES_ARRAYS = "steps.npz"
 # inside estimator/ (a fold's fitted estimator; models/estimators.py reads SPEC for its kind)
 ESTIMATOR_SPEC = "spec.json"  # its kind and what rebuilds it
 ESTIMATOR_WEIGHTS = "weights.pt"  # a torch state dict, loaded with weights_only=True
+ESTIMATOR_FEATURES = "features"  # a fold-fitted feature pipeline (the 1D-CNN's quantile + PCA)
+ESTIMATOR_NETWORK = "network"  # the network of an estimator that holds one beside its features
 STACKED_SPEC = "stacked.json"  # a stacked stage: whether a base stage is inside
 POWERSET_COMBOS = "combos.npy"  # label powerset: the label combinations (classes)
 POWERSET_OTHER = "other.npy"  # label powerset: the rare combinations' mean label row
@@ -146,6 +148,13 @@ def stage_dir(run_dir: str | Path, stage: str, seed: int) -> Path:
 
 def fold_dir(stage_dir_: str | Path, fold: int) -> Path:
     return Path(stage_dir_) / f"{FOLD_PREFIX}{fold}"
+
+
+def sibling_seed_dirs(stage_dir_: str | Path) -> list[Path]:
+    """The other seeds' folders of the stage a ``seed_<s>`` folder belongs to, by seed."""
+    here = Path(stage_dir_)
+    found = [p for p in here.parent.glob(f"{SEED_PREFIX}*") if p.is_dir() and p.name != here.name]
+    return sorted((p for p in found if p.name.removeprefix(SEED_PREFIX).isdigit()), key=lambda p: seed_of(p.name))
 
 
 def seed_of(name: str) -> int:

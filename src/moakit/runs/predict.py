@@ -7,8 +7,9 @@ workflow, a ``moakit blend --out`` folder), checks every model it needs before a
 estimators once (:class:`moakit.streaming.RunPredictor`) and predicts a chunk of rows at a
 time: every model, then the blend's weighted average with its saved weights and kept
 calibration, control rows 0. Chunks are independent (every shipped transform is
-row-independent at inference, UMAP's epochs pinned to the whole input's row count), so a
-stream of chunks gives the values of one pass bit for bit. A run folder is data: a damaged
+row-independent at inference, computed on fixed row blocks that chunks are whole multiples
+of, UMAP's epochs pinned to the whole input's row count), so a stream of chunks gives the
+values of one pass bit for bit. A run folder is data: a damaged
 or crafted artifact is an :class:`InferenceError` naming the file, never code that runs.
 """
 
@@ -28,8 +29,6 @@ T = TypeVar("T")
 # Blend weights below this are treated as 0 and their models not run: the predictions
 # change by less than the sum of the skipped weights (probabilities are <= 1).
 NEGLIGIBLE_WEIGHT = 1e-9
-# chunks are whole multiples of the models' inference batch sizes unless that multiple is larger
-MAX_BATCH_STEP = 1 << 16
 
 
 class InferenceError(ValueError):
@@ -277,19 +276,12 @@ class Predictor:
         self.blend_dir = layout.blend_dir(self.run_dir) if kind == "workflow" else self.run_dir
 
     def aligned_chunk_rows(self, chunk_rows: int | None) -> int | None:
-        """``chunk_rows`` rounded up to a multiple of every model's inference batch size (a
-        power of two as saved: 512, 2048, 4096), so that the networks see the batches of a
+        """``chunk_rows`` rounded up to a whole number of the models' prediction blocks
+        (:func:`moakit.streaming.row_blocks`), so that every chunk is cut into the blocks of a
         one-pass prediction, row for row (None / 0: unchanged, all rows at once)."""
-        import math
-
         if not chunk_rows:
             return chunk_rows
-        sizes: set[int] = set()
-        for d, model in zip(self.dirs, self.models):  # loading the estimators may meet a damaged file
-            sizes |= guarded(d, model.batch_sizes)
-        step = math.lcm(*sizes) if sizes else 1
-        if step > MAX_BATCH_STEP:  # batch sizes without a small common multiple: as asked
-            return int(chunk_rows)
+        step = self.models[0].block_rows  # the same for every model (the batch size given)
         return -(-int(chunk_rows) // step) * step
 
     def predict(self, ds, where: str, n_rows: int | None = None, first_row: int = 0

@@ -1,0 +1,194 @@
+"""Content identity and reuse of the transforms fitted INSIDE a fold's estimator (issue 29).
+
+The 1D-CNN fits a quantile + PCA pipeline on each fold's training rows and saves it with
+the fold's estimator (``fold_k/estimator/features``). With its fixed random states and the
+folds shared by the seeds, every seed fits the same state for a fold: at the `full` profile
+16 seeds x 5 folds = 80 fits and, at prediction, 80 transforms of every row, of which 5 are
+distinct. Stage features are shared by :mod:`moakit.feature_reuse` (fit) and
+:class:`moakit.streaming.RunPredictor` (prediction); this module extends the same two keys
+to fold transforms:
+
+* fit: :func:`fit_key` is the pipeline's steps' kinds and parameters, each random state as
+  resolved for the seed where the step draws one (:func:`moakit.feature_reuse.pipeline_identity`,
+  the stage keys' own), the input layout and the fit matrix's content
+  (:func:`matrix_fingerprint`, which fixes the fit rows). :func:`fit_pipeline` reuses a fit
+  with an equal key made earlier in this process (a fold job of another seed), as a copy
+  that carries this fit's seed, so what is saved is what fitting again would save (the
+  fit's timings aside). Once saved, :func:`share_saved` makes its files that equal another
+  seed's saved transform of the same fold hard links to them (stored once; works across
+  processes, as it compares what is on disk). Off with ``MOAKIT_FEATURE_REUSE=0``, as stage
+  reuse.
+* prediction: :func:`transform_identity` is the saved transform's content digest
+  (:func:`moakit.streaming.folder_digest`, as for stage features: equal bytes, the seed in
+  the manifest counted as resolved) plus the estimator's input layout. RunPredictor applies
+  each (input, identity) once per set of rows it predicts at once (a chunk, or a block of
+  one) and gives its matrix to every fold and seed with that identity; old run folders are
+  read as they are (the digest needs nothing new).
+
+An estimator takes part by following :class:`FoldTransformEstimator`. Only the 1D-CNN does:
+the other models' fold estimators fit no transform (the DeepInsight CNNs render images from
+the stage's feature map inside each network's batches; sharing them would hold a chunk's
+images, e.g. 20,480 x 3 x 224 x 224 floats at `full`, so they are rendered per network).
+"""
+
+from __future__ import annotations
+
+import copy
+import filecmp
+import hashlib
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+# fitted fold pipelines kept for reuse in this process (a pipeline's state is small: the
+# 1D-CNN's quantiles and PCA axes, ~1 MB at full size); least recently used dropped first
+KEEP_FITS = 16
+_FITS: OrderedDict[str, object] = OrderedDict()
+_LOCK = threading.Lock()
+
+
+@runtime_checkable
+class FoldTransformEstimator(Protocol):
+    """A fold estimator whose predictions are a fitted transform of the stage matrix, then a
+    network: ``predict_proba(X) == predict_transformed(transform(X))``."""
+
+    transform_folder: ClassVar[str]  # the transform's folder inside the saved estimator folder
+
+    def transform_signature(self) -> object: ...  # JSON: what else decides the transform (input layout)
+
+    def transform(self, X: np.ndarray) -> np.ndarray: ...
+
+    def predict_transformed(self, Xt: np.ndarray) -> np.ndarray: ...
+
+
+def matrix_fingerprint(X: np.ndarray) -> str:
+    """Content identity of a matrix: dtype, shape and bytes."""
+    X = np.ascontiguousarray(X)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{X.dtype.str}{X.shape}".encode())
+    h.update(memoryview(X).cast("B"))
+    return h.hexdigest()
+
+
+def fit_key(config, seed: int, signature: object, X: np.ndarray) -> str:
+    """The content key of fitting the PipelineConfig ``config`` with ``seed`` on ``X``
+    (whose columns ``signature`` lays out in blocks): equal keys, equal fits."""
+    from moakit.feature_reuse import pipeline_identity
+
+    payload = {"pipeline": pipeline_identity(config, seed), "signature": signature, "fit": matrix_fingerprint(X)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def fit_pipeline(config, seed: int, signature: object, X: np.ndarray, blocks: Callable[[np.ndarray], dict]):
+    """``Pipeline.from_config(config, seed).fit(blocks(X))``, or an equal fit made earlier in
+    this process (a copy with this ``seed``; the fitted steps are shared, never changed)."""
+    from moakit import feature_reuse
+    from moakit.features import Pipeline
+
+    if not feature_reuse.enabled():
+        return Pipeline.from_config(config, seed=seed).fit(blocks(X))
+    key = fit_key(config, seed, signature, X)
+    with _LOCK:
+        fitted = _FITS.get(key)
+        if fitted is not None:
+            _FITS.move_to_end(key)
+    if fitted is None:
+        fitted = Pipeline.from_config(config, seed=seed).fit(blocks(X))
+        with _LOCK:
+            _FITS[key] = fitted
+            while len(_FITS) > KEEP_FITS:
+                _FITS.popitem(last=False)
+    pipe = copy.copy(fitted)
+    pipe.seed = int(seed)  # the manifest's seed, as this fit would write it
+    return pipe
+
+
+def forget_fits() -> None:
+    """Drop the fits kept for reuse (tests; a long-lived process that wants the memory)."""
+    with _LOCK:
+        _FITS.clear()
+
+
+def transform_identity(est, est_dir: str | Path) -> str | None:
+    """Content identity of a loaded fold estimator's transform, from its saved folder
+    ``est_dir``; None when the estimator has none to share (or MOAKIT_FEATURE_REUSE=0: each
+    estimator transforms for itself, as before this sharing)."""
+    from moakit import feature_reuse
+
+    if not isinstance(est, FoldTransformEstimator) or not feature_reuse.enabled():
+        return None
+    folder = Path(est_dir) / est.transform_folder
+    if not folder.is_dir():
+        return None
+    from moakit.streaming import folder_digest
+
+    signature = json.dumps(est.transform_signature(), sort_keys=True)
+    return hashlib.sha256(f"{folder_digest(folder)}\0{signature}".encode()).hexdigest()
+
+
+class SharedTransforms:
+    """Fold transforms applied once per input: ``predict(est, identity, X, x_key)`` gives
+    ``est.predict_proba(X)``, transforming ``X`` (known by ``x_key``) only for an
+    (``x_key``, ``identity``) not seen before. ``applied`` counts the transforms run."""
+
+    def __init__(self) -> None:
+        self.matrices: dict[tuple, np.ndarray] = {}
+        self.applied = 0
+
+    def predict(self, est, identity: str | None, X: np.ndarray, x_key: object) -> np.ndarray:
+        if identity is None:
+            return est.predict_proba(X)
+        key = (x_key, identity)
+        if key not in self.matrices:
+            self.matrices[key] = est.transform(X)
+            self.applied += 1
+        return est.predict_transformed(self.matrices[key])
+
+
+def share_saved(est, stage_dir: str | Path, fold: int) -> int:
+    """After a fold estimator is saved: each file of its transform's folder whose bytes equal
+    the same file of an equal transform already saved for this fold by another seed of the
+    stage becomes a hard link to that file, so the state is stored once (the manifest, which
+    names each fit's seed, stays each seed's own). Nothing changes for a reader: the folder
+    holds the same bytes (a copy stays where links are not possible). Returns the files linked."""
+    from moakit import feature_reuse
+    from moakit.runs import layout
+    from moakit.streaming import folder_digest
+
+    if not isinstance(est, FoldTransformEstimator) or not feature_reuse.enabled():
+        return 0
+    mine = layout.estimator_dir(stage_dir, fold) / est.transform_folder
+    if not mine.is_dir():
+        return 0
+    digest = None
+    try:
+        for other_seed in layout.sibling_seed_dirs(stage_dir):
+            other = layout.estimator_dir(other_seed, fold) / est.transform_folder
+            if other.is_dir():
+                digest = digest or folder_digest(mine)
+                if folder_digest(other) == digest:
+                    return _link_equal_files(mine, other)
+    except OSError:  # another seed's folder went away meanwhile (a resume redoing it): keep the copy
+        pass
+    return 0
+
+
+def _link_equal_files(folder: Path, source: Path) -> int:
+    linked = 0
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        src = source / f.relative_to(folder)
+        if not src.is_file() or os.path.samefile(src, f) or not filecmp.cmp(src, f, shallow=False):
+            continue
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.link")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            return linked  # no hard links here: the copies stay
+        os.replace(tmp, f)
+        linked += 1
+    return linked
