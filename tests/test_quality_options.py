@@ -138,12 +138,13 @@ def test_holdout_refit_is_refused_for_a_model_without_it(sim_data):
         runner.check_config(config, sim_data)
 
 
-def test_cnn1d_refits_by_default_at_the_cpu_profile_only():
-    # measured at the cpu profile only (BENCHMARKS.md, issue 25): the full profile keeps `last`
-    cpu = load_config("cnn1d", profile="cpu")
-    assert cpu.selection.policy == "holdout_refit" and cpu.selection.holdout_fraction == 0.1
+def test_cnn1d_keeps_last_and_refits_on_request():
+    # holdout_refit lost on the realistic data and cost PR-AUC on the small datasets
+    # (BENCHMARKS.md, issue 25): `last` stays the default at every profile, refit is an option
+    assert load_config("cnn1d", profile="cpu").selection.policy == "last"
     assert load_config("cnn1d").selection.policy == "last"
-    assert load_config("cnn1d", profile="cpu", selection="last").selection.policy == "last"  # --selection wins
+    refit = load_config("cnn1d", profile="cpu", selection="holdout_refit")  # --selection wins
+    assert refit.selection.policy == "holdout_refit" and refit.selection.holdout_fraction == 0.1
 
 
 # --------------------------------------------------------------------------- control augmentation

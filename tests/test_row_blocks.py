@@ -1,7 +1,7 @@
 """Prediction on fixed row blocks (moakit.streaming.row_blocks, issue 29): a matrix product's
 rounding depends on its row count (OpenBLAS's small-matrix kernels: the 2-stage NN's PCA of
 the cell block differed by 5e-6 between a 904-row and a 5,000-row matrix), so every transform
-and network runs on blocks of one size, the last padded, and streaming with an odd chunk size
+and network runs on blocks of one size from row 0, and streaming with an odd chunk size
 equals one pass bit for bit."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ import pytest
 
 from moakit import inference, runner, streaming
 from moakit.config import load_config
-from moakit.streaming import BLOCK_ROWS, RunPredictor, block_rows_for, row_blocks
+from moakit.streaming import row_blocks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 32  # a small block, so that the test rows make several blocks and chunks
 
 
-def test_row_blocks_pad_the_last_block_to_a_power_of_two_with_the_last_row():
+def test_row_blocks_count_from_row_0_and_leave_the_last_block_unpadded():
     blocks = [(rows.tolist(), keep) for rows, keep in row_blocks(11, 4)]
-    assert blocks == [([0, 1, 2, 3], 4), ([4, 5, 6, 7], 4), ([8, 9, 10, 10], 3)]
-    assert [(rows.tolist(), keep) for rows, keep in row_blocks(21, 8)][-1] == ([16, 17, 18, 19, 20, 20, 20, 20], 5)
-    assert [len(rows) for rows, _ in row_blocks(3, 16)] == [4]
+    assert blocks == [([0, 1, 2, 3], 4), ([4, 5, 6, 7], 4), ([8, 9, 10], 3)]
+    assert [(rows.tolist(), keep) for rows, keep in row_blocks(21, 8)][-1] == ([16, 17, 18, 19, 20], 5)
+    assert [len(rows) for rows, _ in row_blocks(3, 16)] == [3]
     assert [keep for _, keep in row_blocks(8, 4)] == [4, 4]
     assert list(row_blocks(0, 4)) == []
 
@@ -80,18 +80,8 @@ def test_default_blocks_stream_bit_for_bit_past_one_block(two_stage_run, sim_dat
     assert np.array_equal(one, many)
 
 
-def test_a_last_block_is_padded_to_the_power_of_two_it_fits_in():
-    assert [block_rows_for(n, BLOCK_ROWS) for n in (1, 3, 10, 16, 17)] == [1, 4, 16, 16, 32]
-    assert block_rows_for(BLOCK_ROWS - 1, BLOCK_ROWS) == block_rows_for(10 * BLOCK_ROWS, BLOCK_ROWS) == BLOCK_ROWS
-    assert block_rows_for(100, 32) == 32
-
-
-def test_padding_rows_leave_the_real_rows_alone(simple_run, sim_data):
-    """A last block of 3 rows + 1 copy gives those rows the bits of a last block of 4 real
-    rows. (Not so for a model with a UMAP step: umap-learn's transform scales its edge
-    weights by the largest among the rows it is given, so a row's embedding depends on its
-    block's other rows; the fixed blocks make those the same in one pass and in chunks.)"""
-    predictor = RunPredictor(simple_run.run_dir, batch_size=BATCH)
-    four = predictor.predict(sim_data.test.subset(np.arange(2 * BATCH + 4)))
-    np.testing.assert_array_equal(predictor.predict(sim_data.test.subset(np.arange(2 * BATCH + 3))),
-                                  four[:2 * BATCH + 3])
+def test_an_input_of_one_block_gets_the_runs_own_test_predictions(simple_run, sim_data):
+    """Fewer rows than a block: predicted as one block of exactly those rows, as training
+    predicted its test rows, so `predict` gives the run's test predictions bit for bit."""
+    assert len(sim_data.test) < streaming.BLOCK_ROWS
+    np.testing.assert_array_equal(runner.predict_run(simple_run.run_dir, sim_data.test), simple_run.test)

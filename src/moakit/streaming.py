@@ -15,8 +15,8 @@ Bounded memory: per chunk only the chunk's blocks, feature matrices and network
 activations exist; ``moakit predict`` also reads its input and writes its output chunk by
 chunk (:mod:`moakit.runs.predict`, :mod:`moakit.inference`), so what grows with the input is
 its ids and meta columns. Every transform and network runs on blocks of a fixed number of
-rows (:func:`row_blocks`: ``BLOCK_ROWS``, or the inference batch size when one is given; the
-last block padded to the power of two its rows fit in), in one pass as in chunks, and
+rows (:func:`row_blocks`: ``BLOCK_ROWS``, or the inference batch size when one is given),
+in one pass as in chunks, and
 chunks are whole multiples of the block (``Predictor.aligned_chunk_rows``): a matrix product's rounding
 depends on its row count (a small-matrix or edge kernel of the BLAS), so this is what makes
 a row's bits independent of where chunks start and end. Every transform moakit ships is
@@ -47,8 +47,7 @@ from moakit.runs import layout
 
 DEFAULT_CHUNK_ROWS = 20_000
 # rows of a prediction block (when no inference batch size is given): every transform and
-# network forward at prediction runs on blocks of this many rows, the last block of an
-# input padded to the power of two it fits in (row_blocks)
+# network forward at prediction runs on blocks of this many rows (row_blocks)
 BLOCK_ROWS = 4096
 # estimators of a run are kept loaded across chunks up to this many bytes of saved weights;
 # above it each chunk reloads them one at a time (as predict_run does)
@@ -122,24 +121,16 @@ def _resolved_random_state(step: dict, seed: int) -> int | None:
 
 
 def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(row indices, rows kept) per block of ``block_rows`` rows from row 0: the last block
-    is padded (:func:`block_rows_for`: to the power of two its rows fit in) with copies of
-    the input's last row, and only its first ``rows kept`` rows are real. A matrix product's
-    rounding may depend on how many rows it is given (OpenBLAS's small-matrix kernels, an
-    edge tile, a matrix-vector kernel for one row): chunks of whole blocks cut an input into
-    the blocks of one pass, so each row is computed in a block of the same size at the same
-    offset either way."""
+    """(row indices, rows kept) per block of ``block_rows`` rows from row 0; the last block
+    holds the rows that are left. A matrix product's rounding may depend on how many rows it
+    is given (OpenBLAS's small-matrix kernels, an edge tile, a matrix-vector kernel for one
+    row): chunks of whole blocks cut an input into the blocks of one pass, so each row is
+    computed in a block of the same rows either way. The last block is not padded: padding
+    gains nothing for that (one pass and chunks end on the same last block) and would give an
+    input of fewer rows than a block other bits than the run's own test predictions."""
     for start in range(0, n_rows, block_rows):
         keep = min(block_rows, n_rows - start)
-        yield np.minimum(np.arange(start, start + block_rows_for(keep, block_rows)), n_rows - 1), keep
-
-
-def block_rows_for(rows: int, block_rows: int) -> int:
-    """The rows of a block holding ``rows`` real rows: ``block_rows``, or for fewer the
-    power of two they fit in (a few rows are not padded to thousands)."""
-    if rows >= block_rows:
-        return block_rows
-    return min(block_rows, 1 << max(0, int(rows) - 1).bit_length())
+        yield np.arange(start, start + keep), keep
 
 
 def _size(path: Path) -> int:
