@@ -214,8 +214,8 @@ class RunPredictor:
             return self.predict_block(ds)
         hint = umap_rows_hint(len(ds)) if _TOTAL_ROWS.get() is None else contextlib.nullcontext()
         with hint:
-            return np.concatenate([self.predict_block(ds.subset(rows))[:keep]
-                                   for rows, keep in row_blocks(len(ds), self.block_rows)])
+            return np.concatenate([self.predict_block(ds.subset(rows))
+                                   for rows, _ in row_blocks(len(ds), self.block_rows)])
 
     def predict_block(self, ds) -> np.ndarray:
         """The stage chain on the rows of ``ds`` at once (each shared transform applied once).
