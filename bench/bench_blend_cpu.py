@@ -20,6 +20,12 @@ run of a model gains by seed averaging alone. Diagnostic column (never a selecti
 log loss of SLSQP weights fitted on the test labels, the best one weight vector over those
 members could do there. ``--without`` members are dropped from the preset as well;
 ``--candidates`` measures only those named (the realistic data: ``--candidates simple_nn_ctlaug``).
+``--rows`` computes only the blends named, in that order (preset, searched, moakit,
+candidates, controls, both, resnet); ``--reuse-only`` reads the member runs (finished, read
+only, through moakit.blend.load_runs) and trains nothing, into ``<out>-reuse[-<tag>]``;
+``--resnet-variant V`` adds the row ``moakit, ResNet V`` (blend_moakit with the
+``resnet_2heads-V`` run in place of its ``holdout`` one; read only, refused unless finished).
+Each row is printed and the report rewritten as soon as it is done.
 Writes bench/out/quality/<data>/blend-cpu/report.md and scores.json.
 """
 
@@ -44,6 +50,7 @@ CANDIDATES = {"label_powerset_nn": ("label_powerset_nn", "last"), "simple_nn_ctl
 # The control of every "+ candidate" row: a second Simple NN run differing only by its torch seed
 # (a second run of the same model gains by seed averaging alone; the ctlaug candidate is one).
 CONTROLS = {"simple_nn_seed1": ("simple_nn", "last_seed1")}
+ROW_GROUPS = ["preset", "searched", "moakit", "candidates", "controls", "both", "resnet"]
 SKIPPED = {"models": ["deepinsight_efficientnet", "deepinsight_resnest_v2"], "reason": "need a GPU (cpu profile)"}
 
 
@@ -109,6 +116,69 @@ def _short(weights: dict) -> str:
     return ", ".join(f"{n} {w:.2f}" for n, w in weights.items() if w >= 0.005) or "-"
 
 
+def _reuse_all(data, folder, jobs: list[tuple[str, str]], truth) -> dict:
+    """train_all's answer for member runs that are all finished, read only (no runner.train:
+    its resume check would write into a folder, and refuses a config that changed since)."""
+    from moakit.blend.members import load_runs
+    from moakit.runs.run import open_run
+
+    out = {}
+    for model, variant in jobs:
+        run_dir = folder / f"{model}-{variant}"
+        if not (run_dir.is_dir() and open_run(run_dir).is_complete):
+            raise SystemExit(f"{run_dir}: not a finished run (--reuse-only trains nothing)")
+        inputs = load_runs([run_dir], [f"{model}-{variant}"], data=data)
+        if not (np.array_equal(inputs.train_sig_id, data.train.sig_id)
+                and np.array_equal(inputs.test_sig_id, data.test.sig_id)):
+            raise SystemExit(f"{run_dir}: its predictions are not in the data's row order")
+        result = SimpleNamespace(oof=inputs.oof[0], test=inputs.test[0])
+        out[(model, variant)] = (result, {**scores(result, data, truth), "run_dir": str(run_dir)})
+        print(model, variant, out[(model, variant)][1], flush=True)
+    return out
+
+
+def _row_specs(args) -> list[tuple[str, str, dict, str, str | None]]:
+    """(group, row name, members, out subfolder, preset) of every blend, in report order."""
+    specs = [("preset", "best_lb (preset)", BEST_LB, "best_lb_preset", "best_lb"),
+             ("searched", "best_lb (searched)", BEST_LB, "best_lb", None),
+             ("moakit", "moakit", MOAKIT, "moakit", None)]
+    specs += [("candidates", f"moakit + {n}", {**MOAKIT, n: k}, f"moakit+{n}", None) for n, k in CANDIDATES.items()]
+    specs += [("controls", f"moakit + {n} (control)", {**MOAKIT, n: k}, f"moakit+{n}", None)
+              for n, k in CONTROLS.items()]
+    if len(CANDIDATES) > 1:
+        specs.append(("both", "moakit + both", {**MOAKIT, **CANDIDATES}, "moakit+both", None))
+    if args.resnet_variant and "resnet_2heads" in MOAKIT:
+        specs.append(("resnet", f"moakit, ResNet {args.resnet_variant}",
+                      {**MOAKIT, "resnet_2heads": ("resnet_2heads", args.resnet_variant)},
+                      f"moakit-resnet_{args.resnet_variant}", None))
+    order = {g: i for i, g in enumerate(args.rows)}
+    return sorted([s for s in specs if s[0] in order], key=lambda s: order[s[0]])
+
+
+def _write(args, out, runs: dict, rows: dict) -> None:
+    """report.md and scores.json of the rows done so far."""
+    lines = [f"## {args.data}: blends at the cpu profile (without: {args.without or 'nothing'}; Optuna "
+             f"{args.trials} trials)", "", f"load (uptime): {os.getloadavg()}", "",
+             "| member | OOF (treated) | test (treated) | test PR-AUC |", "|---|---|---|---|"]
+    for (m, v), (_, s) in runs.items():
+        lines.append(f"| {m}-{v} | {s['oof']:.5f} | {s['test']:.5f} | {s['pr_auc']:.4f} |")
+    lines += ["", "| blend | method | nested OOF | nested best single | test | test PR-AUC | mean corr. | CPU s "
+              "| weights (mean per model) | test, test-fitted weights (diagnostic) | those weights |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {r['method']} | {r['nested_oof']:.5f} | {r['nested_best_single']:.5f} "
+                     f"| {r['test']:.5f} | {r['pr_auc']:.4f} | {r['mean_corr_test']:.3f} | {r['cpu_seconds']:.0f} "
+                     f"| {_short(r['weights'])} | {r['oracle_test']:.5f} | {_short(r['oracle_weights'])} |")
+    p = rows.get("best_lb (preset)")
+    if p:
+        lines += ["", f"best_lb preset's own weights (renormalised; not chosen unless the method above says preset): "
+                  f"nested OOF {p['preset_nested_oof']:.5f}, test {p['preset_test']:.5f}, "
+                  f"weights {_short(p['preset_weights'])}"]
+    write_report(out / "report.md", lines)
+    (out / "scores.json").write_text(json.dumps({"runs": {f"{m}-{v}": s for (m, v), (_, s) in runs.items()},
+                                                 "blends": rows}, indent=2, default=str))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="sim6000-seed0")
@@ -116,6 +186,11 @@ def main() -> int:
     ap.add_argument("--without", nargs="*", default=[], help="members left out of every blend (not trained)")
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES),
                     help="the candidates measured (default: all; '+ both' only when both are)")
+    ap.add_argument("--rows", nargs="*", default=list(ROW_GROUPS), choices=list(ROW_GROUPS),
+                    help="the blends computed, in this order (default: all)")
+    ap.add_argument("--reuse-only", action="store_true", help="read the finished member runs; train nothing")
+    ap.add_argument("--resnet-variant", default=None, help="add the row 'moakit, ResNet VARIANT' (a finished run)")
+    ap.add_argument("--tag", default="", help="appended to the blend folder's name")
     args = ap.parse_args()
     for members in (BEST_LB, MOAKIT):
         for name in args.without:
@@ -131,39 +206,18 @@ def main() -> int:
     truth = test_truth(data)
     folder = OUT / "quality" / args.data
     jobs = list(dict.fromkeys([*MOAKIT.values(), *CANDIDATES.values(), *CONTROLS.values()]))
-    runs = train_all(data, folder, jobs, truth)
+    runs = (_reuse_all if args.reuse_only else train_all)(data, folder, jobs, truth)
+    if args.resnet_variant:  # never trained here: another run's folder, read only
+        runs.update(_reuse_all(data, folder, [("resnet_2heads", args.resnet_variant)], truth))
     out = folder / ("blend-cpu" + "".join(f"-without-{n}" for n in args.without)
-                    + ("" if len(args.candidates) == 2 else "".join(f"-only-{n}" for n in args.candidates)))
-    rows = {"best_lb (preset)": _blend(data, truth, runs, BEST_LB, out / "best_lb_preset", args.trials, "best_lb",
-                                        args.without),
-            "best_lb (searched)": _blend(data, truth, runs, BEST_LB, out / "best_lb", args.trials),
-            "moakit": _blend(data, truth, runs, MOAKIT, out / "moakit", args.trials)}
-    for name, key in CANDIDATES.items():
-        rows[f"moakit + {name}"] = _blend(data, truth, runs, {**MOAKIT, name: key}, out / f"moakit+{name}", args.trials)
-        print(name, rows[f"moakit + {name}"], flush=True)
-    for name, key in CONTROLS.items():
-        rows[f"moakit + {name} (control)"] = _blend(data, truth, runs, {**MOAKIT, name: key},
-                                                    out / f"moakit+{name}", args.trials)
-    if len(CANDIDATES) > 1:
-        rows["moakit + both"] = _blend(data, truth, runs, {**MOAKIT, **CANDIDATES}, out / "moakit+both", args.trials)
-    lines = [f"## {args.data}: blends at the cpu profile (without: {args.without or 'nothing'}; Optuna "
-             f"{args.trials} trials)", "", f"load (uptime): {os.getloadavg()}", "",
-             "| member | OOF (treated) | test (treated) | test PR-AUC |", "|---|---|---|---|"]
-    for (m, v), (_, s) in runs.items():
-        lines.append(f"| {m}-{v} | {s['oof']:.5f} | {s['test']:.5f} | {s['pr_auc']:.4f} |")
-    lines += ["", "| blend | method | nested OOF | nested best single | test | test PR-AUC | mean corr. | CPU s "
-              "| weights (mean per model) | test, test-fitted weights (diagnostic) | those weights |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | {r['method']} | {r['nested_oof']:.5f} | {r['nested_best_single']:.5f} "
-                     f"| {r['test']:.5f} | {r['pr_auc']:.4f} | {r['mean_corr_test']:.3f} | {r['cpu_seconds']:.0f} "
-                     f"| {_short(r['weights'])} | {r['oracle_test']:.5f} | {_short(r['oracle_weights'])} |")
-    p = rows["best_lb (preset)"]
-    lines += ["", f"best_lb preset's own weights (renormalised; not chosen unless the method above says preset): "
-              f"nested OOF {p['preset_nested_oof']:.5f}, test {p['preset_test']:.5f}, weights {_short(p['preset_weights'])}"]
-    write_report(out / "report.md", lines)
-    (out / "scores.json").write_text(json.dumps({"runs": {f"{m}-{v}": s for (m, v), (_, s) in runs.items()},
-                                                 "blends": rows}, indent=2, default=str))
+                    + ("" if len(args.candidates) == 2 else "".join(f"-only-{n}" for n in args.candidates))
+                    + ("-reuse" if args.reuse_only else "") + (f"-{args.tag}" if args.tag else ""))
+    rows = {}
+    for _group, name, members, sub, preset in _row_specs(args):
+        rows[name] = _blend(data, truth, runs, members, out / sub, args.trials, preset,
+                            args.without if preset else ())
+        print(name, rows[name], flush=True)
+        _write(args, out, runs, rows)
     return 0
 
 

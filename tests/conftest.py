@@ -128,13 +128,6 @@ def _threads_pinned():
         yield
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Kept for the modules that name it: every test runs pinned to PINNED_THREADS (1)
-    already (the autouse fixtures above)."""
-    yield
-
-
 def invoke(*args):
     """Run the ``moakit`` CLI in-process with ``args`` (str() of each); stdout and stderr apart."""
     from typer.testing import CliRunner

@@ -20,9 +20,6 @@ from moakit.nn.train import TrainParams, fit_network
 from moakit.runner import build_model
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
-
-
 # --------------------------------------------------------------------------- network
 
 

@@ -21,9 +21,6 @@ from moakit.models.deepinsight_cnn import (
 from moakit.runner import build_model
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
-
-
 @pytest.fixture(scope="module")
 def small_data(sim_data) -> MoAData:
     """400 training rows (controls included) and 60 test rows of the simulated data."""

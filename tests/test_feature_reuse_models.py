@@ -18,8 +18,6 @@ from moakit.data.dataset import MoAData
 from moakit.runs import layout, ModelRun
 from moakit.stages import StageChain
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def small_data(sim_data) -> MoAData:

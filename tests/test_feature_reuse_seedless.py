@@ -18,7 +18,6 @@ from moakit.features import STEP_KINDS, Step, StepConfig
 from moakit.runs import layout
 from moakit.stages import StageChain
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # kind -> (kind parameters for a small test, whether a step with them draws from its random state)
 EXPECTED = {

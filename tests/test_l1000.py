@@ -16,8 +16,6 @@ from moakit.data import gctx
 from moakit.data.column_maps import lish_moa_gene_ids
 from moakit.data.simulate_l1000 import N_LANDMARK, simulate_l1000
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def lincs(tmp_path_factory) -> Path:

@@ -117,3 +117,58 @@ def test_report_ratios_to_the_script_and_to_the_shipped_config():
     paired = text.split("Each variant over moakit's shipped config")[1]
     assert "| simple_nn/float64, effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) | 2.000 / 2.000 / 2.000 (n=1) |" in paired
     assert "shipped, effect" not in paired and "prior" not in paired
+
+
+def test_a_second_moakit_seed_is_its_own_run_and_variant(tmp_path, monkeypatch):
+    assert grid.run_name("resnet_2heads", "holdout_refit") == "moakit-resnet_2heads-holdout_refit"
+    assert grid.run_name("resnet_2heads", "holdout_refit", 1) == "moakit-resnet_2heads-holdout_refit-s1"
+    assert grid.parse_run_name("moakit-resnet_2heads-holdout_refit-s1") == ("resnet_2heads", "holdout_refit-s1")
+    assert grid.parse_run_name("moakit-simple_nn-shipped") == ("simple_nn", "shipped")
+    calls = []
+    monkeypatch.setattr(grid, "_run", lambda cmd, log: calls.append(cmd) or False)
+    theirs = tmp_path / "winners-simple_nn"
+    theirs.mkdir()
+    (theirs / "predictions.npz").touch()
+    (theirs / "parity_folds.csv").touch()
+    args = grid.argparse.Namespace(models=["simple_nn"], winners=tmp_path, python=None, variants=["oof"],
+                                   moakit_seed=1)
+    grid.run_dataset(tmp_path / "data", tmp_path, args)
+    (cmd,) = calls
+    assert cmd[cmd.index("--out") + 1].endswith("moakit-simple_nn-oof-s1") and cmd[cmd.index("--seed") + 1] == "1"
+    # each seed's variant is paired with the shipped config of the same seed
+    sc = lambda ll: {"log_loss_treated": ll, "pr_auc": 0.2, "roc_auc": 0.5, "n_targets": 3}  # noqa: E731
+    result = {"pathway-seed0-x1": {"simple_nn/script": sc(0.02), "simple_nn/shipped": sc(0.01),
+                                   "simple_nn/oof": sc(0.01), "simple_nn/shipped-s1": sc(0.02),
+                                   "simple_nn/oof-s1": sc(0.01)}}
+    text = "\n".join(grid.report_lines(result))
+    assert "| simple_nn/oof-s1, effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) |" in text  # over the script
+    paired = text.split("Each variant over moakit's shipped config")[1]
+    assert "| simple_nn/oof-s1, effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) |" in paired  # over shipped-s1
+    assert "| simple_nn/oof, effect scale 1 | 1.000 / 1.000 / 1.000 (n=1) |" in paired
+    assert "shipped-s1, effect" not in paired
+
+
+def test_a_set_override_reaches_both_codes_and_the_tabnet_batch_patch(tmp_path, monkeypatch):
+    from moakit.config import load_config
+
+    calls = []
+    monkeypatch.setattr(grid, "_run", lambda cmd, log: calls.append(cmd) or True)
+    theirs = tmp_path / "winners-two_stage_nn_tabnet"
+    theirs.mkdir()
+    (theirs / "parity_folds.csv").touch()
+    args = grid.argparse.Namespace(models=["two_stage_nn_tabnet"], winners=tmp_path, python=None,
+                                   variants=["shipped"], set=["stage2.tabnet.batch_size=128"])
+    grid.run_dataset(tmp_path / "data", tmp_path, args)
+    script, mine = calls  # the script's side (no predictions yet), then moakit's
+    for cmd in (script, mine):
+        assert cmd[cmd.index("--set") + 1] == "stage2.tabnet.batch_size=128"
+    # winners.py reads the override into the profile, and the patch carries it into TabNet's fit
+    cfg = load_config("two_stage_nn_tabnet", profile="cpu").model_dump(mode="json")
+    patch_args = grid.argparse.Namespace(size="cpu", seeds=1, epochs=None, cfg=cfg, params=cfg["params"])
+    fit = [repl for pattern, repl, _ in winners.two_stage_patches(patch_args) if "virtual_batch_size" in pattern]
+    assert fit == ["max_epochs=24, patience=8, batch_size=1024, virtual_batch_size=128,"]  # the profile: the script's
+    winners.set_param(cfg["params"], "stage2.tabnet.batch_size", 128)
+    fit = [repl for pattern, repl, _ in winners.two_stage_patches(patch_args) if "virtual_batch_size" in pattern]
+    assert fit == ["max_epochs=24, patience=8, batch_size=128, virtual_batch_size=128,"]
+    with pytest.raises(SystemExit, match="tabnett"):
+        winners.set_param(cfg["params"], "stage2.tabnett.batch_size", 128)

@@ -17,8 +17,6 @@ from moakit.models.quality import config_without_smoothing, joint_targets, keep_
 from moakit.nn.blocks import WeightNormLinear
 from moakit.nn.train import ControlRows, TrainParams, fit_network
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 def _toy(n=240, d=8, t=4, seed=0):
     rng = np.random.default_rng(seed)
@@ -145,6 +143,16 @@ def test_cnn1d_keeps_last_and_refits_on_request():
     assert load_config("cnn1d").selection.policy == "last"
     refit = load_config("cnn1d", profile="cpu", selection="holdout_refit")  # --selection wins
     assert refit.selection.policy == "holdout_refit" and refit.selection.holdout_fraction == 0.1
+
+
+@pytest.mark.parametrize("profile", ["full", "cpu", "smoke", "demo"])
+def test_resnet_2heads_keeps_holdout_and_refits_on_request(profile):
+    # holdout_refit lowered the grid's test log loss but its PR-AUC gain did not hold at a second
+    # run seed and it fell below the script's on one dataset (BENCHMARKS.md, parity grid, fifth
+    # session): `holdout` stays the default at every profile, refit is an option
+    assert load_config("resnet_2heads", profile=profile).selection.policy == "holdout"
+    refit = load_config("resnet_2heads", profile=profile, selection="holdout_refit")  # --selection wins
+    assert refit.selection.policy == "holdout_refit" and refit.selection.holdout_fraction == 0.15
 
 
 # --------------------------------------------------------------------------- control augmentation

@@ -11,8 +11,6 @@ from moakit.config import load_config
 from moakit.models.base import FitContext, StageSpec, TorchEstimator
 from moakit.models.resnet_2heads import ResNet2Heads, ResNet2HeadsParams, fit_resnet_2heads, ttest_select
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny networks
-
 
 SMALL_NET = {"head_a": [24, 16], "r1": 24, "r2": [24, 16], "r3": 16, "r3b": 16, "r4": [16, 12]}
 

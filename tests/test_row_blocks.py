@@ -13,16 +13,14 @@ from moakit import inference, runner, streaming
 from moakit.config import load_config
 from moakit.streaming import row_blocks
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 32  # a small block, so that the test rows make several blocks and chunks
 
 
 def test_row_blocks_count_from_row_0_and_leave_the_last_block_unpadded():
-    blocks = [(rows.tolist(), keep) for rows, keep in row_blocks(11, 4)]
-    assert blocks == [([0, 1, 2, 3], 4), ([4, 5, 6, 7], 4), ([8, 9, 10], 3)]
-    assert [(rows.tolist(), keep) for rows, keep in row_blocks(21, 8)][-1] == ([16, 17, 18, 19, 20], 5)
-    assert [len(rows) for rows, _ in row_blocks(3, 16)] == [3]
-    assert [keep for _, keep in row_blocks(8, 4)] == [4, 4]
+    assert [rows.tolist() for rows in row_blocks(11, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert list(row_blocks(21, 8))[-1].tolist() == [16, 17, 18, 19, 20]
+    assert [len(rows) for rows in row_blocks(3, 16)] == [3]
+    assert [len(rows) for rows in row_blocks(8, 4)] == [4, 4]
     assert list(row_blocks(0, 4)) == []
 
 
@@ -34,8 +32,8 @@ def test_openblas_rounding_depends_on_the_row_count():
     differs = any(not np.array_equal((A @ B)[t:], A[t:] @ B) for t in (4096, 2500, 4999))
     if not differs:
         pytest.skip("this BLAS rounds these products alike for every row count")
-    blocks = [A[rows] @ B for rows, _ in row_blocks(5000, 1024)]
-    tail = [A[4096:][rows] @ B for rows, _ in row_blocks(904, 1024)]
+    blocks = [A[rows] @ B for rows in row_blocks(5000, 1024)]
+    tail = [A[4096:][rows] @ B for rows in row_blocks(904, 1024)]
     np.testing.assert_array_equal(blocks[-1][:904], tail[0][:904])
 
 

@@ -16,8 +16,6 @@ from conftest import invoke
 from moakit.runs import BlendRun, ModelRun, RunFileError, WorkflowRun, check_resume, kind_of, layout, open_run
 from moakit.runs import records
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def smoke_run(sim_folder, tmp_path_factory):

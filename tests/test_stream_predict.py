@@ -17,7 +17,6 @@ from moakit.data.io import DataError
 from moakit.predict_inputs import CompoundMeans, compound_calls
 from moakit.runs import open_run
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 8  # a small inference batch, so that small inputs are predicted in several chunks
 
 

@@ -12,8 +12,6 @@ from moakit.config import load_config
 from moakit.streaming import RunPredictor, chunks, folder_digest
 from moakit.runs import layout
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 @pytest.fixture(scope="module")
 def simple_run(sim_data, tmp_path_factory):

@@ -21,11 +21,16 @@ variants adds to it):
   --seeds 1 --folds-from``; the 3-stage NN: its script's stage-2 folds for every stage; the
   2-stage NN + TabNet: the script's TabNet folds; the 2-heads ResNet: its shuffled KFold) once per variant: ``shipped`` (the config's
   own selection policy), ``oof`` (each fold's epoch chosen on the fold, as the script),
-  ``holdout_refit`` (chosen on a holdout of the training folds, then replayed on all of them), and
+  ``holdout`` (chosen on a holdout of the training folds, which are not trained on), ``holdout_refit``
+  (chosen on that holdout, then replayed on all of them), and
   for the Simple NNs one setting changed: ``torch_bias`` (the script's output-bias start),
   ``no_smoothing`` (label smoothing 0), ``float64`` (feature blocks kept in float64 between
   the steps, as the script's pandas frames; the network's input stays float32);
   the 3-stage NN is scored at stage 2 (``three_stage_nn.stage2``) and at its output;
+  ``--moakit-seed N`` trains moakit's side with run seed N (same folds and holdout) into
+  ``moakit-MODEL-VARIANT-sN``, reported as the variant ``VARIANT-sN`` (paired with ``shipped-sN``);
+  ``--set KEY=VALUE`` changes one profile parameter for BOTH codes (the script's patches read it,
+  e.g. ``stage2.tabnet.batch_size=128``): a setting other than the profile, so give it an ``--out`` of its own;
 - a model without a script (``cnn1d``): ``moakit train --profile cpu`` on its own folds
   (the test rows, which every comparison uses, are the same).
 
@@ -56,7 +61,7 @@ SCRIPTED = ("simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_ta
 # the scripts that are Keras: run with --python (an environment with TensorFlow 2.15, pandas < 2)
 KERAS = ("resnet_2heads",)
 REFERENCE = "simple_nn"  # the script a model without one (cnn1d) is compared with
-VARIANTS = ("shipped", "oof", "holdout_refit", "torch_bias", "no_smoothing", "float64")
+VARIANTS = ("shipped", "oof", "holdout", "holdout_refit", "torch_bias", "no_smoothing", "float64")
 # the variants that change one setting of the Simple NN's config (top-level network / train)
 SIMPLE_ONLY = ("torch_bias", "no_smoothing", "float64")
 # (moakit stage, the grid's name of it) of each model's scored predictions; the last is
@@ -74,10 +79,29 @@ def variant_args(model: str, variant: str) -> list[str]:
     from moakit.config import load_config
 
     shipped = ["--selection", load_config(model).selection.policy]
-    return {"shipped": shipped, "oof": ["--selection", "oof"], "holdout_refit": ["--selection", "holdout_refit"],
+    return {"shipped": shipped, "oof": ["--selection", "oof"], "holdout": ["--selection", "holdout"],
+            "holdout_refit": ["--selection", "holdout_refit"],
             "torch_bias": shipped + ["--set", "network.output_bias=torch"],
             "no_smoothing": shipped + ["--set", "train.smoothing=0"],
             "float64": shipped + ["--block-dtype", "float64"]}[variant]
+
+
+def run_name(model: str, variant: str, moakit_seed: int | None = None) -> str:
+    """A moakit run's folder name: ``moakit-MODEL-VARIANT``, with ``-sN`` for a run seed other than
+    the config's first (``--moakit-seed N``)."""
+    return f"moakit-{model}-{variant}" + (f"-s{moakit_seed}" if moakit_seed is not None else "")
+
+
+def parse_run_name(name: str) -> tuple[str, str]:
+    """(model, the report's variant label) of a run folder: ``holdout_refit-s1`` for seed 1."""
+    model, variant, *seed = name.removeprefix("moakit-").split("-")
+    return model, "-".join([variant, *seed])
+
+
+def set_args(args) -> list[str]:
+    """``--set KEY=VALUE`` of ``grid.py run``, given alike to the script's side (winners.py) and
+    moakit's (moakit_side.py): both codes at one setting other than the profile's."""
+    return [opt for item in getattr(args, "set", None) or [] for opt in ("--set", item)]
 
 
 def dataset_name(generator: str, seed: int, scale: float, real_labels: bool = False) -> str:
@@ -119,7 +143,8 @@ def run_dataset(data: Path, out: Path, args) -> None:
             if not (theirs / "predictions.npz").exists():
                 keras = ["--python", str(args.python)] if model in KERAS else []
                 _run([py, str(HERE / "winners.py"), model, "--winners", str(args.winners), "--data", str(data),
-                      "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1", *keras],
+                      "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1", *keras,
+                      *set_args(args)],
                      out / f"winners-{model}.log")
             if not (theirs / "parity_folds.csv").exists():
                 continue
@@ -127,11 +152,13 @@ def run_dataset(data: Path, out: Path, args) -> None:
                 if variant in SIMPLE_ONLY and model not in ("simple_nn", "simple_nn_drug_cv"):
                     print(f"  {model}: variant {variant} skipped (a Simple NN setting)", flush=True)
                     continue
-                mine = out / f"moakit-{model}-{variant}"
+                seed = getattr(args, "moakit_seed", None)
+                mine = out / run_name(model, variant, seed)
                 if not _finished(mine):
                     _run([py, str(HERE / "moakit_side.py"), model, "--data", str(data), "--out", str(mine),
                           "--size", "cpu", "--seeds", "1", "--threads", "1", "--folds-from", str(theirs),
-                          *variant_args(model, variant)], out / f"moakit-{model}-{variant}.log")
+                          *(["--seed", str(seed)] if seed is not None else []),
+                          *variant_args(model, variant), *set_args(args)], out / f"{mine.name}.log")
         else:
             mine = out / f"moakit-{model}-shipped"
             if not _finished(mine):
@@ -219,7 +246,7 @@ def collect(out: Path) -> dict:
                 entry[f"{key}/script"]["cpu_s"] = cpu_s
         for mine in sorted(runs.glob("moakit-*")):
             if mine.is_dir() and _finished(mine):
-                model, variant = mine.name.removeprefix("moakit-").rsplit("-", 1)
+                model, variant = parse_run_name(mine.name)
                 cpu = mine / "parity_cpu.json"  # (moakit_side.py runs; not `moakit train`)
                 cpu_s = json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None
                 for stage, key in outputs(model):
@@ -252,8 +279,9 @@ def report_lines(result: dict) -> list[str]:
             script = entry.get(f"{model}/script", entry.get(f"{REFERENCE}/script"))
             if "/" in code and not code.endswith("/script") and script is not None:
                 _add_ratios(ratios, label + scale, sc, script)
-            shipped = entry.get(f"{model}/shipped")
-            if "/" in code and code.split("/")[1] not in ("script", "shipped") and shipped is not None:
+            variant, _, seed = code.partition("/")[2].partition("-")  # a run seed's variant: holdout_refit-s1
+            shipped = entry.get(f"{model}/shipped" + (f"-{seed}" if seed else ""))  # same run seed
+            if "/" in code and variant not in ("script", "shipped") and shipped is not None:
                 _add_ratios(paired, code + scale, sc, shipped)
     lines += ["", "Ratio moakit / script over the grid, min / median / max (log loss: below 1 better; "
               "PR-AUC, ROC-AUC: above 1 better):", ""] + _ratio_table(ratios)
@@ -303,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--rows", type=int, default=3000)
     run.add_argument("--models", nargs="+", default=["simple_nn", "cnn1d"])
     run.add_argument("--variants", nargs="+", default=["shipped"], help=f"of {', '.join(VARIANTS)}")
+    run.add_argument("--moakit-seed", type=int, default=None,
+                     help="moakit's run seed (moakit_side.py --seed; default the config's first): the runs "
+                          "are moakit-MODEL-VARIANT-sN, reported as the variant VARIANT-sN")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a params override given to BOTH codes (winners.py and moakit_side.py --set; e.g. "
+                          "stage2.tabnet.batch_size=128); use an --out of its own, the runs are named as without it")
     run.add_argument("--labels-from", type=Path, default=None,
                      help="folder of the real lish-moa label files: datasets on the real labels and drugs "
                           "(23,814 rows; --rows ignored), named real-GENERATOR-seedS-xE")

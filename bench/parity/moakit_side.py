@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--size", choices=["full", "cpu"], default="full")
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="train with this one run seed instead of the first --seeds of the config's list "
+                         "(a second model seed on the same folds and holdout)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--config", default=None, help="a config YAML instead of the shipped one (e.g. an older version)")
     ap.add_argument("--reuse", type=Path, default=None, metavar="RUN",
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         key, _, value = item.partition("=")
         _set(params, key, yaml.safe_load(value))
     selection = config.selection.model_copy(update={"policy": args.selection})
-    config = config.model_copy(update={"params": params, "seeds": config.seeds[: args.seeds], "selection": selection})
+    seeds = [args.seed] if args.seed is not None else config.seeds[: args.seeds]
+    config = config.model_copy(update={"params": params, "seeds": seeds, "selection": selection})
     if args.reuse is not None and not args.out.exists():
         first = runner.build_model(config).stages()[0].name
         args.out.mkdir(parents=True)

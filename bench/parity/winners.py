@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import yaml
 
 TRAINING = "final/Best LB/Training/Local"
 
@@ -78,6 +79,18 @@ def apply_patches(text: str, patches: list[tuple[str, str, int | None]], script:
             raise SystemExit(f"{script}: patch {pattern!r} matched {n} time(s), expected "
                              f"{expected if expected is not None else 'at least 1'}: the script changed")
     return text
+
+
+def set_param(params: dict, dotted: str, value) -> None:
+    """``params[a][b][c] = value`` for ``dotted`` ``a.b.c``; every key but the last must exist
+    (a misspelt override stops instead of patching nothing)."""
+    *path, last = dotted.split(".")
+    node = params
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            raise SystemExit(f"--set {dotted}: no {key!r} in the profile's params")
+        node = node[key]
+    node[last] = value
 
 
 def prologue(threads: int, framework: str = "torch") -> str:
@@ -344,7 +357,10 @@ def two_stage_patches(args) -> list[tuple[str, str, int | None]]:
         (r"^NFOLDS = 10 # 10$", f"NFOLDS = {cv['n_folds']}", 2),
         (r"^NSEEDS = 5 # 5$", f"NSEEDS = {args.seeds}", 1),  # stage 1: range(NSEEDS)
         (r"^NSEEDS = 3 # 5$", f"NSEEDS = {args.seeds}", 1),  # TabNet: range(NSEEDS)
-        (r"max_epochs=200, patience=50,", f"max_epochs={max_epochs}, patience={patience},", 1),
+        # TabNet's batch and ghost-batch sizes too (the cpu profile keeps the script's 1,024 / 128)
+        (r"max_epochs=200, patience=50, batch_size=1024, virtual_batch_size=128,",
+         f"max_epochs={max_epochs}, patience={patience}, batch_size={tab['batch_size']}, "
+         f"virtual_batch_size={tab['virtual_batch_size']},", 1),
         (r"milestones=\[100, 150\]", f"milestones={tab['milestones']}", 2),
         (r"^data = train_features\.append\(test_features\)$", "data = pd.concat([train_features, test_features])", 1),
         get_dummies_uint8(4),  # (one of them in a comment)
@@ -451,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=["full", "cpu"], default="full",
                     help="the script's own numbers, or CPU sizes: SIZES, else the moakit config's profile of that name")
     ap.add_argument("--epochs", type=int, default=None, help="override every EPOCHS (a quick check only)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override of the moakit profile the patches read, VALUE in YAML "
+                         "(e.g. stage2.tabnet.batch_size=128); the patches must carry it into the script")
     ap.add_argument("--python", default=sys.executable,
                     help="the interpreter that runs the script (e.g. a venv with TensorFlow for a Keras script)")
     ap.add_argument("--folds-only", type=Path, default=None, metavar="CSV",
@@ -464,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
 
         args.cfg = load_config(spec.config, profile=args.size).model_dump(mode="json")
         args.params = args.cfg["params"]
+        for item in args.set:  # the same overrides as moakit_side.py --set: both codes at one setting
+            key, _, value = item.partition("=")
+            set_param(args.params, key, yaml.safe_load(value))
+    elif args.set:
+        raise SystemExit(f"--set: {args.model}'s script sizes are not read from a moakit config")
     if args.folds_only is not None:
         if spec.folds is None:
             raise SystemExit(f"{args.model}: the script's folds are not reproduced here; run the script")
@@ -494,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     np.savez_compressed(args.out / "predictions.npz", **spec.collect(args.out, args.data))
     (args.out / "run.json").write_text(json.dumps({
         "model": args.model, "script": spec.script, "seeds": args.seeds, "threads": args.threads, "size": args.size,
-        "epochs_override": args.epochs, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+        "epochs_override": args.epochs, "set": args.set, "seconds": round(seconds, 1),
+        "cpu_seconds": round(cpu_seconds, 1),
         "notes": spec.notes}, indent=1))
     print(f"{args.model}: the winners' script ran in {seconds:.0f} s; predictions in {args.out / 'predictions.npz'}")
     return 0

@@ -21,14 +21,18 @@ chunks are whole multiples of the block (``Predictor.aligned_chunk_rows``): a ma
 depends on its row count (a small-matrix or edge kernel of the BLAS), so this is what makes
 a row's bits independent of where chunks start and end. Every transform moakit ships is
 row-independent at inference up to that rounding (scalers, quantile, PCA / FA, variance
-threshold, row statistics, k-means one-hot, the networks in eval mode), with one
-exception handled here: umap-learn's ``transform`` chooses its optimisation epochs from
-the number of rows it is given (100 up to 10,000 rows, else 30) when the step sets no
-``n_epochs``; :func:`umap_rows_hint` makes every block use the epochs of the whole input,
-so chunked output equals one pass bit for bit.
-(For a UMAP fitted on more than 4,096 rows, pynndescent's search fills a short candidate
-list from an RNG that runs on across the query rows; it then depends on the other rows of
-a row's block, the same in one pass as in chunks.)
+threshold, row statistics, k-means one-hot, UMAP embedding each row on its own -- a umap
+step's default ``transform: rows``, :mod:`moakit.features.umap_rows` --, the networks in
+eval mode). One exception remains, in umap steps with ``transform: umap`` (the 3-stage NN's
+and the 2-stage NN + TabNet's configs pin it, as their scripts; runs saved before the
+option read as it): umap-learn's ``transform`` depends on the other rows of the call
+(the graph scaled by the call's largest edge weight, kernel widths floored by the call's
+mean distance, and above 4,096 fit rows pynndescent's candidates drawn from a random stream
+across the query rows), the same in one pass as in chunks since both give it the same
+blocks; and it chooses its epochs from the number of rows it is given (100 up to 10,000
+rows, else 30) when the step sets no ``n_epochs``: :func:`umap_rows_hint` makes every block
+of such a step use the epochs of the whole input, so chunked output equals one pass bit for
+bit.
 """
 
 from __future__ import annotations
@@ -54,14 +58,16 @@ BLOCK_ROWS = 4096
 KEEP_ESTIMATORS_BYTES = 512 * 2**20
 
 # rows of the whole input being predicted, for transforms whose result depends on the
-# number of rows they are given (umap's transform epochs); None outside chunked prediction
+# number of rows they are given (umap-learn's transform epochs, umap steps with
+# ``transform: umap``); None outside chunked prediction
 _TOTAL_ROWS: contextvars.ContextVar[int | None] = contextvars.ContextVar("moakit_total_rows", default=None)
 
 
 @contextlib.contextmanager
 def umap_rows_hint(n_rows: int) -> Iterator[None]:
-    """While active, a UMAP step transforms any chunk with the epochs umap would choose
-    for ``n_rows`` rows (:func:`umap_transform_epochs`)."""
+    """While active, a UMAP step with ``transform: umap`` (runs saved before the row-by-row
+    transform) transforms any chunk with the epochs umap would choose for ``n_rows`` rows
+    (:func:`umap_transform_epochs`); ``transform: rows`` needs no hint."""
     token = _TOTAL_ROWS.set(int(n_rows))
     try:
         yield
@@ -120,8 +126,8 @@ def _resolved_random_state(step: dict, seed: int) -> int | None:
     return seed if StepConfig.model_validate(step).takes_run_seed else None
 
 
-def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[np.ndarray, int]]:
-    """(row indices, rows kept) per block of ``block_rows`` rows from row 0; the last block
+def row_blocks(n_rows: int, block_rows: int) -> Iterator[np.ndarray]:
+    """The row indices of each block of ``block_rows`` rows from row 0; the last block
     holds the rows that are left. A matrix product's rounding may depend on how many rows it
     is given (OpenBLAS's small-matrix kernels, an edge tile, a matrix-vector kernel for one
     row): chunks of whole blocks cut an input into the blocks of one pass, so each row is
@@ -129,8 +135,7 @@ def row_blocks(n_rows: int, block_rows: int) -> Iterator[tuple[np.ndarray, int]]
     gains nothing for that (one pass and chunks end on the same last block) and would give an
     input of fewer rows than a block other bits than the run's own test predictions."""
     for start in range(0, n_rows, block_rows):
-        keep = min(block_rows, n_rows - start)
-        yield np.arange(start, start + keep), keep
+        yield np.arange(start, min(start + block_rows, n_rows))
 
 
 def _size(path: Path) -> int:
@@ -209,13 +214,14 @@ class RunPredictor:
         """Scored-target probabilities for the rows of ``ds`` (controls 0), as predict_run:
         block after block of ``block_rows`` rows (:func:`row_blocks`), so that a row's values
         do not depend on where a chunk of ``ds`` starts or ends, when chunks are whole blocks.
-        UMAP's transform epochs are those of ``ds`` unless a hint for a whole input is active."""
+        umap-learn's transform epochs (umap steps saved with ``transform: umap``) are those
+        of ``ds`` unless a hint for a whole input is active."""
         if len(ds) == 0:
             return self.predict_block(ds)
         hint = umap_rows_hint(len(ds)) if _TOTAL_ROWS.get() is None else contextlib.nullcontext()
         with hint:
             return np.concatenate([self.predict_block(ds.subset(rows))
-                                   for rows, _ in row_blocks(len(ds), self.block_rows)])
+                                   for rows in row_blocks(len(ds), self.block_rows)])
 
     def predict_block(self, ds) -> np.ndarray:
         """The stage chain on the rows of ``ds`` at once (each shared transform applied once).

@@ -101,6 +101,9 @@ class StepConfig(BaseModel):
             problems = format_errors(e)
             known = sorted(cls.Params.model_fields)
             raise ValueError(f"{where} ({self.kind}): bad parameters: {problems} (known parameters: {known})") from None
+        for key in cls.saved_defaults:  # written out, so a saved config says what its fit used
+            if key not in self.model_extra:
+                self.model_extra[key] = cls.Params.model_fields[key].default
         return self
 
     @property
@@ -359,7 +362,7 @@ class Pipeline:
             raise safe_state.StateError(f"{path / MANIFEST}: feature pipeline format {version!r}, "
                                         f"this moakit reads {FORMAT_VERSION}")
         try:
-            pipe = cls.from_config(manifest["config"], seed=manifest["seed"])
+            pipe = cls.from_config(_with_saved_defaults(manifest["config"]), seed=manifest["seed"])
             arrays = safe_state.read_arrays(path / ARRAYS)
             states = _read_json(path / STATES)
             if not isinstance(states, list) or not all(isinstance(s, dict) for s in states):
@@ -382,6 +385,16 @@ class Pipeline:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise safe_state.StateError(f"{path}: damaged feature pipeline ({type(exc).__name__}: {exc})") from None
         return pipe
+
+
+def _with_saved_defaults(config: dict) -> dict:
+    """A saved pipeline config with each step's missing ``saved_defaults`` parameters (added
+    after it was saved) set to the value its fit used (:attr:`Step.saved_defaults`)."""
+    steps = []
+    for step in config["steps"]:
+        missing = {k: v for k, v in step_class(step["kind"]).saved_defaults.items() if k not in step}
+        steps.append({**step, **missing})
+    return {**config, "steps": steps}
 
 
 def _read_json(path: Path):

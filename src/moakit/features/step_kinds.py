@@ -145,6 +145,10 @@ class UMAPParams(BaseModel):
     n_jobs: int = 1  # a seeded UMAP runs single-threaded anyway (umap forces it for determinism)
     max_fit_rows: int | None = Field(None, ge=2)  # fit on a seeded subsample of this many rows
     transform_seed: int | None = None  # seed of umap's transform of new rows; None = the step's seed
+    # how rows are embedded: "rows" each row on its own (moakit.features.umap_rows: a row's
+    # features do not depend on the other rows it is transformed with), "umap" umap-learn's
+    # transform of the whole call (they do); a step saved without it keeps "umap" (saved_defaults)
+    transform: Literal["rows", "umap"] = "rows"
 
 
 @contextlib.contextmanager
@@ -165,11 +169,18 @@ def keep_torch_threads() -> Iterator[None]:
 
 @register
 class UMAPStep(Step):
-    """umap.UMAP embedding; ``max_fit_rows`` fits on a seeded row subsample, transforms all."""
+    """umap.UMAP embedding; ``max_fit_rows`` fits on a seeded row subsample, transforms all.
+
+    ``transform: rows`` (the default) embeds every row on its own
+    (:func:`moakit.features.umap_rows.transform_rows`), so a row's features are the same
+    whatever rows it is predicted with; ``transform: umap`` is umap-learn's ``transform``
+    (whose result for a row depends on the other rows of the call), what steps saved before
+    the option existed keep."""
 
     kind = "umap"
     Params = UMAPParams
     random_draws = True  # the fit's initialisation, SGD and row subsample; transform_seed None: the seed
+    saved_defaults = {"transform": "umap"}  # fits saved before `transform` existed used umap-learn's
 
     def trusted_state(self):
         import pynndescent
@@ -203,6 +214,11 @@ class UMAPStep(Step):
     def _apply(self, state, parts):
         from moakit.streaming import umap_transform_epochs
 
+        if self.params.transform == "rows":
+            from moakit.features.umap_rows import transform_rows
+
+            with keep_torch_threads():
+                return transform_rows(state, self._concat(parts))
         pinned = umap_transform_epochs(state)  # chunked prediction: the whole input's epochs
         with warnings.catch_warnings(), keep_torch_threads():
             warnings.filterwarnings("ignore", message=".*n_jobs.*overridden.*")

@@ -77,6 +77,11 @@ class Step:
     # None)``. Every kind declares it; None (not declared) counts as True. Read it through
     # :meth:`draws_random`.
     random_draws: ClassVar[bool | Callable[[Any], bool] | None] = None
+    # Parameters added after steps of this kind were saved, with the value a saved step
+    # config that lacks one was fitted with (e.g. umap's ``transform``: "umap"). A step
+    # config always writes these parameters (StepConfig), and a saved pipeline reads a
+    # missing one as this value (Pipeline.load), so old run folders keep their behaviour.
+    saved_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str, inputs: list[str], output: str | None = None, seed: int = 0,
                  **params: Any) -> None:
