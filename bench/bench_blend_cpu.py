@@ -23,8 +23,8 @@ members could do there. ``--without`` members are dropped from the preset as wel
 ``--rows`` computes only the blends named, in that order (preset, searched, moakit,
 candidates, controls, both, resnet); ``--reuse-only`` reads the member runs (finished, read
 only, through moakit.blend.load_runs) and trains nothing, into ``<out>-reuse[-<tag>]``;
-``--resnet-variant V`` adds the row ``moakit, ResNet V`` (blend_moakit with the
-``resnet_2heads-V`` run in place of its ``holdout`` one; read only, refused unless finished).
+``--resnet-variant V`` adds the rows ``best_lb, ResNet V`` and ``moakit, ResNet V`` (both blends
+with the ``resnet_2heads-V`` run in place of its ``holdout`` one; read only, refused unless finished).
 Each row is printed and the report rewritten as soon as it is done.
 Writes bench/out/quality/<data>/blend-cpu/report.md and scores.json.
 """
@@ -147,10 +147,10 @@ def _row_specs(args) -> list[tuple[str, str, dict, str, str | None]]:
               for n, k in CONTROLS.items()]
     if len(CANDIDATES) > 1:
         specs.append(("both", "moakit + both", {**MOAKIT, **CANDIDATES}, "moakit+both", None))
-    if args.resnet_variant and "resnet_2heads" in MOAKIT:
-        specs.append(("resnet", f"moakit, ResNet {args.resnet_variant}",
-                      {**MOAKIT, "resnet_2heads": ("resnet_2heads", args.resnet_variant)},
-                      f"moakit-resnet_{args.resnet_variant}", None))
+    if args.resnet_variant and "resnet_2heads" in MOAKIT:  # both blends with that ResNet run in place
+        resnet = {"resnet_2heads": ("resnet_2heads", args.resnet_variant)}
+        specs += [("resnet", f"{b}, ResNet {args.resnet_variant}", {**members, **resnet},
+                   f"{b}-resnet_{args.resnet_variant}", None) for b, members in (("best_lb", BEST_LB), ("moakit", MOAKIT))]
     order = {g: i for i, g in enumerate(args.rows)}
     return sorted([s for s in specs if s[0] in order], key=lambda s: order[s[0]])
 
@@ -189,7 +189,7 @@ def main() -> int:
     ap.add_argument("--rows", nargs="*", default=list(ROW_GROUPS), choices=list(ROW_GROUPS),
                     help="the blends computed, in this order (default: all)")
     ap.add_argument("--reuse-only", action="store_true", help="read the finished member runs; train nothing")
-    ap.add_argument("--resnet-variant", default=None, help="add the row 'moakit, ResNet VARIANT' (a finished run)")
+    ap.add_argument("--resnet-variant", default=None, help="add both blends with that ResNet run (finished)")
     ap.add_argument("--tag", default="", help="appended to the blend folder's name")
     args = ap.parse_args()
     for members in (BEST_LB, MOAKIT):
