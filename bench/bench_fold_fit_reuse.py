@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
-from moakit import fold_transforms, runner
+from moakit import runner
 from moakit.config import load_config
 from moakit.data.io import load
 from moakit.features import Pipeline
@@ -36,7 +36,6 @@ for mode in ("off", "on"):
 
     Pipeline.fit = fit
     os.environ["MOAKIT_FEATURE_REUSE"] = "1" if mode == "on" else "0"
-    fold_transforms.forget_fits()
     load_before = os.popen("uptime").read().strip()
     c0, t0 = time.process_time(), time.perf_counter()
     res = runner.train(config, data, out / mode / "run", show_progress=False)

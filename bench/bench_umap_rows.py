@@ -36,19 +36,11 @@ def cpu_s() -> float:
 
 def with_transform(config, transform: str):
     """``config`` with every umap step's ``transform`` set."""
+    from moakit.features import steps_of_kind
+
     params = copy.deepcopy(config.params)
-
-    def visit(node):
-        if isinstance(node, dict):
-            if node.get("kind") == "umap":
-                node["transform"] = transform
-            for v in node.values():
-                visit(v)
-        elif isinstance(node, list):
-            for v in node:
-                visit(v)
-
-    visit(params)
+    for step in steps_of_kind(params, "umap"):
+        step["transform"] = transform
     return config.model_copy(update={"params": params})
 
 

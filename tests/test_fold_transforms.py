@@ -4,7 +4,9 @@ applied once per input; predictions are the same bit for bit as without either."
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -29,12 +31,13 @@ def _config():
 @pytest.fixture(scope="module")
 def runs(sim_data, tmp_path_factory):
     """The same 3-seed smoke cnn1d run trained with reuse and without (MOAKIT_FEATURE_REUSE=0),
-    with the fold features' fits counted (the seed of each)."""
+    with the fold features' fits counted (the seed of each) and the fit caches the run made."""
     out = {}
     for name, env in (("reuse", "1"), ("plain", "0")):
-        fold_transforms.forget_fits()
         fits: list[int] = []
+        caches: list[fold_transforms.FitCache] = []
         real = Pipeline.fit
+        real_cache = fold_transforms.FitCache
 
         def fit(self, *args, _real=real, _fits=fits, **kwargs):
             if self.config.steps and self.config.steps[0].kind == "quantile":  # the fold features
@@ -45,11 +48,11 @@ def runs(sim_data, tmp_path_factory):
         try:
             mp.setenv("MOAKIT_FEATURE_REUSE", env)
             mp.setattr(Pipeline, "fit", fit)
+            mp.setattr(fold_transforms, "FitCache", lambda *a, **k: caches.append(real_cache(*a, **k)) or caches[-1])
             result = runner.train(_config(), sim_data, tmp_path_factory.mktemp(name) / "run", show_progress=False)
         finally:
             mp.undo()
-        out[name] = (result, fits)
-    fold_transforms.forget_fits()
+        out[name] = (result, fits, caches)
     return out
 
 
@@ -58,8 +61,8 @@ def _estimator_dirs(run_dir, fold):
 
 
 def test_equal_fold_fits_are_fitted_once_per_fold(runs):
-    _, reuse_fits = runs["reuse"]
-    _, plain_fits = runs["plain"]
+    _, reuse_fits, _ = runs["reuse"]
+    _, plain_fits, _ = runs["plain"]
     assert len(plain_fits) == len(SEEDS) * N_FOLDS and len(reuse_fits) == N_FOLDS
     run_dir = runs["reuse"][0].run_dir
     for fold in range(N_FOLDS):
@@ -100,6 +103,21 @@ def test_each_fold_transform_is_applied_once_per_input(runs, which, sim_data, mo
     np.testing.assert_array_equal(shared, alone)
 
 
+def test_a_predictor_reads_the_seeds_hard_linked_state_files_once(runs, sim_data, monkeypatch):
+    run_dir = runs["reuse"][0].run_dir
+    read = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda fh, name: read.append(os.fstat(fh.fileno()).st_ino)
+                        or real(fh, name))
+    predictor = RunPredictor(run_dir)
+    predictor.predict(sim_data.test.subset(slice(0, 10)))
+    arrays = {(d / layout.ESTIMATOR_FEATURES / layout.FEATURES_ARRAYS).stat().st_ino
+              for fold in range(N_FOLDS) for d in _estimator_dirs(run_dir, fold)}
+    assert len(arrays) == N_FOLDS and arrays <= set(read)  # one file per fold, linked by the seeds
+    assert len(read) == len(set(read))  # no file read twice
+    assert predictor.n_fold_transforms == N_FOLDS
+
+
 def test_streamed_output_is_byte_identical_to_one_pass_and_to_the_plain_run(runs, sim_data, tmp_path):
     outputs = []
     for which in ("reuse", "plain"):
@@ -136,3 +154,32 @@ def test_estimators_without_a_fold_transform_are_not_shared(tmp_path):
     shared = fold_transforms.SharedTransforms()
     X = np.ones((2, 3), np.float32)
     assert shared.predict(Plain(), None, X, "k") is X and shared.applied == 0
+
+
+def test_each_run_reuses_fits_in_a_cache_of_its_own_released_at_its_end(runs):
+    caches = [c for which in ("reuse", "plain") for c in runs[which][2]]
+    assert len(caches) == 2 and caches[0] is not caches[1]  # one per run (the executor's)
+    assert all(len(c) == 0 for c in caches)  # emptied when the run ended
+
+
+def test_fits_are_reused_within_a_scope_only(sim_data, monkeypatch):
+    X = np.asarray(sim_data.train.genes[:60, :8], np.float32)
+    config = PipelineConfig.model_validate({"steps": [
+        {"kind": "quantile", "name": "q", "inputs": ["g"], "n_quantiles": 10}], "output": ["g"]})
+    fits = []
+    real = Pipeline.fit
+    monkeypatch.setattr(Pipeline, "fit", lambda self, *a, **k: fits.append(self.seed) or real(self, *a, **k))
+
+    def fit(seed):
+        return fold_transforms.fit_pipeline(config, seed, [["g", 8]], X, lambda X: {"g": X})
+
+    for _ in range(2):  # two runs in one process: the second fits again, nothing left from the first
+        with fold_transforms.reusing_fits() as cache:
+            a, b = fit(1000), fit(2000)
+            assert len(cache) == 1 and a.seed == 1000 and b.seed == 2000 and a.steps is b.steps
+        assert len(cache) == 0
+    assert len(fits) == 2
+    fit(1000), fit(2000)  # outside a run: nothing kept, each fit its own
+    assert len(fits) == 4
+    assert fold_transforms.worker_cache("run-a") is fold_transforms.worker_cache("run-a")
+    assert fold_transforms.worker_cache("run-b") is not fold_transforms.worker_cache("run-a")

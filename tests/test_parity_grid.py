@@ -38,6 +38,23 @@ def test_variants_change_one_setting_each():
     assert grid.outputs("two_stage_nn_tabnet") == [("scored", "two_stage_nn_tabnet")]
 
 
+def test_the_umap_rows_variant_sets_every_umap_steps_transform():
+    from moakit.config import load_config
+    from moakit.features import steps_of_kind
+
+    shipped = grid.variant_args("three_stage_nn", "shipped")
+    assert grid.variant_args("three_stage_nn", "umap_rows") == shipped + ["--umap-transform", "rows"]
+    params = load_config("three_stage_nn").model_dump(mode="json")["params"]
+    assert moakit_side.use_umap_transform(params, "rows") == 2
+    assert [s["transform"] for s in steps_of_kind(params, "umap")] == ["rows", "rows"]
+    assert grid.variant_args("three_stage_nn", "umap_rows_fit1000")[-4:] == ["--umap-transform", "rows",
+                                                                           "--umap-fit-rows", "1000"]
+    assert moakit_side.use_umap_transform(params, fit_rows=1000) == 2
+    assert [(s["transform"], s["max_fit_rows"]) for s in steps_of_kind(params, "umap")] == [("rows", 1000)] * 2
+    with pytest.raises(SystemExit, match="no umap step"):
+        moakit_side.use_umap_transform(load_config("simple_nn").model_dump(mode="json")["params"], "rows")
+
+
 def test_the_keras_script_runs_with_the_named_interpreter(tmp_path, monkeypatch):
     assert "resnet_2heads" in grid.SCRIPTED and "resnet_2heads" in grid.KERAS
     with pytest.raises(SystemExit, match="--python"):
@@ -117,6 +134,29 @@ def test_report_ratios_to_the_script_and_to_the_shipped_config():
     paired = text.split("Each variant over moakit's shipped config")[1]
     assert "| simple_nn/float64, effect scale 1 | 0.500 / 0.500 / 0.500 (n=1) | 2.000 / 2.000 / 2.000 (n=1) |" in paired
     assert "shipped, effect" not in paired and "prior" not in paired
+
+
+def test_a_script_runs_scores_outlive_its_predictions(tmp_path, monkeypatch):
+    """report writes a script run's scores beside its predictions; without the predictions (a disk
+    cleanup) the run is still reported from them and not run again."""
+    theirs = tmp_path / "winners-three_stage_nn"
+    theirs.mkdir()
+    (theirs / "run.json").write_text('{"cpu_seconds": 12.5}')
+    np.savez(theirs / "predictions.npz", scored_test=np.full((4, 2), 0.1), stack_test=np.full((4, 2), 0.2))
+    monkeypatch.setattr(grid, "test_scores", lambda data, pred, cache: {"log_loss_treated": float(pred[0, 0])})
+    scores = grid.script_scores(theirs, tmp_path / "data", {})
+    assert scores == {"three_stage_nn.stage2/script": {"log_loss_treated": 0.1, "cpu_s": 12.5},
+                      "three_stage_nn/script": {"log_loss_treated": 0.2, "cpu_s": 12.5}}
+    (theirs / "predictions.npz").unlink()
+    assert grid.script_scores(theirs, tmp_path / "data", {}) == scores
+    (theirs / "parity_folds.csv").touch()
+    calls = []
+    monkeypatch.setattr(grid, "_run", lambda cmd, log: calls.append(cmd) or True)
+    args = grid.argparse.Namespace(models=["three_stage_nn"], winners=tmp_path, python=None, variants=["umap_rows"])
+    grid.run_dataset(tmp_path / "data", tmp_path, args)
+    (cmd,) = calls  # moakit's side only: the script counts as done
+    assert cmd[1].endswith("moakit_side.py") and cmd[-2:] == ["--umap-transform", "rows"]
+    assert grid.script_scores(tmp_path / "winners-simple_nn", tmp_path / "data", {}) == {}
 
 
 def test_a_second_moakit_seed_is_its_own_run_and_variant(tmp_path, monkeypatch):

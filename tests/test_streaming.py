@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moakit import inference, runner
+from moakit import inference, runner, streaming
 from moakit.config import load_config
+from moakit.features import Pipeline
+from moakit.models.stacked import StackedFeatures
 from moakit.streaming import RunPredictor, chunks, folder_digest
 from moakit.runs import layout
 
@@ -110,3 +112,50 @@ def test_equal_feature_fits_are_fitted_once_and_linked(three_stage_run, sim_data
     np.testing.assert_allclose(three_stage_run.test, plain.test, atol=1e-6)
     np.testing.assert_allclose(runner.predict_run(run, sim_data.test), runner.predict_run(plain.run_dir, sim_data.test),
                                atol=1e-6)
+
+
+def _umap_pipeline(**umap):
+    return Pipeline.from_config({"steps": [{"kind": "umap", "name": "u", "inputs": ["g"], "output": "u",
+                                            "n_components": 2, **umap}], "output": ["g", "u"]})
+
+
+def test_only_umap_steps_of_umap_learns_transform_read_the_row_count():
+    reads = _umap_pipeline(transform="umap")
+    assert reads.reads_row_count
+    assert not _umap_pipeline().reads_row_count  # transform: rows, each row on its own
+    assert not _umap_pipeline(transform="umap", n_epochs=30).reads_row_count  # its epochs fixed
+    assert StackedFeatures(_umap_pipeline(), base=reads).reads_row_count
+    assert not StackedFeatures(_umap_pipeline()).reads_row_count
+
+
+@pytest.fixture(scope="module")
+def umap_run(sim_data, tmp_path_factory):
+    """simple_nn (smoke, one seed) with a umap step of umap-learn's transform and no n_epochs:
+    the one kind of step whose values depend on the number of rows transformed at once."""
+    config = load_config("simple_nn", profile="smoke").model_copy(update={"seeds": [0]})
+    features = config.params["features"]
+    umap = {"kind": "umap", "name": "umap_g", "inputs": ["g"], "output": "umap_g", "n_components": 2,
+            "n_neighbors": 10, "max_fit_rows": 200, "random_state": 1, "transform": "umap"}
+    features = {**features, "steps": [*features["steps"], umap], "output": [*features["output"], "umap_g"]}
+    config = config.model_copy(update={"params": {**config.params, "features": features}})
+    return runner.train(config, sim_data, tmp_path_factory.mktemp("stream_umap") / "run", show_progress=False)
+
+
+@pytest.mark.parametrize("which, reads", [("simple_run", False), ("three_stage_run", False), ("umap_run", True)])
+def test_the_rows_hint_is_entered_only_for_runs_that_read_the_row_count(which, reads, request, sim_data,
+                                                                        monkeypatch, tmp_path):
+    """three_stage_nn's smoke umap steps fix n_epochs: their transform does not read the row count."""
+    run = request.getfixturevalue(which).run_dir
+    entered = []
+    real = streaming.umap_rows_hint
+    monkeypatch.setattr(streaming, "umap_rows_hint", lambda n: entered.append(n) or real(n))
+    predictor = RunPredictor(run)
+    assert predictor.reads_row_count == reads
+    assert reads == any(streaming.reads_row_count(features) for _, _, features, _, _ in predictor.parts)
+    one, _ = inference.predict_to_file(run, sim_data.test, tmp_path / "one.csv", batch_size=64, chunk_rows=0)
+    assert entered == ([len(sim_data.test)] if reads else [])  # the whole input's rows
+    entered.clear()
+    many, _ = inference.predict_to_file(run, sim_data.test, tmp_path / "many.csv", batch_size=64, chunk_rows=100)
+    assert len(entered) == (-(-len(sim_data.test) // 128) if reads else 0)  # each chunk: 2 blocks of 64
+    assert set(entered) <= {len(sim_data.test)}
+    assert one.read_bytes() == many.read_bytes()

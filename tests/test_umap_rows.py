@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
-from moakit.features import Pipeline
+from moakit.features import Pipeline, steps_of_kind
 from moakit.features.umap_rows import nearest_fit_rows, transform_epochs, transform_rows
 from moakit.runs import layout
 
@@ -184,27 +184,33 @@ def test_the_choice_is_part_of_the_fit_identity():
     assert rows == pipeline_identity(_pipeline("rows").config, 0)
 
 
-def _umap_steps(node):
-    """The umap step dicts of a dumped config (any depth)."""
-    if isinstance(node, dict):
-        if node.get("kind") == "umap":
-            yield node
-        for value in node.values():
-            yield from _umap_steps(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _umap_steps(value)
-
-
-def test_the_winners_umap_models_pin_umaps_transform():
-    """The 3-stage NN and the 2-stage NN + TabNet keep umap-learn's transform (as the scripts)
-    until the row-by-row one is measured at their cpu profile (their configs' comments)."""
+def test_steps_of_kind_walks_a_dumped_config_tree():
+    """The steps of one kind at any depth of a dumped config, in order, as the tree's own dicts."""
     from moakit.config import load_config
 
-    for name in ("three_stage_nn", "two_stage_nn_tabnet"):
-        for profile in ("full", "cpu", "smoke"):
-            found = [step.get("transform") for step in _umap_steps(load_config(name, profile=profile).model_dump())]
-            assert found and set(found) == {"umap"}, (name, profile, found)
+    tree = {"a": [{"kind": "umap", "name": "u1"}, {"kind": "pca", "name": "p"}],
+            "b": {"features": {"steps": [{"kind": "umap", "name": "u2"}]}}, "kind": "model", "n": 3}
+    found = list(steps_of_kind(tree, "umap"))
+    assert [s["name"] for s in found] == ["u1", "u2"] and found[1] is tree["b"]["features"]["steps"][0]
+    assert list(steps_of_kind(tree, "quantile")) == [] and list(steps_of_kind([], "umap")) == []
+    dumped = load_config("three_stage_nn").model_dump()
+    assert [s["name"] for s in steps_of_kind(dumped, "umap")] == ["umap_g", "umap_c"]
+    assert list(steps_of_kind(load_config("simple_nn").model_dump(), "umap")) == []
+
+
+def test_the_winners_umap_models_umap_transform():
+    """The 3-stage NN embeds rows one by one (the step's default; chosen on the parity grid), the
+    2-stage NN + TabNet keeps umap-learn's transform (as its script) until `rows` is measured
+    beside its script (their configs' comments), at every profile."""
+    from moakit.config import load_config
+    from moakit.features import StepConfig
+
+    for name, want in (("three_stage_nn", "rows"), ("two_stage_nn_tabnet", "umap")):
+        for profile in ("full", "cpu", "smoke", "demo"):
+            dumped = load_config(name, profile=profile).model_dump()
+            # each step as its run validates it (an unset transform: the step's default)
+            found = [StepConfig(**step).params["transform"] for step in steps_of_kind(dumped, "umap")]
+            assert found and set(found) == {want}, (name, profile, found)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +220,7 @@ def three_stage(sim_data, tmp_path_factory):
 
     config = load_config("three_stage_nn", profile="smoke").model_copy(update={"seeds": [0]})
     raw = config.model_dump()
-    for step in _umap_steps(raw):  # the shipped config pins umap-learn's transform
+    for step in steps_of_kind(raw, "umap"):  # the shipped config's default, said here all the same
         step["transform"] = "rows"
     config = type(config).model_validate(raw)
     return runner.train(config, sim_data, tmp_path_factory.mktemp("umap_rows") / "run", show_progress=False).run_dir

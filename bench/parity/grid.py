@@ -26,6 +26,12 @@ variants adds to it):
   for the Simple NNs one setting changed: ``torch_bias`` (the script's output-bias start),
   ``no_smoothing`` (label smoothing 0), ``float64`` (feature blocks kept in float64 between
   the steps, as the script's pandas frames; the network's input stays float32);
+  for the models with UMAP features (the 3-stage NN, the 2-stage NN + TabNet) ``umap_rows``
+  (every umap step's ``transform: rows``, each row embedded on its own, instead of the
+  shipped config's umap-learn block transform; where every row is in the UMAP's fit, as in the
+  scripts, the two agree almost everywhere), and ``umap_fit1000`` / ``umap_rows_fit1000`` (each
+  UMAP fitted on a seeded 1,000 of the rows, the rest transformed: most rows new to the UMAP, as
+  at the cpu profile's 5,000 of ~24k rows), with umap-learn's / the row-by-row transform;
   the 3-stage NN is scored at stage 2 (``three_stage_nn.stage2``) and at its output;
   ``--moakit-seed N`` trains moakit's side with run seed N (same folds and holdout) into
   ``moakit-MODEL-VARIANT-sN``, reported as the variant ``VARIANT-sN`` (paired with ``shipped-sN``);
@@ -61,12 +67,20 @@ SCRIPTED = ("simple_nn", "simple_nn_drug_cv", "three_stage_nn", "two_stage_nn_ta
 # the scripts that are Keras: run with --python (an environment with TensorFlow 2.15, pandas < 2)
 KERAS = ("resnet_2heads",)
 REFERENCE = "simple_nn"  # the script a model without one (cnn1d) is compared with
-VARIANTS = ("shipped", "oof", "holdout", "holdout_refit", "torch_bias", "no_smoothing", "float64")
+VARIANTS = ("shipped", "oof", "holdout", "holdout_refit", "torch_bias", "no_smoothing", "float64", "umap_rows",
+            "umap_fit1000", "umap_rows_fit1000")
 # the variants that change one setting of the Simple NN's config (top-level network / train)
 SIMPLE_ONLY = ("torch_bias", "no_smoothing", "float64")
+# the variants that change the models' umap steps, and those models
+UMAP_ONLY, UMAP_MODELS = ("umap_rows", "umap_fit1000", "umap_rows_fit1000"), ("three_stage_nn", "two_stage_nn_tabnet")
 # (moakit stage, the grid's name of it) of each model's scored predictions; the last is
 # the model's output. The 3-stage NN is scored at stage 2 as well (the issue's table).
 OUTPUTS = {"three_stage_nn": [("scored", "three_stage_nn.stage2"), ("stack", "three_stage_nn")]}
+
+
+# a script run's test scores, written beside its predictions.npz by `report` and read when
+# those predictions are gone (a disk cleanup): the run counts as done and stays in the report
+SCRIPT_SCORES = "test_scores.json"
 
 
 def outputs(model: str) -> list[tuple[str, str]]:
@@ -83,7 +97,10 @@ def variant_args(model: str, variant: str) -> list[str]:
             "holdout_refit": ["--selection", "holdout_refit"],
             "torch_bias": shipped + ["--set", "network.output_bias=torch"],
             "no_smoothing": shipped + ["--set", "train.smoothing=0"],
-            "float64": shipped + ["--block-dtype", "float64"]}[variant]
+            "float64": shipped + ["--block-dtype", "float64"],
+            "umap_rows": shipped + ["--umap-transform", "rows"],
+            "umap_fit1000": shipped + ["--umap-fit-rows", "1000"],
+            "umap_rows_fit1000": shipped + ["--umap-transform", "rows", "--umap-fit-rows", "1000"]}[variant]
 
 
 def run_name(model: str, variant: str, moakit_seed: int | None = None) -> str:
@@ -140,7 +157,7 @@ def run_dataset(data: Path, out: Path, args) -> None:
     for model in args.models:
         if model in SCRIPTED:
             theirs = out / f"winners-{model}"
-            if not (theirs / "predictions.npz").exists():
+            if not ((theirs / "predictions.npz").exists() or (theirs / SCRIPT_SCORES).exists()):
                 keras = ["--python", str(args.python)] if model in KERAS else []
                 _run([py, str(HERE / "winners.py"), model, "--winners", str(args.winners), "--data", str(data),
                       "--out", str(theirs), "--size", "cpu", "--seeds", "1", "--threads", "1", *keras,
@@ -151,6 +168,9 @@ def run_dataset(data: Path, out: Path, args) -> None:
             for variant in args.variants:
                 if variant in SIMPLE_ONLY and model not in ("simple_nn", "simple_nn_drug_cv"):
                     print(f"  {model}: variant {variant} skipped (a Simple NN setting)", flush=True)
+                    continue
+                if variant in UMAP_ONLY and model not in UMAP_MODELS:
+                    print(f"  {model}: variant {variant} skipped (no umap step)", flush=True)
                     continue
                 seed = getattr(args, "moakit_seed", None)
                 mine = out / run_name(model, variant, seed)
@@ -227,10 +247,17 @@ def prior_test(data_dir: Path, cache: dict) -> dict:
     return test_scores(data_dir, prior, cache)
 
 
+def moakit_test(run: Path, stage: str) -> np.ndarray:
+    """A moakit run's test predictions of ``stage``, averaged over its seeds (only what the report
+    scores: a disk cleanup may have removed the OOF arrays)."""
+    seeds = sorted((run / "stages" / stage).glob("seed_*"))
+    if not seeds:
+        raise SystemExit(f"{run}: no stage {stage!r} (is it a finished moakit run of this model?)")
+    return np.mean([np.load(s / "test.npy") for s in seeds], axis=0).astype(np.float64)
+
+
 def collect(out: Path) -> dict:
     """{dataset: {code: scores}} for every finished run under ``out``."""
-    from compare import moakit_predictions
-
     cache: dict = {}
     result: dict = {}
     for data_dir in sorted((out / "data").iterdir()):
@@ -238,24 +265,37 @@ def collect(out: Path) -> dict:
         if not runs.is_dir():
             continue
         entry: dict = {}
-        for theirs in sorted(runs.glob("winners-*/predictions.npz")):
-            model = theirs.parent.name.removeprefix("winners-")
-            cpu_s = json.loads((theirs.parent / "run.json").read_text()).get("cpu_seconds")
-            for stage, key in outputs(model):
-                entry[f"{key}/script"] = test_scores(data_dir, np.load(theirs)[f"{stage}_test"], cache)
-                entry[f"{key}/script"]["cpu_s"] = cpu_s
+        for theirs in sorted(runs.glob("winners-*")):
+            if theirs.is_dir():
+                entry.update(script_scores(theirs, data_dir, cache))
         for mine in sorted(runs.glob("moakit-*")):
             if mine.is_dir() and _finished(mine):
                 model, variant = parse_run_name(mine.name)
                 cpu = mine / "parity_cpu.json"  # (moakit_side.py runs; not `moakit train`)
                 cpu_s = json.loads(cpu.read_text())["cpu_seconds"] if cpu.exists() else None
                 for stage, key in outputs(model):
-                    entry[f"{key}/{variant}"] = test_scores(data_dir, moakit_predictions(mine, stage)[1], cache)
+                    entry[f"{key}/{variant}"] = test_scores(data_dir, moakit_test(mine, stage), cache)
                     entry[f"{key}/{variant}"]["cpu_s"] = cpu_s
         if entry:
             entry["prior"] = prior_test(data_dir, cache)
             result[data_dir.name] = entry
     return result
+
+
+def script_scores(theirs: Path, data_dir: Path, cache: dict) -> dict:
+    """{"KEY/script": scores} of a finished script run (``winners-MODEL``): scored from its
+    predictions.npz, and those scores written to ``SCRIPT_SCORES`` beside them; without the
+    predictions (removed to free disk), that file's scores; neither: nothing (not finished)."""
+    predictions, saved = theirs / "predictions.npz", theirs / SCRIPT_SCORES
+    if not predictions.exists():
+        return json.loads(saved.read_text()) if saved.exists() else {}
+    model = theirs.name.removeprefix("winners-")
+    cpu_s = json.loads((theirs / "run.json").read_text()).get("cpu_seconds")
+    pred = np.load(predictions)
+    scores = {f"{key}/script": {**test_scores(data_dir, pred[f"{stage}_test"], cache), "cpu_s": cpu_s}
+              for stage, key in outputs(model)}
+    saved.write_text(json.dumps(scores, indent=1))
+    return scores
 
 
 def _fmt_ratio(values: list[float]) -> str:

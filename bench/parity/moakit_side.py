@@ -8,7 +8,8 @@ For the 3-stage NN: the shipped ``full`` profile, with only the hidden widths an
 profile named by ``--size`` (``cpu``: the sizes winners.py patches into the script), with the
 first ``--seeds`` seeds of the config's ``full`` list and every UMAP fitted on all rows (the
 scripts subsample none; the cpu profiles fit UMAP on a sample of rows); ``--set stage2.train.smoothing=0.001`` changes one
-parameter more (an ablation); ``--reuse RUN`` copies RUN's folds and finished first stage,
+parameter more (an ablation), ``--umap-transform rows`` every umap step's transform (``--umap-fit-rows N``: its fit
+on N rows); ``--reuse RUN`` copies RUN's folds and finished first stage,
 so an ablation of the later stages does not fit the first again (the first stage's config
 must then be the same: the caller's responsibility); ``--folds-from WINNERS_OUT`` trains on
 the script's own fold assignment (``parity_folds.csv``, written by winners.py; control
@@ -38,16 +39,23 @@ def _set(params: dict, dotted: str, value) -> None:
     node[last] = value
 
 
-def _umap_steps(node):
-    """Every UMAP feature step in a params tree."""
-    if isinstance(node, dict):
-        if node.get("kind") == "umap":
-            yield node
-        for value in node.values():
-            yield from _umap_steps(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _umap_steps(value)
+def use_umap_transform(params: dict, transform: str | None = None, fit_rows: int | None = None) -> int:
+    """Set every umap step's ``transform`` in ``params`` (``rows``: each row embedded on its own;
+    ``umap``: umap-learn's transform of the whole call) and / or its ``max_fit_rows`` (fitted on
+    a seeded subsample of ``fit_rows`` rows, the other rows transformed, as the cpu profile at
+    the realistic size). Returns how many steps it set; none is an error (the variant would not
+    apply)."""
+    from moakit.features import steps_of_kind
+
+    found = list(steps_of_kind(params, "umap"))
+    if not found:
+        raise SystemExit("--umap-transform / --umap-fit-rows: the config has no umap step")
+    for step in found:
+        if transform is not None:
+            step["transform"] = transform
+        if fit_rows is not None:
+            step["max_fit_rows"] = fit_rows
+    return len(found)
 
 
 def use_block_dtype(name: str) -> list[int]:
@@ -116,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="the epoch-selection policy (default oof: the winners' scripts judge on the OOF fold)")
     ap.add_argument("--block-dtype", choices=["float32", "float64"], default="float32",
                     help="the dtype of the feature blocks between the steps (float64: an ablation)")
+    ap.add_argument("--umap-transform", choices=["rows", "umap"], default=None,
+                    help="every umap step's transform (default: the config's; rows: each row embedded on its own)")
+    ap.add_argument("--umap-fit-rows", type=int, default=None, metavar="N",
+                    help="fit every umap step on a seeded subsample of N rows (the others transformed)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a params override, VALUE in YAML (e.g. stage1.features.fit_controls=false)")
     args = ap.parse_args(argv)
@@ -140,9 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(name, profile=args.size)
         config = config.model_copy(update={"seeds": load_config(name).seeds})
         params = config.model_dump(mode="json")["params"]
-        for step in _umap_steps(params):
+        from moakit.features import steps_of_kind
+
+        for step in steps_of_kind(params, "umap"):
             if step.pop("max_fit_rows", None) is not None:
                 print(f"UMAP {step['name']}: fitted on all rows (as the script), not the profile's sample")
+    if args.umap_transform is not None or args.umap_fit_rows is not None:
+        n = use_umap_transform(params, args.umap_transform, args.umap_fit_rows)
+        print(f"UMAP transform {args.umap_transform or 'as configured'}, fit rows {args.umap_fit_rows or 'all'}: "
+              f"{n} step(s)")
     for item in args.set:
         key, _, value = item.partition("=")
         _set(params, key, yaml.safe_load(value))

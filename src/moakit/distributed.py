@@ -20,6 +20,7 @@ Ray is an optional extra: ``pip install 'moakit[ray]'``.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from moakit.graph import GraphFailed, Node, NodeFailure, Observer, TaskGraph, error_text, stamp
@@ -37,9 +38,11 @@ def import_ray():
     return ray
 
 
-def _node_task(fn, kwargs: dict, threads: int, *values) -> tuple[Any, dict]:
+def _node_task(fn, kwargs: dict, threads: int, run_id: str, *values) -> tuple[Any, dict]:
     """The body of one Ray task: run the node with as many torch and BLAS threads as the
     task reserved CPUs; return its value and when / where it ran (two separate objects).
+    Equal fold fits are reused across the tasks of run ``run_id`` this worker runs
+    (:func:`moakit.fold_transforms.worker_cache`).
 
     The thread count changes results in the last float bits, which iterative fits (factor
     analysis, UMAP's layout, training) can grow: a local run matches a Ray run with the
@@ -47,9 +50,11 @@ def _node_task(fn, kwargs: dict, threads: int, *values) -> tuple[Any, dict]:
     import torch
     from threadpoolctl import threadpool_limits
 
+    from moakit import fold_transforms
+
     torch.set_num_threads(threads)
     info = stamp()
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads), fold_transforms.reusing_fits(fold_transforms.worker_cache(run_id)):
         value = fn(*values, **kwargs)
     info["end"] = time.time()
     return value, info
@@ -105,6 +110,7 @@ class _GraphRun:
         self.shared: dict[int, Any] = {}  # id(value) -> ObjectRef: each big input put once
         self.in_flight: dict[Any, str] = {}  # info ObjectRef -> node id
         self.state: dict[str, str] = {}  # node id -> submitted / done / failed / skipped
+        self.run_id = uuid.uuid4().hex  # what the workers keep their reused fold fits for
         self.failures: list[NodeFailure] = []
         self.skipped: list[Node] = []
 
@@ -149,7 +155,7 @@ class _GraphRun:
         res = self.executor.resources(node)
         threads = max(1, int(res["num_cpus"]))
         value_ref, info_ref = self.executor._remote.options(name=f"moakit:{node.id}", **res).remote(
-            node.fn, node.kwargs, threads, *shared, *[self._ref(d) for d in node.deps])
+            node.fn, node.kwargs, threads, self.run_id, *shared, *[self._ref(d) for d in node.deps])
         self.refs[node.id] = value_ref
         self.in_flight[info_ref] = node.id
         self.info_of[node.id] = info_ref

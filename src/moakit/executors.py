@@ -3,7 +3,9 @@
 observers that training hangs on a run (failure recorder, model results).
 
 Executors are found by name in :data:`EXECUTORS` (``local``, ``ray``); any object with
-``run_graph(graph, observer, progress)`` is one.
+``run_graph(graph, observer, progress)`` is one. A run's in-memory reuse of equal fold fits
+(:mod:`moakit.fold_transforms`) lives as long as its ``execute`` call (a Ray worker's, as long
+as the worker works for that run).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Protocol
 
+from moakit import fold_transforms
 from moakit.artifacts import write_json
 from moakit.graph import Node, Observer, Observers, TaskGraph, run_local
 from moakit.manifest import read_manifest
@@ -65,9 +68,10 @@ def as_executor(executor: str | Executor) -> Executor:
 def execute(graph: TaskGraph, executor: Executor, show_progress: bool, observer: Observer | None = None,
             trace_path: Path | None = None) -> None:
     """Run ``graph`` with progress bars (one per model and an overall one); write what ran,
-    where and when to ``trace_path`` (graph.json) even when nodes failed."""
+    where and when to ``trace_path`` (graph.json) even when nodes failed. Equal fold fits
+    are reused within this run only (a cache made here, dropped at the end)."""
     try:
-        with RunProgress(show_progress) as progress:
+        with RunProgress(show_progress) as progress, fold_transforms.reusing_fits():
             as_executor(executor).run_graph(graph, Observers(GraphProgress(progress, graph), observer), progress)
     finally:
         if trace_path is not None:

@@ -12,9 +12,12 @@ to fold transforms:
   resolved for the seed where the step draws one (:func:`moakit.feature_reuse.pipeline_identity`,
   the stage keys' own), the input layout and the fit matrix's content
   (:func:`matrix_fingerprint`, which fixes the fit rows). :func:`fit_pipeline` reuses a fit
-  with an equal key made earlier in this process (a fold job of another seed), as a copy
+  with an equal key made earlier in the same run (a fold job of another seed), as a copy
   that carries this fit's seed, so what is saved is what fitting again would save (the
-  fit's timings aside). Once saved, :func:`share_saved` makes its files that equal another
+  fit's timings aside). The fits are kept in a :class:`FitCache` that the executor makes
+  for each run (:func:`reusing_fits`; a Ray worker keeps one for the run it works for,
+  :func:`worker_cache`) and drops when the run ends: two runs never share fits, and outside
+  a run nothing is kept. Once saved, :func:`share_saved` makes its files that equal another
   seed's saved transform of the same fold hard links to them (stored once; works across
   processes, as it compares what is on disk). Off with ``MOAKIT_FEATURE_REUSE=0``, as stage
   reuse.
@@ -37,19 +40,79 @@ import copy
 import filecmp
 import hashlib
 import json
+import contextlib
+import contextvars
 import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, ClassVar, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-# fitted fold pipelines kept for reuse in this process (a pipeline's state is small: the
-# 1D-CNN's quantiles and PCA axes, ~1 MB at full size); least recently used dropped first
+# fitted fold pipelines kept for reuse in a run (a pipeline's state is small: the 1D-CNN's
+# quantiles and PCA axes, ~1 MB at full size); least recently used dropped first
 KEEP_FITS = 16
-_FITS: OrderedDict[str, object] = OrderedDict()
-_LOCK = threading.Lock()
+
+
+class FitCache:
+    """Fitted fold pipelines by :func:`fit_key`, the ``keep`` most recently used (thread-safe)."""
+
+    def __init__(self, keep: int = KEEP_FITS) -> None:
+        self.keep = int(keep)
+        self._fits: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._fits)
+
+    def get(self, key: str):
+        with self._lock:
+            fitted = self._fits.get(key)
+            if fitted is not None:
+                self._fits.move_to_end(key)
+            return fitted
+
+    def put(self, key: str, fitted: object) -> None:
+        with self._lock:
+            self._fits[key] = fitted
+            while len(self._fits) > self.keep:
+                self._fits.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._fits.clear()
+
+
+# the cache of the run being executed in this context (None: no run, nothing reused)
+_ACTIVE: contextvars.ContextVar[FitCache | None] = contextvars.ContextVar("moakit_fold_fits", default=None)
+_WORKER: tuple[str, FitCache] | None = None  # a Ray worker's cache and the run it is for
+_WORKER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def reusing_fits(cache: FitCache | None = None) -> Iterator[FitCache]:
+    """While active, :func:`fit_pipeline` reuses equal fits kept in ``cache`` (a new one by
+    default, cleared at the end: the executors wrap a run in this)."""
+    own = cache is None
+    cache = FitCache() if own else cache
+    token = _ACTIVE.set(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.reset(token)
+        if own:
+            cache.clear()
+
+
+def worker_cache(run_id: str) -> FitCache:
+    """This process's cache for the run ``run_id`` (a Ray worker running its fold jobs one
+    after another): kept while the worker works for that run, dropped for a new one."""
+    global _WORKER
+    with _WORKER_LOCK:
+        if _WORKER is None or _WORKER[0] != run_id:
+            _WORKER = (run_id, FitCache())
+        return _WORKER[1]
 
 
 @runtime_checkable
@@ -86,38 +149,29 @@ def fit_key(config, seed: int, signature: object, X: np.ndarray) -> str:
 
 def fit_pipeline(config, seed: int, signature: object, X: np.ndarray, blocks: Callable[[np.ndarray], dict]):
     """``Pipeline.from_config(config, seed).fit(blocks(X))``, or an equal fit made earlier in
-    this process (a copy with this ``seed``; the fitted steps are shared, never changed)."""
+    this run (:func:`reusing_fits`; a copy with this ``seed``: the fitted steps are shared,
+    never changed)."""
     from moakit import feature_reuse
     from moakit.features import Pipeline
 
-    if not feature_reuse.enabled():
+    cache = _ACTIVE.get()
+    if cache is None or not feature_reuse.enabled():
         return Pipeline.from_config(config, seed=seed).fit(blocks(X))
     key = fit_key(config, seed, signature, X)
-    with _LOCK:
-        fitted = _FITS.get(key)
-        if fitted is not None:
-            _FITS.move_to_end(key)
+    fitted = cache.get(key)
     if fitted is None:
         fitted = Pipeline.from_config(config, seed=seed).fit(blocks(X))
-        with _LOCK:
-            _FITS[key] = fitted
-            while len(_FITS) > KEEP_FITS:
-                _FITS.popitem(last=False)
+        cache.put(key, fitted)
     pipe = copy.copy(fitted)
     pipe.seed = int(seed)  # the manifest's seed, as this fit would write it
     return pipe
 
 
-def forget_fits() -> None:
-    """Drop the fits kept for reuse (tests; a long-lived process that wants the memory)."""
-    with _LOCK:
-        _FITS.clear()
-
-
-def transform_identity(est, est_dir: str | Path) -> str | None:
+def transform_identity(est, est_dir: str | Path, file_digests: dict | None = None) -> str | None:
     """Content identity of a loaded fold estimator's transform, from its saved folder
     ``est_dir``; None when the estimator has none to share (or MOAKIT_FEATURE_REUSE=0: each
-    estimator transforms for itself, as before this sharing)."""
+    estimator transforms for itself, as before this sharing). ``file_digests``: as
+    :func:`moakit.streaming.folder_digest`'s (the seeds' hard-linked files read once)."""
     from moakit import feature_reuse
 
     if not isinstance(est, FoldTransformEstimator) or not feature_reuse.enabled():
@@ -128,7 +182,15 @@ def transform_identity(est, est_dir: str | Path) -> str | None:
     from moakit.streaming import folder_digest
 
     signature = json.dumps(est.transform_signature(), sort_keys=True)
-    return hashlib.sha256(f"{folder_digest(folder)}\0{signature}".encode()).hexdigest()
+    return hashlib.sha256(f"{folder_digest(folder, file_digests)}\0{signature}".encode()).hexdigest()
+
+
+def has_transform(est_dir: str | Path) -> bool:
+    """Whether the estimator saved in ``est_dir`` is of a kind that fits a transform of its
+    own (:class:`FoldTransformEstimator`), from its spec.json, without loading it."""
+    from moakit.models.estimators import ESTIMATORS, estimator_kind
+
+    return hasattr(ESTIMATORS.get(estimator_kind(est_dir)), "transform_folder")
 
 
 class SharedTransforms:

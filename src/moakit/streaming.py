@@ -23,16 +23,16 @@ a row's bits independent of where chunks start and end. Every transform moakit s
 row-independent at inference up to that rounding (scalers, quantile, PCA / FA, variance
 threshold, row statistics, k-means one-hot, UMAP embedding each row on its own -- a umap
 step's default ``transform: rows``, :mod:`moakit.features.umap_rows` --, the networks in
-eval mode). One exception remains, in umap steps with ``transform: umap`` (the 3-stage NN's
-and the 2-stage NN + TabNet's configs pin it, as their scripts; runs saved before the
-option read as it): umap-learn's ``transform`` depends on the other rows of the call
+eval mode). One exception remains, in umap steps with ``transform: umap`` (the 2-stage
+NN + TabNet's config pins it, as its script; runs saved before the option read as it): umap-learn's ``transform`` depends on the other rows of the call
 (the graph scaled by the call's largest edge weight, kernel widths floored by the call's
 mean distance, and above 4,096 fit rows pynndescent's candidates drawn from a random stream
 across the query rows), the same in one pass as in chunks since both give it the same
 blocks; and it chooses its epochs from the number of rows it is given (100 up to 10,000
 rows, else 30) when the step sets no ``n_epochs``: :func:`umap_rows_hint` makes every block
 of such a step use the epochs of the whole input, so chunked output equals one pass bit for
-bit.
+bit. The hint is entered only for runs that have such a step (``RunPredictor.reads_row_count``,
+from each fitted step's ``reads_row_count``).
 """
 
 from __future__ import annotations
@@ -85,23 +85,43 @@ def umap_transform_epochs(state) -> int | None:
     return 3 * (100 if total <= 10_000 else 30)
 
 
-def folder_digest(path: Path) -> str:
+def reads_row_count(transform) -> bool:
+    """Whether a fitted feature state or fold estimator gives a row other values with the
+    number of rows it is transformed with (its ``reads_row_count``: a pipeline with a umap step
+    of ``transform: umap``); False for one that declares nothing (no other transform does)."""
+    return bool(getattr(transform, "reads_row_count", False))
+
+
+def folder_digest(path: Path, file_digests: dict | None = None) -> str:
     """Content identity of a saved feature folder: its files' relative paths and bytes,
     except that a feature pipeline's manifest counts without its fit timings and with each
     step's random state as resolved (its own, else the pipeline's seed where the step draws
     one, else none) instead of the seed: two seeds' fits with fixed random states, or of
-    steps that draw nothing, are the same state."""
+    steps that draw nothing, are the same state. ``file_digests``, a dict the caller keeps,
+    remembers each file's digest by its inode (and size and time), so the hard links of a
+    state stored once (:mod:`moakit.feature_reuse`, :func:`moakit.fold_transforms.share_saved`)
+    are read once. Digests are compared within a process, never stored."""
     h = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
         h.update(b"\0")
         if f.name == layout.FEATURES_MANIFEST:
-            h.update(_manifest_identity(f.read_bytes()))
-            continue
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+            h.update(hashlib.sha256(_manifest_identity(f.read_bytes())).digest())
+        else:
+            h.update(_file_digest(f, file_digests))
     return h.hexdigest()
+
+
+def _file_digest(f: Path, memo: dict | None) -> bytes:
+    st = f.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if memo is not None and key in memo:
+        return memo[key]
+    with open(f, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").digest()
+    if memo is not None:
+        memo[key] = digest
+    return digest
 
 
 def _manifest_identity(raw: bytes) -> bytes:
@@ -162,19 +182,22 @@ class RunPredictor:
         self.chain = StageChain(self.model, config.seeds)
         self.n_folds = config.cv.n_folds
         states: dict[str, object] = {}  # digest -> loaded feature state
+        self._file_digests: dict = {}  # each saved file's digest, by inode: hard links read once
         self.parts: list[tuple[int, int, object, tuple, Path]] = []
         total = 0
         for index, stage in enumerate(self.chain.stages):
             for seed in config.seeds:
                 sdir = stage_dir(self.run_dir, stage, seed)
                 fdir = sdir / layout.FEATURES_DIR
-                digest = folder_digest(fdir)
+                digest = folder_digest(fdir, self._file_digests)
                 if digest not in states:
                     states[digest] = self.model.load_features(stage, fdir)
                 key = (index, digest, tuple(self.chain.upstream(index, seed)))
                 self.parts.append((index, seed, states[digest], key, sdir))
                 total += sum(_size(layout.estimator_dir(sdir, k)) for k in range(self.n_folds))
         self.n_feature_states = len(states)
+        # True: a stage's features read the row count; None: the fold estimators decide (on first use)
+        self._reads_row_count: bool | None = True if any(map(reads_row_count, states.values())) else None
         self._estimators: dict[tuple[int, int], list] | None = {} if total <= KEEP_ESTIMATORS_BYTES else None
         self._fold_ids: dict[tuple[int, int, int], str | None] = {}  # fold transforms' content identities
         self.n_transforms = 0
@@ -191,11 +214,25 @@ class RunPredictor:
             if self.batch_size is not None and hasattr(est, "eval_batch_size"):
                 est.eval_batch_size = int(self.batch_size)
             if (index, seed, k) not in self._fold_ids:
-                self._fold_ids[(index, seed, k)] = transform_identity(est, layout.estimator_dir(sdir, k))
+                self._fold_ids[(index, seed, k)] = transform_identity(est, layout.estimator_dir(sdir, k),
+                                                                      self._file_digests)
             ests.append(est)
         if self._estimators is not None:
             self._estimators[(index, seed)] = ests
         return ests
+
+    @property
+    def reads_row_count(self) -> bool:
+        """Whether a transform of the run (a stage's features, a fold estimator's own) depends
+        on the number of rows it is given, so that chunks need :func:`umap_rows_hint`. Fold
+        estimators are looked at on first use, loading only those of a kind with a transform."""
+        if self._reads_row_count is None:
+            from moakit.fold_transforms import has_transform
+
+            self._reads_row_count = any(
+                reads_row_count(est) for index, seed, _, _, sdir in self.parts
+                if has_transform(layout.estimator_dir(sdir, 0)) for est in self._load_estimators(index, seed, sdir))
+        return self._reads_row_count
 
     def batch_sizes(self) -> set[int]:
         """The inference batch sizes of the run's estimators (those that say theirs)."""
@@ -218,7 +255,8 @@ class RunPredictor:
         of ``ds`` unless a hint for a whole input is active."""
         if len(ds) == 0:
             return self.predict_block(ds)
-        hint = umap_rows_hint(len(ds)) if _TOTAL_ROWS.get() is None else contextlib.nullcontext()
+        needed = self.reads_row_count and _TOTAL_ROWS.get() is None
+        hint = umap_rows_hint(len(ds)) if needed else contextlib.nullcontext()
         with hint:
             return np.concatenate([self.predict_block(ds.subset(rows))
                                    for rows in row_blocks(len(ds), self.block_rows)])

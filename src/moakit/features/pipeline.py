@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,21 @@ class StepConfig(BaseModel):
     def build(self, seed: int) -> Step:
         seed = self.random_state if self.random_state is not None else seed
         return step_class(self.kind)(self.name, self.inputs, self.output, seed=seed, **self.params)
+
+
+def steps_of_kind(tree: Any, kind: str) -> Iterator[dict[str, Any]]:
+    """Every feature step of ``kind`` in a dumped config tree (``config.model_dump()``, a
+    model's ``params``, a pipeline's dict; nested dicts and lists at any depth), depth first in
+    the tree's order: each dict whose ``kind`` is ``kind``, itself, so a caller may change the
+    steps in place (e.g. every umap step's ``transform``) before validating the tree again."""
+    if isinstance(tree, dict):
+        if tree.get("kind") == kind:
+            yield tree
+        for value in tree.values():
+            yield from steps_of_kind(value, kind)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from steps_of_kind(value, kind)
 
 
 class PipelineConfig(BaseModel):
@@ -310,6 +326,11 @@ class Pipeline:
     @property
     def n_features_out_(self) -> int:
         return len(self.feature_names_)
+
+    @property
+    def reads_row_count(self) -> bool:
+        """Whether a step's transform depends on the number of rows given (:attr:`Step.reads_row_count`)."""
+        return any(step.reads_row_count for step in self.steps)
 
     def __repr__(self) -> str:
         steps = ", ".join(f"{s.kind}:{s.name}" for s in self.steps)

@@ -182,6 +182,11 @@ class UMAPStep(Step):
     random_draws = True  # the fit's initialisation, SGD and row subsample; transform_seed None: the seed
     saved_defaults = {"transform": "umap"}  # fits saved before `transform` existed used umap-learn's
 
+    @property
+    def reads_row_count(self) -> bool:
+        # umap-learn's transform chooses its epochs from the call's row count when n_epochs is unset
+        return self.params.transform == "umap" and self.params.n_epochs is None
+
     def trusted_state(self):
         import pynndescent
         import umap

@@ -117,6 +117,13 @@ class Step:
         """The block names this step writes."""
         return list(self.inputs) if self.in_place else [self.output]  # type: ignore[list-item]
 
+    @property
+    def reads_row_count(self) -> bool:
+        """Whether ``transform`` gives a row other values with the number of rows it is given
+        in all, so that chunked prediction must tell it the whole input's count
+        (:func:`moakit.streaming.umap_rows_hint`); no kind but umap (``transform: umap``) does."""
+        return False
+
     def fit(self, blocks: Blocks) -> "Step":
         parts = self._gather(blocks, check_widths=False)
         self.n_features_in_ = {b: int(p.shape[1]) for b, p in zip(self.inputs, parts)}

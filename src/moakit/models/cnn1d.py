@@ -309,6 +309,10 @@ class Cnn1dEstimator:
     def eval_batch_size(self, value: int) -> None:
         self.network.eval_batch_size = int(value)
 
+    @property
+    def reads_row_count(self) -> bool:
+        return self.features.reads_row_count
+
     def transform_signature(self) -> list:
         return [list(x) for x in self.layout]
 

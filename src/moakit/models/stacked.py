@@ -54,6 +54,10 @@ class StackedFeatures:
         base = self.base.feature_names_ if self.base is not None else []
         return [*base, *self.own.feature_names_]
 
+    @property
+    def reads_row_count(self) -> bool:
+        return self.own.reads_row_count or (self.base is not None and self.base.reads_row_count)
+
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:
             self.own.save(tmp / "own")

@@ -8,7 +8,8 @@ features: cp_time / cp_dose as two categorical columns (embedded), the quantile-
 g/c, factor analysis, k-means one-hot and row statistics of the quantiled g/c, and the
 quantile-transformed stage-1 predictions (``meta``: out-of-fold for training rows, averaged
 over all stage-1 seeds as the script did; see :mod:`moakit.models.three_stage_nn`); trained
-with BCE-with-logits on smoothed targets, early-stopped on the held-out fold.
+with the script's log loss on smoothed targets (``TabNetConfig.loss``), early-stopped on the
+held-out fold.
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ class TabNetConfig(BaseModel):
     batch_size: int = Field(1024, ge=2)
     virtual_batch_size: int = Field(128, ge=2)
     smoothing: float = Field(0.001, ge=0, lt=1)
+    # The training loss on the smoothed targets t. "script": the winners' LabelSmoothing module,
+    # the mean of -(t log(p + 1e-15) + (1 - t) log(1 - p + 1e-15)) with p = sigmoid(logit) in
+    # float32: where p rounds to 1 (logit above ~17) a negative's logit gets no gradient, and a
+    # positive's gradient fades below p ~ 1e-15 (logit below ~-35). "bce_logits": torch's
+    # BCE with logits, the same loss elsewhere with a gradient everywhere; it ranked worse beside
+    # the script on its own input matrix (BENCHMARKS.md, "Sixth session").
+    loss: Literal["script", "bce_logits"] = "script"
     # early stopping judges the held-out fold's log loss against targets smoothed by this
     # much (the script's last eval metric, which pytorch-tabnet stops on); 0 = raw targets
     stop_smoothing: float = Field(0.001, ge=0, lt=1)
@@ -244,6 +252,24 @@ class TabNetEstimator:
         return cls(reg, spec.get("info"))
 
 
+def smoothed_loss(kind: str, smoothing: float):
+    """The TabNet training loss ``(logits, 0/1 targets) -> scalar`` of ``TabNetConfig.loss``,
+    on the targets smoothed by ``smoothing`` (t -> t(1-s) + s/2, as the winners' script)."""
+
+    def script(logits, y):
+        t = smooth_targets(y, smoothing)
+        p = torch.sigmoid(logits)
+        return -(torch.log(p + 1e-15) * t + (1 - t) * torch.log(1 - p + 1e-15)).mean()
+
+    def bce_logits(logits, y):
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, smooth_targets(y, smoothing))
+
+    losses = {"script": script, "bce_logits": bce_logits}
+    if kind not in losses:
+        raise ValueError(f"tabnet: loss {kind!r}, expected one of {sorted(losses)}")
+    return losses[kind]
+
+
 def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
                on_epoch: EpochCallback | None = None, replay=None) -> TabNetEstimator:
     """``replay`` (the refit pass of ``holdout_refit``): run ``replay.epochs`` epochs, judge
@@ -259,11 +285,7 @@ def fit_tabnet(cfg: TabNetConfig, X_train, Y_train, X_valid, Y_valid, seed: int,
     X_valid = np.ascontiguousarray(X_valid, dtype=np.float32)
     Y_valid = np.ascontiguousarray(Y_valid, dtype=np.float32)
     torch.manual_seed(seed)  # the train loader's shuffling draws from the global generator
-    smoothing = cfg.smoothing
-
-    def loss_fn(logits, y):
-        # BCE with logits on smoothed targets (t -> t(1-s) + s/2), as the winners' script.
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, smooth_targets(y, smoothing))
+    loss_fn = smoothed_loss(cfg.loss, cfg.smoothing)
 
     # pytorch-tabnet stops on the LAST eval metric (the script: [raw, smoothed 0.001])
     metrics = [_metric(0.0)] + ([_metric(cfg.stop_smoothing)] if cfg.stop_smoothing else [])

@@ -15,6 +15,7 @@ or crafted artifact is an :class:`InferenceError` naming the file, never code th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, TypeVar
 
@@ -294,7 +295,8 @@ class Predictor:
         from moakit.streaming import umap_rows_hint
 
         preds: dict[str, np.ndarray] = {}
-        with umap_rows_hint(len(ds) if n_rows is None else n_rows):
+        needed = any(guarded(d, lambda m=m: m.reads_row_count) for d, m in zip(self.dirs, self.models))
+        with umap_rows_hint(len(ds) if n_rows is None else n_rows) if needed else contextlib.nullcontext():
             for name, d, panel, model in zip(self.names, self.dirs, self.panels, self.models):
                 check_inputs(d, ds, where)
                 model_ds = at_rows(first_row, where, lambda: apply_panel(ds, panel, where))
