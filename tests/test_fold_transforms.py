@@ -183,3 +183,26 @@ def test_fits_are_reused_within_a_scope_only(sim_data, monkeypatch):
     assert len(fits) == 4
     assert fold_transforms.worker_cache("run-a") is fold_transforms.worker_cache("run-a")
     assert fold_transforms.worker_cache("run-b") is not fold_transforms.worker_cache("run-a")
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_the_row_count_answer_loads_no_estimator_twice(runs, sim_data, monkeypatch, kept):
+    """Estimators kept: those loaded to answer are the ones that predict; not kept (each chunk
+    reloads them): the answer comes from the saved fold transforms, no estimator loaded for it."""
+    from moakit import streaming
+
+    run_dir = runs["reuse"][0].run_dir
+    loads = []
+    real = streaming.load_estimator
+    monkeypatch.setattr(streaming, "load_estimator", lambda path: loads.append(path) or real(path))
+    if not kept:
+        monkeypatch.setattr(streaming, "KEEP_ESTIMATORS_BYTES", 0)
+    assert fold_transforms.has_transform(_estimator_dirs(run_dir, 0)[0])
+    predictor = RunPredictor(run_dir)
+    assert predictor.reads_row_count is False  # quantile + PCA read no row count
+    assert len(loads) == (len(SEEDS) * N_FOLDS if kept else 0)
+    predictor.predict(sim_data.test.subset(slice(0, 10)))
+    assert len(loads) == len(SEEDS) * N_FOLDS and len(set(loads)) == len(loads)  # each loaded once
+    monkeypatch.setattr(Cnn1dEstimator, "transform_reads_row_count", classmethod(lambda cls, folder: True))
+    assert fold_transforms.saved_reads_row_count(_estimator_dirs(run_dir, 0)[0])
+    assert RunPredictor(run_dir).reads_row_count is (not kept)  # kept: the loaded estimators' own answer

@@ -151,7 +151,7 @@ def test_the_rows_hint_is_entered_only_for_runs_that_read_the_row_count(which, r
     monkeypatch.setattr(streaming, "umap_rows_hint", lambda n: entered.append(n) or real(n))
     predictor = RunPredictor(run)
     assert predictor.reads_row_count == reads
-    assert reads == any(streaming.reads_row_count(features) for _, _, features, _, _ in predictor.parts)
+    assert reads == any(features.reads_row_count for _, _, features, _, _ in predictor.parts)
     one, _ = inference.predict_to_file(run, sim_data.test, tmp_path / "one.csv", batch_size=64, chunk_rows=0)
     assert entered == ([len(sim_data.test)] if reads else [])  # the whole input's rows
     entered.clear()
@@ -159,3 +159,22 @@ def test_the_rows_hint_is_entered_only_for_runs_that_read_the_row_count(which, r
     assert len(entered) == (-(-len(sim_data.test) // 128) if reads else 0)  # each chunk: 2 blocks of 64
     assert set(entered) <= {len(sim_data.test)}
     assert one.read_bytes() == many.read_bytes()
+
+
+def test_file_digests_read_a_hard_linked_file_once_and_a_changed_file_again(tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "state.npz").write_bytes(b"x" * 100)
+    os.link(a / "state.npz", b / "state.npz")
+    read = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda fh, name: read.append(fh.name) or real(fh, name))
+    digests = streaming.FileDigests()
+    before = digests.folder(a)
+    assert digests.folder(b) == before == folder_digest(a)
+    assert len(read) == 2  # once for the memo's two folders, once for folder_digest's own new memo
+    (b / "state.npz").write_bytes(b"y" * 101)  # the linked file changed (size, time): read again, once
+    assert digests.folder(b) == digests.folder(a) != before and len(read) == 3

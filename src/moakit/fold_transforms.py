@@ -28,7 +28,9 @@ to fold transforms:
   one) and gives its matrix to every fold and seed with that identity; old run folders are
   read as they are (the digest needs nothing new).
 
-An estimator takes part by following :class:`FoldTransformEstimator`. Only the 1D-CNN does:
+An estimator takes part by following :class:`FoldTransformEstimator`, which one check,
+:func:`takes_part`, asks of its class (a loaded estimator's, or the kind a saved folder names).
+Only the 1D-CNN does:
 the other models' fold estimators fit no transform (the DeepInsight CNNs render images from
 the stage's feature map inside each network's batches; sharing them would hold a chunk's
 images, e.g. 20,480 x 3 x 224 x 224 floats at `full`, so they are rendered per network).
@@ -46,9 +48,12 @@ import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from moakit.streaming import FileDigests
 
 # fitted fold pipelines kept for reuse in a run (a pipeline's state is small: the 1D-CNN's
 # quantiles and PCA axes, ~1 MB at full size); least recently used dropped first
@@ -115,18 +120,35 @@ def worker_cache(run_id: str) -> FitCache:
         return _WORKER[1]
 
 
-@runtime_checkable
 class FoldTransformEstimator(Protocol):
     """A fold estimator whose predictions are a fitted transform of the stage matrix, then a
-    network: ``predict_proba(X) == predict_transformed(transform(X))``."""
+    network: ``predict_proba(X) == predict_transformed(transform(X))``. Whether a class
+    follows it: :func:`takes_part`."""
 
     transform_folder: ClassVar[str]  # the transform's folder inside the saved estimator folder
+
+    @property
+    def reads_row_count(self) -> bool: ...  # its transform's (moakit.models.base.FeatureState.reads_row_count)
+
+    @classmethod
+    def transform_reads_row_count(cls, folder: Path) -> bool: ...  # the same, from the saved transform alone
 
     def transform_signature(self) -> object: ...  # JSON: what else decides the transform (input layout)
 
     def transform(self, X: np.ndarray) -> np.ndarray: ...
 
     def predict_transformed(self, Xt: np.ndarray) -> np.ndarray: ...
+
+
+FOLD_TRANSFORM_METHODS = ("transform_reads_row_count", "transform_signature", "transform", "predict_transformed")
+
+
+def takes_part(cls: type) -> bool:
+    """Whether estimators of class ``cls`` follow :class:`FoldTransformEstimator`: the one check
+    behind :func:`has_transform` (a saved folder's kind), :func:`transform_identity` and
+    :func:`share_saved` (a loaded estimator's class)."""
+    return (isinstance(getattr(cls, "transform_folder", None), str) and hasattr(cls, "reads_row_count")
+            and all(callable(getattr(cls, name, None)) for name in FOLD_TRANSFORM_METHODS))
 
 
 def matrix_fingerprint(X: np.ndarray) -> str:
@@ -167,14 +189,14 @@ def fit_pipeline(config, seed: int, signature: object, X: np.ndarray, blocks: Ca
     return pipe
 
 
-def transform_identity(est, est_dir: str | Path, file_digests: dict | None = None) -> str | None:
+def transform_identity(est, est_dir: str | Path, digests: FileDigests | None = None) -> str | None:
     """Content identity of a loaded fold estimator's transform, from its saved folder
     ``est_dir``; None when the estimator has none to share (or MOAKIT_FEATURE_REUSE=0: each
-    estimator transforms for itself, as before this sharing). ``file_digests``: as
-    :func:`moakit.streaming.folder_digest`'s (the seeds' hard-linked files read once)."""
+    estimator transforms for itself, as before this sharing). ``digests``: the caller's
+    :class:`moakit.streaming.FileDigests` (the seeds' hard-linked files read once)."""
     from moakit import feature_reuse
 
-    if not isinstance(est, FoldTransformEstimator) or not feature_reuse.enabled():
+    if not takes_part(type(est)) or not feature_reuse.enabled():
         return None
     folder = Path(est_dir) / est.transform_folder
     if not folder.is_dir():
@@ -182,15 +204,28 @@ def transform_identity(est, est_dir: str | Path, file_digests: dict | None = Non
     from moakit.streaming import folder_digest
 
     signature = json.dumps(est.transform_signature(), sort_keys=True)
-    return hashlib.sha256(f"{folder_digest(folder, file_digests)}\0{signature}".encode()).hexdigest()
+    return hashlib.sha256(f"{folder_digest(folder, digests)}\0{signature}".encode()).hexdigest()
+
+
+def saved_class(est_dir: str | Path) -> type:
+    """The class of the estimator saved in ``est_dir`` (the kind its spec.json names), unloaded."""
+    from moakit.models.estimators import ESTIMATORS, estimator_kind
+
+    return ESTIMATORS.get(estimator_kind(est_dir))
 
 
 def has_transform(est_dir: str | Path) -> bool:
     """Whether the estimator saved in ``est_dir`` is of a kind that fits a transform of its
-    own (:class:`FoldTransformEstimator`), from its spec.json, without loading it."""
-    from moakit.models.estimators import ESTIMATORS, estimator_kind
+    own (:func:`takes_part`), from its spec.json, without loading it."""
+    return takes_part(saved_class(est_dir))
 
-    return hasattr(ESTIMATORS.get(estimator_kind(est_dir)), "transform_folder")
+
+def saved_reads_row_count(est_dir: str | Path) -> bool:
+    """Whether the transform of the estimator saved in ``est_dir`` reads the row count
+    (:attr:`FoldTransformEstimator.reads_row_count`), from the saved transform alone (its
+    network is not loaded); False for a kind without a transform of its own."""
+    cls = saved_class(est_dir)
+    return takes_part(cls) and bool(cls.transform_reads_row_count(Path(est_dir) / cls.transform_folder))
 
 
 class SharedTransforms:
@@ -222,7 +257,7 @@ def share_saved(est, stage_dir: str | Path, fold: int) -> int:
     from moakit.runs import layout
     from moakit.streaming import folder_digest
 
-    if not isinstance(est, FoldTransformEstimator) or not feature_reuse.enabled():
+    if not takes_part(type(est)) or not feature_reuse.enabled():
         return 0
     mine = layout.estimator_dir(stage_dir, fold) / est.transform_folder
     if not mine.is_dir():

@@ -32,7 +32,7 @@ blocks; and it chooses its epochs from the number of rows it is given (100 up to
 rows, else 30) when the step sets no ``n_epochs``: :func:`umap_rows_hint` makes every block
 of such a step use the epochs of the whole input, so chunked output equals one pass bit for
 bit. The hint is entered only for runs that have such a step (``RunPredictor.reads_row_count``,
-from each fitted step's ``reads_row_count``).
+from each feature state's ``reads_row_count``: :class:`moakit.models.base.FeatureState`).
 """
 
 from __future__ import annotations
@@ -85,22 +85,36 @@ def umap_transform_epochs(state) -> int | None:
     return 3 * (100 if total <= 10_000 else 30)
 
 
-def reads_row_count(transform) -> bool:
-    """Whether a fitted feature state or fold estimator gives a row other values with the
-    number of rows it is transformed with (its ``reads_row_count``: a pipeline with a umap step
-    of ``transform: umap``); False for one that declares nothing (no other transform does)."""
-    return bool(getattr(transform, "reads_row_count", False))
+class FileDigests:
+    """Saved files' sha256 digests, each remembered by its inode (device, inode, size and
+    modification time), so that the hard links of a state stored once
+    (:mod:`moakit.feature_reuse`, :func:`moakit.fold_transforms.share_saved`) are read once.
+    A :class:`RunPredictor` keeps one; digests are compared within a process, never stored."""
+
+    def __init__(self) -> None:
+        self._by_inode: dict[tuple[int, int, int, int], bytes] = {}
+
+    def file(self, f: Path) -> bytes:
+        st = f.stat()
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in self._by_inode:
+            with open(f, "rb") as fh:
+                self._by_inode[key] = hashlib.file_digest(fh, "sha256").digest()
+        return self._by_inode[key]
+
+    def folder(self, path: Path) -> str:
+        """:func:`folder_digest` of ``path``, its files read through this memo."""
+        return folder_digest(path, self)
 
 
-def folder_digest(path: Path, file_digests: dict | None = None) -> str:
+def folder_digest(path: Path, digests: FileDigests | None = None) -> str:
     """Content identity of a saved feature folder: its files' relative paths and bytes,
     except that a feature pipeline's manifest counts without its fit timings and with each
     step's random state as resolved (its own, else the pipeline's seed where the step draws
     one, else none) instead of the seed: two seeds' fits with fixed random states, or of
-    steps that draw nothing, are the same state. ``file_digests``, a dict the caller keeps,
-    remembers each file's digest by its inode (and size and time), so the hard links of a
-    state stored once (:mod:`moakit.feature_reuse`, :func:`moakit.fold_transforms.share_saved`)
-    are read once. Digests are compared within a process, never stored."""
+    steps that draw nothing, are the same state. ``digests``: a :class:`FileDigests` the
+    caller keeps (files already read are not read again); a new one by default."""
+    digests = FileDigests() if digests is None else digests
     h = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
@@ -108,20 +122,8 @@ def folder_digest(path: Path, file_digests: dict | None = None) -> str:
         if f.name == layout.FEATURES_MANIFEST:
             h.update(hashlib.sha256(_manifest_identity(f.read_bytes())).digest())
         else:
-            h.update(_file_digest(f, file_digests))
+            h.update(digests.file(f))
     return h.hexdigest()
-
-
-def _file_digest(f: Path, memo: dict | None) -> bytes:
-    st = f.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if memo is not None and key in memo:
-        return memo[key]
-    with open(f, "rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").digest()
-    if memo is not None:
-        memo[key] = digest
-    return digest
 
 
 def _manifest_identity(raw: bytes) -> bytes:
@@ -182,14 +184,14 @@ class RunPredictor:
         self.chain = StageChain(self.model, config.seeds)
         self.n_folds = config.cv.n_folds
         states: dict[str, object] = {}  # digest -> loaded feature state
-        self._file_digests: dict = {}  # each saved file's digest, by inode: hard links read once
+        self.digests = FileDigests()  # each saved file's digest, by inode: hard links read once
         self.parts: list[tuple[int, int, object, tuple, Path]] = []
         total = 0
         for index, stage in enumerate(self.chain.stages):
             for seed in config.seeds:
                 sdir = stage_dir(self.run_dir, stage, seed)
                 fdir = sdir / layout.FEATURES_DIR
-                digest = folder_digest(fdir, self._file_digests)
+                digest = self.digests.folder(fdir)
                 if digest not in states:
                     states[digest] = self.model.load_features(stage, fdir)
                 key = (index, digest, tuple(self.chain.upstream(index, seed)))
@@ -197,7 +199,7 @@ class RunPredictor:
                 total += sum(_size(layout.estimator_dir(sdir, k)) for k in range(self.n_folds))
         self.n_feature_states = len(states)
         # True: a stage's features read the row count; None: the fold estimators decide (on first use)
-        self._reads_row_count: bool | None = True if any(map(reads_row_count, states.values())) else None
+        self._reads_row_count: bool | None = True if any(s.reads_row_count for s in states.values()) else None
         self._estimators: dict[tuple[int, int], list] | None = {} if total <= KEEP_ESTIMATORS_BYTES else None
         self._fold_ids: dict[tuple[int, int, int], str | None] = {}  # fold transforms' content identities
         self.n_transforms = 0
@@ -214,8 +216,7 @@ class RunPredictor:
             if self.batch_size is not None and hasattr(est, "eval_batch_size"):
                 est.eval_batch_size = int(self.batch_size)
             if (index, seed, k) not in self._fold_ids:
-                self._fold_ids[(index, seed, k)] = transform_identity(est, layout.estimator_dir(sdir, k),
-                                                                      self._file_digests)
+                self._fold_ids[(index, seed, k)] = transform_identity(est, layout.estimator_dir(sdir, k), self.digests)
             ests.append(est)
         if self._estimators is not None:
             self._estimators[(index, seed)] = ests
@@ -225,14 +226,22 @@ class RunPredictor:
     def reads_row_count(self) -> bool:
         """Whether a transform of the run (a stage's features, a fold estimator's own) depends
         on the number of rows it is given, so that chunks need :func:`umap_rows_hint`. Fold
-        estimators are looked at on first use, loading only those of a kind with a transform."""
+        estimators are looked at on first use (the answer kept), only those of a kind with a
+        transform: loaded when the run's estimators are kept (the ones every chunk then uses),
+        else their saved transforms alone (each chunk loads the estimators anyway)."""
         if self._reads_row_count is None:
-            from moakit.fold_transforms import has_transform
-
-            self._reads_row_count = any(
-                reads_row_count(est) for index, seed, _, _, sdir in self.parts
-                if has_transform(layout.estimator_dir(sdir, 0)) for est in self._load_estimators(index, seed, sdir))
+            self._reads_row_count = any(self._fold_reads_row_count(index, seed, sdir)
+                                        for index, seed, _, _, sdir in self.parts)
         return self._reads_row_count
+
+    def _fold_reads_row_count(self, index: int, seed: int, sdir: Path) -> bool:
+        from moakit.fold_transforms import has_transform, saved_reads_row_count
+
+        if not has_transform(layout.estimator_dir(sdir, 0)):
+            return False
+        if self._estimators is not None:
+            return any(est.reads_row_count for est in self._load_estimators(index, seed, sdir))
+        return any(saved_reads_row_count(layout.estimator_dir(sdir, k)) for k in range(self.n_folds))
 
     def batch_sizes(self) -> set[int]:
         """The inference batch sizes of the run's estimators (those that say theirs)."""

@@ -329,7 +329,7 @@ class Pipeline:
 
     @property
     def reads_row_count(self) -> bool:
-        """Whether a step's transform depends on the number of rows given (:attr:`Step.reads_row_count`)."""
+        """Whether one of its steps reads the row count (:attr:`moakit.models.base.FeatureState.reads_row_count`)."""
         return any(step.reads_row_count for step in self.steps)
 
     def __repr__(self) -> str:

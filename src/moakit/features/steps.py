@@ -119,9 +119,8 @@ class Step:
 
     @property
     def reads_row_count(self) -> bool:
-        """Whether ``transform`` gives a row other values with the number of rows it is given
-        in all, so that chunked prediction must tell it the whole input's count
-        (:func:`moakit.streaming.umap_rows_hint`); no kind but umap (``transform: umap``) does."""
+        """This step's part of a feature state's ``reads_row_count``
+        (:attr:`moakit.models.base.FeatureState.reads_row_count`); only umap overrides it."""
         return False
 
     def fit(self, blocks: Blocks) -> "Step":

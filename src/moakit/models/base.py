@@ -43,11 +43,23 @@ class Estimator(Protocol):
 
 
 class FeatureState(Protocol):
-    """A fitted feature transform (a features.Pipeline, or a model's own)."""
+    """A fitted feature transform (a features.Pipeline, or a model's own, which may subclass
+    this for the defaults)."""
 
     def transform(self, blocks: Blocks) -> np.ndarray: ...
 
     def save(self, path: Path) -> None: ...
+
+    @property
+    def reads_row_count(self) -> bool:
+        """Whether ``transform`` gives a row other values with the number of rows it is given
+        in all, so that chunked prediction must tell it the whole input's count
+        (:func:`moakit.streaming.umap_rows_hint`). Only a umap step of umap-learn's transform
+        (``transform: umap``) without ``n_epochs`` does (:attr:`moakit.features.Step.reads_row_count`);
+        a pipeline or a stacked state reads it when one of its steps does; False by default.
+        A fold estimator with a transform of its own answers for it the same way
+        (:class:`moakit.fold_transforms.FoldTransformEstimator`)."""
+        return False
 
 
 @dataclass(frozen=True)

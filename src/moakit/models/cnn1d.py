@@ -313,6 +313,10 @@ class Cnn1dEstimator:
     def reads_row_count(self) -> bool:
         return self.features.reads_row_count
 
+    @classmethod
+    def transform_reads_row_count(cls, folder: Path) -> bool:
+        return Pipeline.load(folder).reads_row_count
+
     def transform_signature(self) -> list:
         return [list(x) for x in self.layout]
 

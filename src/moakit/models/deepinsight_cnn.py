@@ -64,8 +64,8 @@ from moakit.runs import layout
 from moakit.artifacts import atomic_dir
 from moakit.deepinsight import FeatureMap, LogNormScaler, Renderer, swap_noise
 from moakit.models.estimators import register_estimator
-from moakit.models.base import (Blocks, FitContext, Model, ModelParams, StageSpec, TorchEstimator,
-                               register)
+from moakit.models.base import (Blocks, FeatureState, FitContext, Model, ModelParams, StageSpec,
+                               TorchEstimator, register)
 from moakit.models.deepinsight_net import (  # noqa: F401 (the network side, re-exported)
     CUSTOM_BACKBONES, NETWORK_NAME, RESNEST_FAST, DeepInsightCNN, PretrainedWeightsError, create_backbone,
     load_pretrained_backbone, normalise_checkpoint_keys,
@@ -186,7 +186,7 @@ def feature_groups(blocks: Blocks, names: tuple[str, ...] | list[str] = INPUT_BL
     return [label.get(b, "cp") for b in names for _ in range(blocks[b].shape[1])]
 
 
-class DeepInsightFeatures:
+class DeepInsightFeatures(FeatureState):
     """Fitted scaler + feature map + the pixel grid; ``transform`` gives the scaled matrix.
 
     Saved as ``scaler.npz``, ``feature_map.npz``, ``deepinsight.json`` (with the input

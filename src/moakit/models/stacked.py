@@ -17,7 +17,7 @@ import numpy as np
 from moakit.runs import layout
 from moakit.artifacts import atomic_dir
 from moakit.features import Pipeline, PipelineConfig
-from moakit.models.base import Blocks, Model, StageSpec, on_device
+from moakit.models.base import Blocks, FeatureState, Model, StageSpec, on_device
 from moakit.models.mlp import MLPStageParams, fit_mlp_fold, fit_pipeline, load_pipeline
 
 
@@ -32,7 +32,7 @@ class StackStageParams(MLPStageParams):
     base_features: str | None = None
 
 
-class StackedFeatures:
+class StackedFeatures(FeatureState):
     """Feature state of a stacked stage: [base stage's features | this stage's own].
 
     Saved as ``base/`` (an earlier stage's fitted Pipeline, copied so the stage reloads on
