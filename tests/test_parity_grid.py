@@ -120,6 +120,12 @@ def test_patches_match_the_scripts(model):
                                  spec.patches(args), spec.script)  # stops (SystemExit) on a patch that no longer matches
     assert "parity_folds" in text
     compile(text, spec.script, "exec")
+    if model == "two_stage_nn_tabnet":  # winners.py --seed-index 1: the script's seed 1 alone
+        args.seed_index = 1
+        text = winners.apply_patches(winners.read_script(Path(os.environ["MOAKIT_WINNERS_REPO"]), spec.script),
+                                     spec.patches(args), spec.script)
+        assert text.count("seed_list = [1]") == 2 and "np.random.seed(0)" in text
+        compile(text, spec.script, "exec")
 
 
 def test_report_ratios_to_the_script_and_to_the_shipped_config():
@@ -157,6 +163,33 @@ def test_a_script_runs_scores_outlive_its_predictions(tmp_path, monkeypatch):
     (cmd,) = calls  # moakit's side only: the script counts as done
     assert cmd[1].endswith("moakit_side.py") and cmd[-2:] == ["--umap-transform", "rows"]
     assert grid.script_scores(tmp_path / "winners-simple_nn", tmp_path / "data", {}) == {}
+
+
+def test_a_script_seed_run_is_reported_beside_the_script_run_not_for_it(tmp_path, monkeypatch):
+    assert grid.parse_script_name("winners-two_stage_nn_tabnet") == ("two_stage_nn_tabnet", "script")
+    assert grid.parse_script_name("winners-two_stage_nn_tabnet-s2") == ("two_stage_nn_tabnet", "script-s2")
+    for name, value in (("winners-two_stage_nn_tabnet", 0.02), ("winners-two_stage_nn_tabnet-s1", 0.01)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text('{"cpu_seconds": 1.0}')
+        np.savez(tmp_path / name / "predictions.npz", scored_test=np.full((4, 2), value))
+    monkeypatch.setattr(grid, "test_scores", lambda data, pred, cache: {
+        "log_loss_treated": float(pred[0, 0]), "pr_auc": 0.2, "roc_auc": 0.5, "n_targets": 3})
+    entry = {}
+    for theirs in sorted(tmp_path.glob("winners-*")):
+        entry.update(grid.script_scores(theirs, tmp_path / "data", {}))
+    assert entry["two_stage_nn_tabnet/script"]["log_loss_treated"] == 0.02  # the grid's script run, unchanged
+    assert entry["two_stage_nn_tabnet/script-s1"]["log_loss_treated"] == 0.01
+    entry["two_stage_nn_tabnet/oof"] = {"log_loss_treated": 0.03, "pr_auc": 0.2, "roc_auc": 0.5, "n_targets": 3}
+    text = "\n".join(grid.report_lines({"pathway-seed0-x2": entry}))
+    assert "| two_stage_nn_tabnet/oof, effect scale 2 | 1.500 / 1.500 / 1.500 (n=1) |" in text  # over seed 0's run
+    assert "| two_stage_nn_tabnet/script-s1, effect scale 2 | 0.500 / 0.500 / 0.500 (n=1) |" in text
+    # winners.py --seed-index: one seed in both stages, TabNet's folds kept at seed 0's
+    assert [r for _, r, _ in winners.two_stage_seed_patches(0)] == [
+        "    seed_list = [0]  # (parity harness) --seed-index",
+        "MultilabelStratifiedKFold(n_splits=NFOLDS, shuffle=True, random_state = 0)"]
+    assert "np.random.seed(1)" in winners.two_stage_seed_patches(2)[-1][1]  # stage-1 folds as after seed 1
+    with pytest.raises(SystemExit, match="seeds 0-2"):
+        winners.two_stage_seed_patches(3)
 
 
 def test_a_second_moakit_seed_is_its_own_run_and_variant(tmp_path, monkeypatch):

@@ -46,6 +46,9 @@ with a positive test row the mean per-MoA average precision (PR-AUC) and ROC-AUC
 model and variant the ratio to the script (moakit / script: below 1 is better for log loss,
 above 1 better for PR-AUC and ROC-AUC) with its min / median / max over the grid; a model
 without a script (``cnn1d``) is compared with the Simple NN's script on the same test rows.
+A script run folder ``winners-MODEL-sK`` beside ``winners-MODEL`` (made by ``winners.py
+--seed-index K``, not by ``run``: the script's K-th seed alone) is reported as ``MODEL/script-sK``,
+with its ratio to the grid's script run (``script``, which every moakit run is compared with).
 """
 
 from __future__ import annotations
@@ -282,17 +285,26 @@ def collect(out: Path) -> dict:
     return result
 
 
+def parse_script_name(name: str) -> tuple[str, str]:
+    """(model, the report's code label) of a script run folder: ``winners-MODEL`` is the grid's
+    script run (``script``); ``winners-MODEL-sK`` another run of it, its seed index K alone
+    (``winners.py --seed-index K``), reported as ``script-sK`` beside it, never in its place."""
+    model, _, suffix = name.removeprefix("winners-").partition("-")
+    return model, "script" + (f"-{suffix}" if suffix else "")
+
+
 def script_scores(theirs: Path, data_dir: Path, cache: dict) -> dict:
-    """{"KEY/script": scores} of a finished script run (``winners-MODEL``): scored from its
+    """{"KEY/script": scores} of a finished script run (``winners-MODEL``; ``KEY/script-sK`` for
+    ``winners-MODEL-sK``): scored from its
     predictions.npz, and those scores written to ``SCRIPT_SCORES`` beside them; without the
     predictions (removed to free disk), that file's scores; neither: nothing (not finished)."""
     predictions, saved = theirs / "predictions.npz", theirs / SCRIPT_SCORES
     if not predictions.exists():
         return json.loads(saved.read_text()) if saved.exists() else {}
-    model = theirs.name.removeprefix("winners-")
+    model, label = parse_script_name(theirs.name)
     cpu_s = json.loads((theirs / "run.json").read_text()).get("cpu_seconds")
     pred = np.load(predictions)
-    scores = {f"{key}/script": {**test_scores(data_dir, pred[f"{stage}_test"], cache), "cpu_s": cpu_s}
+    scores = {f"{key}/{label}": {**test_scores(data_dir, pred[f"{stage}_test"], cache), "cpu_s": cpu_s}
               for stage, key in outputs(model)}
     saved.write_text(json.dumps(scores, indent=1))
     return scores

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import sys
@@ -108,6 +109,8 @@ def main(argv=None) -> int:
                     help="moakit engine: compute its loss / stopping metric with the script's formula "
                          "(sigmoid, log(p + 1e-15), float32) instead of moakit's (BCE with logits; float64 log loss)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-test", action="store_true",
+                    help="also write the fold-averaged test predictions (all test rows) beside --out, as NAME.test.npy")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -132,7 +135,7 @@ def main(argv=None) -> int:
             x, t = torch.from_numpy(np.asarray(z, np.float32)), torch.from_numpy(np.asarray(y, np.float32))
             p = torch.sigmoid(x)
             return (-(torch.log(p + 1e-15) * t + (1 - t) * torch.log(1 - p + 1e-15))).mean().item()
-    t0, c0 = time.time(), time.process_time()
+    t0, c0, load0 = time.time(), time.process_time(), os.getloadavg()
     tabnet = load_config("two_stage_nn_tabnet", profile="cpu").model_dump(mode="json")["params"]["stage2"]["tabnet"]
     tabnet.update({"batch_size": 128, "virtual_batch_size": 128})
     for item in args.set:
@@ -186,9 +189,11 @@ def main(argv=None) -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     result = {"sources": sources, "engine": args.engine, "script_arithmetic": args.script_arithmetic, "seed": args.seed, "tabnet": tabnet, "best_epochs": epochs,
               **scores, "cpu_s": round(usage.ru_utime + usage.ru_stime, 1), "fit_cpu_s": round(time.process_time() - c0, 1),
-              "wall_s": round(time.time() - t0, 1)}
+              "wall_s": round(time.time() - t0, 1), "loadavg_start_end": [list(load0), list(os.getloadavg())]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
+    if args.save_test:
+        np.save(args.out.with_suffix(".test.npy"), full.astype(np.float32))
     print(json.dumps({k: result[k] for k in ("engine", "script_arithmetic", "seed", "log_loss_treated", "pr_auc", "roc_auc", "cpu_s",
                                              "best_epochs")}))
     return 0

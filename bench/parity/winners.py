@@ -339,6 +339,29 @@ pd.DataFrame({'sig_id': train['sig_id'].values, 'kfold': _parity_folds}).to_csv(
 """
 
 
+# --seed-index K (the script's K-th seed alone, in both stages): stage 1 draws its folds from
+# numpy's global generator (RepeatedMultilabelStratifiedKFold, random_state=None) right before
+# the seed's first fold; in the script's own 5-seed run that generator was last seeded by
+# seed_everything(K - 1) at the start of seed K-1's last fold (nothing in between draws from
+# it), so for K >= 1 the patch seeds it so: the K-th seed's stage-1 folds as the 5-seed run drew
+# them. K = 0: the state the preprocessing leaves, as in a 1-seed run (a rerun of seed 0).
+STAGE1_FOLDS_OF_SEED = """    np.random.seed({})  # (parity harness) as after seed K-1 of the script's own run
+    mskf = RepeatedMultilabelStratifiedKFold("""
+
+
+def two_stage_seed_patches(k: int) -> list[tuple[str, str, int | None]]:
+    """Run only the script's seed ``k`` in both stages (stage 1: range(5), TabNet: range(3)),
+    its TabNet folds kept at seed 0's (parity_folds.csv, which moakit trains on); see above."""
+    if not 0 <= k < 3:
+        raise SystemExit(f"--seed-index {k}: the script's TabNet stage has seeds 0-2")
+    patches = [(r"^    seed_list = range\(nseed\)$", f"    seed_list = [{k}]  # (parity harness) --seed-index", 2),
+               (r"MultilabelStratifiedKFold\(n_splits=NFOLDS, shuffle=True, random_state = seed\)",
+                "MultilabelStratifiedKFold(n_splits=NFOLDS, shuffle=True, random_state = 0)", 1)]
+    if k >= 1:
+        patches.append((r"^    mskf = RepeatedMultilabelStratifiedKFold\(", STAGE1_FOLDS_OF_SEED.format(k - 1), 1))
+    return patches
+
+
 def two_stage_patches(args) -> list[tuple[str, str, int | None]]:
     p, cv = args.params, args.cfg["cv"]
     s1, tab = p["stage1"], p["stage2"]["tabnet"]
@@ -351,7 +374,10 @@ def two_stage_patches(args) -> list[tuple[str, str, int | None]]:
     n_init = {s["name"]: s.get("n_init", 10) for s in p["stage2"]["features"]["steps"] if s["kind"] == "kmeans_onehot"}
     if len(set(n_init.values())) != 1:
         raise SystemExit("the script's KMeans are patched alike")
-    return common_patches(args) + [
+    k = getattr(args, "seed_index", None)
+    if k is not None and args.seeds != 1:
+        raise SystemExit("--seed-index runs one seed: give --seeds 1")
+    return common_patches(args) + (two_stage_seed_patches(k) if k is not None else []) + [
         (r"^HIDDEN_SIZE = 2048$", f"HIDDEN_SIZE = {hidden[0]}", 1),
         (r"^EPOCHS = 15$", f"EPOCHS = {epochs}", 1),
         (r"^NFOLDS = 10 # 10$", f"NFOLDS = {cv['n_folds']}", 2),
@@ -450,7 +476,9 @@ SPECS: dict[str, Spec] = {
         config="two_stage_nn_tabnet",
         folds=lambda a, d: _mskf_folds(d, a.cfg["cv"]["n_folds"], shuffle=True, random_state=0),
         notes=["folds: TabNet's seed-0 MultilabelStratifiedKFold (parity_folds.csv; moakit_side --folds-from); "
-               "the script's stage-1 folds are unseeded (RepeatedMultilabelStratifiedKFold, random_state=None)"],
+               "the script's stage-1 folds are unseeded (RepeatedMultilabelStratifiedKFold, random_state=None): drawn "
+               "from numpy's global generator, which the script seeds (512 at the start, the seed in each fold), so "
+               "a run is repeatable (seed 0 rerun bit-identical, BENCHMARKS 'Seventh session')"],
     ),
 }
 
@@ -463,6 +491,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True, help="a lish-moa folder of CSV files (moakit simulate)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, default=1, help="the script's first N seeds")
+    ap.add_argument("--seed-index", type=int, default=None, metavar="K",
+                    help="two_stage_nn_tabnet only: run the script's K-th seed alone (0-2), in both stages, "
+                         "its TabNet folds kept at seed 0's (the run-seed noise of the script's whole chain)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--size", choices=["full", "cpu"], default="full",
                     help="the script's own numbers, or CPU sizes: SIZES, else the moakit config's profile of that name")
@@ -477,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     spec = SPECS[args.model]
+    if args.seed_index is not None and args.model != "two_stage_nn_tabnet":
+        raise SystemExit("--seed-index: only two_stage_nn_tabnet's patches pick a seed")
     args.params = None
     if spec.config is not None:  # the sizes of moakit's profile: both codes at the same numbers
         from moakit.config import load_config
@@ -518,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     np.savez_compressed(args.out / "predictions.npz", **spec.collect(args.out, args.data))
     (args.out / "run.json").write_text(json.dumps({
         "model": args.model, "script": spec.script, "seeds": args.seeds, "threads": args.threads, "size": args.size,
-        "epochs_override": args.epochs, "set": args.set, "seconds": round(seconds, 1),
+        "epochs_override": args.epochs, "set": args.set, "seed_index": args.seed_index,
+        "seconds": round(seconds, 1),
         "cpu_seconds": round(cpu_seconds, 1),
         "notes": spec.notes}, indent=1))
     print(f"{args.model}: the winners' script ran in {seconds:.0f} s; predictions in {args.out / 'predictions.npz'}")
