@@ -140,15 +140,17 @@ class FoldTransformEstimator(Protocol):
     def predict_transformed(self, Xt: np.ndarray) -> np.ndarray: ...
 
 
-FOLD_TRANSFORM_METHODS = ("transform_reads_row_count", "transform_signature", "transform", "predict_transformed")
+# the protocol's members a class must have, read from the protocol itself (its methods and
+# properties; ``transform_folder``, an annotation alone, is checked apart)
+FOLD_TRANSFORM_MEMBERS = tuple(name for name in vars(FoldTransformEstimator) if not name.startswith("_"))
 
 
 def takes_part(cls: type) -> bool:
     """Whether estimators of class ``cls`` follow :class:`FoldTransformEstimator`: the one check
     behind :func:`has_transform` (a saved folder's kind), :func:`transform_identity` and
     :func:`share_saved` (a loaded estimator's class)."""
-    return (isinstance(getattr(cls, "transform_folder", None), str) and hasattr(cls, "reads_row_count")
-            and all(callable(getattr(cls, name, None)) for name in FOLD_TRANSFORM_METHODS))
+    return (isinstance(getattr(cls, "transform_folder", None), str)
+            and all(hasattr(cls, name) for name in FOLD_TRANSFORM_MEMBERS))
 
 
 def matrix_fingerprint(X: np.ndarray) -> str:

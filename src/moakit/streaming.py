@@ -24,8 +24,8 @@ row-independent at inference up to that rounding (scalers, quantile, PCA / FA, v
 threshold, row statistics, k-means one-hot, UMAP embedding each row on its own -- a umap
 step's default ``transform: rows``, :mod:`moakit.features.umap_rows` --, the networks in
 eval mode). One exception remains, in umap steps with ``transform: umap`` (the 2-stage
-NN + TabNet's config pins it, as its script; runs saved before the option read as it): umap-learn's ``transform`` depends on the other rows of the call
-(the graph scaled by the call's largest edge weight, kernel widths floored by the call's
+NN + TabNet's config pins it, as its script; runs saved before the option read as it):
+umap-learn's ``transform`` depends on the other rows of the call (the graph scaled by the call's largest edge weight, kernel widths floored by the call's
 mean distance, and above 4,096 fit rows pynndescent's candidates drawn from a random stream
 across the query rows), the same in one pass as in chunks since both give it the same
 blocks; and it chooses its epochs from the number of rows it is given (100 up to 10,000
